@@ -1,0 +1,211 @@
+"""Small, validated run configuration, saved as `config.json` in every run folder.
+
+Three dataclasses (data, LoRA, training) and one `RunConfig` that holds them. Each field has
+a one-line docstring; `__post_init__` refuses bad values with a message that says how to fix
+them. Everything not here is fixed in code until someone needs it.
+
+    from noshow.config import RunConfig, TrainConfig
+    cfg = RunConfig(train=TrainConfig(approach="classifier", max_steps=20))
+    cfg.to_dict(); RunConfig.from_dict(d)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Approach = Literal["generative", "classifier"]
+SplitMethod = Literal["time", "patient", "random"]
+Quantize = Literal["auto", "4bit", "none"]
+
+APPROACHES = ("generative", "classifier")
+SPLITS = ("time", "patient", "random")
+QUANTIZE = ("auto", "4bit", "none")
+# Names of Llama's linear layers; "all-linear" lets peft find them for any architecture.
+KNOWN_TARGET_MODULES = (
+    "q_proj",
+    "k_proj",
+    "v_proj",
+    "o_proj",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message says how to fix it."""
+
+
+def _check(condition: bool, message: str) -> None:
+    if not condition:
+        raise ConfigError(message)
+
+
+@dataclass
+class DataConfig:
+    """Which data to train on and how to split it."""
+
+    source: str | None = None
+    """Path to a Kaggle CSV or a Statement/NoShow CSV/Parquet; None = discovery order."""
+    split: SplitMethod = "time"
+    """'time' (test = on/after 2016-05-30), 'patient' (grouped by PatientId) or 'random'."""
+    max_train_rows: int | None = None
+    """Use at most this many training rows (stratified sample); None = all."""
+    max_eval_rows: int | None = None
+    """Use at most this many validation and test rows each; None = all."""
+    seed: int = 0
+    """Seed for sampling and the patient/random splits."""
+    use_clinician_labels: bool = False
+    """Let clinician labels from the label store override the data set's labels."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.split in SPLITS,
+            f"split must be one of {', '.join(SPLITS)}, got {self.split!r}.",
+        )
+        for name in ("max_train_rows", "max_eval_rows"):
+            value = getattr(self, name)
+            _check(
+                value is None or (isinstance(value, int) and value > 0),
+                f"{name} must be a positive whole number or empty (all rows), got {value!r}.",
+            )
+
+
+@dataclass
+class LoraSettings:
+    """LoRA adapter shape (named to avoid clashing with peft.LoraConfig)."""
+
+    r: int = 16
+    """Rank of the LoRA matrices; 8-64 is typical. Higher = more capacity, more memory."""
+    alpha: int = 32
+    """Scaling numerator; the update is scaled by alpha / r."""
+    dropout: float = 0.05
+    """Dropout on the LoRA input, 0 <= dropout < 1."""
+    target_modules: str | list[str] = "all-linear"
+    """'all-linear' or a list of module names such as ['q_proj', 'v_proj']."""
+
+    def __post_init__(self) -> None:
+        _check(
+            isinstance(self.r, int) and self.r > 0,
+            f"LoRA r must be a positive whole number (try 16), got {self.r!r}.",
+        )
+        _check(self.alpha > 0, f"LoRA alpha must be positive (try 2*r), got {self.alpha!r}.")
+        _check(
+            0 <= self.dropout < 1, f"LoRA dropout must be in [0, 1) (try 0.05), got {self.dropout!r}."
+        )
+        if isinstance(self.target_modules, str):
+            _check(
+                self.target_modules == "all-linear",
+                "target_modules must be 'all-linear' or a list of module names, "
+                f"got {self.target_modules!r}.",
+            )
+        else:
+            self.target_modules = list(self.target_modules)
+            _check(len(self.target_modules) > 0, "target_modules must not be an empty list.")
+            unknown = [m for m in self.target_modules if m not in KNOWN_TARGET_MODULES]
+            _check(
+                not unknown,
+                f"Unknown target module(s) {unknown}: choose from "
+                f"{', '.join(KNOWN_TARGET_MODULES)} or use 'all-linear'.",
+            )
+
+
+@dataclass
+class TrainConfig:
+    """How to fine-tune."""
+
+    approach: Approach = "classifier"
+    """'generative' (the model answers Yes/No) or 'classifier' (a linear head)."""
+    model: str = "smollm2-135m-instruct"
+    """A preset name, a Hugging Face hub id, or a local folder."""
+    quantize: Quantize = "auto"
+    """'4bit' (QLoRA, NF4 base; CUDA only), 'none' (bf16 on GPU, fp32 on CPU), 'auto' (4bit on CUDA)."""
+    epochs: float = 1.0
+    """Passes over the training rows (ignored when max_steps is set)."""
+    max_steps: int | None = None
+    """Stop after this many optimizer steps; None = run `epochs`."""
+    lr: float = 2e-4
+    """Peak learning rate (linear warm-up then cosine decay)."""
+    batch_size: int = 64
+    """Statements per optimizer step."""
+    warmup_steps: int = 10
+    """Steps of linear learning-rate warm-up."""
+    weight_decay: float = 0.0
+    """AdamW weight decay on the trainable weights."""
+    eval_every: int = 0
+    """Evaluate on the validation split every N steps (0 = only at the end)."""
+    early_stopping_patience: int = 0
+    """Stop after this many evaluations without a better validation AUC (0 = off)."""
+    class_weighting: bool = False
+    """Weight the no-show class by the inverse class frequency."""
+    max_length: int = 256
+    """Truncate token sequences longer than this."""
+    gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
+    """Trade compute for memory; 'auto' turns it on only for models over 3B parameters."""
+    seed: int = 0
+    """Seed for LoRA initialisation and batch order."""
+    wandb: bool = False
+    """Log to Weights & Biases (offline mode when no API key is configured)."""
+    output_dir: str = "runs"
+    """Folder that holds one sub-folder per run."""
+
+    def __post_init__(self) -> None:
+        _check(
+            self.approach in APPROACHES,
+            f"approach must be 'generative' or 'classifier', got {self.approach!r}.",
+        )
+        _check(
+            self.quantize in QUANTIZE,
+            f"quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}.",
+        )
+        _check(bool(str(self.model).strip()), "model must name a preset, hub id or folder.")
+        _check(self.lr > 0, f"lr must be positive (try 2e-4), got {self.lr!r}.")
+        _check(self.lr < 1, f"lr {self.lr!r} is far too large for fine-tuning (try 2e-4).")
+        _check(
+            isinstance(self.batch_size, int) and self.batch_size > 0,
+            f"batch_size must be a positive whole number (try 32), got {self.batch_size!r}.",
+        )
+        _check(self.epochs > 0, f"epochs must be positive (try 1), got {self.epochs!r}.")
+        _check(
+            self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps > 0),
+            f"max_steps must be a positive whole number or empty, got {self.max_steps!r}.",
+        )
+        _check(self.warmup_steps >= 0, "warmup_steps must be 0 or more.")
+        _check(self.weight_decay >= 0, "weight_decay must be 0 or more.")
+        _check(self.eval_every >= 0, "eval_every must be 0 (end only) or a number of steps.")
+        _check(self.early_stopping_patience >= 0, "early_stopping_patience must be 0 or more.")
+        _check(
+            self.max_length >= 32, f"max_length must be at least 32 tokens, got {self.max_length}."
+        )
+        _check(
+            self.gradient_checkpointing in ("auto", "on", "off"),
+            "gradient_checkpointing must be 'auto', 'on' or 'off'.",
+        )
+
+
+@dataclass
+class RunConfig:
+    """Everything that defines a training run."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    labels_used: dict[str, Any] | None = None
+    """Filled in by training: clinician-label overrides used (count and hash), if any."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        try:
+            return cls(
+                data=DataConfig(**d.get("data", {})),
+                lora=LoraSettings(**d.get("lora", {})),
+                train=TrainConfig(**d.get("train", {})),
+                labels_used=d.get("labels_used"),
+            )
+        except TypeError as e:  # unknown or missing keys
+            raise ConfigError(f"Invalid run configuration: {e}") from e

@@ -1,0 +1,53 @@
+"""Shared fixtures: the real data file (skipped with a reason when absent), a tiny random
+Llama that never downloads anything, and the bundled real model."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REAL_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
+
+# Tests must never reach a hub; CPU threads kept small for the 2-core CI machine.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+def pytest_collection_modifyitems(config, items):
+    try:
+        import torch
+
+        has_cuda = torch.cuda.is_available()
+    except Exception:  # torch missing or broken: GPU tests cannot run either
+        has_cuda = False
+    skip_gpu = pytest.mark.skip(reason="needs a CUDA GPU; this machine has none")
+    for item in items:
+        if "gpu" in item.keywords and not has_cuda:
+            item.add_marker(skip_gpu)
+
+
+@pytest.fixture(scope="session")
+def real_data_path() -> Path:
+    if not REAL_DATA.exists():
+        pytest.skip(f"real data file not present at {REAL_DATA}")
+    return REAL_DATA
+
+
+@pytest.fixture(scope="session")
+def bundled_model_dir() -> Path:
+    from noshow.models import resolve
+
+    return resolve("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
+    """A 2-layer, hidden-16 random Llama with the bundled tokenizer (real Yes/No tokens)."""
+    from noshow.models import build_random_llama
+
+    folder = tmp_path_factory.mktemp("tiny-llama")
+    return build_random_llama(folder, shape="tiny", tokenizer_from=bundled_model_dir)
