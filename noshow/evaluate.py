@@ -402,7 +402,8 @@ def _first_column(df: pd.DataFrame, names: Sequence[str]) -> str | None:
 def plot_training_curves(metrics_df: pd.DataFrame) -> Figure:
     """Training loss (and eval loss) and validation ROC-AUC against the step.
 
-    Reads metrics.jsonl records: `step`, `loss`, and `eval_roc_auc` / `eval_loss`.
+    Reads metrics.jsonl records: `step`, `loss`, `val_auc` (or `eval_roc_auc`) and
+    `val_loss` (or `eval_loss`), as noshow.training writes them.
     """
     fig, (loss_ax, auc_ax) = _new_axes(2)
     if metrics_df is None or metrics_df.empty or "step" not in metrics_df.columns:
@@ -410,8 +411,9 @@ def plot_training_curves(metrics_df: pd.DataFrame) -> Figure:
             ax.text(0.5, 0.5, "no metrics yet", ha="center", va="center", transform=ax.transAxes)
         return fig
     df = metrics_df.sort_values("step")
-    for column, label in (("loss", "training loss"), ("eval_loss", "validation loss")):
-        if column in df.columns and df[column].notna().any():
+    val_loss = _first_column(df, ["val_loss", "eval_loss"])
+    for column, label in (("loss", "training loss"), (val_loss, "validation loss")):
+        if column is not None and column in df.columns and df[column].notna().any():
             part = df[["step", column]].dropna()
             loss_ax.plot(
                 part["step"], part[column], label=label, marker="." if len(part) < 30 else None
@@ -419,7 +421,7 @@ def plot_training_curves(metrics_df: pd.DataFrame) -> Figure:
     loss_ax.set(xlabel="Step", ylabel="Loss", title="Loss")
     if loss_ax.lines:
         loss_ax.legend(fontsize="small")
-    auc_col = _first_column(df, ["eval_roc_auc", "val_roc_auc", "eval_auc"])
+    auc_col = _first_column(df, ["val_auc", "eval_roc_auc", "val_roc_auc", "eval_auc"])
     if auc_col:
         part = df[["step", auc_col]].dropna()
         best = part[auc_col].max()

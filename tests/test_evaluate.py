@@ -215,18 +215,21 @@ def test_training_curves_plot_loss_and_validation_auc(tmp_path):
         [
             {"step": 1, "loss": 0.7},
             {"step": 2, "loss": 0.6},
-            {"step": 2, "eval_roc_auc": 0.68, "eval_loss": 0.5},
+            {"step": 2, "val_auc": 0.68, "val_loss": 0.5},
             {"step": 4, "loss": 0.5},
-            {"step": 4, "eval_roc_auc": 0.71, "eval_loss": 0.45},
+            {"step": 4, "val_auc": 0.71, "val_loss": 0.45},
         ]
     )
     fig = plot_training_curves(metrics)
     loss_ax, auc_ax = fig.axes
     assert list(loss_ax.lines[0].get_xdata()) == [1, 2, 4]
+    assert list(loss_ax.lines[1].get_ydata()) == [0.5, 0.45]
     assert list(auc_ax.lines[0].get_ydata()) == [0.68, 0.71]
     assert auc_ax.get_legend().get_texts()[0].get_text() == "validation (best 0.710)"
     fig.savefig(tmp_path / "curves.png")  # renders without a display
     assert (tmp_path / "curves.png").stat().st_size > 1000
+    older = plot_training_curves(pd.DataFrame([{"step": 3, "eval_roc_auc": 0.7}]))
+    assert list(older.axes[1].lines[0].get_ydata()) == [0.7]
     empty = plot_training_curves(pd.DataFrame())
     assert empty.axes[0].texts[0].get_text() == "no metrics yet"
 
