@@ -37,7 +37,7 @@ import shutil
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -413,10 +413,11 @@ def _parse_timestamps(name: str, raw: pd.DataFrame, column: str, position) -> pd
 
 
 def clean_kaggle_frame(
-    raw: pd.DataFrame, *, name: str = "data", position=None
+    raw: pd.DataFrame, *, name: str = "data", position: Callable[[int], str] | None = None
 ) -> tuple[pd.DataFrame, CleaningReport]:
     """Validate a frame with the raw Kaggle columns and return (cleaned frame with features
-    and statements, report). `name` is used in error messages."""
+    and statements, report). `name` and `position` (row index -> "line 7") shape the
+    DataError messages."""
     position = position or (lambda i: f"row {i + 1}")
     notes: list[str] = []
     extra = [c for c in raw.columns if c not in KAGGLE_COLUMNS]

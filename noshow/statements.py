@@ -7,7 +7,8 @@ wording and you must bump the version, because trained adapters learned the old 
     render_statement(loaded.frame.iloc[0])      # one row (any Mapping with the feature keys)
     render_statements(loaded.frame)             # a whole frame, same text, fast
 
-Example output (about 60 tokens; training time grows with length, so the wording is terse):
+Example output (65 tokens on average with the SmolLM2 tokenizer, 56-77 on the real file;
+training time grows with length, so the wording is terse):
 
     A 34-year-old woman from Jardim da Penha has an appointment on a Friday, booked 12 days
     ahead at 8 a.m. She has hypertension and diabetes; no alcoholism and no disability. She
@@ -234,7 +235,7 @@ def _map_unique(func, columns: list[np.ndarray]) -> np.ndarray:
 
 def render_statements(frame: pd.DataFrame) -> pd.Series:
     """Render every row of `frame`; equals `render_statement` row by row, but builds each
-    piece once per distinct value combination (under 0.5 s for the 110k-row file)."""
+    piece once per distinct value combination (about 1 s for the 110k-row file)."""
     missing = [key for key in STATEMENT_FIELDS if key not in frame.columns]
     if missing:
         raise ValueError(
