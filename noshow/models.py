@@ -173,8 +173,8 @@ def resolve(name: str | Path) -> Path:
             f"No model named: choose a preset ({', '.join(PRESETS)}), a hub id or a folder."
         )
     preset = PRESETS.get(text)
-    if preset is not None and preset.bundled:
-        return _resolve_bundled(preset)
+    if preset is not None:
+        return _resolve_bundled(preset) if preset.bundled else _resolve_hub(preset.hub_id, preset)
 
     folder = Path(text).expanduser()
     if folder.is_dir():
@@ -185,8 +185,6 @@ def resolve(name: str | Path) -> Path:
             )
         return folder
 
-    if preset is not None:
-        return _resolve_hub(preset.hub_id, preset)
     if _looks_like_hub_id(text):
         return _resolve_hub(text, None)
     raise ModelError(
@@ -251,11 +249,14 @@ def _resolve_hub(hub_id: str, preset: ModelPreset | None) -> Path:
             f"{label} is gated: accept the license at https://huggingface.co/{hub_id} and set "
             f"HF_TOKEN or run `hf auth login`{extra}. The bundled {DEFAULT_MODEL} works offline."
         )
+    # "org/name" is also how a mistyped relative path looks: say so.
+    not_a_folder = "" if preset else f" (If you meant a local folder: {hub_id} does not exist.)"
     if offline:
         raise ModelError(
             f"{label} is not in the local Hugging Face cache and the hub is switched off "
             "(HF_HUB_OFFLINE=1): unset HF_HUB_OFFLINE on a machine with network access to "
             f"download it, copy the model folder here and pass its path, or use {DEFAULT_MODEL}."
+            + not_a_folder
         )
 
     from huggingface_hub import snapshot_download
@@ -277,7 +278,7 @@ def _resolve_hub(hub_id: str, preset: ModelPreset | None) -> Path:
     except RepositoryNotFoundError as e:
         raise ModelError(
             f"{label} was not found on the hub (or it is private): check the id, or set "
-            "HF_TOKEN if it is private."
+            "HF_TOKEN if it is private." + not_a_folder
         ) from e
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError) as e:
         # LocalEntryNotFoundError is what huggingface_hub raises when the network is down.
@@ -388,7 +389,8 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
     if hasattr(clean, "quantization_config"):
         del clean.quantization_config
     clean.dtype = torch.bfloat16
-    clean._name_or_path = PRESETS[DEFAULT_MODEL].hub_id  # the GGUF's own name is a training-run tag
+    # The GGUF's `general.name` ("Smollm2 135M 8k Lc100K Mix1 Ep2") is a training-run tag.
+    clean.__dict__.pop("_model_name_or_path", None)
     model_class = type(gguf_model)
     del gguf_model
     model = model_class(clean).to(torch.bfloat16)

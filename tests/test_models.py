@@ -145,6 +145,38 @@ def test_hub_id_while_offline_says_the_hub_is_off(monkeypatch):
         resolve("noshow-tests/not-a-cached-model")
     assert "noshow-tests/not-a-cached-model" in str(info.value)
     assert "HF_HUB_OFFLINE" in str(info.value)
+    assert "If you meant a local folder" in str(info.value)  # "a/b" may be a mistyped path
+
+
+@pytest.mark.parametrize(
+    ("error_name", "expected"),
+    [
+        ("LocalEntryNotFoundError", "hub is unreachable"),  # what huggingface_hub raises offline
+        ("GatedRepoError", "accept the license"),
+        ("RepositoryNotFoundError", "not found on the hub"),
+    ],
+)
+def test_hub_download_failures_become_clear_messages(monkeypatch, error_name, expected):
+    import huggingface_hub
+    from huggingface_hub import constants, errors
+
+    def failing_download(repo_id, **kwargs):
+        error_class = getattr(errors, error_name)
+        if kwargs.get("local_files_only") or error_class is errors.LocalEntryNotFoundError:
+            raise errors.LocalEntryNotFoundError("no connection")
+        # Built without __init__, which wants a live HTTP response object.
+        error = error_class.__new__(error_class)
+        Exception.__init__(error, "refused")
+        raise error
+
+    # Never reaches the network: the download function itself is replaced.
+    monkeypatch.setattr(huggingface_hub, "snapshot_download", failing_download)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
+    with pytest.raises(ModelError, match=expected):
+        resolve("llama-3.1-8b")
 
 
 # ----------------------------------------------------------------------------- conversion
