@@ -1,0 +1,681 @@
+"""Training speed, side by side: the seed project's recipe against the project's fast path.
+
+In one process on one GPU, for each approach, trains (a) the seed's recipe (`noshow.seed_recipe`:
+HF Trainer, gradient checkpointing, paged AdamW, batches of 16) and (b) the fast path
+(`noshow.training.fit`, the loop `scripts/train.py` and the app use) on the same training
+rows for the same number of statements, then scores the same test rows with the same scoring
+function. Prints one table (statements/s, non-pad tokens/s, peak GPU memory, time to the
+first step, test ROC-AUC, speed-up) and appends it to BENCHMARKS.md with the GPU, the
+library versions and this command.
+
+    python scripts/bench_train.py                                   # bundled model, both approaches, 4-bit
+    python scripts/bench_train.py --model llama-8b-random --statements 1024
+    python scripts/bench_train.py --approach classifier --quantize none --batch-size 128
+    python scripts/bench_train.py --smoke --no-write                # tiny, CPU OK: checks every mode runs
+
+`--model llama-8b-random` builds a Llama-3.1-8B-shaped model with random weights straight on
+the GPU (bf16, then every decoder linear layer swapped for a bitsandbytes NF4 layer), so the
+8B model's speed is measured without a download; its AUC is meaningless (random weights),
+its speed is not. Time to first step counts from the moment the base model is in memory
+(LoRA wrapping, tokenizing, building the trainer, the first optimizer step).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import math
+import os
+import platform
+import shlex
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+BENCHMARKS_FILE = REPO / "BENCHMARKS.md"
+SHARED_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
+BUNDLED_MODEL = "smollm2-135m-instruct"
+MODELS = ("bundled", "llama-8b-random")
+SMOKE_STATEMENTS = 64
+SMOKE_TEST_ROWS = 64
+BENCHMARKS_HEADER = """# Benchmarks
+
+Figures written by `scripts/bench_train.py` (training) and `scripts/bench_predict.py`
+(inference), newest at the bottom. Each section names its GPU or CPU, library versions and
+the exact command. Ratios (speed-ups) come from one process on one machine; figures from
+different machines or versions do not compare.
+"""
+
+TRAIN_COLUMNS = (
+    "approach",
+    "recipe",
+    "batch",
+    "statements",
+    "statements/s",
+    "non-pad tokens/s",
+    "peak GPU mem GB",
+    "time to first step s",
+    "test ROC-AUC",
+    "speed-up vs seed",
+)
+
+
+class BenchError(RuntimeError):
+    """A benchmark cannot run as asked; the message says how to fix it."""
+
+
+# ----------------------------------------------------------------------------- shared reporting
+# bench_predict.py imports these helpers from here, so both scripts write BENCHMARKS.md alike.
+
+
+def format_value(value: Any, digits: int = 1) -> str:
+    """Table cell text: '-' for missing, fixed decimals for floats."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "-"
+        return f"{value:,.{digits}f}"
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def format_table(columns: tuple[str, ...] | list[str], rows: list[list[str]]) -> str:
+    """A Markdown table (also readable as plain text on a terminal)."""
+    widths = [max(len(c), *(len(r[i]) for r in rows)) for i, c in enumerate(columns)]
+    line = "| " + " | ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)) + " |"
+    rule = "|" + "|".join("-" * (w + 2) for w in widths) + "|"
+    body = [
+        "| " + " | ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)) + " |" for r in rows
+    ]
+    return "\n".join([line, rule, *body])
+
+
+def describe_machine(device) -> dict[str, str]:
+    """GPU (or CPU) name and the library versions that decide the speed."""
+    import torch
+    import transformers
+
+    versions = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+    for name in ("peft", "bitsandbytes"):
+        try:
+            versions[name] = __import__(name).__version__
+        except Exception:  # not installed or broken for this platform: say so, do not fail
+            versions[name] = "not available"
+    if device.type == "cuda":
+        where = f"{torch.cuda.get_device_name(device)} (CUDA {torch.version.cuda})"
+    else:
+        where = f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads"
+    return {"machine": where, "versions": ", ".join(f"{k} {v}" for k, v in versions.items())}
+
+
+def command_line(script: str, argv: list[str]) -> str:
+    return " ".join(shlex.quote(a) for a in ["python", f"scripts/{script}", *argv])
+
+
+def append_benchmarks(path: Path, section: str) -> None:
+    """Append a section to BENCHMARKS.md (created with a header if missing), atomically."""
+    old = path.read_text() if path.exists() else BENCHMARKS_HEADER
+    text = old.rstrip("\n") + "\n\n" + section.strip("\n") + "\n"
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def default_data_source() -> str:
+    """NOSHOW_DATA, then data/KaggleV2-May-2016.csv, then the shared real file, else synthetic."""
+    from noshow.data import DATA_ENV_VAR, DEFAULT_DATA_PATH, SYNTHETIC_SOURCE
+
+    for candidate in (os.environ.get(DATA_ENV_VAR), DEFAULT_DATA_PATH, SHARED_DATA):
+        if candidate and Path(candidate).is_file():
+            return str(candidate)
+    return SYNTHETIC_SOURCE
+
+
+def free_memory() -> None:
+    """Drop the last run's model and cached blocks so the next measurement starts clean.
+    Only on CUDA: a collection takes most of a second, and CPU memory is not measured."""
+    import torch
+
+    if torch.cuda.is_available():
+        gc.collect()
+        torch.cuda.empty_cache()
+
+
+def say(message: str) -> None:
+    # Progress on stderr; stdout holds only the table.
+    print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+# ----------------------------------------------------------------------------- data
+
+
+@dataclass
+class BenchRows:
+    train: Any  # pd.DataFrame: statement, no_show (+ features)
+    test: Any
+    source: str
+    is_synthetic: bool
+    split: str
+
+
+def load_bench_rows(source: str, statements: int, test_rows: int, seed: int) -> BenchRows:
+    """The same training and test rows for every recipe: a seeded sample of the time split."""
+    from noshow.data import DataError, load_data, split_data
+
+    try:
+        loaded = load_data(source)
+    except DataError as e:
+        raise BenchError(str(e)) from e
+    frame = loaded.frame
+    if loaded.has_features:
+        method = "time"
+        frame = split_data(frame, method, seed=seed)
+    elif "split" in frame.columns:
+        method = "given"
+    else:
+        method = "random"
+        frame = split_data(frame, method, seed=seed)
+    train = frame[frame["split"] == "train"]
+    test = frame[frame["split"] == "test"]
+    if len(train) < statements:
+        raise BenchError(
+            f"{loaded.source} has {len(train)} training rows ({method} split) but "
+            f"--statements {statements} were asked for: lower --statements."
+        )
+    if test["no_show"].nunique() < 2:
+        raise BenchError(
+            f"The test rows of {loaded.source} hold one class only: ROC-AUC is undefined."
+        )
+    train = train.sample(n=statements, random_state=seed).reset_index(drop=True)
+    test = test.sample(n=min(test_rows, len(test)), random_state=seed).reset_index(drop=True)
+    return BenchRows(train, test, loaded.source, loaded.is_synthetic, method)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def quantize_decoder_linears(model, compute_dtype) -> int:
+    """Swap every nn.Linear inside the decoder layers for a bitsandbytes NF4 `Linear4bit`
+    (double quantization, as `load_base` asks transformers for), quantizing on the weight's
+    own device and dropping each bf16 weight as soon as its 4-bit copy exists, so peak
+    memory stays near the bf16 model's. Heads (lm_head, score) stay unquantized, as
+    transformers leaves them. Returns the number of layers swapped."""
+    import bitsandbytes as bnb
+    import torch
+
+    layers = model.get_decoder().layers
+    swapped = 0
+    for layer in layers:
+        names = [
+            n
+            for n, m in layer.named_modules()
+            if isinstance(m, torch.nn.Linear) and not isinstance(m, bnb.nn.Linear4bit)
+        ]
+        for name in names:
+            parent_name, _, attr = name.rpartition(".")
+            parent = layer.get_submodule(parent_name) if parent_name else layer
+            linear = getattr(parent, attr)
+            q = bnb.nn.Linear4bit(
+                linear.in_features,
+                linear.out_features,
+                bias=linear.bias is not None,
+                compute_dtype=compute_dtype,
+                compress_statistics=True,
+                quant_type="nf4",
+                quant_storage=torch.uint8,
+                device="meta",  # no throw-away allocation: the real weight comes next
+            )
+            weight = linear.weight.data
+            q.weight = bnb.nn.Params4bit(
+                weight,
+                requires_grad=False,
+                compress_statistics=True,
+                quant_type="nf4",
+                quant_storage=torch.uint8,
+                module=q,
+            ).to(weight.device)  # .to() quantizes
+            if linear.bias is not None:
+                q.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
+            setattr(parent, attr, q)
+            del linear, weight
+            swapped += 1
+    return swapped
+
+
+def build_random_llama_in_memory(
+    shape: str, approach: str, quantize: str, device, tokenizer, seed: int = 0
+):
+    """A Llama of `shape` ("8b" or "tiny") with random weights, built directly on `device`
+    (bf16 on CUDA or when 4-bit, fp32 on the CPU, like `load_base`), 4-bit NF4 when asked.
+    Token ids come from `tokenizer`, so the vocabulary is the bundled model's."""
+    import torch
+    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
+
+    from noshow.models import random_llama_config
+
+    config = random_llama_config(shape, vocab_size=len(tokenizer))
+    config.pad_token_id = tokenizer.pad_token_id
+    config.eos_token_id = tokenizer.eos_token_id
+    config.bos_token_id = tokenizer.bos_token_id
+    if approach == "classifier":
+        config.num_labels = 2
+    model_class = LlamaForCausalLM if approach == "generative" else LlamaForSequenceClassification
+    dtype = torch.bfloat16 if (device.type == "cuda" or quantize == "4bit") else torch.float32
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        if device.type == "cuda":
+            torch.cuda.manual_seed(seed)
+        with torch.device(device):
+            model = model_class._from_config(config, dtype=dtype)
+    if quantize == "4bit":
+        from transformers.utils.quantization_config import QuantizationMethod
+
+        quantize_decoder_linears(model, compute_dtype=torch.bfloat16)
+        # The flags a `from_pretrained(quantization_config=...)` model carries: peft picks its
+        # 4-bit LoRA layers and prepare_model_for_kbit_training by them, and the Trainer
+        # leaves the model where it is.
+        model.is_loaded_in_4bit = True
+        model.quantization_method = QuantizationMethod.BITS_AND_BYTES
+    model.eval()
+    return model
+
+
+def build_base(args: argparse.Namespace, approach: str, device, smoke_dir: Path | None):
+    """(model, tokenizer): a fresh, untrained base for one recipe."""
+    from noshow.models import ModelError, load_tokenizer
+    from noshow.seed_recipe import load_seed_base
+
+    if args.model == "llama-8b-random":
+        tokenizer = load_tokenizer(BUNDLED_MODEL)
+        shape = "tiny" if args.smoke else "8b"
+        model = build_random_llama_in_memory(
+            shape, approach, args.quantize, device, tokenizer, seed=args.seed
+        )
+        return model, tokenizer
+    name = str(smoke_dir) if smoke_dir is not None else BUNDLED_MODEL
+    try:
+        return load_seed_base(name, approach, args.quantize, device)
+    except ModelError as e:
+        raise BenchError(str(e)) from e
+
+
+def prepare_fast_model(base, tokenizer, approach: str, config):
+    """What `setup_generative`/`setup_classifier` do after `load_base`, for a base already in
+    memory: LoRA on all linear layers, trainable weights in fp32, checkpointing by size.
+    Like them, seed before building the base (`set_seed(config.train.seed)`), not here, so
+    the head and LoRA start from the same random numbers as in a real run."""
+    import torch
+
+    from noshow.training import use_gradient_checkpointing, wrap_with_lora
+
+    if approach == "classifier":
+        base.config.pad_token_id = tokenizer.pad_token_id  # Llama ships without a pad token
+    model = wrap_with_lora(base, config, "CAUSAL_LM" if approach == "generative" else "SEQ_CLS")
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()  # optimizer state in fp32; autocast does bf16 matmuls
+    checkpointing = use_gradient_checkpointing(model, config)
+    return model, checkpointing
+
+
+# ----------------------------------------------------------------------------- recipes
+
+
+def roc_auc(labels, p) -> float | None:
+    from sklearn.metrics import roc_auc_score
+
+    return float(roc_auc_score(labels, p)) if len(set(labels.tolist())) == 2 else None
+
+
+def run_seed(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[str, Any]:
+    from noshow.seed_recipe import SEED_BATCH_SIZE, score_seed_model, train_seed_recipe
+
+    base, tokenizer = build_base(args, approach, device, smoke_dir)
+    free_memory()
+    # The Trainer prints its log lines on stdout; stdout is kept for the table alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        stats = train_seed_recipe(
+            base,
+            tokenizer,
+            approach,
+            rows.train,
+            max_statements=args.statements,
+            device=device,
+            seed=args.seed,
+        )
+    model = stats.pop("model")
+    p = score_seed_model(model, tokenizer, approach, rows.test, device)
+    stats["test_roc_auc"] = roc_auc(rows.test["no_show"].to_numpy(), p)
+    stats["batch"] = SEED_BATCH_SIZE
+    del model, base
+    free_memory()
+    return stats
+
+
+def run_fast(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[str, Any]:
+    """The fast path exactly as `train_generative`/`train_classifier` run it (same encoding,
+    loss, loop and scoring), inside a TrainingSession whose run folder is thrown away."""
+    import numpy as np
+    import torch
+
+    from noshow.config import RunConfig, TrainConfig
+    from noshow.training import TrainingSession, fit, set_seed
+
+    set_seed(args.seed)  # as setup_* does before loading: the head's init draws from it
+    base, tokenizer = build_base(args, approach, device, smoke_dir)
+    free_memory()
+    batch = args.batch_size or TrainConfig().batch_size
+    n = args.statements
+    timing: dict[str, float] = {}
+    t_start = time.perf_counter()
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+    def on_progress(p: dict[str, Any]) -> None:
+        if p.get("phase") == "training" and p.get("step") == 1 and "first" not in timing:
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            timing["first"] = time.perf_counter() - t_start
+
+    with tempfile.TemporaryDirectory(prefix="noshow-bench-") as tmp:
+        config = RunConfig(
+            train=TrainConfig(
+                approach=approach,
+                model=BUNDLED_MODEL if args.model == "bundled" else args.model,
+                quantize=args.quantize,
+                max_steps=math.ceil(n / batch),  # one pass over exactly n statements
+                batch_size=batch,
+                seed=args.seed,
+                output_dir=tmp,
+            )
+        )
+        session = TrainingSession(config, None, on_progress, None)
+        result: dict[str, Any] = {}
+        model = None
+        with session:
+            model, checkpointing = prepare_fast_model(base, tokenizer, approach, config)
+            del base
+            train_enc, test_enc, loss_fn, score_fn = _fast_path_functions(
+                approach, model, tokenizer, rows, config, device
+            )
+            t0 = time.perf_counter()
+            loop = fit(session, model, train_enc, loss_fn, score_fn, None, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            seconds = time.perf_counter() - t0
+            peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
+            model.eval()
+            p = score_fn(test_enc)
+            result = {
+                "statements": loop.samples_seen,
+                "seconds": seconds,
+                "statements_per_s": loop.samples_seen / max(seconds, 1e-9),
+                "tokens_per_s": loop.tokens_seen / max(seconds, 1e-9),
+                "time_to_first_step_s": timing.get("first"),
+                "peak_gpu_mem_gb": peak,
+                "test_roc_auc": roc_auc(np.asarray(test_enc.labels), p),
+                "batch": batch,
+                "checkpointing": checkpointing,
+            }
+        if session.state != "completed":
+            log = session.run_dir / "error.log"
+            detail = log.read_text() if log.exists() else ""
+            raise BenchError(f"The fast path failed ({session.error}).\n{detail}")
+    model = None
+    free_memory()
+    return result
+
+
+def _fast_path_functions(approach, model, tokenizer, rows: BenchRows, config, device):
+    """Encodings, loss and scoring of the approach module, bound as its train_* binds them."""
+    ml = config.train.max_length
+    train, test = rows.train, rows.test
+    if approach == "generative":
+        from noshow.generative import (
+            build_prompt_layout,
+            encode_prompts,
+            generative_loss,
+            score_prompts,
+        )
+
+        layout = build_prompt_layout(tokenizer)
+
+        def encode(frame, with_answer):
+            return encode_prompts(
+                tokenizer,
+                layout,
+                frame["statement"].tolist(),
+                frame["no_show"].to_numpy(),
+                frame["record_id"].to_numpy(),
+                with_answer=with_answer,
+                max_length=ml,
+            )
+
+        def loss_fn(m, enc, idx, dev):
+            return generative_loss(m, enc, idx, dev, layout, None)
+
+        def score_fn(enc):
+            return score_prompts(model, enc, device, layout)
+
+        return encode(train, True), encode(test, False), loss_fn, score_fn
+
+    from noshow.classifier import classifier_loss, encode_inputs, score_inputs
+
+    pad_id = tokenizer.pad_token_id
+
+    def encode_c(frame):
+        return encode_inputs(
+            tokenizer,
+            frame["statement"].tolist(),
+            frame["no_show"].to_numpy(),
+            frame["record_id"].to_numpy(),
+            max_length=ml,
+        )
+
+    def loss_c(m, enc, idx, dev):
+        return classifier_loss(m, enc, idx, dev, pad_id, None)
+
+    def score_c(enc):
+        return score_inputs(model, enc, device, pad_id)
+
+    return encode_c(train), encode_c(test), loss_c, score_c
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--approach", choices=["both", "generative", "classifier"], default="both")
+    p.add_argument(
+        "--recipes",
+        choices=["both", "seed", "fast"],
+        default="both",
+        help="which recipes to run (default both; the speed-up needs both)",
+    )
+    p.add_argument(
+        "--model",
+        choices=MODELS,
+        default="bundled",
+        help="bundled SmolLM2-135M, or an 8B-shaped Llama with random weights",
+    )
+    p.add_argument(
+        "--quantize",
+        choices=["4bit", "none"],
+        default=None,
+        help="default: 4bit on CUDA, none on the CPU and in --smoke",
+    )
+    p.add_argument(
+        "--data",
+        default=None,
+        help="Kaggle CSV or Statement/NoShow file; default the real file if present, else synthetic",
+    )
+    p.add_argument(
+        "--statements", type=int, default=None, help="training statements per recipe (default 4096)"
+    )
+    p.add_argument("--test-rows", type=int, default=None, help="test rows scored (default 5000)")
+    p.add_argument(
+        "--batch-size",
+        type=int,
+        default=None,
+        help="the fast path's statements per step (default: TrainConfig's)",
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--smoke",
+        action="store_true",
+        help="tiny random model, 64 statements, synthetic data; runs on the CPU",
+    )
+    p.add_argument(
+        "--no-write", action="store_true", help="print the table only; leave BENCHMARKS.md alone"
+    )
+    p.add_argument("--benchmarks-file", default=str(BENCHMARKS_FILE), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.statements is None:
+        args.statements = SMOKE_STATEMENTS if args.smoke else 4096
+    if args.test_rows is None:
+        args.test_rows = SMOKE_TEST_ROWS if args.smoke else 5000
+    for name in ("statements", "test_rows", "batch_size"):
+        value = getattr(args, name)
+        if value is not None and value < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = parse_args(argv)
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
+    cuda = torch.cuda.is_available()
+    device = torch.device("cuda" if cuda else "cpu")
+    if not cuda and not args.smoke:
+        print(
+            "error: no CUDA GPU here. bench_train measures GPU training; run it on a GPU, or "
+            "use --smoke to check that every mode runs on the CPU.",
+            file=sys.stderr,
+        )
+        return 2
+    if args.quantize is None:
+        args.quantize = "4bit" if cuda and not args.smoke else "none"
+    if args.data is None:
+        from noshow.data import SYNTHETIC_SOURCE
+
+        args.data = SYNTHETIC_SOURCE if args.smoke else default_data_source()
+    approaches = ["generative", "classifier"] if args.approach == "both" else [args.approach]
+    recipes = ["seed", "fast"] if args.recipes == "both" else [args.recipes]
+
+    try:
+        rows = load_bench_rows(args.data, args.statements, args.test_rows, args.seed)
+        say(
+            f"data: {rows.source} ({rows.split} split{', SYNTHETIC' if rows.is_synthetic else ''}): "
+            f"{len(rows.train)} training statements, {len(rows.test)} test rows; device {device}, "
+            f"model {args.model}{' (tiny, smoke)' if args.smoke else ''}, quantize {args.quantize}"
+        )
+        with tempfile.TemporaryDirectory(prefix="noshow-bench-model-") as tmp:
+            smoke_dir = None
+            if args.smoke and args.model == "bundled":
+                from noshow.models import build_random_llama, resolve
+
+                smoke_dir = build_random_llama(
+                    Path(tmp) / "tiny", "tiny", tokenizer_from=resolve(BUNDLED_MODEL)
+                )
+            if cuda:  # cuBLAS and kernel start-up must not count against whichever runs first
+                x = torch.randn(256, 256, device=device, dtype=torch.bfloat16)
+                (x @ x).sum().item()
+            results: list[tuple[str, str, dict[str, Any]]] = []
+            for approach in approaches:
+                for recipe in recipes:
+                    say(f"{approach}: {recipe} recipe ...")
+                    runner = run_seed if recipe == "seed" else run_fast
+                    stats = runner(args, approach, rows, device, smoke_dir)
+                    say(
+                        f"{approach}: {recipe}: {stats['statements_per_s']:.1f} statements/s, "
+                        f"test ROC-AUC {format_value(stats['test_roc_auc'], 4)}"
+                    )
+                    results.append((approach, recipe, stats))
+    except BenchError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+    table = format_table(TRAIN_COLUMNS, table_rows(results))
+    print(table)
+    if not args.no_write:
+        section = train_section(args, argv, rows, device, table)
+        append_benchmarks(Path(args.benchmarks_file), section)
+        say(f"appended to {args.benchmarks_file}")
+    return 0
+
+
+def table_rows(results: list[tuple[str, str, dict[str, Any]]]) -> list[list[str]]:
+    seed_rate = {a: s["statements_per_s"] for a, r, s in results if r == "seed"}
+    out = []
+    for approach, recipe, s in results:
+        speedup = None
+        if recipe != "seed" and approach in seed_rate:
+            speedup = f"{s['statements_per_s'] / seed_rate[approach]:.1f}x"
+        elif recipe == "seed":
+            speedup = "1.0x"
+        label = "seed (HF Trainer)" if recipe == "seed" else "fast (noshow.training)"
+        if recipe == "fast" and s.get("checkpointing"):
+            label += ", checkpointing"
+        out.append(
+            [
+                approach,
+                label,
+                format_value(s["batch"]),
+                format_value(s["statements"]),
+                format_value(s["statements_per_s"]),
+                format_value(s["tokens_per_s"], 0),
+                format_value(s["peak_gpu_mem_gb"], 2),
+                format_value(s["time_to_first_step_s"], 1),
+                format_value(s["test_roc_auc"], 4),
+                format_value(speedup),
+            ]
+        )
+    return out
+
+
+def train_section(args, argv, rows: BenchRows, device, table: str) -> str:
+    machine = describe_machine(device)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    model = {
+        "bundled": "SmolLM2-135M-Instruct (bundled)",
+        "llama-8b-random": "Llama-3.1-8B shape, random weights",
+    }[args.model]
+    if args.smoke:
+        model += " - SMOKE: tiny random model"
+    data = f"{rows.source} ({rows.split} split{', synthetic' if rows.is_synthetic else ''})"
+    return "\n".join(
+        [
+            f"## Training: {model}, quantize {args.quantize} ({stamp})",
+            "",
+            f"- Machine: {machine['machine']}",
+            f"- Versions: {machine['versions']}",
+            f"- Data: {data}; {len(rows.train):,} training statements, {len(rows.test):,} test rows",
+            f"- Command: `{command_line('bench_train.py', argv)}`",
+            "",
+            table,
+        ]
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

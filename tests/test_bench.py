@@ -1,0 +1,204 @@
+"""The benchmark scripts run end to end on the CPU in --smoke mode (they check that every mode
+runs and prints its table, not the speed), plus the pieces the GPU runs rely on: the seed
+recipe's examples and padding, the in-memory 4-bit random Llama, the fast path's model
+preparation, and the BENCHMARKS.md writer."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SCRIPTS = REPO / "scripts"
+
+
+def _run_script(name: str, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "NOSHOW_DATA"}
+    env["CUDA_VISIBLE_DEVICES"] = ""  # the smoke modes are the CPU path, even on a GPU machine
+    return subprocess.run(
+        [sys.executable, str(SCRIPTS / name), *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def _table(stdout: str) -> tuple[str, list[list[str]]]:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("|")]
+    assert len(lines) >= 3, f"no table in the output:\n{stdout}"
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    return lines[0], cells
+
+
+@pytest.fixture(scope="module")
+def bench_train():
+    """scripts/bench_train.py as a module (scripts are not a package)."""
+    spec = importlib.util.spec_from_file_location("bench_train", SCRIPTS / "bench_train.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_train"] = module  # dataclasses look their module up while defining
+    spec.loader.exec_module(module)
+    return module
+
+
+# ----------------------------------------------------------------------------- scripts
+
+
+def test_bench_train_smoke_prints_one_row_per_approach_and_recipe(bundled_model_dir):
+    done = _run_script(
+        "bench_train.py", "--smoke", "--no-write", "--statements", "16", "--test-rows", "32"
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, rows = _table(done.stdout)
+    for column in ("statements/s", "non-pad tokens/s", "peak GPU mem GB", "test ROC-AUC"):
+        assert column in header
+    pairs = [(r[0], r[1].split(" ")[0]) for r in rows]
+    assert pairs == [
+        ("generative", "seed"),
+        ("generative", "fast"),
+        ("classifier", "seed"),
+        ("classifier", "fast"),
+    ]
+    for r in rows:
+        assert r[3] == "16"  # both recipes trained on exactly the asked-for statements
+        assert 0.0 <= float(r[8]) <= 1.0  # a test ROC-AUC was computed
+
+
+def test_bench_predict_smoke_prints_batch_and_both_cpu_dtypes_per_adapter(bundled_model_dir):
+    done = _run_script("bench_predict.py", "--smoke", "--no-write")
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, rows = _table(done.stdout)
+    for column in ("statements/s", "p50 ms", "p95 ms"):
+        assert column in header
+    modes = [(r[1], r[2], r[4].split(",")[0]) for r in rows]
+    assert modes == [
+        ("generative", "batch", "float32"),
+        ("generative", "single", "float32"),
+        ("generative", "single", "bfloat16"),
+        ("classifier", "batch", "float32"),
+        ("classifier", "single", "float32"),
+        ("classifier", "single", "bfloat16"),
+    ]
+    singles = [r for r in rows if r[2] == "single"]
+    assert all(float(r[7]) > 0 and float(r[8]) >= float(r[7]) for r in singles)  # p95 >= p50
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
+def test_bench_train_without_gpu_explains_instead_of_crashing():
+    done = _run_script("bench_train.py", "--no-write")
+    assert done.returncode == 2
+    assert "--smoke" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+# ----------------------------------------------------------------------------- seed recipe
+
+
+def test_seed_generative_examples_match_build_masked_example(tiny_model_dir):
+    from noshow.generative import build_masked_example
+    from noshow.models import load_tokenizer
+    from noshow.seed_recipe import encode_generative_examples
+
+    tokenizer = load_tokenizer(tiny_model_dir)
+    statements = ["A 30-year-old woman has an appointment.", "A 7-year-old boy is booked."]
+    examples = encode_generative_examples(tokenizer, statements, [1, 0], max_length=256)
+    for example, statement, label in zip(examples, statements, [1, 0], strict=True):
+        ids, labels = build_masked_example(tokenizer, statement, label)
+        assert example["input_ids"] == ids
+        assert example["labels"] == labels
+        assert example["attention_mask"] == [1] * len(ids)
+
+
+def test_seed_collator_pads_right_with_pad_id_zero_mask_and_ignored_labels():
+    from noshow.seed_recipe import CausalLMPadCollator
+
+    batch = CausalLMPadCollator(pad_id=0)(
+        [
+            {"input_ids": [5, 6, 7], "attention_mask": [1, 1, 1], "labels": [-100, 6, 7]},
+            {"input_ids": [8], "attention_mask": [1], "labels": [8]},
+        ]
+    )
+    assert batch["input_ids"].tolist() == [[5, 6, 7], [8, 0, 0]]
+    assert batch["attention_mask"].tolist() == [[1, 1, 1], [1, 0, 0]]
+    assert batch["labels"].tolist() == [[-100, 6, 7], [8, -100, -100]]
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def test_random_llama_in_memory_4bit_quantizes_every_decoder_linear_and_no_head(bench_train):
+    bnb = pytest.importorskip("bitsandbytes")
+    from noshow.models import load_tokenizer
+
+    tokenizer = load_tokenizer("smollm2-135m-instruct")
+    model = bench_train.build_random_llama_in_memory(
+        "tiny", "generative", "4bit", torch.device("cpu"), tokenizer
+    )
+    decoder_linears = [
+        m for m in model.get_decoder().layers.modules() if isinstance(m, torch.nn.Linear)
+    ]
+    assert len(decoder_linears) == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
+    for m in decoder_linears:
+        assert isinstance(m, bnb.nn.Linear4bit)
+        assert m.weight.quant_type == "nf4" and m.weight.bnb_quantized
+    assert not isinstance(model.lm_head, bnb.nn.Linear4bit)
+    assert model.is_loaded_in_4bit
+    ids = torch.tensor([tokenizer("Will this patient miss it?")["input_ids"]])
+    with torch.no_grad():
+        logits = model(input_ids=ids).logits  # (1, T, V)
+    assert logits.shape[-1] == len(tokenizer)
+    assert torch.isfinite(logits).all()
+
+
+@pytest.mark.parametrize("approach", ["generative", "classifier"])
+def test_fast_model_preparation_matches_the_approach_setup(bench_train, tiny_model_dir, approach):
+    """The bench prepares in-memory bases like setup_generative/setup_classifier; if those
+    change, this fails and the bench must follow."""
+    from noshow.classifier import setup_classifier
+    from noshow.config import RunConfig, TrainConfig
+    from noshow.generative import setup_generative
+    from noshow.models import load_base
+    from noshow.training import set_seed
+
+    config = RunConfig(
+        train=TrainConfig(approach=approach, model=str(tiny_model_dir), quantize="none")
+    )
+    cpu = torch.device("cpu")
+    setup = setup_generative if approach == "generative" else setup_classifier
+    reference, _, reference_ckpt = setup(config, cpu)
+    set_seed(config.train.seed)
+    base, tokenizer = load_base(str(tiny_model_dir), approach, "none", device=cpu)
+    prepared, ckpt = bench_train.prepare_fast_model(base, tokenizer, approach, config)
+
+    def trainable(model):
+        return {
+            n: (tuple(p.shape), p.dtype) for n, p in model.named_parameters() if p.requires_grad
+        }
+
+    assert trainable(prepared) == trainable(reference)
+    assert ckpt == reference_ckpt
+    torch.testing.assert_close(
+        dict(prepared.named_parameters()), dict(reference.named_parameters())
+    )  # same seed, same LoRA and head initialisation
+
+
+# ----------------------------------------------------------------------------- BENCHMARKS.md
+
+
+def test_append_benchmarks_creates_header_once_and_appends_in_order(bench_train, tmp_path):
+    path = tmp_path / "BENCHMARKS.md"
+    bench_train.append_benchmarks(path, "## first\n\n| a |\n|---|\n| 1 |")
+    bench_train.append_benchmarks(path, "## second")
+    text = path.read_text()
+    assert text.startswith("# Benchmarks\n")
+    assert text.count("# Benchmarks") == 1
+    assert text.index("## first") < text.index("## second")
+    assert text.endswith("## second\n")
+    assert [p.name for p in tmp_path.iterdir()] == ["BENCHMARKS.md"]  # no temp file left
