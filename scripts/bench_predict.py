@@ -8,7 +8,7 @@ latency on the CPU, in one run, through the same `noshow.predict` interface the 
   then `--repeats` calls of `predict_proba([one statement])` after warm-up; p50/p95 in ms.
   The same predictor cast to bf16 is timed on the same statements, and the largest change
   in P(no-show) against fp32 is shown, so the CPU default can be chosen by data.
-  torch's thread count is left at its default.
+  torch's thread count is left at its default unless --threads is given.
 
     python scripts/bench_predict.py                      # shipped adapters, else newest runs
     python scripts/bench_predict.py --generative runs/<id> --classifier runs/<id> --device cpu
@@ -294,6 +294,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="where the statements come from (default: real file if present)",
     )
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="CPU threads for torch (default: torch's own choice); e.g. 2 to mimic a 2-core machine",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--smoke",
@@ -309,8 +315,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rows = SMOKE_ROWS if args.smoke else 20_000
     if args.repeats is None:
         args.repeats = SMOKE_REPEATS if args.smoke else 100
-    for name in ("rows", "repeats"):
-        if getattr(args, name) < 1:
+    for name in ("rows", "repeats", "threads"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
     return args
 
@@ -321,6 +327,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gpu_ok = torch.cuda.is_available()
     if args.device in ("cuda", "both") and not gpu_ok and not args.smoke:
         print(

@@ -217,7 +217,7 @@ def quantize_decoder_linears(model, compute_dtype) -> int:
     import bitsandbytes as bnb
     import torch
 
-    layers = model.get_decoder().layers
+    layers = model.model.layers  # LlamaForCausalLM and LlamaForSequenceClassification alike
     swapped = 0
     for layer in layers:
         names = [
@@ -261,13 +261,20 @@ def build_random_llama_in_memory(
 ):
     """A Llama of `shape` ("8b" or "tiny") with random weights, built directly on `device`
     (bf16 on CUDA or when 4-bit, fp32 on the CPU, like `load_base`), 4-bit NF4 when asked.
-    Token ids come from `tokenizer`, so the vocabulary is the bundled model's."""
+    Token ids come from `tokenizer` (the bundled one): "tiny" sizes its vocabulary to it,
+    "8b" keeps Llama 3.1's."""
     import torch
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
     from noshow.models import random_llama_config
 
-    config = random_llama_config(shape, vocab_size=len(tokenizer))
+    # "8b" keeps Llama 3.1's 128,256-row embedding and head (the seed pays for the head over
+    # every token, so its width matters); the bundled tokenizer's ids all fall inside it.
+    config = random_llama_config(shape, vocab_size=None if shape == "8b" else len(tokenizer))
+    if len(tokenizer) > config.vocab_size:
+        raise BenchError(
+            f"The tokenizer has {len(tokenizer)} tokens, more than the model's {config.vocab_size}."
+        )
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id
@@ -275,10 +282,10 @@ def build_random_llama_in_memory(
         config.num_labels = 2
     model_class = LlamaForCausalLM if approach == "generative" else LlamaForSequenceClassification
     dtype = torch.bfloat16 if (device.type == "cuda" or quantize == "4bit") else torch.float32
-    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
-        torch.manual_seed(seed)
-        if device.type == "cuda":
-            torch.cuda.manual_seed(seed)
+    # A private RNG stream, so building the model leaves the caller's seeding alone.
+    gpus = [torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=gpus):
+        torch.manual_seed(seed)  # seeds the CUDA generators too
         with torch.device(device):
             model = model_class._from_config(config, dtype=dtype)
     if quantize == "4bit":
@@ -603,7 +610,12 @@ def main(argv: list[str] | None = None) -> int:
             results: list[tuple[str, str, dict[str, Any]]] = []
             for approach in approaches:
                 for recipe in recipes:
-                    say(f"{approach}: {recipe} recipe ...")
+                    in_use = (
+                        f", {torch.cuda.memory_allocated(device) / 1e9:.2f} GB in use"
+                        if cuda
+                        else ""
+                    )
+                    say(f"{approach}: {recipe} recipe ...{in_use}")
                     runner = run_seed if recipe == "seed" else run_fast
                     stats = runner(args, approach, rows, device, smoke_dir)
                     say(
@@ -662,7 +674,7 @@ def train_section(args, argv, rows: BenchRows, device, table: str) -> str:
     }[args.model]
     if args.smoke:
         model += " - SMOKE: tiny random model"
-    data = f"{rows.source} ({rows.split} split{', synthetic' if rows.is_synthetic else ''})"
+    data = f"{rows.source}, {rows.split} split{' (SYNTHETIC data)' if rows.is_synthetic else ''}"
     return "\n".join(
         [
             f"## Training: {model}, quantize {args.quantize} ({stamp})",
