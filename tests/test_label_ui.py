@@ -1,0 +1,332 @@
+"""The Label tab: its pure queue and view functions, and the running app driven by
+gradio_client against a real SQLite label store: the name is required, submit / skip / back
+/ forward, progress, a double press stored once, exports that re-import exactly, model
+suggestions and ranked queues from two real tiny adapters, and many annotators at once.
+
+    .venv/bin/python -m pytest -q tests/test_label_ui.py
+"""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+from test_compare import adapters, free_port  # noqa: F401 - session fixture shared with Compare
+
+from noshow.labels import LabelStore
+from noshow.ui import label_views as lv
+
+# Outputs of every item view, in order (the session state stays on the server).
+ITEM, FIELDS, SUGGESTIONS, PROGRESS, QUEUE, RECORD, SUBMISSION, NOTE, MESSAGE = range(9)
+
+
+def frame_of(n: int = 30) -> pd.DataFrame:
+    return pd.DataFrame(
+        {
+            "record_id": np.arange(100, 100 + n),
+            "statement": [f"Statement {i}" for i in range(n)],
+            "no_show": [i % 2 for i in range(n)],
+            "age": 40,
+            "sms_received": 1,
+        }
+    )
+
+
+@pytest.fixture()
+def store(tmp_path):
+    with LabelStore(tmp_path / "labels.sqlite") as s:
+        yield s
+
+
+# ----------------------------------------------------------------------------- queue logic
+
+
+def test_random_queue_is_the_same_shuffle_for_everyone_and_leaves_out_done_records(store):
+    frame = frame_of()
+    first, _ = lv.build_queue(frame, lv.ORDER_RANDOM, "Ana", store, size=10)
+    assert lv.build_queue(frame, lv.ORDER_RANDOM, "Bea", store, size=10)[0] == first
+    assert first != sorted(first)  # shuffled, not the file order
+    store.submit(first[0], "no_show", "Ana", statement="Statement")
+    store.skip(first[1], "Ana", statement="Statement")
+    again, _ = lv.build_queue(frame, lv.ORDER_RANDOM, "Ana", store, size=10)
+    assert again[:8] == first[2:] and first[0] not in again and first[1] not in again
+
+
+def test_disagreement_order_puts_the_largest_gap_first_with_its_reason(store):
+    frame = frame_of(6)
+    gen = dict(zip(frame["statement"], [0.1, 0.9, 0.5, 0.5, 0.2, 0.6], strict=True))
+    clf = dict(zip(frame["statement"], [0.1, 0.1, 0.4, 0.5, 0.9, 0.6], strict=True))
+    scores = {
+        "generative": lambda texts: [gen[t] for t in texts],
+        "classifier": lambda texts: [clf[t] for t in texts],
+    }
+    queue, reasons = lv.build_queue(frame, lv.ORDER_DISAGREE, "Ana", store, scores=scores, size=3)
+    assert queue == [101, 104, 102]
+    assert reasons[101] == "generative P=0.90 vs classifier P=0.10"
+
+
+def test_contradiction_order_ranks_confident_models_against_the_label(store):
+    frame = frame_of(4)  # labels 0, 1, 0, 1
+    p = dict(zip(frame["statement"], [0.95, 0.9, 0.2, 0.05], strict=True))
+    scores = {"classifier": lambda texts: [p[t] for t in texts]}
+    queue, reasons = lv.build_queue(frame, lv.ORDER_CONTRADICT, "Ana", store, scores=scores)
+    # 100: says no-show at 0.95 but labelled shows up; 103: says 0.05 but labelled no-show.
+    assert queue[:2] == [100, 103] and queue[-1] == 101
+    assert "data set says Shows up" in reasons[100]
+
+
+@pytest.mark.parametrize(
+    ("order", "scores", "message"),
+    [
+        (lv.ORDER_DISAGREE, {"classifier": None}, "needs both a generative and a classifier"),
+        (lv.ORDER_CONTRADICT, {}, "needs at least one adapter"),
+        ("alphabetical", {}, "Unknown queue order"),
+    ],
+)
+def test_ranked_orders_without_their_adapters_are_refused_clearly(store, order, scores, message):
+    with pytest.raises(lv.LabelViewError, match=message):
+        lv.build_queue(frame_of(), order, "Ana", store, scores=scores)
+
+
+def test_next_position_skips_done_items_and_wraps_around():
+    queue = [1, 2, 3, 4]
+    statuses = {1: "submitted", 2: "pending", 3: "skipped", 4: "pending"}
+    assert lv.next_position(queue, statuses, after=-1) == 1
+    assert lv.next_position(queue, statuses, after=1) == 3
+    assert lv.next_position(queue, statuses, after=3) == 1
+    assert lv.next_position(queue, dict.fromkeys(queue, "submitted"), after=0) is None
+
+
+def test_button_captions_and_store_names_map_to_labels():
+    assert lv.parse_label("No-show [1]") == "no_show"
+    assert lv.parse_label("Shows up [2]") == "shows_up"
+    assert lv.parse_label(" shows_up ") == "shows_up"
+
+
+def test_fields_table_reads_yes_no_flags_and_skips_missing_columns():
+    table = lv.fields_table({"age": 40, "sms_received": 1, "scholarship": 0})
+    assert table.values.tolist() == [["Age", "40"], ["SMS reminder", "yes"], ["Scholarship", "no"]]
+
+
+def test_progress_counts_mine_in_the_queue_and_everyone(store):
+    store.submit(100, 1, "Ana", statement="s")
+    store.skip(101, "Ana", statement="s")
+    store.submit(100, 0, "Bea", statement="s")
+    store.submit(105, 0, "Bea", statement="s")
+    counts = lv.progress_counts(store, "Ana", [100, 101, 102])
+    assert counts == {
+        "queue_total": 3,
+        "queue_submitted": 1,
+        "queue_skipped": 1,
+        "mine_submitted": 1,
+        "everyone_records": 2,
+        "everyone_labels": 3,
+        "annotators": 2,
+    }
+    assert "2 of 3" in lv.progress_html(counts)
+
+
+def test_item_card_escapes_the_statement_and_shows_my_current_label():
+    row = {"record_id": 7, "statement": "<img src=x>", "no_show": 0}
+    card = lv.item_html(row, 0, 5, "submitted", current_label=1, reason="why")
+    assert "&lt;img src=x&gt;" in card and "<img" not in card
+    assert "Submitted as No-show" in card and "Data set's label: <b>Shows up</b>" in card
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, adapters):  # noqa: F811 - the shared session fixture
+    from gradio_client import Client
+
+    from noshow.jobs import JobManager
+    from noshow.ui.app import build_demo
+
+    store = LabelStore(tmp_path_factory.mktemp("label-ui") / "labels.sqlite")
+    demo = build_demo(
+        jobs=JobManager(runs_dir=adapters.runs),
+        store=store,
+        runs_dir=adapters.runs,
+        data_source="synthetic",
+    )
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        max_threads=64,
+    )
+    url = f"http://127.0.0.1:{port}/"
+
+    def client() -> Client:
+        return Client(url, verbose=False)
+
+    yield SimpleNamespace(demo=demo, client=client, store=store, ctx=demo.noshow_context)
+    demo.close()
+    store.close()
+
+
+def start(client, name: str, order: str = lv.ORDER_RANDOM, suggest=False, gen=None, clf=None):
+    return client.predict(name, order, suggest, gen, clf, api_name="/label_next")
+
+
+def press(client, endpoint: str, out, name: str, note: str = "", label: str | None = None):
+    args = (name, note, out[RECORD], out[SUBMISSION], False, None, None)
+    if label is not None:
+        args = (label, *args)
+    return client.predict(*args, api_name=endpoint)
+
+
+def test_app_requires_an_annotator_name(app):
+    c = app.client()
+    assert "Annotator name is empty" in start(c, "   ")[MESSAGE]
+    shown = start(c, "Dr Named")
+    out = press(c, "/label_submit", shown, "", label="no_show")
+    assert "Annotator name is empty" in out[MESSAGE]
+    assert app.store.events("Dr Named").empty
+
+
+def test_app_submit_skip_back_and_forward_walk_the_queue(app):
+    c = app.client()
+    first = start(c, "Dr Walk")
+    assert "Item 1 of 50" in first[ITEM] and "Pending" in first[ITEM]
+    assert "0 of 50" in first[PROGRESS]
+    statement = app.ctx.get_data(None).frame.set_index("record_id").loc[int(first[RECORD])]
+    assert statement["statement"] in first[ITEM] or "&#x27;" in first[ITEM]
+
+    second = press(c, "/label_submit", first, "Dr Walk", note="looks odd", label="no_show")
+    assert second[RECORD] != first[RECORD] and "Item 2 of 50" in second[ITEM]
+    assert "1 of 50" in second[PROGRESS] and "Saved No-show" in second[MESSAGE]
+    assert second[NOTE] == ""  # the note belongs to the item it was written for
+    third = press(c, "/label_skip", second, "Dr Walk")
+    assert "2 of 50" in third[PROGRESS] and "1 skipped" in third[PROGRESS]
+
+    back = press(c, "/label_back", third, "Dr Walk")
+    assert back[RECORD] == second[RECORD] and "Skipped" in back[ITEM]
+    back2 = press(c, "/label_back", back, "Dr Walk")
+    assert back2[RECORD] == first[RECORD] and "Submitted as No-show" in back2[ITEM]
+    # Correct it: the latest label counts, and the queue moves on to the next pending item.
+    fixed = press(c, "/label_submit", back2, "Dr Walk", label="shows_up")
+    assert fixed[RECORD] == third[RECORD]
+    forward = press(c, "/label_forward", fixed, "Dr Walk")
+    assert "Item 4 of 50" in forward[ITEM] and forward[RECORD] != fixed[RECORD]
+
+    events = app.store.events("Dr Walk")
+    assert events["status"].tolist() == ["submitted", "skipped", "submitted"]
+    assert events["note"].tolist()[0] == "looks odd"
+    assert events["previous_label"].tolist()[2] == 1
+    current = app.store.current_labels("Dr Walk").set_index("record_id")
+    assert int(current.loc[int(first[RECORD]), "label"]) == 0
+
+
+def test_app_double_press_stores_one_event_and_lands_on_the_same_item(app):
+    c = app.client()
+    shown = start(c, "Dr Double")
+    a = press(c, "/label_submit", shown, "Dr Double", label="shows_up")
+    b = press(c, "/label_submit", shown, "Dr Double", label="shows_up")
+    assert len(app.store.events("Dr Double")) == 1
+    assert "Already saved" in b[MESSAGE]
+    assert a[RECORD] == b[RECORD]
+
+
+def test_app_two_simultaneous_presses_on_one_item_store_one_event(app):
+    c = app.client()
+    shown = start(c, "Dr Race")
+    args = ("no_show", "Dr Race", "", shown[RECORD], shown[SUBMISSION], False, None, None)
+    jobs = [c.submit(*args, api_name="/label_submit") for _ in range(2)]
+    outs = [job.result(timeout=60) for job in jobs]
+    assert len(app.store.events("Dr Race")) == 1
+    assert outs[0][RECORD] == outs[1][RECORD] != shown[RECORD]
+
+
+def test_app_refuses_a_press_after_the_name_changed(app):
+    c = app.client()
+    shown = start(c, "Dr One")
+    out = press(c, "/label_submit", shown, "Dr Two", label="no_show")
+    assert "press Start to get a queue for that name" in out[MESSAGE]
+    assert app.store.events("Dr Two").empty
+
+
+def test_app_press_without_a_queue_says_to_start(app):
+    c = app.client()
+    out = c.predict(
+        "no_show", "Dr New", "", "123", "sid", False, None, None, api_name="/label_submit"
+    )
+    assert "press Start" in out[MESSAGE]
+
+
+def test_app_exports_csv_and_jsonl_that_reimport_exactly(app, tmp_path):
+    c = app.client()
+    shown = start(c, "Dr Export")
+    press(c, "/label_submit", shown, "Dr Export", note="=SUM(A1)", label="no_show")
+    files, message = c.predict(api_name="/label_export")
+    paths = sorted(files, key=lambda p: p.rsplit(".", 1)[-1])
+    assert [p.rsplit(".", 1)[-1] for p in paths] == ["csv", "jsonl"]
+    original = app.store.events()
+    assert f"Exported {len(original)} events" in message
+    for path in paths:
+        with LabelStore(tmp_path / f"copy-{path.rsplit('.', 1)[-1]}.sqlite") as copy:
+            assert copy.import_events(path) == len(original)
+            pd.testing.assert_frame_equal(copy.events(), original)
+
+
+def test_app_agreement_tables_cover_overlapping_annotators(app):
+    c1, c2 = app.client(), app.client()
+    for name, label, c in (("Dr K1", "no_show", c1), ("Dr K2", "shows_up", c2)):
+        out = start(c, name)
+        for _ in range(3):
+            out = press(c, "/label_submit", out, name, label=label)
+    kappa, disagreements, message = c1.predict(api_name="/label_agreement")
+    kappa = pd.DataFrame(kappa["data"], columns=kappa["headers"])
+    pair = kappa[(kappa["rater_a"] == "Dr K1") & (kappa["rater_b"] == "Dr K2")]
+    assert len(pair) == 1 and int(pair["n"].iloc[0]) == 3  # same shuffle: they overlap
+    table = pd.DataFrame(disagreements["data"], columns=disagreements["headers"])
+    assert len(table) >= 3 and message == ""
+
+
+def test_app_suggests_and_ranks_with_the_chosen_adapters(app, adapters):  # noqa: F811
+    c = app.client()
+    out = start(c, "Dr Rank", lv.ORDER_DISAGREE, True, adapters.generative, adapters.classifier)
+    assert out[MESSAGE].count("adapters disagree most") == 1, out[MESSAGE]
+    assert "In the queue because: generative P=" in out[ITEM]
+    assert "generative: P(no-show) = " in out[SUGGESTIONS]
+    assert "classifier: P(no-show) = " in out[SUGGESTIONS]
+
+
+def test_app_ranked_order_without_adapters_is_refused(app):
+    out = start(app.client(), "Dr Rank", lv.ORDER_CONTRADICT, False, None, None)
+    assert "needs at least one adapter" in out[MESSAGE]
+
+
+# 20 annotators x 5 labels at once through gradio_client. The full 20 x 50 = 1,000 events
+# run at the store level in tests/test_labels.py: gradio_client spends about 0.1 s of CPU per
+# call, so 1,000 presses would take minutes on the 2-core CI machine.
+ANNOTATORS, LABELS_EACH = 20, 5
+
+
+def test_app_many_annotators_at_once_store_every_label_exactly_once(app):
+    barrier = threading.Barrier(ANNOTATORS)
+
+    def annotate(i: int) -> int:
+        name = f"Parallel {i:02d}"
+        c = app.client()
+        out = start(c, name)
+        barrier.wait()
+        for n in range(LABELS_EACH):
+            out = press(c, "/label_submit", out, name, label="no_show" if n % 2 else "shows_up")
+        return len(app.store.events(name))
+
+    with ThreadPoolExecutor(ANNOTATORS) as pool:
+        counts = list(pool.map(annotate, range(ANNOTATORS)))
+    assert counts == [LABELS_EACH] * ANNOTATORS
+    events = app.store.events()
+    mine = events[events["annotator"].str.startswith("Parallel ")]
+    assert len(mine) == ANNOTATORS * LABELS_EACH
+    assert mine["submission_id"].is_unique
+    assert not mine.duplicated(["annotator", "record_id"]).any()
