@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import traceback
 from pathlib import Path
 from typing import Any
 
@@ -250,6 +251,11 @@ def _free() -> None:
 
 
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
+    failed = [
+        [r["adapter"], r["approach"], f"FAILED: {r['error']}", *["-"] * (len(PREDICT_COLUMNS) - 3)]
+        for r in results
+        if "error" in r
+    ]
     return [
         [
             r["adapter"],
@@ -264,7 +270,8 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             format_value(r.get("max_dp"), 4),
         ]
         for r in results
-    ]
+        if "error" not in r
+    ] + failed
 
 
 # ----------------------------------------------------------------------------- main
@@ -341,6 +348,8 @@ def main(argv: list[str] | None = None) -> int:
         from noshow.data import SYNTHETIC_SOURCE
 
         args.data = SYNTHETIC_SOURCE if args.smoke else default_data_source()
+        if args.data == SYNTHETIC_SOURCE and not args.smoke:
+            say("the real data file was not found: timing SYNTHETIC statements (similar lengths).")
     try:
         with tempfile.TemporaryDirectory(prefix="noshow-bench-predict-") as tmp:
             paths: dict[str, Path] = {}
@@ -361,7 +370,21 @@ def main(argv: list[str] | None = None) -> int:
             for approach in APPROACHES:
                 path = paths[approach]
                 name = path.name if path.name != "adapter" else path.parent.name
-                results += bench_adapter(name, path, approach, args, statements, gpu_ok)
+                try:
+                    results += bench_adapter(name, path, approach, args, statements, gpu_ok)
+                except Exception as e:  # the other adapter's figures are still worth having
+                    if isinstance(e, BenchError):
+                        say(str(e))
+                    else:
+                        traceback.print_exc()
+                    first_line = (str(e).splitlines() or [""])[0][:80].replace("|", "/")
+                    results.append(
+                        {
+                            "adapter": name,
+                            "approach": approach,
+                            "error": f"{type(e).__name__}: {first_line}",
+                        }
+                    )
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -374,7 +397,7 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.benchmarks_file), predict_section(args, argv, machine_device, table)
         )
         say(f"appended to {args.benchmarks_file}")
-    return 0
+    return 1 if any("error" in r for r in results) else 0
 
 
 def predict_section(args, argv, device, table: str) -> str:
