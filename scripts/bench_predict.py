@@ -203,9 +203,10 @@ def bench_adapter(
     from noshow.predict import PredictError, load_predictor
 
     rows: list[dict[str, Any]] = []
+    predictor = None
     if args.device in ("cuda", "both"):
         device = "cuda" if gpu_ok else "cpu"
-        say(f"{name}: batch scoring of {len(statements)} statements on {device} ...")
+        say(f"{name}: batch scoring of {args.rows} statements on {device} ...")
         try:
             predictor = load_predictor(path, device=device, expected_approach=approach)
         except PredictError as e:
@@ -214,14 +215,18 @@ def bench_adapter(
         rows.append(
             {"mode": "batch", "device": device, "weights": weights_label(predictor), **stats}
         )
-        del predictor
-        _free()
+        if device != "cpu":
+            predictor = None
+            _free()
     if args.device in ("cpu", "both"):
         say(f"{name}: single-statement latency on the CPU, {args.repeats} calls per dtype ...")
-        try:
-            predictor = load_predictor(path, device="cpu", expected_approach=approach, merge=True)
-        except PredictError as e:
-            raise BenchError(str(e)) from e
+        if predictor is None:  # (a CPU batch predictor, --smoke without a GPU, is this one)
+            try:
+                predictor = load_predictor(
+                    path, device="cpu", expected_approach=approach, merge=True
+                )
+            except PredictError as e:
+                raise BenchError(str(e)) from e
         fp32 = measure_latency(predictor, statements, args.repeats)
         fp32["max_dp"] = 0.0
         rows.append(
