@@ -1,0 +1,180 @@
+"""Small pieces shared by the app's tabs: the context object, the data cache, message boxes.
+
+`UIContext` is what `build_demo` hands to every `build_*_tab(ctx)`: the services passed in
+(job manager, label store), settings (runs folder, demo mode) and the server-side cache of
+loaded data sets. A tab reads the data the user loaded in the Data tab with
+`ctx.get_data(key)`, where `key` is the value of `ctx.data_key` (a `gr.State`).
+
+Messages to users go through `error_box` / `ok_box` / `user_message`: bad input never shows
+a traceback, only a sentence that says what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+# Errors whose message is written for users; anything else gets its type name prefixed.
+_USER_ERROR_NAMES = {
+    "DataError",
+    "ConfigError",
+    "ModelError",
+    "JobBusyError",
+    "JobError",
+    "RunError",
+    "LabelError",
+    "TrainingError",
+    "PredictError",
+}
+
+SYNTHETIC_SOURCE = "synthetic"
+DEFAULT_SOURCE = "default"
+
+CSS = """
+.noshow-banner {border-radius: 8px; padding: 8px 14px; margin: 4px 0;}
+.noshow-banner-synthetic {background: #fff4d6; border: 1px solid #f0c36d; color: #6b4b00;}
+.noshow-msg-error {background: #fdecea; border: 1px solid #f5a39b; color: #7a1c12;
+  border-radius: 8px; padding: 8px 14px;}
+.noshow-msg-ok {background: #e9f7ef; border: 1px solid #9fd8b4; color: #185c32;
+  border-radius: 8px; padding: 8px 14px;}
+.noshow-msg-info {background: #eef4fd; border: 1px solid #a9c6f0; color: #1b3f73;
+  border-radius: 8px; padding: 8px 14px;}
+.noshow-mono textarea {font-family: ui-monospace, SFMono-Regular, Menlo, monospace; font-size: 13px;}
+"""
+
+
+def _box(kind: str, text: str) -> str:
+    # Markdown would render user-controlled text (file names, messages) as markup; escape it.
+    body = html.escape(str(text)).replace("\n", "<br>")
+    return f'<div class="noshow-msg-{kind}">{body}</div>'
+
+
+def error_box(message: str) -> str:
+    """An error message as an HTML box for a gr.Markdown (text is escaped)."""
+    return _box("error", message)
+
+
+def ok_box(message: str) -> str:
+    """A success message as an HTML box for a gr.Markdown (text is escaped)."""
+    return _box("ok", message)
+
+
+def info_box(message: str) -> str:
+    """A neutral notice as an HTML box for a gr.Markdown (text is escaped)."""
+    return _box("info", message)
+
+
+def user_message(exc: BaseException) -> str:
+    """A sentence for the user from an exception: our own errors as written, others named."""
+    text = str(exc).strip() or type(exc).__name__
+    if type(exc).__name__ in _USER_ERROR_NAMES or isinstance(exc, ValueError | FileNotFoundError):
+        return text
+    return f"Unexpected error ({type(exc).__name__}): {text}"
+
+
+def synthetic_banner(is_synthetic: bool, source: str = "") -> str:
+    """The banner shown whenever the data on screen is synthetic (empty string otherwise)."""
+    if not is_synthetic:
+        return ""
+    return (
+        '<div class="noshow-banner noshow-banner-synthetic"><b>Synthetic data.</b> '
+        "These rows are generated with the real schema for an offline demo; they are not "
+        "real patients and figures computed on them say nothing about real no-shows. "
+        "Load the Kaggle file (Data tab) for real results.</div>"
+    )
+
+
+def format_duration(seconds: float | None) -> str:
+    """'1h 02m', '3m 05s', '12s' or '-' for unknown."""
+    if seconds is None or seconds != seconds or seconds < 0:  # NaN check without numpy
+        return "-"
+    s = int(round(seconds))
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    if s >= 60:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s}s"
+
+
+def file_fingerprint(path: str | Path) -> str:
+    """A short content hash, so an upload and a re-upload of the same file share a cache key."""
+    h = hashlib.sha1()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+@dataclass
+class DataEntry:
+    """One loaded data set with its split applied, as the tabs use it."""
+
+    key: str
+    loaded: Any  # noshow.data.LoadedData
+    frame: pd.DataFrame  # loaded.frame plus a `split` column
+    split_method: str
+    label: str  # what to call it on screen (file name or "synthetic")
+
+
+class DataCache:
+    """A small server-side LRU of loaded data sets, keyed by source and split method.
+
+    Data frames stay on the server (a browser session holds only the key), so several
+    visitors browsing the same file share one copy.
+    """
+
+    def __init__(self, max_entries: int = 4) -> None:
+        self.max_entries = max_entries
+        self._entries: OrderedDict[str, DataEntry] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str | None) -> DataEntry | None:
+        if not key:
+            return None
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is not None:
+                self._entries.move_to_end(key)
+            return entry
+
+    def put(self, entry: DataEntry) -> DataEntry:
+        with self._lock:
+            self._entries[entry.key] = entry
+            self._entries.move_to_end(entry.key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+        return entry
+
+
+@dataclass
+class UIContext:
+    """Services and shared state handed to every tab builder."""
+
+    jobs: Any  # noshow.jobs.JobManager
+    store: Any  # noshow.labels.LabelStore or None
+    runs_dir: Path
+    demo_mode: bool = False
+    data_source: str | None = None
+    """Source the app starts with (None = discovery order: NOSHOW_DATA, data/, synthetic)."""
+    cache: DataCache = field(default_factory=DataCache)
+    data_key: Any = None
+    """gr.State holding the cache key of the data loaded in the Data tab (None = default)."""
+    banner: Any = None
+    """gr.Markdown at the top of the page: the synthetic-data banner."""
+    extras: dict[str, Any] = field(default_factory=dict)
+
+    def get_data(self, key: str | None = None, split_method: str = "time") -> DataEntry:
+        """The data set for `key`, or the start-up data when the key is empty or evicted."""
+        from noshow.ui.data_views import load_entry
+
+        entry = self.cache.get(key)
+        if entry is not None:
+            return entry
+        return load_entry(self.cache, self.data_source, split_method=split_method)

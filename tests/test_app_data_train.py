@@ -1,0 +1,479 @@
+"""The Data and Train tabs: pure view functions, and the running app driven by gradio_client.
+
+The app is launched on a free localhost port with a fake train function (same signature as
+noshow.training.train; reports progress every 50 ms and honours should_stop), real run
+folders, the real preflight estimate and the bundled synthetic data.
+
+    .venv/bin/python -m pytest -q tests/test_app_data_train.py
+"""
+
+from __future__ import annotations
+
+import socket
+import time
+from types import SimpleNamespace
+
+import pandas as pd
+import pytest
+
+from noshow.config import ConfigError
+from noshow.ui import data_views as dv
+from noshow.ui.common import DataCache, error_box, user_message
+from noshow.ui.data_tab import SOURCE_PATH, SOURCE_SYNTHETIC, SOURCE_UPLOAD, resolve_source
+from noshow.ui.train_tab import (
+    DEMO_REFUSAL,
+    build_run_config,
+    describe_estimate,
+    describe_status,
+)
+from noshow.ui.train_tab import (
+    SOURCE_SYNTHETIC as TRAIN_SYNTHETIC,
+)
+
+STEP_S = 0.05
+
+
+def fake_train(config, *, run_dir=None, on_progress=None, should_stop=None):
+    """Reports one progress point per 50 ms for config.train.max_steps steps (20 = 1 s)."""
+    total = config.train.max_steps or 20
+    start = time.time()
+    for step in range(1, total + 1):
+        if should_stop():
+            on_progress({"phase": "done", "message": "Cancelled"})
+            return SimpleNamespace(run_dir=run_dir, state="cancelled", error=None)
+        time.sleep(STEP_S)
+        on_progress(
+            {
+                "phase": "training",
+                "step": step,
+                "total_steps": total,
+                "epoch": step / total,
+                "loss": 1.0 / step,
+                "samples_per_s": 320.0,
+                "eta_s": (total - step) * STEP_S,
+                "elapsed_s": time.time() - start,
+                "message": f"step {step}/{total}",
+                **({"val_auc": 0.6} if step % 10 == 0 else {}),
+            }
+        )
+    return SimpleNamespace(run_dir=run_dir, state="completed", error=None)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def launch(tmp_path_factory, demo_mode: bool):
+    from gradio_client import Client
+
+    from noshow.jobs import JobManager
+    from noshow.ui.app import build_demo
+
+    runs_dir = tmp_path_factory.mktemp("runs")
+    jobs = JobManager(train_fn=fake_train, runs_dir=runs_dir)
+    demo = build_demo(
+        jobs=jobs, store=None, runs_dir=runs_dir, demo_mode=demo_mode, data_source="synthetic"
+    )
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+    return SimpleNamespace(demo=demo, client=client, jobs=jobs, runs_dir=runs_dir)
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    served = launch(tmp_path_factory, demo_mode=False)
+    yield served
+    served.jobs.cancel()
+    served.jobs.wait(5)
+    served.demo.close()
+
+
+@pytest.fixture(scope="module")
+def demo_app(tmp_path_factory):
+    served = launch(tmp_path_factory, demo_mode=True)
+    yield served
+    served.demo.close()
+
+
+QUICK = dict(
+    approach="classifier",
+    model="smollm2-135m-instruct",
+    data_source=TRAIN_SYNTHETIC,
+    split="time",
+    max_train_rows=256,
+    max_eval_rows=256,
+    epochs=1,
+    max_steps=20,
+    lr=2e-4,
+    batch_size=16,
+    lora_r=8,
+    eval_every=10,
+    quantize="none",
+    wandb=False,
+    use_clinician_labels=False,
+)
+
+
+def status(client) -> dict:
+    return client.predict(api_name="/training_status")[0]
+
+
+def wait_for(client, predicate, timeout: float = 20.0) -> dict:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        snap = status(client)
+        if predicate(snap):
+            return snap
+        time.sleep(0.1)
+    raise AssertionError(f"condition not met in {timeout} s; last status: {snap}")
+
+
+def idle(app) -> None:
+    app.jobs.cancel()
+    assert app.jobs.wait(10)
+
+
+def write_statements_csv(path, n: int = 40) -> None:
+    pd.DataFrame(
+        {
+            "Statement": [f"A {20 + i}-year-old patient booked {i} days ahead." for i in range(n)],
+            "NoShow": ["Yes" if i % 4 == 0 else "No" for i in range(n)],
+        }
+    ).to_csv(path, index=False)
+
+
+# ----------------------------------------------------------------------------- pure views
+
+
+@pytest.fixture(scope="module")
+def synthetic_entry():
+    return dv.load_entry(DataCache(), "synthetic", split_method="time")
+
+
+def test_load_entry_splits_and_caches_by_source(synthetic_entry):
+    cache = DataCache()
+    first = dv.load_entry(cache, "synthetic", split_method="time")
+    assert set(first.frame["split"]) == {"train", "validation", "test"}
+    assert first.loaded.is_synthetic
+    assert dv.load_entry(cache, "synthetic", split_method="time") is first
+    assert dv.load_entry(cache, "synthetic", split_method="patient") is not first
+
+
+def test_filter_frame_applies_every_filter(synthetic_entry):
+    frame = synthetic_entry.frame
+    rows = dv.filter_frame(
+        frame,
+        split="test",
+        label="No-show",
+        age_min=30,
+        age_max=60,
+        gender="F",
+        sms="Yes",
+        scholarship="No",
+        lead_min=3,
+        lead_max=40,
+    )
+    assert len(rows) > 0
+    assert (rows["split"] == "test").all() and (rows["no_show"] == 1).all()
+    assert rows["age"].between(30, 60).all() and rows["lead_days"].between(3, 40).all()
+    assert (rows["gender"] == "F").all() and (rows["sms_received"] == 1).all()
+    assert (rows["scholarship"] == 0).all()
+    expected = frame[
+        (frame.split == "test")
+        & (frame.no_show == 1)
+        & frame.age.between(30, 60)
+        & (frame.gender == "F")
+        & (frame.sms_received == 1)
+        & (frame.scholarship == 0)
+        & frame.lead_days.between(3, 40)
+    ]
+    assert len(rows) == len(expected)
+
+
+def test_filter_frame_by_neighbourhood(synthetic_entry):
+    name = dv.neighbourhood_choices(synthetic_entry.frame)[1]
+    rows = dv.filter_frame(synthetic_entry.frame, neighbourhood=name)
+    assert len(rows) > 0 and (rows["neighbourhood"] == name).all()
+
+
+def test_filter_frame_ignores_filters_on_missing_columns():
+    frame = pd.DataFrame({"record_id": [1, 2], "statement": ["a", "b"], "no_show": [0, 1]})
+    assert len(dv.filter_frame(frame, age_min=50, gender="F", sms="Yes")) == 2
+    assert dv.filter_frame(frame, label="No-show")["record_id"].tolist() == [2]
+
+
+def test_page_of_clamps_out_of_range_pages():
+    frame = pd.DataFrame({"x": range(120)})
+    rows, page, n_pages = dv.page_of(frame, 99, page_size=50)
+    assert (page, n_pages, rows["x"].tolist()) == (3, 3, list(range(100, 120)))
+    assert dv.page_of(frame, 0)[1] == 1 and dv.page_of(frame, None)[1] == 1
+    assert dv.page_caption(120, 3, 3) == "Rows 101-120 of 120 matching · page 3 of 3"
+
+
+def test_table_view_shortens_statements_and_spells_labels(synthetic_entry):
+    view = dv.table_view(synthetic_entry.frame.head(20))
+    assert view.columns[0] == "record_id"
+    assert set(view["no-show"]) <= {"Yes", "No"}
+    assert view["statement"].str.len().max() <= dv.STATEMENT_PREVIEW_CHARS + 1
+
+
+def test_find_record_says_when_the_id_is_unknown(synthetic_entry):
+    with pytest.raises(LookupError, match="Record 123 is not in the loaded data"):
+        dv.find_record(synthetic_entry.frame, 123)
+    with pytest.raises(LookupError, match="Enter a record id"):
+        dv.find_record(synthetic_entry.frame, None)
+
+
+def test_record_views_render_both_prompt_forms(synthetic_entry):
+    row = synthetic_entry.frame.iloc[0]
+    tokenizer = SimpleNamespace(
+        chat_template="x",
+        apply_chat_template=lambda messages, tokenize, add_generation_prompt: (
+            "|".join(m["content"] for m in messages) + "|<assistant>"
+        ),
+    )
+    view = dv.record_views(row, tokenizer)
+    assert view.statement == row["statement"]
+    assert view.classifier_input == row["statement"].strip()
+    assert row["statement"] in view.generative_prompt
+    assert view.generative_prompt.endswith("|<assistant>")
+    assert f"**split:** {row['split']}" in view.details
+
+
+def test_summary_figure_has_six_panels_for_full_data(synthetic_entry):
+    fig = dv.summary_figure(synthetic_entry.frame)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [
+        "By lead time",
+        "By age band",
+        "By weekday",
+        "By SMS reminder",
+        "By earlier appointments",
+        "Class balance per split",
+    ]
+
+
+def test_summary_figure_for_statements_only_shows_class_balance():
+    frame = pd.DataFrame(
+        {"record_id": [1, 2, 3], "statement": ["a", "b", "c"], "no_show": [0, 1, 0]}
+    )
+    frame["split"] = ["train", "train", "test"]
+    fig = dv.summary_figure(frame)
+    assert [ax.get_title() for ax in fig.axes] == ["Class balance per split"]
+
+
+def test_lead_buckets_cover_same_day_and_long_leads():
+    buckets = dv.lead_bucket(pd.Series([0, 1, 7, 8, 61, 179]))
+    assert list(buckets) == ["same day", "1-2", "3-7", "8-14", "61+", "61+"]
+
+
+def test_report_markdown_shows_counts_and_split(synthetic_entry):
+    text = dv.report_markdown(synthetic_entry)
+    assert "synthetic demo data" in text
+    assert f"{synthetic_entry.loaded.report.rows_kept:,} kept" in text
+    assert "**Split (time):** train" in text
+
+
+def test_resolve_source_refuses_server_paths_in_demo_mode():
+    with pytest.raises(ValueError, match="demo mode"):
+        resolve_source(SOURCE_PATH, None, "/etc/passwd", demo_mode=True)
+    with pytest.raises(ValueError, match="Choose a CSV"):
+        resolve_source(SOURCE_UPLOAD, None, "", demo_mode=False)
+    assert resolve_source(SOURCE_SYNTHETIC, None, "", demo_mode=True) == "synthetic"
+
+
+def test_error_box_escapes_markup():
+    assert "<script>" not in error_box("<script>alert(1)</script>")
+
+
+def test_user_message_names_unexpected_errors():
+    assert user_message(KeyError("x")) == "Unexpected error (KeyError): 'x'"
+    assert user_message(ConfigError("lr must be positive")) == "lr must be positive"
+
+
+def test_build_run_config_maps_the_form():
+    form = {**QUICK, "data_source": "synthetic", "max_eval_rows": 0, "max_steps": 0}
+    cfg = build_run_config(**form)
+    assert cfg.data.source == "synthetic"
+    assert cfg.data.max_train_rows == 256 and cfg.data.max_eval_rows is None
+    assert cfg.train.max_steps is None and cfg.train.batch_size == 16
+    assert (cfg.lora.r, cfg.lora.alpha) == (8, 16)
+
+
+def test_build_run_config_refuses_bad_values():
+    with pytest.raises(ConfigError, match="batch_size"):
+        build_run_config(**{**QUICK, "batch_size": 0})
+    with pytest.raises(ValueError, match="whole number"):
+        build_run_config(**{**QUICK, "max_steps": 2.5})
+
+
+def test_describe_estimate_says_why_it_will_not_fit():
+    fits, text = describe_estimate(
+        {
+            "gpu_mem_gb": 90.0,
+            "available_gb": 79.0,
+            "device": "H100",
+            "steps": 10,
+            "minutes": 3,
+            "fits": False,
+            "reason": "needs about 90 GB but H100 has 79 GB free",
+        },
+        1000,
+    )
+    assert not fits
+    assert text.startswith("Will not fit: needs about 90 GB but H100 has 79 GB free")
+
+
+def test_describe_status_shows_step_eta_and_speed():
+    html = describe_status(
+        {
+            "state": "running",
+            "active": True,
+            "run_id": "r1",
+            "elapsed_s": 65,
+            "error": None,
+            "progress": {"step": 5, "total_steps": 20, "eta_s": 125, "samples_per_s": 12.5},
+        }
+    )
+    assert "step 5/20" in html and "ETA 2m 05s" in html and "12.5 statements/s" in html
+    assert "width:25.0%" in html
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def test_app_api_lists_the_data_and_training_endpoints(app):
+    names = set(app.client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    expected = {"/load_data", "/filter_rows", "/show_record", "/data_summary", "/preflight"}
+    expected |= {"/start_training", "/cancel_training", "/training_status", "/list_runs"}
+    assert expected <= names
+
+
+def test_app_loads_synthetic_data_with_banner_and_report(app):
+    message, banner, report, _ = app.client.predict(
+        SOURCE_SYNTHETIC, None, "", "time", api_name="/load_data"
+    )
+    assert "Loaded bundled synthetic data" in message
+    assert "Synthetic data." in banner
+    assert "**Split (time):**" in report
+
+
+def test_app_malformed_upload_shows_message_and_keeps_previous_data(app, tmp_path):
+    from gradio_client import Client, handle_file
+
+    client = Client(app.client.src, verbose=False)  # its own session
+    good = tmp_path / "statements.csv"
+    write_statements_csv(good, n=40)
+    message, banner, report, _ = client.predict(
+        SOURCE_UPLOAD, handle_file(str(good)), "", "random", api_name="/load_data"
+    )
+    assert "40 rows" in message and banner == ""
+
+    bad = tmp_path / "broken.csv"
+    bad.write_text("Name,Colour\nana,blue\n")
+    message, *_ = client.predict(
+        SOURCE_UPLOAD, handle_file(str(bad)), "", "time", api_name="/load_data"
+    )
+    assert "noshow-msg-error" in message and "broken.csv" in message
+    assert "Still showing statements.csv" in message
+    _, caption, _ = client.predict(api_name="/filter_rows")
+    assert caption == "Rows 1-40 of 40 matching · page 1 of 1"
+
+
+def test_app_filters_rows_and_pages(app):
+    table, caption, page = app.client.predict("test", "No-show", 60, None, api_name="/filter_rows")
+    rows = pd.DataFrame(table["data"], columns=table["headers"])
+    assert len(rows) > 0 and (rows["split"] == "test").all()
+    assert (rows["no-show"] == "Yes").all() and (rows["age"] >= 60).all()
+    assert caption.startswith("Rows 1-") and page == 1
+    _, caption2, page2 = app.client.predict(page=2, api_name="/filter_rows")
+    assert page2 == 2 and caption2.startswith("Rows 51-100")
+
+
+def test_app_shows_a_record_as_the_models_see_it(app, bundled_model_dir):
+    table, _, _ = app.client.predict(api_name="/filter_rows")
+    record_id = table["data"][0][0]
+    details, statement, prompt, classifier_input = app.client.predict(
+        record_id, api_name="/show_record"
+    )
+    assert f"Record **{record_id}**" in details
+    assert statement.startswith("A ") and classifier_input == statement.strip()
+    assert statement in prompt
+    assert prompt.rstrip().endswith("<|im_start|>assistant")
+
+
+def test_app_unknown_record_gives_a_message(app):
+    details, statement, *_ = app.client.predict(1, api_name="/show_record")
+    assert "is not in the loaded data" in details and statement == ""
+
+
+def test_app_draws_summary_plots(app):
+    assert app.client.predict(api_name="/data_summary") is not None
+
+
+def test_app_preflight_refuses_what_will_not_fit(app):
+    (message,) = [app.client.predict(**{**QUICK, "batch_size": 100_000}, api_name="/preflight")]
+    assert "Will not fit" in message
+
+
+def test_app_start_reports_progress_and_completes(app):
+    idle(app)
+    message = app.client.predict(**{**QUICK, "max_steps": 60}, api_name="/start_training")
+    assert "Started run" in message, message
+    snap = wait_for(app.client, lambda s: s["state"] == "running" and s["progress"].get("step"))
+    assert 1 <= snap["progress"]["step"] < 60
+    snap = wait_for(app.client, lambda s: s["state"] == "completed")
+    assert snap["progress"]["step"] == 60 and "step 60/60" in snap["log"]
+    _, headline, log_text, _, _ = app.client.predict(api_name="/training_status")
+    assert "completed" in headline and "step 60/60" in log_text
+    runs = app.client.predict(api_name="/list_runs")
+    assert snap["run_id"] in [row[0] for row in runs["data"]]
+
+
+def test_app_second_start_is_refused_naming_the_running_job(app):
+    idle(app)
+    app.client.predict(**{**QUICK, "max_steps": 1000}, api_name="/start_training")
+    snap = wait_for(app.client, lambda s: s["active"])
+    message = app.client.predict(**QUICK, api_name="/start_training")
+    assert "already running" in message and snap["run_id"] in message
+    idle(app)
+
+
+def test_app_cancel_stops_the_job(app):
+    idle(app)
+    app.client.predict(**{**QUICK, "max_steps": 1000}, api_name="/start_training")
+    wait_for(app.client, lambda s: s["progress"].get("step", 0) >= 2)
+    message = app.client.predict(api_name="/cancel_training")
+    assert "Cancelling run" in message
+    snap = wait_for(app.client, lambda s: s["state"] == "cancelled", timeout=5)
+    assert snap["progress"]["step"] < 1000
+
+
+def test_app_status_reattaches_from_a_new_session(app):
+    from gradio_client import Client
+
+    idle(app)
+    app.client.predict(**{**QUICK, "max_steps": 1000}, api_name="/start_training")
+    first = wait_for(app.client, lambda s: s["active"])
+    other = Client(app.client.src, verbose=False)  # another browser
+    assert wait_for(other, lambda s: s["active"])["run_id"] == first["run_id"]
+    idle(app)
+
+
+def test_demo_mode_refuses_start_and_cancel(demo_app):
+    message = demo_app.client.predict(**QUICK, api_name="/start_training")
+    assert DEMO_REFUSAL in message.replace("&#x27;", "'")
+    assert "Training is turned off" in demo_app.client.predict(api_name="/cancel_training")
+    assert demo_app.jobs.snapshot()["state"] == "idle"
+    assert not any(demo_app.runs_dir.iterdir())
+
+
+def test_demo_mode_refuses_server_paths(demo_app):
+    from gradio_client.exceptions import AppError
+
+    # Gradio itself refuses: the "path" choice does not exist in demo mode.
+    with pytest.raises(AppError, match="not in the list of choices"):
+        demo_app.client.predict(SOURCE_PATH, None, "/etc/passwd", "time", api_name="/load_data")
