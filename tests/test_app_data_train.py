@@ -384,7 +384,9 @@ def test_app_malformed_upload_shows_message_and_keeps_previous_data(app, tmp_pat
 
 
 def test_app_filters_rows_and_pages(app):
-    table, caption, page = app.client.predict("test", "No-show", 60, None, api_name="/filter_rows")
+    table, caption, page = app.client.predict(
+        split="test", label="No-show", age_min=60, api_name="/filter_rows"
+    )
     rows = pd.DataFrame(table["data"], columns=table["headers"])
     assert len(rows) > 0 and (rows["split"] == "test").all()
     assert (rows["no-show"] == "Yes").all() and (rows["age"] >= 60).all()

@@ -106,6 +106,11 @@ def build_demo(
             data["table_outputs"],
             api_visibility="private",
         ).then(
+            data["show_first"],
+            data["filter_inputs"],
+            data["record_outputs"],
+            api_visibility="private",
+        ).then(
             data["summary_of"],
             data["filter_inputs"],
             data["summary_plot"],

@@ -122,11 +122,12 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
                 [dv.ALL], value=dv.ALL, label="Neighbourhood", min_width=180, filterable=True
             )
         with gr.Row():
-            f_age_min = gr.Number(label="Age from", precision=0, minimum=0, min_width=90)
-            f_age_max = gr.Number(label="Age to", precision=0, minimum=0, min_width=90)
-            f_lead_min = gr.Number(label="Lead days from", precision=0, minimum=0, min_width=110)
-            f_lead_max = gr.Number(label="Lead days to", precision=0, minimum=0, min_width=110)
-            reset_btn = gr.Button("Clear filters", size="sm", min_width=100)
+            # Sliders, not empty number boxes: the browser sends an empty gr.Number as 0.
+            f_age_min = gr.Slider(0, dv.AGE_MAX, value=0, step=1, label="Age from")
+            f_age_max = gr.Slider(0, dv.AGE_MAX, value=dv.AGE_MAX, step=1, label="Age to")
+            f_lead_min = gr.Slider(0, dv.LEAD_MAX, value=0, step=1, label="Lead days from")
+            f_lead_max = gr.Slider(0, dv.LEAD_MAX, value=dv.LEAD_MAX, step=1, label="Lead days to")
+            reset_btn = gr.Button("Clear filters", size="sm", min_width=100, scale=0)
 
     with gr.Row(equal_height=True):
         caption = gr.Markdown()
@@ -160,7 +161,9 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
 
     with gr.Accordion("Summary plots", open=True):
         plot_btn = gr.Button("Plot the filtered rows", size="sm")
-        summary_plot = gr.Plot(label="No-show rate by feature; class balance per split")
+        summary_plot = gr.Plot(
+            label="No-show rate by feature; class balance per split", show_label=False
+        )
 
     filters = [
         f_split,
@@ -294,6 +297,18 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         *filter_values, key = values
         return rows_page(key, dict(zip(FILTER_NAMES, filter_values, strict=True)), 1)
 
+    def show_first(*values: Any) -> tuple:
+        """Fill the record view with the first matching row, so the page never looks empty."""
+        *filter_values, key = values
+        entry = entry_for(key)
+        if entry is None:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        rows = dv.filter_frame(entry.frame, **dict(zip(FILTER_NAMES, filter_values, strict=True)))
+        if rows.empty:
+            return gr.skip(), gr.skip(), gr.skip(), gr.skip(), gr.skip()
+        rid = int(rows["record_id"].iloc[0])
+        return (rid, *show_record(rid, key))
+
     def summary_of(*values: Any) -> Any:
         *filter_values, key = values
         return data_summary(*filter_values, data_key=key)
@@ -314,7 +329,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         return gr.update(visible=kind == SOURCE_UPLOAD), gr.update(visible=kind == SOURCE_PATH)
 
     def clear_filters() -> list:
-        return [dv.ALL, dv.ALL, None, None, dv.ALL, dv.ALL, dv.ALL, dv.ALL, None, None]
+        return [dv.ALL, dv.ALL, 0, dv.AGE_MAX, dv.ALL, dv.ALL, dv.ALL, dv.ALL, 0, dv.LEAD_MAX]
 
     # -- wiring (public endpoints first, so they keep their exact api_names) --------------
 
@@ -327,7 +342,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         api_name="load_data",
     )
     gr.on(
-        [f.input for f in filters] + [page.submit],
+        [f.release if isinstance(f, gr.Slider) else f.input for f in filters] + [page.submit],
         filter_rows,
         [*filters, page, key_state],
         table_outputs,
@@ -347,6 +362,8 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
     )
     load_event.then(
         first_page, [*filters, key_state], table_outputs, api_visibility="private"
+    ).then(
+        show_first, [*filters, key_state], [record_id, *record_outputs], api_visibility="private"
     ).then(summary_of, [*filters, key_state], summary_plot, api_visibility="private")
     reset_btn.click(clear_filters, None, filters, api_visibility="private").then(
         first_page, [*filters, key_state], table_outputs, api_visibility="private"
@@ -370,6 +387,8 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         "startup_outputs": [key_state, message, ctx.banner, report, f_neighbourhood],
         "first_page": first_page,
         "summary_of": summary_of,
+        "show_first": show_first,
+        "record_outputs": [record_id, *record_outputs],
         "filter_inputs": [*filters, key_state],
         "table_outputs": table_outputs,
         "summary_plot": summary_plot,

@@ -35,6 +35,8 @@ SPLIT_CHOICES = [ALL, "train", "validation", "test"]
 YES_NO_CHOICES = [ALL, "Yes", "No"]
 GENDER_CHOICES = [ALL, "F", "M"]
 PAGE_SIZE = 50
+AGE_MAX = 120  # the filters' upper ends; the real file's oldest patient is 115
+LEAD_MAX = 400  # ... and its longest lead time 179 days
 STATEMENT_PREVIEW_CHARS = 110
 DISPLAY_TOKENIZER = "smollm2-135m-instruct"
 

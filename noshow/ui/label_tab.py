@@ -254,6 +254,9 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
 
     # -- handlers ----------------------------------------------------------------------------
 
+    def restore_name(saved: Any):
+        return saved if isinstance(saved, str) and saved.strip() else gr.skip()
+
     def start(name, queue_order, use, gen_path, clf_path, state, key):
         try:
             from noshow.labels import normalize_annotator
@@ -400,8 +403,12 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     agree_btn.click(
         agreement, [ctx.data_key], [kappa_df, disagree_df, agree_msg], api_name="label_agreement"
     )
-    annotator.change(lambda name: name, annotator, saved_name, api_visibility="private")
+    # The name is saved when the field loses focus (saving on every keystroke would echo the
+    # value back while the user is still typing). BrowserState reads localStorage when it is
+    # first drawn, i.e. when this tab is first opened, and then fires `change`.
+    annotator.blur(lambda name: name.strip(), annotator, saved_name, api_visibility="private")
+    saved_name.change(restore_name, saved_name, annotator, api_visibility="private")
     root = gr.context.Context.root_block
     if root is not None:
-        root.load(lambda saved: saved or "", saved_name, annotator, api_visibility="private")
+        root.load(restore_name, saved_name, annotator, api_visibility="private")
     return {"annotator": annotator, "item": item, "progress": progress}

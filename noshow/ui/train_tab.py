@@ -158,6 +158,17 @@ def build_run_config(
     )
 
 
+def describe_model_choice(name: str | None, presets: dict[str, Any]) -> str:
+    """One line under the model picker: the preset's description, or what a custom entry needs."""
+    preset = presets.get((name or "").strip())
+    if preset is not None:
+        return f"_{preset.description}._"
+    return (
+        "_Custom model: a hub id (org/name) needs network access, and a token (HF_TOKEN) for "
+        "gated models; a local folder must hold a Hugging Face model and tokenizer._"
+    )
+
+
 def describe_estimate(estimate: dict[str, Any], n_train_rows: int) -> tuple[bool, str]:
     """(fits, one-paragraph message) from training.estimate_resources' answer."""
     mem = estimate.get("gpu_mem_gb", estimate.get("mem_gb"))
@@ -263,7 +274,6 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
 
     jobs = ctx.jobs
     runs_dir = ctx.runs_dir
-    model_info = " · ".join(f"{p.name}: {p.description}" for p in PRESETS.values())
 
     if ctx.demo_mode:
         gr.HTML(info_box(DEMO_REFUSAL))
@@ -283,7 +293,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
                 value=DEFAULT_MODEL,
                 label="Model",
                 allow_custom_value=True,
-                info="A preset, a Hugging Face hub id or a local folder. " + model_info,
+                info="A preset, a Hugging Face hub id or a local folder.",
             )
             quantize = gr.Radio(
                 ["auto", "4bit", "none"],
@@ -291,6 +301,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
                 label="Quantization",
                 info="auto: 4-bit (QLoRA) on a GPU, none on the CPU.",
             )
+        model_note = gr.Markdown(describe_model_choice(DEFAULT_MODEL, PRESETS))
         with gr.Row():
             data_source = gr.Dropdown(
                 [SOURCE_DATA_TAB, SOURCE_DEFAULT, SOURCE_SYNTHETIC],
@@ -339,7 +350,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     gr.Markdown("### Current job")
     status_html = gr.HTML()
     with gr.Row():
-        curves = gr.Plot(label="Loss and validation ROC-AUC", scale=3)
+        curves = gr.Plot(label="Loss and validation ROC-AUC", show_label=False, scale=3)
         with gr.Column(scale=2):
             wandb_md = gr.Markdown()
             log_box = gr.Textbox(
@@ -354,7 +365,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     gr.Markdown("### Runs")
     with gr.Row():
         runs_df = gr.DataFrame(
-            label=f"Run folders in {runs_dir}", interactive=False, max_height=320, wrap=True
+            label=f"Run folders in {runs_dir}", interactive=False, max_height=320, wrap=False
         )
     refresh_runs = gr.Button("Refresh runs", size="sm")
     plot_key = gr.State(None)
@@ -542,6 +553,13 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     # -- wiring -------------------------------------------------------------------------
 
     key_state = ctx.data_key
+    model.change(
+        lambda name: describe_model_choice(name, PRESETS),
+        model,
+        model_note,
+        api_visibility="private",
+        queue=False,
+    )
     preset_quick.click(
         lambda a: apply_preset("quick", a), approach, preset_outputs, api_visibility="private"
     )
