@@ -107,13 +107,15 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
                 elem_id="label-item",
             )
             with gr.Row():
-                no_show_btn = gr.Button("No-show [1]", variant="stop", elem_id="label-no-show")
-                shows_up_btn = gr.Button(
-                    "Shows up [2]", variant="primary", elem_id="label-shows-up"
+                no_show_btn = gr.Button(
+                    "No-show [1]", variant="stop", elem_id="label-no-show", min_width=90
                 )
-                skip_btn = gr.Button("Skip [s]", elem_id="label-skip")
-                back_btn = gr.Button("Back [←]", elem_id="label-back")
-                forward_btn = gr.Button("Next [→]", elem_id="label-forward")
+                shows_up_btn = gr.Button(
+                    "Shows up [2]", variant="primary", elem_id="label-shows-up", min_width=90
+                )
+                skip_btn = gr.Button("Skip [s]", elem_id="label-skip", min_width=80)
+                back_btn = gr.Button("Back [←]", elem_id="label-back", min_width=80)
+                forward_btn = gr.Button("Next [→]", elem_id="label-forward", min_width=80)
             note = gr.Textbox(
                 label="Note (optional)", placeholder="Anything unusual about this record?", lines=1
             )

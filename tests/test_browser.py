@@ -1,0 +1,212 @@
+"""The real app in a real browser: Debian's headless Chromium driven by Playwright.
+
+One walk through what only a browser shows: the Data tab (filter, pick a row, read its
+statement), a Compare on an example with both adapters, a quick training job started and
+cancelled from the Train tab (real JobManager, real `noshow.training.train`, a tiny random
+Llama), and three statements labelled with the keyboard in the Label tab, then an export.
+Screenshots land in `test-artifacts/` (gitignored).
+
+    make browser   # installs Debian's chromium if missing
+    .venv/bin/python -m pytest -q -m browser tests/test_browser.py
+
+Never runs `playwright install`: the browser is the system's /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from test_compare import adapters, free_port  # noqa: F401 - session fixture shared with Compare
+
+from noshow.examples import EXAMPLES
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+WAIT_MS = 60_000
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"Chromium is not installed at {CHROMIUM}: run `make browser` (Debian package)."
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory, adapters, tiny_model_dir):  # noqa: F811 - the shared session fixture
+    from noshow.jobs import JobManager
+    from noshow.labels import LabelStore
+    from noshow.ui.app import build_demo, style_kwargs
+
+    store = LabelStore(tmp_path_factory.mktemp("browser-labels") / "labels.sqlite")
+    jobs = JobManager(runs_dir=adapters.runs)  # the real noshow.training.train
+    demo = build_demo(jobs=jobs, store=store, runs_dir=adapters.runs, data_source="synthetic")
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **style_kwargs(),
+    )
+    yield SimpleNamespace(
+        url=f"http://127.0.0.1:{port}/", jobs=jobs, store=store, model=str(tiny_model_dir)
+    )
+    jobs.cancel()
+    jobs.wait(60)
+    demo.close()
+    store.close()
+
+
+@pytest.fixture()
+def page(browser, app, request):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(app.url)
+    yield page
+    shot(page, f"end-{request.node.name}")  # what the page showed last, pass or fail
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
+def test_browser_data_tab_filters_rows_and_shows_a_statement(page, app):
+    from playwright.sync_api import expect
+
+    expect(page.get_by_text("Synthetic data.").first).to_be_visible()
+    caption = page.get_by_text(re.compile(r"of [\d,]+ matching"))
+    # No filter set yet: every row of the synthetic data (5,998 after cleaning) is listed.
+    expect(caption.first).to_contain_text("of 5,998 matching")
+    shot(page, "1-data")
+    age_from = page.get_by_role("spinbutton", name=re.compile("Age from"))
+    age_from.fill("70")
+    age_from.press("Tab")
+    expect(caption.first).not_to_contain_text("of 5,998 matching")
+    grid = page.get_by_role("grid", name=re.compile("Appointments"))
+    ages = grid.locator('[role="gridcell"][aria-colindex="4"]').all_inner_texts()
+    assert ages and all(int(a) >= 70 for a in ages), ages
+    record_id = grid.locator('[role="gridcell"][aria-colindex="1"]').first.inner_text()
+    grid.locator('[role="gridcell"][aria-colindex="2"]').first.click()
+    statement_box = page.get_by_label("Statement", exact=True).first
+    expect(statement_box).to_have_value(re.compile(r"year-old"))
+    expect(page.get_by_text(f"Record {record_id}").first).to_be_visible()
+    age = int(re.search(r"(\d+)-year-old", statement_box.input_value()).group(1))
+    assert age >= 70
+    shot(page, "1-data-record")
+
+
+def test_browser_compare_scores_an_example_with_both_adapters(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Compare")
+    page.get_by_role("button", name=EXAMPLES[0].label).click()
+    result = page.locator("#compare-result")
+    expect(result.locator(".noshow-card")).to_have_count(3)
+    expect(result.locator(".noshow-p")).to_have_count(3)  # generative, classifier, baseline
+    values = [float(v) for v in result.locator(".noshow-p").all_inner_texts()]
+    assert all(0.0 <= v <= 1.0 for v in values)
+    expect(result).to_contain_text("Generated answer")
+    expect(page.locator("#compare-statement textarea")).to_have_value(EXAMPLES[0].statement)
+    shot(page, "2-compare")
+
+
+def test_browser_train_starts_a_quick_job_and_cancels_it(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Train")
+    page.get_by_role("button", name="Preset: quick CPU demo").click()
+    model = page.get_by_label("Model", exact=True)
+    expect(model).to_have_value("smollm2-135m-instruct")
+    model.fill(app.model)  # the tiny random Llama: steps take milliseconds
+    model.press("Enter")
+    steps = page.get_by_label("Max steps")
+    steps.fill("5000")  # long enough to be cancelled mid-run
+    steps.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    expect(page.get_by_text(re.compile(r"Run \S+: running")).first).to_be_visible()
+    expect(page.get_by_text(re.compile(r"step \d+/5000")).first).to_be_visible()
+    shot(page, "3-train-running")
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    status = page.locator(".noshow-msg-info, .noshow-msg-ok, .noshow-msg-error")
+    expect(status.filter(has_text=re.compile(r"Run \S+: cancelled"))).to_have_count(1)
+    snap = app.jobs.snapshot()
+    assert snap["state"] == "cancelled"
+    assert snap["config"]["train"]["model"] == app.model
+    shot(page, "4-train-cancelled")
+
+
+def test_browser_label_three_statements_by_keyboard_and_export(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Label")
+    page.locator("#label-annotator input, #label-annotator textarea").first.fill("Dr Browser")
+    page.locator("#label-start").click()
+    progress = page.locator("#label-progress")
+    item = page.locator("#label-item")
+    expect(progress).to_contain_text("0 of 50")
+    item.click()  # focus leaves the name box: keys now label
+    for key, done in (("1", 1), ("2", 2), ("1", 3)):
+        page.keyboard.press(key)
+        expect(progress).to_contain_text(f"{done} of 50")
+    expect(item).to_contain_text("Item 4 of 50")
+    # Typing in the note must not label: "1" and "2" go into the note only.
+    note = page.get_by_label("Note (optional)")
+    note.press_sequentially("12")
+    expect(note).to_have_value("12")
+    page.wait_for_timeout(500)
+    expect(progress).to_contain_text("3 of 50")
+    item.click()
+    page.keyboard.press("ArrowLeft")
+    expect(item).to_contain_text("Item 3 of 50")
+    expect(item).to_contain_text("Submitted as No-show")
+    shot(page, "5-label")
+    assert app.store.events("Dr Browser")["label"].tolist() == [1, 0, 1]
+
+    page.get_by_text("Export labels").click()
+    page.locator("#label-export").click()
+    expect(page.get_by_text(re.compile(r"Exported \d+ events"))).to_be_visible()
+    expect(page.get_by_text(re.compile(r"labels-.*\.jsonl")).first).to_be_visible()
+    shot(page, "6-label-export")
+
+
+def test_browser_remembers_the_annotator_name_after_a_reload(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Label")
+    name = page.locator("#label-annotator input, #label-annotator textarea").first
+    name.fill("Dr Remembered")
+    name.press("Tab")
+    page.wait_for_timeout(500)  # BrowserState writes localStorage after the change event
+    page.reload()
+    open_tab(page, "Label")
+    expect(page.locator("#label-annotator input, #label-annotator textarea").first).to_have_value(
+        "Dr Remembered"
+    )
