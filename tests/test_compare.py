@@ -487,6 +487,41 @@ def test_app_compare_stays_fast_on_the_cpu(app, adapters):
     assert summary["classifier"]["latency_ms"] < 500
 
 
+def test_listed_only_loader_refuses_folders_that_are_not_listed(tmp_path):
+    from noshow.predict import PredictError
+
+    load = cv.listed_only_loader(lambda: ["/srv/adapters/a"])
+    with pytest.raises(PredictError, match="only the listed adapters"):
+        load(str(tmp_path), expected_approach="classifier")
+
+
+def test_demo_app_scores_listed_adapters_and_refuses_pasted_paths(adapters, tmp_path):
+    from gradio_client import Client
+
+    from noshow.jobs import JobManager
+    from noshow.ui.app import build_demo
+
+    demo = build_demo(
+        jobs=JobManager(runs_dir=adapters.runs),
+        store=None,
+        runs_dir=adapters.runs,
+        demo_mode=True,
+        data_source="synthetic",
+    )
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        _, summary, _ = client.predict(
+            "A statement.", adapters.generative, str(tmp_path), api_name="/compare"
+        )
+        assert summary["generative"]["p"] is not None
+        assert "only the listed adapters" in summary["classifier"]["error"]
+        client.close()
+    finally:
+        demo.close()
+
+
 def test_predictions_csv_is_written_under_the_temp_dir_gradio_serves():
     path = cv.write_predictions_csv(pd.DataFrame({"record_id": [1], "statement": ["a"]}))
     try:

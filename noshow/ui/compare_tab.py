@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[2]
 SHIPPED_ADAPTERS = REPO / "adapters"
 # A single Compare waits this long for a first baseline fit before answering without it.
 BASELINE_WAIT_S = 20.0
+DEMO_BATCH_ROWS = 500
 NEIGHBOURHOODS = [
     "JARDIM CAMBURI",
     "MARIA ORTIZ",
@@ -74,6 +75,15 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             return {cv.GENERATIVE: [], cv.CLASSIFIER: []}
 
     start = list_choices()
+
+    def listed_paths() -> list[str]:
+        return [path for items in list_choices().values() for _, path in items]
+
+    # None = any folder (people running their own app paste paths); the demo lists only.
+    loader = cv.listed_only_loader(listed_paths) if ctx.demo_mode else None
+    ctx.extras["adapter_loader"] = loader
+    # A public Space shares one CPU between visitors: keep batch runs short there.
+    row_cap = DEMO_BATCH_ROWS if ctx.demo_mode else 5000
 
     def first(items: list[tuple[str, str]]) -> str | None:
         return items[0][1] if items else None
@@ -160,8 +170,8 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         with gr.Row():
             max_rows = gr.Slider(
                 10,
-                5000,
-                value=cv.DEFAULT_BATCH_ROWS,
+                row_cap,
+                value=min(cv.DEFAULT_BATCH_ROWS, row_cap),
                 step=10,
                 label="Rows to evaluate (at most)",
                 info="A stratified sample when the split is larger.",
@@ -252,7 +262,9 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001 - no baseline, still compare the adapters
                 baseline = cv.Baseline(error=f"tabular baseline unavailable: {user_message(e)}")
         try:
-            result = cv.compare_statement(text, gen_path, clf_path, row=row, baseline=baseline)
+            result = cv.compare_statement(
+                text, gen_path, clf_path, row=row, baseline=baseline, loader=loader
+            )
         except cv.CompareInputError as e:
             return "", None, error_box(str(e))
         note = result.get("notice")
@@ -281,14 +293,17 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                         "writable NOSHOW_LABELS_DB."
                     )
                 gold_labels = ctx.store.consensus_labels()
-            rows, notes = cv.select_eval_rows(entry.frame, int(rows_cap or 1), gold=gold_labels)
+            cap = min(int(rows_cap or 1), row_cap)
+            rows, notes = cv.select_eval_rows(entry.frame, cap, gold=gold_labels)
             progress(0.0, desc="Fitting the tabular baseline (once per data set)")
             baseline = baselines.get(entry)
 
             def report(fraction: float, what: str) -> None:
                 progress(fraction, desc=what)
 
-            result = cv.batch_compare(rows, gen_path, clf_path, baseline, on_progress=report)
+            result = cv.batch_compare(
+                rows, gen_path, clf_path, baseline, loader=loader, on_progress=report
+            )
             result.notes = notes + result.notes
             figures = cv.batch_figures(result)
             path = cv.write_predictions_csv(result.predictions)

@@ -24,7 +24,7 @@ import os
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -199,6 +199,22 @@ def _default_loader(path: str, expected_approach: str) -> Any:
     from noshow.predict import get_predictor
 
     return get_predictor(path, expected_approach=expected_approach)
+
+
+def listed_only_loader(list_paths: Callable[[], Collection[str]]) -> Loader:
+    """A loader that refuses any folder not in `list_paths()` (public demo: visitors must not
+    probe the server's file system through the adapter box)."""
+
+    def load(path: str, expected_approach: str) -> Any:
+        from noshow.predict import PredictError
+
+        if str(path) not in set(list_paths()):
+            raise PredictError(
+                "In the public demo only the listed adapters can be used: pick one from the list."
+            )
+        return _default_loader(path, expected_approach=expected_approach)
+
+    return load
 
 
 def load_slot(path: Any, approach: str, loader: Loader | None = None) -> tuple[Any, str | None]:

@@ -168,7 +168,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             return found
         for approach, path in (("generative", gen_path), ("classifier", clf_path)):
             if path:
-                predictor, _ = load_slot(path, approach)
+                predictor, _ = load_slot(path, approach, ctx.extras.get("adapter_loader"))
                 if predictor is not None:
                     found[approach] = predictor
         return found
@@ -181,7 +181,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         out = {}
         for approach, path in ((GENERATIVE, gen_path), (CLASSIFIER, clf_path)):
             if path:
-                slot = score_slot(path, approach, statement)
+                slot = score_slot(path, approach, statement, ctx.extras.get("adapter_loader"))
                 out[approach] = slot
         if not out:
             return info_box("No adapter chosen in the Compare tab, so no suggestions.")
