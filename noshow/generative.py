@@ -1,0 +1,257 @@
+"""Generative approach: an instruct model reads the chat prompt (system + statement +
+question) and answers "Yes" (will miss) or "No", followed by its end-of-turn token.
+
+setup -> encode -> train -> save, explicitly, in `train_generative(config)`:
+- the loss covers the answer token and the end-of-turn token only (the prompt is masked);
+  the fast path computes the language-model head at those two positions instead of over
+  every token (49k-wide logits over ~100 tokens is most of the memory traffic);
+- P(no-show) = softmax over the [No, Yes] logits at the answer position, so both approaches
+  give a probability and compare on equal terms.
+
+    python scripts/train.py --approach generative --max-steps 20
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from noshow.config import RunConfig
+from noshow.training import (
+    MID_EVAL_MAX_ROWS,
+    Encoded,
+    ProgressFn,
+    RunResult,
+    StopFn,
+    TrainingSession,
+    autocast_context,
+    eval_batches,
+    evaluate_and_save,
+    fit,
+    last_token_index,
+    pad_batch,
+    pick_device,
+    prepare_splits,
+    set_seed,
+    subset_encoded,
+    use_gradient_checkpointing,
+    wrap_with_lora,
+    write_adapter_metadata,
+)
+
+IGNORE_INDEX = -100
+_MARKER = "\u2063STATEMENT\u2063"  # invisible separator: never occurs in real statements
+
+
+@dataclass(frozen=True)
+class PromptLayout:
+    """The chat template around one statement, and the answer tokens that follow it."""
+
+    prefix_ids: tuple[int, ...]
+    suffix_ids: tuple[int, ...]
+    no_id: int
+    yes_id: int
+    end_id: int  # end-of-turn token after the answer (<|im_end|>, <|eot_id|>, ...)
+    pad_id: int
+
+
+def build_prompt_layout(tokenizer) -> PromptLayout:
+    """Split the rendered chat prompt around the statement, once per tokenizer, and check
+    that the answer is one token followed by the end-of-turn token."""
+    from noshow.models import ModelError, answer_token_ids
+    from noshow.statements import generative_messages, render_generative_prompt
+
+    no_id, yes_id = answer_token_ids(tokenizer)
+    text = render_generative_prompt(_MARKER, tokenizer)
+    if text.count(_MARKER) != 1:
+        raise ModelError("The chat template does not place the statement exactly once.")
+    before, after = text.split(_MARKER)
+    prefix = tokenizer(before, add_special_tokens=False)["input_ids"]
+    suffix = tokenizer(after, add_special_tokens=False)["input_ids"]
+    sample = "A 30-year-old woman has an appointment."
+    prompt = tokenizer(render_generative_prompt(sample, tokenizer), add_special_tokens=False)[
+        "input_ids"
+    ]
+    full_text = tokenizer.apply_chat_template(
+        generative_messages(sample, answer="Yes"), tokenize=False
+    )
+    full = tokenizer(full_text, add_special_tokens=False)["input_ids"]
+    if full[: len(prompt)] != prompt or len(full) < len(prompt) + 2 or full[len(prompt)] != yes_id:
+        raise ModelError(
+            "This model's chat template does not render the answer as a single 'Yes' token "
+            "right after the generation prompt; the generative approach needs that."
+        )
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else full[len(prompt) + 1]
+    return PromptLayout(tuple(prefix), tuple(suffix), no_id, yes_id, full[len(prompt) + 1], pad_id)
+
+
+def encode_prompts(
+    tokenizer,
+    layout: PromptLayout,
+    statements: Sequence[str],
+    labels: Sequence[int] | np.ndarray,
+    record_ids: Sequence[int] | np.ndarray,
+    *,
+    with_answer: bool,
+    max_length: int,
+) -> Encoded:
+    """Prompt token ids per row (+ the answer token when training). Statements are tokenized
+    in one batch and joined to the template's ids; checked against full rendering."""
+    from noshow.statements import render_generative_prompt
+
+    body = tokenizer(list(statements), add_special_tokens=False)["input_ids"]
+    budget = max_length - len(layout.prefix_ids) - len(layout.suffix_ids) - 2
+    if budget < 8:
+        raise ValueError(f"max_length {max_length} leaves no room for the statement.")
+    labels = np.asarray(labels, dtype=np.int64)
+    ids: list[list[int]] = []
+    for i, b in enumerate(body):
+        row = [*layout.prefix_ids, *b[:budget], *layout.suffix_ids]
+        if with_answer:
+            row.append(layout.yes_id if labels[i] == 1 else layout.no_id)
+        ids.append(row)
+    # Joining token ids is only right if the template's boundaries never merge with the
+    # statement's first/last tokens; check a few rows against full rendering.
+    for i in range(min(8, len(statements))):
+        full = tokenizer(render_generative_prompt(statements[i], tokenizer), add_special_tokens=False)
+        if len(body[i]) <= budget and full["input_ids"] != ids[i][: len(full["input_ids"])]:
+            raise ValueError("Tokenizer merges across the chat template boundary; cannot join ids.")
+    return Encoded(ids, labels, np.asarray(record_ids))
+
+
+def build_masked_example(tokenizer, statement: str, label: int) -> tuple[list[int], list[int]]:
+    """(input_ids, labels) for the standard causal-LM loss: the prompt masked with -100,
+    the answer and end-of-turn tokens kept. The seed recipe trains on exactly this."""
+    layout = build_prompt_layout(tokenizer)
+    enc = encode_prompts(tokenizer, layout, [statement], [label], [0], with_answer=True, max_length=4096)
+    ids = [*enc.input_ids[0], layout.end_id]
+    labels = [IGNORE_INDEX] * (len(ids) - 2) + ids[-2:]
+    return ids, labels
+
+
+def _decoder_and_head(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.get_decoder(), base.get_output_embeddings()
+
+
+def generative_loss(
+    model, enc: Encoded, idx: np.ndarray, device: torch.device, layout: PromptLayout, class_weight: float | None = None
+) -> tuple[torch.Tensor, int]:
+    """Mean cross-entropy over the answer and end-of-turn tokens; the head runs at two
+    positions per row instead of all T."""
+    decoder, head = _decoder_and_head(model)
+    ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], layout.pad_id, device)
+    answer_at = last_token_index(mask)  # (B,) position of the answer token
+    rows = torch.arange(ids.shape[0], device=device)
+    with autocast_context(device):
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+        hidden = hidden.last_hidden_state  # (B, T, H)
+        picked = torch.stack([hidden[rows, answer_at - 1], hidden[rows, answer_at]], dim=1)  # (B, 2, H)
+        logits = head(picked).float()  # (B, 2, V)
+    targets = torch.stack([ids[rows, answer_at], torch.full_like(answer_at, layout.end_id)], dim=1)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(-1, 2)
+    if class_weight is not None:
+        y = torch.as_tensor(enc.labels[idx], device=device)
+        w = torch.where(y == 1, class_weight, 1.0).unsqueeze(1)
+        return (loss * w).sum() / (w.sum() * 2), len(idx)
+    return loss.mean(), len(idx)
+
+
+@torch.inference_mode()
+def score_prompts(model, enc: Encoded, device: torch.device, layout: PromptLayout) -> np.ndarray:
+    """P(no-show) = softmax([No, Yes]) at the answer position, for prompt-only encodings."""
+    decoder, head = _decoder_and_head(model)
+    lengths = enc.lengths
+    out = torch.empty(len(enc), dtype=torch.float32, device=device)
+    for idx in eval_batches(lengths):
+        ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], layout.pad_id, device)
+        rows = torch.arange(ids.shape[0], device=device)
+        with autocast_context(device):
+            hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+            last = hidden.last_hidden_state[rows, last_token_index(mask)]  # (B, H)
+            logits = head(last).float()[:, [layout.no_id, layout.yes_id]]  # (B, 2)
+        out[torch.as_tensor(idx, device=device)] = logits.softmax(-1)[:, 1]
+    return out.cpu().numpy()  # one host sync for the whole set
+
+
+def setup_generative(config: RunConfig, device: torch.device):
+    """Base model (4-bit on CUDA by default) + LoRA on all linear layers; trainables in fp32."""
+    from noshow.models import load_base
+
+    set_seed(config.train.seed)
+    model, tokenizer = load_base(config.train.model, "generative", config.train.quantize, device=device)
+    model = wrap_with_lora(model, config, "CAUSAL_LM")
+    for p in model.parameters():
+        if p.requires_grad and p.dtype != torch.float32:
+            p.data = p.data.float()  # optimizer state in fp32; autocast does bf16 matmuls
+    checkpointing = use_gradient_checkpointing(model, config)
+    return model, tokenizer, checkpointing
+
+
+def train_generative(
+    config: RunConfig,
+    *,
+    run_dir: Path | str | None = None,
+    on_progress: ProgressFn | None = None,
+    should_stop: StopFn | None = None,
+    resume: bool = False,
+) -> RunResult:
+    """Fine-tune the generative approach end to end; returns how the run ended."""
+    session = TrainingSession(config, run_dir, on_progress, should_stop, resume)
+    with session:
+        device = pick_device()
+        session.emit(phase="loading", message="Loading data")
+        splits = prepare_splits(config, session.log)
+        session.record_splits(splits)
+        session.check_stop()
+        session.emit(phase="loading", message=f"Loading {config.train.model} on {device}")
+        model, tokenizer, checkpointing = setup_generative(config, device)
+        layout = build_prompt_layout(tokenizer)
+        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+        session.log(
+            f"Model {config.train.model} on {device}, quantize {config.train.quantize}, "
+            f"{trainable:,} trainable parameters, gradient checkpointing {'on' if checkpointing else 'off'}"
+        )
+        session.check_stop()
+        ml = config.train.max_length
+
+        def encode(frame, with_answer):
+            return encode_prompts(
+                tokenizer, layout, frame["statement"].tolist(), frame["no_show"].to_numpy(),
+                frame["record_id"].to_numpy(), with_answer=with_answer, max_length=ml,
+            )
+
+        train_enc = encode(splits.train, True)
+        val_enc = encode(splits.validation, False)
+        test_enc = encode(splits.test, False)
+        weight = None
+        if config.train.class_weighting:
+            pos = float(train_enc.labels.mean())
+            weight = (1 - pos) / max(pos, 1e-6)
+        mid_val = subset_encoded(val_enc, MID_EVAL_MAX_ROWS, config.data.seed)
+
+        def loss_fn(m, enc, idx, dev):
+            return generative_loss(m, enc, idx, dev, layout, weight)
+
+        def score_fn(enc):
+            return score_prompts(model, enc, device, layout)
+
+        loop = fit(session, model, train_enc, loss_fn, score_fn, mid_val, device)
+        model.eval()
+
+        def save(folder: Path, threshold: float) -> None:
+            model.save_pretrained(folder)
+            tokenizer.save_pretrained(folder)
+            write_adapter_metadata(
+                folder, approach="generative", base_model=config.train.model, threshold=threshold,
+                quantize=config.train.quantize, run_id=session.run_dir.name,
+                max_length=config.train.max_length,
+            )
+
+        evaluate_and_save(session, splits, val_enc, test_enc, score_fn, save, loop)
+    return session.result()

@@ -1,0 +1,213 @@
+"""One interface for both adapters: `load_predictor(path).predict_proba(statements)` gives
+P(no-show) per statement, whether the adapter is generative or a classifier head.
+
+On the CPU the LoRA weights are merged into the base (no adapter overhead per layer); on
+CUDA the base is loaded 4-bit (or bf16) and the adapter kept separate, as trained.
+
+    from noshow.predict import load_predictor
+    p = load_predictor("runs/<run_id>")          # or an adapter folder
+    p.predict_proba(["A 25-year-old man ..."])   # -> [0.31]
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+
+DEFAULT_MAX_LENGTH = 256
+
+
+class PredictError(ValueError):
+    """The adapter cannot be loaded or the input cannot be scored; says why."""
+
+
+class Predictor(Protocol):
+    approach: str
+    threshold: float
+    name: str
+
+    def predict_proba(self, statements: list[str]) -> list[float]: ...
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """Accept a run folder (uses its finished adapter) or an adapter folder."""
+    p = Path(path)
+    if not p.exists():
+        raise PredictError(f"Adapter folder not found: {p}")
+    if (p / "adapter" / "noshow.json").exists():
+        return p / "adapter"
+    if (p / "noshow.json").exists() and (p / "adapter_config.json").exists():
+        return p
+    if (p / "adapter.partial").exists() or (p / "status.json").exists():
+        raise PredictError(f"{p} holds no finished adapter (the run did not complete).")
+    raise PredictError(
+        f"{p} is not a noshow adapter: expected adapter_config.json and noshow.json in it."
+    )
+
+
+def read_adapter_meta(adapter_dir: Path) -> dict:
+    try:
+        meta = json.loads((adapter_dir / "noshow.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise PredictError(f"Cannot read {adapter_dir / 'noshow.json'}: {e}") from e
+    if meta.get("approach") not in ("generative", "classifier"):
+        raise PredictError(f"{adapter_dir}: unknown approach {meta.get('approach')!r}.")
+    return meta
+
+
+@dataclass
+class AdapterPredictor:
+    """A loaded adapter; thread-safe (one forward at a time per predictor)."""
+
+    approach: str
+    threshold: float
+    name: str
+    adapter_dir: Path
+    base_model: str
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    max_length: int = DEFAULT_MAX_LENGTH
+    layout: object = None
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def predict_proba(self, statements: list[str]) -> list[float]:
+        if isinstance(statements, str):
+            statements = [statements]
+        statements = [s if s.strip() else " " for s in statements]  # keep scores defined
+        if not statements:
+            return []
+        with self._lock:
+            return self._score(statements).tolist()
+
+    def _score(self, statements: list[str]) -> np.ndarray:
+        labels = np.zeros(len(statements), dtype=np.int64)
+        ids = np.arange(len(statements))
+        if self.approach == "generative":
+            from noshow.generative import encode_prompts, score_prompts
+
+            enc = encode_prompts(
+                self.tokenizer, self.layout, statements, labels, ids,
+                with_answer=False, max_length=self.max_length,
+            )
+            return score_prompts(self.model, enc, self.device, self.layout)
+        from noshow.classifier import encode_inputs, score_inputs
+
+        enc = encode_inputs(self.tokenizer, statements, labels, ids, max_length=self.max_length)
+        pad = self.tokenizer.pad_token_id
+        enc.input_ids = [x if x else [pad] for x in enc.input_ids]
+        return score_inputs(self.model, enc, self.device, pad)
+
+    @torch.inference_mode()
+    def generate(self, statement: str, max_new_tokens: int = 4) -> str | None:
+        """The generative model's own answer text (greedy); None for a classifier."""
+        if self.approach != "generative":
+            return None
+        from noshow.statements import render_generative_prompt
+
+        text = render_generative_prompt(statement if statement.strip() else " ", self.tokenizer)
+        enc = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").to(self.device)
+        with self._lock:
+            out = self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def load_predictor(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    expected_approach: str | None = None,
+    merge: bool | None = None,
+) -> AdapterPredictor:
+    """Load base + adapter for scoring. `expected_approach` refuses the wrong kind clearly."""
+    from peft import PeftModel
+
+    from noshow.models import ModelError, load_base
+
+    adapter_dir = resolve_adapter_dir(path)
+    meta = read_adapter_meta(adapter_dir)
+    approach = meta["approach"]
+    if expected_approach and approach != expected_approach:
+        raise PredictError(
+            f"{adapter_dir} is a {approach} adapter, not a {expected_approach} one: "
+            f"pick it in the {approach} slot."
+        )
+    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    quantize = "4bit" if dev.type == "cuda" and meta.get("quantize") in ("4bit", "auto") else "none"
+    try:
+        base, tokenizer = load_base(meta["base_model"], approach, quantize, device=dev)
+    except ModelError as e:
+        raise PredictError(f"Base model of {adapter_dir.name} unavailable: {e}") from e
+    if approach == "classifier":
+        base.config.pad_token_id = tokenizer.pad_token_id
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    if merge if merge is not None else quantize == "none":
+        model = model.merge_and_unload()  # plain weights: no LoRA branch per layer at inference
+    model.eval()
+    layout = None
+    if approach == "generative":
+        from noshow.generative import build_prompt_layout
+
+        layout = build_prompt_layout(tokenizer)
+    return AdapterPredictor(
+        approach=approach,
+        threshold=float(meta.get("threshold", 0.5)),
+        name=meta.get("name")
+        or (adapter_dir.parent.name if adapter_dir.name == "adapter" else adapter_dir.name),
+        adapter_dir=adapter_dir,
+        base_model=meta["base_model"],
+        model=model,
+        tokenizer=tokenizer,
+        device=dev,
+        max_length=int(meta.get("max_length", DEFAULT_MAX_LENGTH)),
+        layout=layout,
+    )
+
+
+_CACHE: dict[tuple[str, str | None], AdapterPredictor] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_predictor(path: str | Path, expected_approach: str | None = None) -> AdapterPredictor:
+    """Load once per process and reuse (the app calls this on every Compare)."""
+    key = (str(resolve_adapter_dir(path).resolve()), expected_approach)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_predictor(path, expected_approach=expected_approach)
+        return _CACHE[key]
+
+
+def list_adapters(runs_dir: str | Path = "runs", shipped_dir: str | Path = "adapters") -> list[dict]:
+    """Finished adapters from run folders and the shipped ones: name, path, approach, source."""
+    found: list[dict] = []
+    for source, root in (("shipped", Path(shipped_dir)), ("run", Path(runs_dir))):
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir(), reverse=source == "run"):
+            try:
+                adapter_dir = resolve_adapter_dir(folder)
+                meta = read_adapter_meta(adapter_dir)
+            except PredictError:
+                continue
+            found.append(
+                {
+                    "name": folder.name,
+                    "path": str(folder),
+                    "approach": meta["approach"],
+                    "source": source,
+                    "base_model": meta.get("base_model"),
+                    "threshold": meta.get("threshold"),
+                }
+            )
+    return found
