@@ -56,7 +56,9 @@ def encode_inputs(
 
     texts = [render_classifier_input(s) for s in statements]
     ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
-    return Encoded([list(x) for x in ids], np.asarray(labels, dtype=np.int64), np.asarray(record_ids))
+    return Encoded(
+        [list(x) for x in ids], np.asarray(labels, dtype=np.int64), np.asarray(record_ids)
+    )
 
 
 def _decoder_and_head(model):
@@ -71,11 +73,17 @@ def classifier_logits(model, ids, mask, pos, device) -> torch.Tensor:
     with autocast_context(device):
         hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
         last = hidden.last_hidden_state[rows, last_token_index(mask)]  # (B, H)
-        return head(last).float()  # (B, 2)
+        # the head is fp32 (trainable) while a 4-bit base on the CPU hands back bf16
+        return head(last.to(next(head.parameters()).dtype)).float()  # (B, 2)
 
 
 def classifier_loss(
-    model, enc: Encoded, idx: np.ndarray, device: torch.device, pad_id: int, class_weight: float | None = None
+    model,
+    enc: Encoded,
+    idx: np.ndarray,
+    device: torch.device,
+    pad_id: int,
+    class_weight: float | None = None,
 ) -> tuple[torch.Tensor, int]:
     ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], pad_id, device)
     logits = classifier_logits(model, ids, mask, pos, device)
@@ -102,14 +110,22 @@ def setup_classifier(config: RunConfig, device: torch.device):
     from noshow.models import load_base
 
     set_seed(config.train.seed)
-    model, tokenizer = load_base(config.train.model, "classifier", config.train.quantize, device=device)
-    model.config.pad_token_id = tokenizer.pad_token_id  # Llama ships without a pad token
-    model = wrap_with_lora(model, config, "SEQ_CLS")
+    base, tokenizer = load_base(
+        config.train.model, "classifier", config.train.quantize, device=device
+    )
+    model, checkpointing = prepare_classifier_model(base, tokenizer, config)
+    return model, tokenizer, checkpointing
+
+
+def prepare_classifier_model(base, tokenizer, config: RunConfig):
+    """LoRA (SEQ_CLS: the score head trains and saves too) on a base already in memory (also
+    used by the benchmarks); returns (model, gradient checkpointing on?)."""
+    base.config.pad_token_id = tokenizer.pad_token_id  # Llama ships without a pad token
+    model = wrap_with_lora(base, config, "SEQ_CLS")
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()
-    checkpointing = use_gradient_checkpointing(model, config)
-    return model, tokenizer, checkpointing
+            p.data = p.data.float()  # optimizer state in fp32; autocast does bf16 matmuls
+    return model, use_gradient_checkpointing(model, config)
 
 
 def train_classifier(
@@ -141,11 +157,18 @@ def train_classifier(
 
         def encode(frame):
             return encode_inputs(
-                tokenizer, frame["statement"].tolist(), frame["no_show"].to_numpy(),
-                frame["record_id"].to_numpy(), max_length=ml,
+                tokenizer,
+                frame["statement"].tolist(),
+                frame["no_show"].to_numpy(),
+                frame["record_id"].to_numpy(),
+                max_length=ml,
             )
 
-        train_enc, val_enc, test_enc = encode(splits.train), encode(splits.validation), encode(splits.test)
+        train_enc, val_enc, test_enc = (
+            encode(splits.train),
+            encode(splits.validation),
+            encode(splits.test),
+        )
         weight = None
         if config.train.class_weighting:
             pos = float(train_enc.labels.mean())
@@ -165,8 +188,12 @@ def train_classifier(
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             write_adapter_metadata(
-                folder, approach="classifier", base_model=config.train.model, threshold=threshold,
-                quantize=config.train.quantize, run_id=session.run_dir.name,
+                folder,
+                approach="classifier",
+                base_model=config.train.model,
+                threshold=threshold,
+                quantize=config.train.quantize,
+                run_id=session.run_dir.name,
                 max_length=config.train.max_length,
             )
 

@@ -46,6 +46,7 @@ from noshow.training import (
 
 IGNORE_INDEX = -100
 _MARKER = "\u2063STATEMENT\u2063"  # invisible separator: never occurs in real statements
+_VERIFIED_LAYOUTS: set[PromptLayout] = set()
 
 
 @dataclass(frozen=True)
@@ -116,11 +117,18 @@ def encode_prompts(
             row.append(layout.yes_id if labels[i] == 1 else layout.no_id)
         ids.append(row)
     # Joining token ids is only right if the template's boundaries never merge with the
-    # statement's first/last tokens; check a few rows against full rendering.
+    # statement's first/last tokens; check a few rows against full rendering, once per
+    # layout (rendering the chat template costs more than scoring one statement on a CPU).
+    if layout in _VERIFIED_LAYOUTS:
+        return Encoded(ids, labels, np.asarray(record_ids))
     for i in range(min(8, len(statements))):
-        full = tokenizer(render_generative_prompt(statements[i], tokenizer), add_special_tokens=False)
+        full = tokenizer(
+            render_generative_prompt(statements[i], tokenizer), add_special_tokens=False
+        )
         if len(body[i]) <= budget and full["input_ids"] != ids[i][: len(full["input_ids"])]:
             raise ValueError("Tokenizer merges across the chat template boundary; cannot join ids.")
+    if statements:
+        _VERIFIED_LAYOUTS.add(layout)
     return Encoded(ids, labels, np.asarray(record_ids))
 
 
@@ -128,7 +136,9 @@ def build_masked_example(tokenizer, statement: str, label: int) -> tuple[list[in
     """(input_ids, labels) for the standard causal-LM loss: the prompt masked with -100,
     the answer and end-of-turn tokens kept. The seed recipe trains on exactly this."""
     layout = build_prompt_layout(tokenizer)
-    enc = encode_prompts(tokenizer, layout, [statement], [label], [0], with_answer=True, max_length=4096)
+    enc = encode_prompts(
+        tokenizer, layout, [statement], [label], [0], with_answer=True, max_length=4096
+    )
     ids = [*enc.input_ids[0], layout.end_id]
     labels = [IGNORE_INDEX] * (len(ids) - 2) + ids[-2:]
     return ids, labels
@@ -140,7 +150,12 @@ def _decoder_and_head(model):
 
 
 def generative_loss(
-    model, enc: Encoded, idx: np.ndarray, device: torch.device, layout: PromptLayout, class_weight: float | None = None
+    model,
+    enc: Encoded,
+    idx: np.ndarray,
+    device: torch.device,
+    layout: PromptLayout,
+    class_weight: float | None = None,
 ) -> tuple[torch.Tensor, int]:
     """Mean cross-entropy over the answer and end-of-turn tokens; the head runs at two
     positions per row instead of all T."""
@@ -151,7 +166,9 @@ def generative_loss(
     with autocast_context(device):
         hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
         hidden = hidden.last_hidden_state  # (B, T, H)
-        picked = torch.stack([hidden[rows, answer_at - 1], hidden[rows, answer_at]], dim=1)  # (B, 2, H)
+        picked = torch.stack(
+            [hidden[rows, answer_at - 1], hidden[rows, answer_at]], dim=1
+        )  # (B, 2, H)
         logits = head(picked).float()  # (B, 2, V)
     targets = torch.stack([ids[rows, answer_at], torch.full_like(answer_at, layout.end_id)], dim=1)
     loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none").view(-1, 2)
@@ -184,13 +201,21 @@ def setup_generative(config: RunConfig, device: torch.device):
     from noshow.models import load_base
 
     set_seed(config.train.seed)
-    model, tokenizer = load_base(config.train.model, "generative", config.train.quantize, device=device)
-    model = wrap_with_lora(model, config, "CAUSAL_LM")
+    base, tokenizer = load_base(
+        config.train.model, "generative", config.train.quantize, device=device
+    )
+    model, checkpointing = prepare_generative_model(base, tokenizer, config)
+    return model, tokenizer, checkpointing
+
+
+def prepare_generative_model(base, tokenizer, config: RunConfig):
+    """LoRA on a base already in memory (also used by the benchmarks); returns
+    (model, gradient checkpointing on?)."""
+    model = wrap_with_lora(base, config, "CAUSAL_LM")
     for p in model.parameters():
         if p.requires_grad and p.dtype != torch.float32:
             p.data = p.data.float()  # optimizer state in fp32; autocast does bf16 matmuls
-    checkpointing = use_gradient_checkpointing(model, config)
-    return model, tokenizer, checkpointing
+    return model, use_gradient_checkpointing(model, config)
 
 
 def train_generative(
@@ -222,8 +247,13 @@ def train_generative(
 
         def encode(frame, with_answer):
             return encode_prompts(
-                tokenizer, layout, frame["statement"].tolist(), frame["no_show"].to_numpy(),
-                frame["record_id"].to_numpy(), with_answer=with_answer, max_length=ml,
+                tokenizer,
+                layout,
+                frame["statement"].tolist(),
+                frame["no_show"].to_numpy(),
+                frame["record_id"].to_numpy(),
+                with_answer=with_answer,
+                max_length=ml,
             )
 
         train_enc = encode(splits.train, True)
@@ -248,8 +278,12 @@ def train_generative(
             model.save_pretrained(folder)
             tokenizer.save_pretrained(folder)
             write_adapter_metadata(
-                folder, approach="generative", base_model=config.train.model, threshold=threshold,
-                quantize=config.train.quantize, run_id=session.run_dir.name,
+                folder,
+                approach="generative",
+                base_model=config.train.model,
+                threshold=threshold,
+                quantize=config.train.quantize,
+                run_id=session.run_dir.name,
                 max_length=config.train.max_length,
             )
 

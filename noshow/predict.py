@@ -93,8 +93,13 @@ class AdapterPredictor:
             from noshow.generative import encode_prompts, score_prompts
 
             enc = encode_prompts(
-                self.tokenizer, self.layout, statements, labels, ids,
-                with_answer=False, max_length=self.max_length,
+                self.tokenizer,
+                self.layout,
+                statements,
+                labels,
+                ids,
+                with_answer=False,
+                max_length=self.max_length,
             )
             return score_prompts(self.model, enc, self.device, self.layout)
         from noshow.classifier import encode_inputs, score_inputs
@@ -120,7 +125,9 @@ class AdapterPredictor:
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
-        return self.tokenizer.decode(out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+        return self.tokenizer.decode(
+            out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True
+        ).strip()
 
 
 def load_predictor(
@@ -143,7 +150,11 @@ def load_predictor(
             f"{adapter_dir} is a {approach} adapter, not a {expected_approach} one: "
             f"pick it in the {approach} slot."
         )
-    dev = torch.device(device) if device else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = (
+        torch.device(device)
+        if device
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
     quantize = "4bit" if dev.type == "cuda" and meta.get("quantize") in ("4bit", "auto") else "none"
     try:
         base, tokenizer = load_base(meta["base_model"], approach, quantize, device=dev)
@@ -188,7 +199,9 @@ def get_predictor(path: str | Path, expected_approach: str | None = None) -> Ada
         return _CACHE[key]
 
 
-def list_adapters(runs_dir: str | Path = "runs", shipped_dir: str | Path = "adapters") -> list[dict]:
+def list_adapters(
+    runs_dir: str | Path = "runs", shipped_dir: str | Path = "adapters"
+) -> list[dict]:
     """Finished adapters from run folders and the shipped ones: name, path, approach, source."""
     found: list[dict] = []
     for source, root in (("shipped", Path(shipped_dir)), ("run", Path(runs_dir))):

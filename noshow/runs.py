@@ -213,6 +213,12 @@ def create_run(
     return run_dir
 
 
+def write_config(run_dir: str | Path, config: Any) -> None:
+    """Rewrite config.json atomically (training adds what it used, e.g. clinician labels)."""
+    data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
+    _write_json(Path(run_dir) / CONFIG_FILE, _scrub(data))
+
+
 def read_config(run_dir: str | Path) -> dict[str, Any]:
     """Return config.json as a dict (use RunConfig.from_dict to rebuild the dataclasses)."""
     path = Path(run_dir) / CONFIG_FILE

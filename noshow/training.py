@@ -40,6 +40,8 @@ EVAL_BATCH_TOKENS = 65_536
 # Mid-training validation uses at most this many rows so evaluation never dominates.
 MID_EVAL_MAX_ROWS = 4_000
 CHECKPOINT_EVERY_STEPS = 500
+# Evaluation scores this many rows between cancel checks and status heartbeats.
+SCORE_CHUNK_ROWS = 8_192
 
 
 class TrainingCancelled(Exception):
@@ -171,7 +173,9 @@ def prepare_splits(config: RunConfig, log: Callable[[str], None] = print) -> Spl
         parts[name] = _stratified_sample(part, limit, dc.seed).reset_index(drop=True)
     train_part = parts["train"]
     if len(train_part) == 0:
-        raise TrainingError("The training split is empty after filtering: check the data and split.")
+        raise TrainingError(
+            "The training split is empty after filtering: check the data and split."
+        )
     if train_part["no_show"].nunique() < 2:
         raise TrainingError(
             "The training rows hold only one class "
@@ -301,7 +305,7 @@ def subset_encoded(enc: Encoded, limit: int, seed: int) -> Encoded:
     if len(enc) <= limit:
         return enc
     idx = np.sort(np.random.default_rng(seed).choice(len(enc), limit, replace=False))
-    return Encoded([enc.input_ids[i] for i in idx], enc.labels[idx], enc.record_ids[idx])
+    return take_rows(enc, idx)
 
 
 # ----------------------------------------------------------------------------- LoRA
@@ -461,11 +465,11 @@ class TrainingSession:
 
     def record_splits(self, splits: Splits) -> None:
         """Log the data used; store clinician-label overrides (count + hash) in config.json."""
+        from noshow import runs
+
         if splits.labels_used:
             self.config.labels_used = splits.labels_used
-            tmp = self.run_dir / "config.json.tmp"
-            tmp.write_text(json.dumps(self.config.to_dict(), indent=2))
-            os.replace(tmp, self.run_dir / "config.json")
+            runs.write_config(self.run_dir, self.config)
         for note in splits.notes:
             self.log(note)
         self.log(
@@ -499,7 +503,9 @@ class TrainingSession:
             )
             url = getattr(self.wandb_run, "url", None) if mode == "online" else None
             where = url or str(Path(self.wandb_run.dir).parent)
-            runs.write_status(self.run_dir, "running", wandb_url=url, wandb_mode=mode, wandb_dir=where)
+            runs.write_status(
+                self.run_dir, "running", wandb_url=url, wandb_mode=mode, wandb_dir=where
+            )
             self.log(f"W&B ({mode}): {where}")
         except Exception as e:  # W&B trouble must not stop training
             self.wandb_run = None
@@ -544,8 +550,11 @@ def describe_failure(exc: BaseException, config: RunConfig) -> str:
             f"Out of GPU memory (batch size {t.batch_size}, max length {t.max_length}, "
             f"quantize {t.quantize}). Lower --batch-size or --max-length, or use --quantize 4bit."
         )
-    if isinstance(exc, (TrainingError, ConfigError)):
-        return str(exc)
+    from noshow.data import DataError
+    from noshow.models import ModelError
+
+    if isinstance(exc, (TrainingError, ConfigError, DataError, ModelError)):
+        return str(exc)  # already written for the user
     name = type(exc).__name__
     return f"{name}: {exc}" if str(exc) else name
 
@@ -595,7 +604,9 @@ def fit(
     session: TrainingSession,
     model: torch.nn.Module,
     encoded: Encoded,
-    loss_fn: Callable[[torch.nn.Module, Encoded, np.ndarray, torch.device], tuple[torch.Tensor, int]],
+    loss_fn: Callable[
+        [torch.nn.Module, Encoded, np.ndarray, torch.device], tuple[torch.Tensor, int]
+    ],
     score_fn: Callable[[Encoded], np.ndarray],
     val_encoded: Encoded | None,
     device: torch.device,
@@ -630,7 +641,9 @@ def fit(
                 break
             session.check_stop()
             idx = batches[bi]
-            loss_value = _optimizer_step(model, encoded, idx, loss_fn, optimizer, state, device, session)
+            loss_value = _optimizer_step(
+                model, encoded, idx, loss_fn, optimizer, state, device, session
+            )
             scheduler.step()
             state.step += 1
             state.batch_in_epoch = bi + 1
@@ -677,7 +690,9 @@ def fit(
                 session.heartbeat(step=state.step, total_steps=total)
             session.emit(**progress)
             if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total:
-                stop_early = _mid_eval(session, model, score_fn, val_encoded, state, compute_metrics)
+                stop_early = _mid_eval(
+                    session, model, score_fn, val_encoded, state, compute_metrics
+                )
                 _save_checkpoint(session, model, optimizer, scheduler, state, runs)
                 if stop_early:
                     session.log(
@@ -694,7 +709,9 @@ def fit(
     return state
 
 
-def _optimizer_step(model, encoded, idx, loss_fn, optimizer, state, device, session) -> torch.Tensor:
+def _optimizer_step(
+    model, encoded, idx, loss_fn, optimizer, state, device, session
+) -> torch.Tensor:
     """One optimizer step over `idx`, split into micro-batches; on OOM halve and retry."""
     while True:
         try:
@@ -716,7 +733,32 @@ def _optimizer_step(model, encoded, idx, loss_fn, optimizer, state, device, sess
             optimizer.zero_grad(set_to_none=True)
             free_accelerator_memory()
             state.micro_batch = max(1, state.micro_batch // 2)
-            session.log(f"Out of memory: micro-batch lowered to {state.micro_batch} (gradient accumulation).")
+            session.log(
+                f"Out of memory: micro-batch lowered to {state.micro_batch} (gradient accumulation)."
+            )
+
+
+def take_rows(enc: Encoded, idx: np.ndarray) -> Encoded:
+    return Encoded([enc.input_ids[i] for i in idx], enc.labels[idx], enc.record_ids[idx])
+
+
+def score_with_checks(
+    session: TrainingSession, score_fn: Callable[[Encoded], np.ndarray], enc: Encoded, what: str
+) -> np.ndarray:
+    """Score in chunks so cancel is honoured and the status heartbeat stays fresh while a
+    big split (35k test rows on an 8B model) is scored."""
+    chunk = SCORE_CHUNK_ROWS
+    if len(enc) <= chunk:
+        session.check_stop()
+        return score_fn(enc)
+    parts = []
+    for start in range(0, len(enc), chunk):
+        session.check_stop()
+        idx = np.arange(start, min(start + chunk, len(enc)))
+        parts.append(score_fn(take_rows(enc, idx)))
+        session.emit(phase="evaluating", message=f"Scoring {what}: {idx[-1] + 1}/{len(enc)} rows")
+        session.heartbeat()
+    return np.concatenate(parts)
 
 
 def _mid_eval(session, model, score_fn, val_encoded, state, compute_metrics) -> bool:
@@ -724,7 +766,7 @@ def _mid_eval(session, model, score_fn, val_encoded, state, compute_metrics) -> 
         return False
     session.emit(phase="evaluating", step=state.step, message="Evaluating on validation rows")
     model.eval()
-    p = score_fn(val_encoded)
+    p = score_with_checks(session, score_fn, val_encoded, "validation")
     model.train()
     m = compute_metrics(val_encoded.labels, p, 0.5)
     auc = m.get("roc_auc")
@@ -797,14 +839,18 @@ def evaluate_and_save(
     """Score validation and test, pick the threshold on validation, compare with the tabular
     baseline fitted on the same rows, then write eval.json, predictions and the adapter."""
     from noshow import runs
-    from noshow.evaluate import baseline_predict, build_report, fit_tabular_baseline
+    from noshow.evaluate import (
+        BaselineError,
+        baseline_predict,
+        build_report,
+        fit_tabular_baseline,
+    )
 
     session.check_stop()
     session.emit(phase="evaluating", message="Scoring validation and test rows")
     t0 = time.time()
-    p_val = score_fn(val_encoded)
-    session.check_stop()
-    p_test = score_fn(test_encoded)
+    p_val = score_with_checks(session, score_fn, val_encoded, "validation")
+    p_test = score_with_checks(session, score_fn, test_encoded, "test")
     score_s = time.time() - t0
     baseline = None
     baseline_note = None
@@ -814,7 +860,7 @@ def evaluate_and_save(
             baseline_predict(b_model, splits.validation),
             baseline_predict(b_model, splits.test),
         )
-    except Exception as e:  # Statement/NoShow data has no tabular features
+    except BaselineError as e:  # Statement/NoShow data has no tabular features
         baseline_note = f"tabular baseline unavailable: {e}"
         session.log(baseline_note)
     report = build_report(val_encoded.labels, p_val, test_encoded.labels, p_test, baseline=baseline)

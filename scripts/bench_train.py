@@ -327,21 +327,15 @@ def build_base(args: argparse.Namespace, approach: str, device, smoke_dir: Path 
 
 def prepare_fast_model(base, tokenizer, approach: str, config):
     """What `setup_generative`/`setup_classifier` do after `load_base`, for a base already in
-    memory: LoRA on all linear layers, trainable weights in fp32, checkpointing by size.
-    Like them, seed before building the base (`set_seed(config.train.seed)`), not here, so
-    the head and LoRA start from the same random numbers as in a real run."""
-    import torch
+    memory. Like them, seed before building the base (`set_seed(config.train.seed)`), not
+    here, so the head and LoRA start from the same random numbers as in a real run."""
+    if approach == "generative":
+        from noshow.generative import prepare_generative_model
 
-    from noshow.training import use_gradient_checkpointing, wrap_with_lora
+        return prepare_generative_model(base, tokenizer, config)
+    from noshow.classifier import prepare_classifier_model
 
-    if approach == "classifier":
-        base.config.pad_token_id = tokenizer.pad_token_id  # Llama ships without a pad token
-    model = wrap_with_lora(base, config, "CAUSAL_LM" if approach == "generative" else "SEQ_CLS")
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()  # optimizer state in fp32; autocast does bf16 matmuls
-    checkpointing = use_gradient_checkpointing(model, config)
-    return model, checkpointing
+    return prepare_classifier_model(base, tokenizer, config)
 
 
 # ----------------------------------------------------------------------------- recipes

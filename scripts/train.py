@@ -21,10 +21,16 @@ from noshow.config import ConfigError, DataConfig, LoraSettings, RunConfig, Trai
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--approach", choices=["generative", "classifier"], default="classifier")
-    p.add_argument("--model", default="smollm2-135m-instruct", help="preset, hub id or local folder")
-    p.add_argument("--data", default=None, help="Kaggle CSV or Statement/NoShow file (default: discovery)")
+    p.add_argument(
+        "--model", default="smollm2-135m-instruct", help="preset, hub id or local folder"
+    )
+    p.add_argument(
+        "--data", default=None, help="Kaggle CSV or Statement/NoShow file (default: discovery)"
+    )
     p.add_argument("--split", choices=["time", "patient", "random"], default="time")
     p.add_argument("--max-train-rows", type=int, default=None)
     p.add_argument("--max-eval-rows", type=int, default=None)
@@ -36,8 +42,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--lora-r", type=int, default=16)
     p.add_argument("--lora-alpha", type=int, default=32)
     p.add_argument("--lora-dropout", type=float, default=0.05)
-    p.add_argument("--eval-every", type=int, default=0, help="validate every N steps (0 = end only)")
-    p.add_argument("--early-stopping", type=int, default=0, help="patience in evaluations (0 = off)")
+    p.add_argument(
+        "--eval-every", type=int, default=0, help="validate every N steps (0 = end only)"
+    )
+    p.add_argument(
+        "--early-stopping", type=int, default=0, help="patience in evaluations (0 = off)"
+    )
     p.add_argument("--class-weighting", action="store_true")
     p.add_argument("--max-length", type=int, default=256)
     p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto")
@@ -53,16 +63,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def config_from_args(a: argparse.Namespace) -> RunConfig:
     return RunConfig(
         data=DataConfig(
-            source=a.data, split=a.split, max_train_rows=a.max_train_rows,
-            max_eval_rows=a.max_eval_rows, seed=a.seed, use_clinician_labels=a.use_clinician_labels,
+            source=a.data,
+            split=a.split,
+            max_train_rows=a.max_train_rows,
+            max_eval_rows=a.max_eval_rows,
+            seed=a.seed,
+            use_clinician_labels=a.use_clinician_labels,
         ),
         lora=LoraSettings(r=a.lora_r, alpha=a.lora_alpha, dropout=a.lora_dropout),
         train=TrainConfig(
-            approach=a.approach, model=a.model, quantize=a.quantize, epochs=a.epochs,
-            max_steps=a.max_steps, lr=a.lr, batch_size=a.batch_size, warmup_steps=a.warmup_steps,
-            eval_every=a.eval_every, early_stopping_patience=a.early_stopping,
-            class_weighting=a.class_weighting, max_length=a.max_length,
-            gradient_checkpointing=a.gradient_checkpointing, seed=a.seed, wandb=a.wandb,
+            approach=a.approach,
+            model=a.model,
+            quantize=a.quantize,
+            epochs=a.epochs,
+            max_steps=a.max_steps,
+            lr=a.lr,
+            batch_size=a.batch_size,
+            warmup_steps=a.warmup_steps,
+            eval_every=a.eval_every,
+            early_stopping_patience=a.early_stopping,
+            class_weighting=a.class_weighting,
+            max_length=a.max_length,
+            gradient_checkpointing=a.gradient_checkpointing,
+            seed=a.seed,
+            wandb=a.wandb,
             output_dir=a.output_dir,
         ),
     )
