@@ -14,6 +14,7 @@ Never runs `playwright install`: the browser is the system's /usr/bin/chromium.
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from types import SimpleNamespace
@@ -210,3 +211,75 @@ def test_browser_remembers_the_annotator_name_after_a_reload(page, app):
     expect(page.locator("#label-annotator input, #label-annotator textarea").first).to_have_value(
         "Dr Remembered"
     )
+
+
+@pytest.fixture(scope="module")
+def fresh_app(tmp_path_factory, adapters):  # noqa: F811 - the shared session fixture
+    """A fresh public-demo app (no runs at all) whose only adapters are the shipped ones: the
+    repository's adapters/ (or NOSHOW_TEST_SHIPPED_DIR) when both approaches are there, else
+    two tiny runs shipped here."""
+    from noshow.jobs import JobManager
+    from noshow.model_card import SHIPPED_DIR, ship_adapter, shipped_adapters
+    from noshow.predict import read_adapter_meta
+    from noshow.ui.app import build_demo, style_kwargs
+
+    repo_dir = Path(os.environ.get("NOSHOW_TEST_SHIPPED_DIR") or SHIPPED_DIR)
+    real = {read_adapter_meta(p)["approach"]: p.name for p in shipped_adapters(repo_dir)}
+    if set(real) == {"generative", "classifier"}:
+        shipped_dir, names = repo_dir, real
+    else:
+        shipped_dir = tmp_path_factory.mktemp("shipped") / "adapters"
+        names = {}
+        for approach in ("generative", "classifier"):
+            names[approach] = f"{approach}-tiny"
+            ship_adapter(
+                getattr(adapters, approach),
+                shipped_dir / names[approach],
+                find_data=False,
+                allow_synthetic=True,
+                allow_local_base=True,
+                log=lambda _: None,
+            )
+    runs = tmp_path_factory.mktemp("fresh-runs")
+    demo = build_demo(
+        jobs=JobManager(runs_dir=runs),
+        store=None,
+        runs_dir=runs,
+        demo_mode=True,
+        data_source="synthetic",
+        shipped_dir=shipped_dir,
+    )
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **style_kwargs(),
+    )
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", names=names)
+    demo.close()
+
+
+def test_browser_fresh_app_compares_an_example_with_the_shipped_adapters(browser, fresh_app):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    try:
+        page.goto(fresh_app.url)
+        open_tab(page, "Compare")
+        expect(page.get_by_text("No finished")).to_have_count(0)  # both slots are filled
+        page.get_by_role("button", name=EXAMPLES[-1].label).click()
+        result = page.locator("#compare-result")
+        # A score in every card (generative, classifier, baseline) means no slot failed.
+        expect(result.locator(".noshow-p")).to_have_count(3, timeout=WAIT_MS)  # loads 2 models
+        for name in fresh_app.names.values():
+            expect(result).to_contain_text(name)
+        values = [float(v) for v in result.locator(".noshow-p").all_inner_texts()]
+        assert all(0.0 <= v <= 1.0 for v in values)
+        expect(result).to_contain_text(re.compile(r"The adapters (agree|disagree)"))
+        shot(page, "7-compare-shipped")
+    finally:
+        context.close()

@@ -49,11 +49,13 @@ def build_demo(
     runs_dir: str | Path = "runs",
     demo_mode: bool = False,
     data_source: str | None = None,
+    shipped_dir: str | Path | None = None,
 ) -> gr.Blocks:
     """Lay out the app around `jobs` (a JobManager) and `store` (a LabelStore, or None).
 
     `data_source` is what the Data tab shows first (None = NOSHOW_DATA, data/, synthetic).
     `demo_mode` hides the training controls and makes the training endpoints refuse.
+    `shipped_dir` holds the shipped adapters listed before the runs (None = `<repo>/adapters`).
     """
     runs_dir = Path(runs_dir)
     try:
@@ -74,6 +76,8 @@ def build_demo(
         data_source=data_source,
         cache=DataCache(),
     )
+    if shipped_dir is not None:
+        ctx.extras["shipped_dir"] = Path(shipped_dir)  # read by the Compare tab
     with gr.Blocks(title="noshow", fill_width=False) as demo:
         gr.Markdown(f"# {TITLE}\n{INTRO}")
         if demo_mode:
