@@ -23,7 +23,12 @@ Decisions worth knowing:
   integers (no two ids collide on the real file; a note says when that happens).
 - Parsed results are cached by (path, size, modification time); callers get copies.
 - `load_data` never writes anything; `export_statements` writes the prepared data set
-  atomically (temporary folder, then rename).
+  atomically (temporary folder, then rename). Its CSV is for people and spreadsheets: a text
+  cell that a spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) gets a
+  leading apostrophe, as in every CSV the app writes; the Parquet file and `hf/` keep the
+  exact text.
+- An empty Neighbourhood cell is allowed (the statement then leaves the place out) and counted
+  in the report's notes; every other Kaggle column must be filled.
 """
 
 from __future__ import annotations
@@ -52,6 +57,9 @@ DEFAULT_DATA_PATH = REPO_ROOT / "data" / "KaggleV2-May-2016.csv"
 DATA_ENV_VAR = "NOSHOW_DATA"
 SYNTHETIC_SOURCE = "synthetic"  # pass as `source` to force the demo data
 SYNTHETIC_ROWS = 6000
+# Largest file load_data reads by default (the real file is 10.7 MB); the app refuses bigger
+# uploads with the same figure, before they reach the disk.
+MAX_BYTES = 200_000_000
 SYNTHETIC_SEED = 0
 
 KAGGLE_COLUMNS = (
@@ -168,7 +176,7 @@ class LoadedData:
 # ----------------------------------------------------------------------------- loading
 
 
-def load_data(source: str | Path | None = None, *, max_bytes: int = 200_000_000) -> LoadedData:
+def load_data(source: str | Path | None = None, *, max_bytes: int = MAX_BYTES) -> LoadedData:
     """Load, validate and clean `source` (see the module docstring); raise DataError."""
     if source is None:
         env = os.environ.get(DATA_ENV_VAR, "").strip()
@@ -457,6 +465,13 @@ def clean_kaggle_frame(
         for old, new in _BINARY_COLUMNS.items()
     }
     handicap = _parse_integers(name, raw, "Handcap", position, allowed=(0, 4))
+    neighbourhood = raw["Neighbourhood"].astype(str).str.strip()
+    no_place = int((neighbourhood == "").sum())
+    if no_place:
+        notes.append(
+            f"{no_place:,} row(s) have an empty Neighbourhood; their statements leave the "
+            "place out."
+        )
     outcome = raw["No-show"].astype(str).str.strip()
     _raise_bad_values(
         name, "No-show", raw["No-show"], ~outcome.isin(["Yes", "No"]).to_numpy(),
@@ -472,7 +487,7 @@ def clean_kaggle_frame(
             "scheduled_at": scheduled_at.to_numpy(),
             "appointment_day": appointment_day.to_numpy(),
             "age": age,
-            "neighbourhood": raw["Neighbourhood"].astype(str).str.strip().to_numpy(),
+            "neighbourhood": neighbourhood.to_numpy(),
             "scholarship": flags["scholarship"],
             "hypertension": flags["hypertension"],
             "diabetes": flags["diabetes"],
@@ -749,7 +764,7 @@ def export_statements(
         if "parquet" in formats:
             table.to_parquet(tmp / "statements.parquet", index=False)
         if "csv" in formats:
-            table.to_csv(tmp / "statements.csv", index=False)
+            _csv_safe(table).to_csv(tmp / "statements.csv", index=False)
         dataset = datasets.DatasetDict(
             {
                 name: datasets.Dataset.from_pandas(
@@ -769,6 +784,17 @@ def export_statements(
         if not progress_was_off:
             datasets.enable_progress_bars()
     return summary
+
+
+def _csv_safe(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy whose text cells cannot run as spreadsheet formulas (leading apostrophe)."""
+    from noshow.labels import escape_spreadsheet_cell
+
+    out = table.copy()
+    for column in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[column]):
+            out[column] = out[column].astype(str).map(escape_spreadsheet_cell)
+    return out
 
 
 def _check_replaceable(out_dir: Path) -> None:
