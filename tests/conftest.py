@@ -1,10 +1,14 @@
 """Shared fixtures: the real data file (skipped with a reason when absent), a tiny random
-Llama that never downloads anything, and the bundled real model."""
+Llama that never downloads anything, the bundled real model, two finished tiny adapters
+(generative and classifier, trained once per session on the CPU) and `free_port()` for
+tests that launch the app (`from conftest import free_port`)."""
 
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -51,3 +55,37 @@ def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     return build_random_llama(folder, shape="tiny", tokenizer_from=bundled_model_dir)
+
+
+@pytest.fixture(scope="session")
+def adapters(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
+    """Two finished runs (generative, classifier) in one runs folder, trained on the CPU."""
+    from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
+    from noshow.training import train
+
+    runs = tmp_path_factory.mktemp("compare-runs")
+    paths = {}
+    for approach in ("generative", "classifier"):
+        config = RunConfig(
+            data=DataConfig(source="synthetic", max_train_rows=64, max_eval_rows=64),
+            lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+            train=TrainConfig(
+                approach=approach,
+                model=str(tiny_model_dir),
+                quantize="none",
+                max_steps=3,
+                batch_size=16,
+                lr=1e-3,
+                output_dir=str(runs),
+            ),
+        )
+        result = train(config, on_progress=lambda _: None)
+        assert result.state == "completed", result.error
+        paths[approach] = str(result.run_dir)
+    return SimpleNamespace(runs=runs, **paths)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]

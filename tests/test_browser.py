@@ -20,7 +20,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from test_compare import adapters, free_port  # noqa: F401 - session fixture shared with Compare
+from conftest import free_port
 
 from noshow.examples import EXAMPLES
 
@@ -54,7 +54,7 @@ def browser():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, adapters, tiny_model_dir):  # noqa: F811 - the shared session fixture
+def app(tmp_path_factory, adapters, tiny_model_dir):
     from noshow.jobs import JobManager
     from noshow.labels import LabelStore
     from noshow.ui.app import build_demo, style_kwargs
@@ -214,7 +214,7 @@ def test_browser_remembers_the_annotator_name_after_a_reload(page, app):
 
 
 @pytest.fixture(scope="module")
-def fresh_app(tmp_path_factory, adapters):  # noqa: F811 - the shared session fixture
+def fresh_app(tmp_path_factory, adapters):
     """A fresh public-demo app (no runs at all) whose only adapters are the shipped ones: the
     repository's adapters/ (or NOSHOW_TEST_SHIPPED_DIR) when both approaches are there, else
     two tiny runs shipped here."""

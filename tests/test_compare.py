@@ -8,7 +8,6 @@ Llama (3 steps on synthetic data, once per session).
 from __future__ import annotations
 
 import csv
-import socket
 import threading
 import time
 from pathlib import Path
@@ -17,45 +16,12 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import free_port
 
 from noshow.examples import EXAMPLES
 from noshow.ui import compare_views as cv
 
 # ----------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def adapters(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
-    """Two finished runs (generative, classifier) in one runs folder, trained on the CPU."""
-    from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
-    from noshow.training import train
-
-    runs = tmp_path_factory.mktemp("compare-runs")
-    paths = {}
-    for approach in ("generative", "classifier"):
-        config = RunConfig(
-            data=DataConfig(source="synthetic", max_train_rows=64, max_eval_rows=64),
-            lora=LoraSettings(r=4, alpha=8, dropout=0.0),
-            train=TrainConfig(
-                approach=approach,
-                model=str(tiny_model_dir),
-                quantize="none",
-                max_steps=3,
-                batch_size=16,
-                lr=1e-3,
-                output_dir=str(runs),
-            ),
-        )
-        result = train(config, on_progress=lambda _: None)
-        assert result.state == "completed", result.error
-        paths[approach] = str(result.run_dir)
-    return SimpleNamespace(runs=runs, **paths)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from test_compare import adapters, free_port  # noqa: F401 - session fixture shared with Compare
+from conftest import free_port
 
 from noshow.labels import LabelStore
 from noshow.ui import label_views as lv
@@ -141,7 +141,7 @@ def test_item_card_escapes_the_statement_and_shows_my_current_label():
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, adapters):  # noqa: F811 - the shared session fixture
+def app(tmp_path_factory, adapters):
     from gradio_client import Client
 
     from noshow.jobs import JobManager
@@ -290,7 +290,7 @@ def test_app_agreement_tables_cover_overlapping_annotators(app):
     assert len(table) >= 3 and message == ""
 
 
-def test_app_suggests_and_ranks_with_the_chosen_adapters(app, adapters):  # noqa: F811
+def test_app_suggests_and_ranks_with_the_chosen_adapters(app, adapters):
     c = app.client()
     out = start(c, "Dr Rank", lv.ORDER_DISAGREE, True, adapters.generative, adapters.classifier)
     assert out[MESSAGE].count("adapters disagree most") == 1, out[MESSAGE]
