@@ -210,11 +210,20 @@ def load_data(source: str | Path | None = None, *, max_bytes: int = MAX_BYTES) -
         )
     if stat.st_size > max_bytes:
         raise DataError(
-            f"{name} is {stat.st_size / 1e6:,.0f} MB, over the {max_bytes / 1e6:,.0f} MB limit. "
+            f"{name} is {_size_text(stat.st_size)}, over the {_size_text(max_bytes)} limit. "
             "Use a smaller file, or raise max_bytes if you really mean to load it."
         )
     key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
     return _copy_loaded(_cached(key, lambda: _load_file(path)))
+
+
+def _size_text(n_bytes: int) -> str:
+    """'12 kB', '250 MB', '3.2 GB': sizes as people read them."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n_bytes >= scale:
+            value = n_bytes / scale
+            return f"{value:,.1f} {unit}" if value < 10 and unit == "GB" else f"{value:,.0f} {unit}"
+    return f"{n_bytes} bytes"
 
 
 def clear_cache() -> None:
@@ -368,6 +377,7 @@ def _raise_bad_values(
         return
     first = rows[0]
     value = values.iloc[first]
+    value = _plain(value)
     shown = (
         "an empty cell"
         if value is None or str(value).strip() in ("", "nan", "NaT")
@@ -378,6 +388,11 @@ def _raise_bad_values(
         f"{name}: column '{column}' must hold {expected}, but has {shown} on "
         f"{position(first)}{more}. Fix those cells or re-export the original file."
     )
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars as Python values, so messages quote 34.5, not np.float64(34.5)."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _to_float(values: pd.Series) -> np.ndarray:
@@ -573,9 +588,9 @@ def _clean_statement_frame(
     bad = ~(yes | no).to_numpy()
     if bad.any():
         rows = np.flatnonzero(bad)
-        examples = ", ".join(f"{raw['NoShow'].iloc[i]!r} on {position(i)}" for i in rows[:5]) + (
-            " ..." if len(rows) > 5 else ""
-        )
+        examples = ", ".join(
+            f"{_plain(raw['NoShow'].iloc[i])!r} on {position(i)}" for i in rows[:5]
+        ) + (" ..." if len(rows) > 5 else "")
         raise DataError(
             f"{name}: column 'NoShow' must be Yes (missed) or No (attended), but {len(rows):,} "
             f"row(s) hold other values: {examples}."

@@ -15,6 +15,9 @@ timer, so a reload or a second browser re-attaches to the same job.
     jobs.cancel()                    # the loop stops within one step
     jobs.wait()                      # block until the thread ends (scripts and tests)
 
+Everything `snapshot()` hands to the UI (config, log lines, error) has its secrets redacted
+(`noshow.runs.redact_secrets`: HF/W&B tokens, the login password), whatever training logged.
+
 `train_fn` defaults to `noshow.training.train` (imported on first use so the app starts
 without loading torch); tests pass a fake with the same signature.
 """
@@ -212,21 +215,23 @@ class JobManager:
                     "config": None,
                 }
             end = job.finished_at or time.time()
-            return {
-                "job_id": job.job_id,
-                "run_id": job.job_id,
-                "run_dir": str(job.run_dir),
-                "state": job.state,
-                "active": job.state in ACTIVE_STATES,
-                "progress": copy.deepcopy(job.progress),
-                "log": list(job.log),
-                "history": copy.deepcopy(job.history),
-                "started_at": job.started_at,
-                "finished_at": job.finished_at,
-                "elapsed_s": end - job.started_at,
-                "error": job.error,
-                "config": job.config.to_dict(),
-            }
+            return _redact(
+                {
+                    "job_id": job.job_id,
+                    "run_id": job.job_id,
+                    "run_dir": str(job.run_dir),
+                    "state": job.state,
+                    "active": job.state in ACTIVE_STATES,
+                    "progress": copy.deepcopy(job.progress),
+                    "log": list(job.log),
+                    "history": copy.deepcopy(job.history),
+                    "started_at": job.started_at,
+                    "finished_at": job.finished_at,
+                    "elapsed_s": end - job.started_at,
+                    "error": job.error,
+                    "config": job.config.to_dict(),
+                }
+            )
 
     # -- the thread ------------------------------------------------------------------------
 
@@ -285,6 +290,14 @@ class JobManager:
                 if len(job.history) > MAX_HISTORY_POINTS:
                     # Halve the resolution: curves keep their shape, memory stays bounded.
                     job.history = job.history[::2]
+
+
+def _redact(snapshot: dict[str, Any]) -> dict[str, Any]:
+    from noshow.runs import redact_secrets
+
+    for key in ("log", "error", "config", "progress"):
+        snapshot[key] = redact_secrets(snapshot[key])
+    return snapshot
 
 
 def _clock() -> str:

@@ -12,8 +12,12 @@ A run folder holds everything needed to show a run after a restart:
     predictions.parquet  record_id, split, label, p_no_show
 
 Every file is written to a temporary file and renamed (os.replace), so a reader never sees a
-half-written file under the final name. A run whose status says `running` but whose process
-is gone reads as `interrupted`.
+half-written file under the final name; a run folder that cannot be set up completely (disk
+full) is removed again. A run whose status says `running` but whose process is gone reads as
+`interrupted`. Secrets never reach these files: credential-like keys are dropped from
+config.json, and `redact_secrets` blanks the values of HF_TOKEN, WANDB_API_KEY and the
+NOSHOW_AUTH password (and anything shaped like a Hugging Face token) in config.json and in
+status.json's text.
 
     from noshow.runs import create_run, write_status, append_metrics, list_runs
     run_dir = create_run(config)                 # runs/20261128-071502-classifier-...
@@ -25,6 +29,7 @@ is gone reads as `interrupted`.
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import math
 import os
@@ -75,6 +80,10 @@ LIST_COLUMNS = [
 _SECRET_KEY = re.compile(r"token|key|secret|password|passwd|credential", re.IGNORECASE)
 # Hugging Face access tokens pasted into an ordinary field (e.g. a URL) are redacted too.
 _HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
+# Environment variables whose values must never be written or shown.
+SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "NOSHOW_AUTH")
+REDACTED = "<redacted>"
+_MIN_SECRET_CHARS = 6  # shorter values would blank ordinary words
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-")
 _CHECKPOINT = re.compile(r"^step-(\d+)$")
 
@@ -122,14 +131,37 @@ def _parse_time(value: Any) -> datetime | None:
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
+def _secret_values() -> list[str]:
+    values = []
+    for name in SECRET_ENV_VARS:
+        value = os.environ.get(name, "").strip()
+        if name == "NOSHOW_AUTH":
+            value = value.partition(":")[2]  # the password; the user name is no secret
+        if len(value) >= _MIN_SECRET_CHARS:
+            values.append(value)
+    return sorted(values, key=len, reverse=True)
+
+
+def redact_secrets(value: Any) -> Any:
+    """`value` with secrets blanked: the current values of SECRET_ENV_VARS and Hugging Face
+    token shapes in every string (recursing into dicts and lists)."""
+    if isinstance(value, Mapping):
+        return {k: redact_secrets(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact_secrets(v) for v in value]
+    if not isinstance(value, str):
+        return value
+    for secret in _secret_values():
+        value = value.replace(secret, REDACTED)
+    return _HF_TOKEN.sub("hf_" + REDACTED, value)
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _scrub(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
     if isinstance(value, list | tuple):
         return [_scrub(v) for v in value]
-    if isinstance(value, str):
-        return _HF_TOKEN.sub("hf_<redacted>", value)
-    return value
+    return redact_secrets(value)
 
 
 def _to_json_safe(value: Any) -> Any:
@@ -208,8 +240,19 @@ def create_run(
         raise RunError(
             f"cannot create run folder {run_dir}: {e.strerror or e}; check --output-dir."
         ) from e
-    _write_json(run_dir / CONFIG_FILE, _scrub(data))
-    write_status(run_dir, "queued", created_at=_now())
+    try:
+        _write_json(run_dir / CONFIG_FILE, _scrub(data))
+        write_status(run_dir, "queued", created_at=_now())
+    except BaseException as e:
+        # A folder without config/status would list as a broken run: take it away again.
+        shutil.rmtree(run_dir, ignore_errors=True)
+        if isinstance(e, OSError):
+            raise RunError(
+                f"cannot write the new run's files in {run_dir}: {e.strerror or e}"
+                + (" (the disk is full; free some space)" if e.errno == errno.ENOSPC else "")
+                + "."
+            ) from e
+        raise
     return run_dir
 
 
@@ -291,11 +334,11 @@ def write_status(
                 previous = {}
         except (OSError, ValueError):
             previous = {}
-        status = {**previous, **extra}
+        status = {**previous, **redact_secrets(extra)}
         now = _now()
         status["state"] = state
         status["updated_at"] = now
-        status["error"] = error
+        status["error"] = redact_secrets(error)
         status.setdefault("started_at", None)
         status.setdefault("finished_at", None)
         if state in ACTIVE_STATES:

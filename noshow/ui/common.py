@@ -6,7 +6,11 @@ loaded data sets. A tab reads the data the user loaded in the Data tab with
 `ctx.get_data(key)`, where `key` is the value of `ctx.data_key` (a `gr.State`).
 
 Messages to users go through `error_box` / `ok_box` / `user_message`: bad input never shows
-a traceback, only a sentence that says what to do.
+a traceback, only a sentence that says what to do, and never a token (secrets are redacted).
+
+A data file typed as a server path must be a .csv/.parquet file (`check_server_data_path`):
+the message for a file that is not appointment data quotes its first line, so the path box
+must not read /etc/passwd or a key file and echo it back.
 """
 
 from __future__ import annotations
@@ -72,11 +76,28 @@ def info_box(message: str) -> str:
 
 
 def user_message(exc: BaseException) -> str:
-    """A sentence for the user from an exception: our own errors as written, others named."""
-    text = str(exc).strip() or type(exc).__name__
+    """A sentence for the user from an exception: our own errors as written, others named;
+    secrets (HF/W&B tokens, the login password) are redacted either way."""
+    from noshow.runs import redact_secrets
+
+    text = redact_secrets(str(exc).strip() or type(exc).__name__)
     if type(exc).__name__ in _USER_ERROR_NAMES or isinstance(exc, ValueError | FileNotFoundError):
         return text
     return f"Unexpected error ({type(exc).__name__}): {text}"
+
+
+DATA_SUFFIXES = (".csv", ".parquet", ".pq")
+
+
+def check_server_data_path(path: str) -> str:
+    """`path` stripped, if it names a CSV/Parquet file; ValueError otherwise."""
+    text = str(path).strip()
+    if Path(text).suffix.lower() not in DATA_SUFFIXES or "\x00" in text:
+        raise ValueError(
+            f"{Path(text).name or text!r} is not a data file: a server path must end in "
+            f"{', '.join(DATA_SUFFIXES)} (the Kaggle CSV or a Statement/NoShow file)."
+        )
+    return text
 
 
 def synthetic_banner(is_synthetic: bool, source: str = "") -> str:

@@ -22,6 +22,7 @@ from noshow.ui.common import (
     SYNTHETIC_SOURCE,
     DataEntry,
     UIContext,
+    check_server_data_path,
     error_box,
     ok_box,
     synthetic_banner,
@@ -69,7 +70,7 @@ def resolve_source(kind: str, upload: Any, path: str | None, demo_mode: bool) ->
             raise ValueError("Reading files from the server is turned off in demo mode.")
         if not path or not str(path).strip():
             raise ValueError("Type the path of a CSV or Parquet file on the server.")
-        return str(path).strip()
+        return check_server_data_path(path)
     raise ValueError(
         f"Unknown data source {kind!r}; pick one of {', '.join(source_choices(False))}."
     )
@@ -204,16 +205,19 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         data_key: str | None = None,
     ) -> tuple:
         """Load and split a data set; on bad input keep the previous data and say why."""
+        source = label = None
         try:
             source = resolve_source(kind, upload_file, path_text, ctx.demo_mode)
-            label = None
             if kind == SOURCE_UPLOAD:
                 label = getattr(upload_file, "orig_name", None) or Path(source).name
             entry = dv.load_entry(ctx.cache, source, split_method=method or "time", label=label)
         except Exception as e:  # noqa: BLE001 - shown as a message, previous data kept
             previous = ctx.cache.get(data_key)
             kept = f" Still showing {previous.label}." if previous else ""
-            return data_key, error_box(user_message(e) + kept), gr.skip(), gr.skip(), gr.skip()
+            text = user_message(e)
+            if kind == SOURCE_UPLOAD and label:
+                text = text.replace(source, label)  # the upload's name, not a server temp path
+            return data_key, error_box(text + kept), gr.skip(), gr.skip(), gr.skip()
         msg = f"Loaded {entry.label}: {len(entry.frame):,} rows, {entry.split_method} split."
         return (
             entry.key,

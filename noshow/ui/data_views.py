@@ -76,7 +76,11 @@ def _source_identity(source: str | None) -> tuple[str, str]:
     path = Path(source)
     if path.is_file():
         try:
-            return f"file:{file_fingerprint(path)}", path.name
+            from noshow.data import MAX_BYTES
+
+            # Hashing reads the whole file: leave a file over the limit to load_data's message.
+            if path.stat().st_size <= MAX_BYTES:
+                return f"file:{file_fingerprint(path)}", path.name
         except OSError:
             pass
     return f"path:{source}", path.name or str(source)

@@ -25,6 +25,7 @@ from noshow.config import RunConfig
 from noshow.ui.common import (
     SYNTHETIC_SOURCE,
     UIContext,
+    check_server_data_path,
     error_box,
     format_duration,
     info_box,
@@ -107,7 +108,7 @@ def resolve_train_source(choice: str | None, data_tab_source: str | None) -> str
         return SYNTHETIC_SOURCE
     if choice == SOURCE_DATA_TAB:
         return data_tab_source
-    return str(choice).strip()
+    return check_server_data_path(choice)  # typed by the user
 
 
 def build_run_config(
