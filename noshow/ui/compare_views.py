@@ -21,6 +21,7 @@ from __future__ import annotations
 import csv
 import html
 import os
+import re
 import tempfile
 import threading
 import time
@@ -70,6 +71,7 @@ FORM_DEFAULTS: dict[str, Any] = {
 }
 
 Loader = Callable[..., Any]
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
 
 class CompareInputError(ValueError):
@@ -79,12 +81,20 @@ class CompareInputError(ValueError):
 # ----------------------------------------------------------------------------- input
 
 
+def clean_text(text: str) -> str:
+    """Text a tokenizer always accepts: control characters (other than tab and newline)
+    become spaces and lone UTF-16 surrogates (JSON can carry them) become U+FFFD."""
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return _CONTROL.sub(" ", text)
+
+
 def prepare_statement(text: Any) -> tuple[str, str | None]:
-    """(statement, notice): whitespace trimmed, cut to MAX_STATEMENT_CHARS with a notice.
+    """(statement, notice): cleaned (`clean_text`), whitespace trimmed, cut to
+    MAX_STATEMENT_CHARS with a notice.
 
     Raises CompareInputError for an empty statement.
     """
-    statement = "" if text is None else str(text).strip()
+    statement = "" if text is None else clean_text(str(text)).strip()
     if not statement:
         raise CompareInputError(
             "The statement is empty: type one, pick an example, choose a record id or fill "

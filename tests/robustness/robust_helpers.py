@@ -153,3 +153,25 @@ def stop_process(served: SimpleNamespace) -> None:
         served.proc.kill()
         served.proc.wait(5)
     served.log.close()
+
+
+def call_api(url: str, api_name: str, data: list[Any], timeout: float = 120) -> list[Any]:
+    """Call an endpoint over plain HTTP, as a browser does (JSON with \\u escapes, so even a
+    lone UTF-16 surrogate gets through, which gradio_client cannot send). Returns the
+    outputs; raises AssertionError with the server's answer when the call fails."""
+    import json
+
+    base = url.rstrip("/") + "/gradio_api/call/" + api_name.strip("/")
+    body = json.dumps({"data": data})  # ensure_ascii: "\ud800" travels as an escape
+    with httpx.Client(timeout=timeout) as http:
+        started = http.post(base, content=body, headers={"Content-Type": "application/json"})
+        assert started.status_code == 200, started.text
+        event_id = started.json()["event_id"]
+        text = http.get(f"{base}/{event_id}").text
+    event = None
+    for line in text.splitlines():
+        if line.startswith("event:"):
+            event = line.split(":", 1)[1].strip()
+        elif line.startswith("data:") and event == "complete":
+            return json.loads(line.split(":", 1)[1])
+    raise AssertionError(f"{api_name} did not complete: {text[:2000]}")
