@@ -165,7 +165,8 @@ def ci_subsample(frame: pd.DataFrame, rows: int = CI_ROWS, seed: int = CI_SEED) 
     return pd.concat(parts).sort_values("record_id")
 
 
-def _sha256(path: Path) -> str:
+def sha256_file(path: Path) -> str:
+    """Hex SHA-256 of a file (card.json records one per shipped file and for the data file)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -189,7 +190,7 @@ def load_ci_rows(
     ids = ",".join(str(int(r)) for r in sample["record_id"])
     info = {
         "data_file": Path(data_path).name,
-        "data_sha256": _sha256(Path(data_path)),
+        "data_sha256": sha256_file(Path(data_path)),
         "split": "time",
         "subset": "test",
         "rows": len(sample),
@@ -718,7 +719,6 @@ def ship_adapter(
     staging = scratch / dest.name
     try:
         staging.mkdir()
-        files: dict[str, Any] = {}
         dtypes: set[str] = set()
         for src in sorted(adapter.iterdir()):
             if src.is_dir() or src.name in (CARD_README, CARD_JSON):
@@ -730,8 +730,11 @@ def ship_adapter(
             else:
                 shutil.copyfile(src, dst)
             _check_size(dst, max_file_bytes)
-            files[src.name] = {"bytes": dst.stat().st_size, "sha256": _sha256(dst)}
         _rewrite_adapter_config(staging, base)
+        files = {  # as shipped, so a later edit of any of them shows
+            p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
+            for p in sorted(staging.iterdir())
+        }
         weights = {
             "dtypes": sorted(dtypes),
             "bytes": sum(v["bytes"] for k, v in files.items() if k.endswith(".safetensors")),

@@ -4,7 +4,7 @@
    (with the real data file) its CI check figure recomputed through `load_predictor` on the
    CPU, which must match the card within 0.005. Skips with a reason while none are shipped.
 2. `noshow.model_card.ship_adapter` and scripts/ship_adapter.py on tiny runs trained here on the
-   CPU (the `adapters` fixture of test_compare.py): files, dtypes, size limit, atomic
+   CPU (the `adapters` fixture in conftest.py): files, dtypes, size limit, atomic
    replacement, card content, the CI subsample.
 
     .venv/bin/python -m pytest -q tests/test_shipped_adapters.py
@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from test_compare import adapters  # noqa: F401 - session fixture: two tiny finished runs
 
 from noshow import model_card as mc
 
@@ -65,6 +64,10 @@ def test_shipped_adapter_has_bf16_weights_under_the_limit_and_a_card(folder):
         assert safetensors_dtypes(path) == {"BF16"}, path.name
     for path in folder.iterdir():
         assert path.stat().st_size <= mc.MAX_FILE_BYTES, f"{path.name} is over 16 MiB"
+    for name, recorded in card["weights"]["files"].items():  # unchanged since shipping
+        assert mc.sha256_file(folder / name) == recorded["sha256"], (
+            f"{folder.name}/{name} changed after shipping: ship it again"
+        )
     readme = (folder / "README.md").read_text(encoding="utf-8")
     assert readme.startswith("---\nlicense: ")
     assert "library_name: peft" in readme and "Not for clinical decisions" in readme
@@ -123,7 +126,7 @@ def ship(run_dir, dest, **kwargs):
     return mc.ship_adapter(run_dir, dest, **{**options, **kwargs})
 
 
-def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path):  # noqa: F811
+def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path):
     from noshow.predict import list_adapters
 
     run = Path(adapters.generative)
@@ -144,6 +147,9 @@ def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path)
     assert card["threshold"] == pytest.approx(report["threshold"])
     assert card["config"]["lora"]["r"] == 4 and "output_dir" not in card["config"]["train"]
     assert card["ci_check"] is None and card["data"]["synthetic"] is True
+    assert set(card["weights"]["files"]) == names - {"README.md", "card.json"}
+    for name, recorded in card["weights"]["files"].items():  # hashes of the files as shipped
+        assert mc.sha256_file(dest / name) == recorded["sha256"], name
 
     readme = (dest / "README.md").read_text(encoding="utf-8")
     assert readme.startswith("---\nlicense: cc-by-nc-sa-4.0\n")
@@ -169,7 +175,22 @@ def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path)
     ]
 
 
-def test_shipped_adapter_predicts_like_its_run(adapters, tmp_path):  # noqa: F811
+def test_a_hub_base_is_named_in_adapter_config_and_front_matter(adapters, tmp_path, monkeypatch):
+    hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
+    info = {"name": "smollm2-135m-instruct", "preset": "smollm2-135m-instruct", "hub_id": hub_id}
+    info.update(license="apache-2.0", license_name="Apache-2.0", portable=True)
+    monkeypatch.setattr(mc, "base_model_info", lambda name: info)
+    dest = ship(adapters.classifier, tmp_path / "classifier-tiny", allow_local_base=False)
+    config = json.loads((dest / "adapter_config.json").read_text())
+    assert config["base_model_name_or_path"] == hub_id  # not the training machine's cache path
+    front = (dest / "README.md").read_text().split("---")[1]
+    assert f"base_model: {hub_id}" in front and f"base_model:adapter:{hub_id}" in front
+    assert "pipeline_tag: text-classification" in front
+    for name, recorded in mc.read_card(dest)["weights"]["files"].items():
+        assert mc.sha256_file(dest / name) == recorded["sha256"], name
+
+
+def test_shipped_adapter_predicts_like_its_run(adapters, tmp_path):
     from noshow.examples import example_statements
     from noshow.predict import load_predictor
 
@@ -183,7 +204,7 @@ def test_shipped_adapter_predicts_like_its_run(adapters, tmp_path):  # noqa: F81
         np.testing.assert_allclose(after.predict_proba(statements), before, atol=2e-3)
 
 
-def test_ship_refuses_a_file_over_the_limit_and_leaves_nothing(adapters, tmp_path):  # noqa: F811
+def test_ship_refuses_a_file_over_the_limit_and_leaves_nothing(adapters, tmp_path):
     dest = tmp_path / "adapters" / "classifier-tiny"
     with pytest.raises(mc.ShipError, match=r"over the .* limit for shipped adapters"):
         ship(adapters.classifier, dest, max_file_bytes=1024)
@@ -191,7 +212,7 @@ def test_ship_refuses_a_file_over_the_limit_and_leaves_nothing(adapters, tmp_pat
     assert hidden_leftovers(dest.parent) == []
 
 
-def test_a_failed_ship_keeps_the_previous_adapter_whole(adapters, tmp_path, monkeypatch):  # noqa: F811
+def test_a_failed_ship_keeps_the_previous_adapter_whole(adapters, tmp_path, monkeypatch):
     dest = ship(adapters.classifier, tmp_path / "classifier-tiny", command="first")
     before = {p.name: p.read_bytes() for p in dest.iterdir()}
 
@@ -210,7 +231,7 @@ def test_a_failed_ship_keeps_the_previous_adapter_whole(adapters, tmp_path, monk
     assert hidden_leftovers(tmp_path) == []
 
 
-def test_ship_refuses_synthetic_data_local_bases_and_unfinished_runs(adapters, tmp_path):  # noqa: F811
+def test_ship_refuses_synthetic_data_local_bases_and_unfinished_runs(adapters, tmp_path):
     from noshow.config import RunConfig
     from noshow.runs import create_run
 
@@ -258,11 +279,7 @@ def test_ci_subsample_is_stratified_fixed_and_independent_of_row_order():
         mc.ci_subsample(frame, rows=len(test) + 1)
 
 
-def test_ci_check_on_the_real_data_is_recorded_and_reproducible(
-    adapters,  # noqa: F811
-    tmp_path,
-    real_data_path,
-):
+def test_ci_check_on_the_real_data_is_recorded_and_reproducible(adapters, tmp_path, real_data_path):
     dest = ship(adapters.classifier, tmp_path / "classifier-tiny", data_path=real_data_path)
     ci = mc.read_card(dest)["ci_check"]
     assert ci["rows"] == mc.CI_ROWS and ci["seed"] == mc.CI_SEED and ci["split"] == "time"
@@ -275,7 +292,7 @@ def test_ci_check_on_the_real_data_is_recorded_and_reproducible(
     assert again["roc_auc"] == pytest.approx(ci["roc_auc"], abs=1e-6)
 
 
-def test_cli_ships_a_run_and_explains_failures(adapters, tmp_path, capsys):  # noqa: F811
+def test_cli_ships_a_run_and_explains_failures(adapters, tmp_path, capsys):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
