@@ -61,7 +61,14 @@ def app(tmp_path_factory, adapters, tiny_model_dir):
 
     store = LabelStore(tmp_path_factory.mktemp("browser-labels") / "labels.sqlite")
     jobs = JobManager(runs_dir=adapters.runs)  # the real noshow.training.train
-    demo = build_demo(jobs=jobs, store=store, runs_dir=adapters.runs, data_source="synthetic")
+    demo = build_demo(
+        jobs=jobs,
+        store=store,
+        runs_dir=adapters.runs,
+        data_source="synthetic",
+        # The tiny runs only: adapters/ in the repository would be listed (and picked) first.
+        shipped_dir=tmp_path_factory.mktemp("no-shipped"),
+    )
     port = free_port()
     demo.launch(
         server_name="127.0.0.1",
