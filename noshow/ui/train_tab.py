@@ -393,6 +393,9 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     # -- helpers ------------------------------------------------------------------------
 
     def config_from(values: dict[str, Any], key: str | None) -> RunConfig:
+        listed = (None, "", SOURCE_DATA_TAB, SOURCE_DEFAULT, SOURCE_SYNTHETIC)
+        if ctx.demo_mode and values["data_source"] not in listed:
+            raise ValueError("Reading files from the server is turned off in demo mode.")
         data_tab_source = None
         if values["data_source"] == SOURCE_DATA_TAB:
             entry = ctx.get_data(key)
