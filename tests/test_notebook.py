@@ -17,8 +17,6 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOK = REPO / "notebooks" / "hf-model.ipynb"
 
-pytestmark = pytest.mark.slow
-
 
 def test_notebook_cells_have_no_stored_outputs():
     import nbformat
@@ -29,6 +27,7 @@ def test_notebook_cells_have_no_stored_outputs():
     assert code and all(not c.outputs and c.execution_count is None for c in code)
 
 
+@pytest.mark.slow
 def test_notebook_runs_end_to_end_at_the_smoke_size(tmp_path, monkeypatch, bundled_model_dir):
     import nbformat
     from jupyter_client.kernelspec import NATIVE_KERNEL_NAME
