@@ -379,3 +379,27 @@ def test_tokens_never_reach_a_run_folder_the_job_view_or_the_output(
     assert grep_tree(runs_dir, SECRETS) == []  # config, status, logs, metrics, W&B files
     (run_dir,) = list(runs_dir.iterdir())
     assert any((run_dir / "wandb").rglob("*")), "W&B offline files were searched too"
+
+
+def test_a_token_that_training_prints_is_redacted_in_the_job_view_and_status(tmp_path, monkeypatch):
+    """Defence in depth: even if a hub error echoed the token, the Train tab and status.json
+    show it redacted."""
+    from noshow.config import RunConfig
+    from noshow.jobs import JobManager
+    from noshow.runs import read_status
+
+    for name, value in secret_env().items():
+        monkeypatch.setenv(name, value)
+
+    def leaky_train(config, *, run_dir, on_progress, should_stop):
+        on_progress({"phase": "loading", "message": f"GET with Authorization: Bearer {HF_TOKEN}"})
+        raise RuntimeError(f"401 for token {HF_TOKEN} and key {WANDB_KEY}")
+
+    jobs = JobManager(train_fn=leaky_train, runs_dir=tmp_path)
+    run_id = jobs.start(RunConfig())
+    assert jobs.wait(30)
+    snap = json.dumps(jobs.snapshot())
+    assert "Bearer <redacted>" in snap and "401 for token <redacted> and key <redacted>" in snap
+    assert not any(s in snap for s in SECRETS)
+    assert "<redacted>" in read_status(tmp_path / run_id)["error"]
+    assert grep_tree(tmp_path, SECRETS) == []
