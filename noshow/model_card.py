@@ -484,6 +484,12 @@ def render_model_card(card: Mapping[str, Any]) -> str:
             f"than {ci['tolerance']}. It is a fingerprint for regressions, not an evaluation: "
             "use the test metrics above."
         )
+        if (card["config"].get("train") or {}).get("quantize") in ("4bit", "auto"):
+            out.append(
+                "On the CPU the predictor merges the adapter into the unquantized base, while "
+                "training (and the test metrics) used the 4-bit base on CUDA, so scores of the "
+                "same rows differ slightly between the two."
+            )
     else:
         out.append(
             "Not computed: the real data file was absent when this adapter was shipped. Ship "
