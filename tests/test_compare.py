@@ -37,6 +37,7 @@ def app(tmp_path_factory, adapters):
         jobs=JobManager(runs_dir=adapters.runs),
         store=store,
         runs_dir=adapters.runs,
+        shipped_dir=tmp_path_factory.mktemp("no-shipped"),  # only this test's adapters
         data_source="synthetic",
     )
     port = free_port()
@@ -471,6 +472,7 @@ def test_demo_app_scores_listed_adapters_and_refuses_pasted_paths(adapters, tmp_
         jobs=JobManager(runs_dir=adapters.runs),
         store=None,
         runs_dir=adapters.runs,
+        shipped_dir=tmp_path / "no-shipped",
         demo_mode=True,
         data_source="synthetic",
     )
