@@ -32,6 +32,11 @@ run: setup
 test: setup browser
 	$(PY) -m pytest -q
 
+# 20 concurrent Compare users for 60 s against one app on this machine (notes/bench_load.md);
+# pass options with ARGS, e.g. make bench-load ARGS="--adapters bundled".
+bench-load: setup
+	$(PY) scripts/load_test.py $(ARGS)
+
 lint: $(STAMP)
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check .
 

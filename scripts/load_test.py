@@ -1,0 +1,462 @@
+"""Load test: N concurrent users run Compare (one statement, both adapters) against one app on
+this machine for D seconds; prints a Markdown table (requests, errors, latency, app memory).
+
+    python scripts/load_test.py                          # 20 users x 60 s (make bench-load)
+    python scripts/load_test.py --users 3 --duration 5   # a quick smoke run
+    python scripts/load_test.py --adapters shipped       # the adapters in adapters/
+    python scripts/load_test.py --url http://127.0.0.1:7860/ --auth user:password
+
+Without --url it starts `python app.py` as a public demo (NOSHOW_DEMO=1, as on a Space) on a
+free port, with a runs folder holding two adapters: `--adapters tiny` trains a generative and
+a classifier adapter on a tiny random Llama here on the CPU (seconds; measures the app, the
+queue and the scoring path, not a real model's arithmetic), `--adapters bundled` trains them
+on the bundled SmolLM2-135M (about a minute; real arithmetic per request), `--adapters
+shipped` uses the shipped ones in adapters/, `auto` (default) takes the shipped ones when
+both approaches are there, else tiny. `--runs-dir` uses the finished runs of a folder.
+
+Each user is its own gradio_client session calling /compare in a loop with the example
+statements (noshow.examples), one request at a time. A request is an error unless both
+adapters return a finite P(no-show) in [0, 1]. Latency is the client's wall time for the
+whole call (queueing included); "scoring" is the app's own figure for running both models.
+The app's resident memory (with its child processes) is sampled every 0.2 s. The first
+request, which loads both adapters, is made before the clock starts and reported apart.
+Exit status 1 when any request failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import math
+import os
+import platform
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+
+@dataclass
+class Sample:
+    started: float
+    seconds: float
+    ok: bool
+    scoring_ms: float | None = None
+    error: str | None = None
+
+
+@dataclass
+class Report:
+    users: int
+    duration_s: float
+    samples: list[Sample] = field(default_factory=list)
+    first_request_s: float | None = None
+    rss_start_mb: float | None = None
+    rss_peak_mb: float | None = None
+    adapters: str = ""
+    url: str = ""
+
+    @property
+    def errors(self) -> list[Sample]:
+        return [s for s in self.samples if not s.ok]
+
+
+def percentile(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    values = sorted(values)
+    rank = (len(values) - 1) * q
+    low, high = math.floor(rank), math.ceil(rank)
+    return values[low] + (values[high] - values[low]) * (rank - low)
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_adapters(runs_dir: Path, base: str) -> tuple[str, str]:
+    """A generative and a classifier adapter, a few steps each on the CPU: on a 2-layer random
+    Llama (`base="tiny"`, the tests' fixture) or on the bundled SmolLM2-135M (`"bundled"`:
+    real arithmetic per request; about a minute to train)."""
+    from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
+    from noshow.models import DEFAULT_MODEL, build_random_llama, resolve
+    from noshow.training import train
+
+    model = DEFAULT_MODEL
+    if base == "tiny":
+        tokenizer = resolve(DEFAULT_MODEL)
+        folder = runs_dir.parent / "tiny-llama"
+        model = str(build_random_llama(folder, shape="tiny", tokenizer_from=tokenizer))
+    paths = []
+    for approach in ("generative", "classifier"):
+        config = RunConfig(
+            data=DataConfig(source="synthetic", max_train_rows=64, max_eval_rows=32),
+            lora=LoraSettings(r=4, alpha=8, dropout=0.0),
+            train=TrainConfig(
+                approach=approach,
+                model=model,
+                quantize="none",
+                max_steps=3 if base == "tiny" else 2,
+                batch_size=16 if base == "tiny" else 8,
+                lr=1e-3,
+                output_dir=str(runs_dir),
+            ),
+        )
+        result = train(config, on_progress=lambda _: None)
+        if result.state != "completed":
+            sys.exit(f"could not train the {base} {approach} adapter: {result.error}")
+        paths.append(str(result.run_dir))
+    return paths[0], paths[1]
+
+
+def shipped_adapters() -> dict[str, str]:
+    from noshow.predict import list_adapters
+
+    found = {}
+    for item in list_adapters(REPO / "nonexistent-runs", REPO / "adapters"):
+        found.setdefault(item["approach"], item["path"])
+    return found
+
+
+def start_app(runs_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str, Path]:
+    """`python app.py` as a public demo on a free port; returns (process, url, log path)."""
+    import httpx
+
+    port = free_port()
+    env = {
+        **os.environ,
+        "NOSHOW_DEMO": "1",
+        "NOSHOW_HOST": "127.0.0.1",
+        "NOSHOW_LABELS_DB": str(workdir / "labels.sqlite"),
+        "NOSHOW_DATA": os.environ.get("NOSHOW_DATA", "synthetic"),
+        "HF_HUB_OFFLINE": "1",
+        "PYTHONUNBUFFERED": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+    }
+    env.pop("SPACE_ID", None)
+    log_path = workdir / "app.log"
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "app.py", "--port", str(port), "--runs-dir", str(runs_dir)],
+            cwd=REPO,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    url = f"http://127.0.0.1:{port}/"
+    deadline = time.time() + 180
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"app.py exited with {proc.returncode}:\n{log_path.read_text()[-3000:]}")
+        try:
+            if httpx.get(url, timeout=2).status_code < 500:
+                return proc, url, log_path
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.3)
+    proc.kill()
+    sys.exit(f"app.py did not answer within 180 s:\n{log_path.read_text()[-3000:]}")
+
+
+def stop_app(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+class MemorySampler(threading.Thread):
+    """Peak resident memory of a process and its children, sampled every `every` s."""
+
+    def __init__(self, pid: int, every: float = 0.2) -> None:
+        super().__init__(daemon=True)
+        import psutil
+
+        self.process = psutil.Process(pid)
+        self.every = every
+        self.start_mb = self.peak_mb = self._rss_mb()
+        self._done = threading.Event()
+
+    def _rss_mb(self) -> float:
+        import psutil
+
+        total = 0
+        for proc in [self.process, *self.process.children(recursive=True)]:
+            with contextlib.suppress(psutil.Error):  # a child may just have exited
+                total += proc.memory_info().rss
+        return total / 2**20
+
+    def run(self) -> None:
+        while not self._done.wait(self.every):
+            try:
+                self.peak_mb = max(self.peak_mb, self._rss_mb())
+            except Exception:  # noqa: BLE001 - the app may be stopping
+                return
+
+    def stop(self) -> None:
+        self._done.set()
+        self.join(5)
+
+
+# ----------------------------------------------------------------------------- the users
+
+
+def check_answer(answer: Any) -> tuple[bool, float | None, str | None]:
+    """(ok, scoring ms, error) for one /compare answer."""
+    _, summary, message = answer
+    if not isinstance(summary, dict):
+        return False, None, f"no result: {message!r}"[:300]
+    ms = 0.0
+    for approach in ("generative", "classifier"):
+        slot = summary.get(approach) or {}
+        p = slot.get("p")
+        if slot.get("error") or not isinstance(p, float) or not (0.0 <= p <= 1.0):
+            return False, None, f"{approach}: {slot.get('error') or p!r}"[:300]
+        ms += float(slot.get("latency_ms") or 0.0)
+    return True, ms, None
+
+
+def run_users(
+    url: str,
+    generative: str,
+    classifier: str,
+    users: int,
+    duration: float,
+    auth: tuple[str, str] | None = None,
+    statements: list[str] | None = None,
+) -> list[Sample]:
+    """`users` sessions calling /compare back to back for `duration` seconds."""
+    from gradio_client import Client
+
+    from noshow.examples import EXAMPLES
+
+    statements = statements or [ex.statement for ex in EXAMPLES]
+    clients = [Client(url, auth=auth, verbose=False) for _ in range(users)]
+    samples: list[Sample] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(users + 1)
+    deadline: list[float] = []
+
+    def user(index: int, client: Any) -> None:
+        barrier.wait()
+        i = index
+        while time.time() < deadline[0]:
+            text = statements[i % len(statements)]
+            i += 1
+            start = time.time()
+            try:
+                answer = client.predict(text, generative, classifier, api_name="/compare")
+                ok, scoring_ms, error = check_answer(answer)
+            except Exception as e:  # noqa: BLE001 - every failure is counted and shown
+                ok, scoring_ms, error = False, None, f"{type(e).__name__}: {e}"[:300]
+            with lock:
+                samples.append(Sample(start, time.time() - start, ok, scoring_ms, error))
+
+    threads = [
+        threading.Thread(target=user, args=(k, c), daemon=True) for k, c in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline.append(time.time() + duration)
+    barrier.wait()
+    for thread in threads:
+        thread.join(duration + 600)
+    for client in clients:
+        client.close()
+    return samples
+
+
+# ----------------------------------------------------------------------------- report
+
+
+def machine_line() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import psutil
+
+        mem = f", {psutil.virtual_memory().total / 2**30:.0f} GiB RAM"
+    except ImportError:
+        mem = ""
+    try:
+        import torch
+
+        gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no GPU"
+    except Exception:  # noqa: BLE001 - torch is optional here
+        gpu = "GPU unknown"
+    return f"{os.cpu_count()} CPU cores ({cpu}){mem}, {gpu}"
+
+
+def fmt(value: float | None, scale: float = 1000.0) -> str:
+    return "-" if value is None else f"{value * scale:,.0f}"
+
+
+def markdown(report: Report, command: str) -> str:
+    import gradio
+
+    ok = [s.seconds for s in report.samples if s.ok]
+    every = [s.seconds for s in report.samples]
+    scoring = [s.scoring_ms / 1000 for s in report.samples if s.scoring_ms is not None]
+    n = len(report.samples)
+    when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## Load test: Compare, {report.users} users x {report.duration_s:.0f} s",
+        "",
+        f"- date: {when}",
+        f"- machine: {machine_line()}",
+        f"- app: {report.url} (Gradio {gradio.__version__}); adapters: {report.adapters}",
+        f"- command: `{command}`",
+        f"- first request (loads both adapters, before the clock): "
+        f"{fmt(report.first_request_s)} ms",
+        "",
+        "| users | duration (s) | requests | errors | requests/s | p50 (ms) | p95 (ms) | "
+        "max (ms) | scoring p50 (ms) | app RSS start (MB) | app RSS peak (MB) |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        f"| {report.users} | {report.duration_s:.0f} | {n:,} | {len(report.errors):,} | "
+        f"{n / report.duration_s:,.1f} | {fmt(percentile(every, 0.5))} | "
+        f"{fmt(percentile(every, 0.95))} | {fmt(max(every) if every else None)} | "
+        f"{fmt(percentile(scoring, 0.5))} | {fmt(report.rss_start_mb, 1)} | "
+        f"{fmt(report.rss_peak_mb, 1)} |",
+    ]
+    if ok and len(ok) != n:
+        lines.append(f"\nLatency of successful requests only: p50 {fmt(percentile(ok, 0.5))} ms.")
+    if report.errors:
+        shown = sorted({s.error or "?" for s in report.errors})[:5]
+        lines.append("\nErrors (first kinds): " + "; ".join(f"`{e}`" for e in shown))
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
+    p.add_argument("--users", type=int, default=20, help="concurrent sessions (default 20)")
+    p.add_argument("--duration", type=float, default=60.0, help="seconds (default 60)")
+    p.add_argument(
+        "--adapters",
+        choices=["auto", "tiny", "bundled", "shipped"],
+        default="auto",
+        help="auto: shipped when adapters/ has both approaches, else tiny",
+    )
+    p.add_argument("--runs-dir", default=None, help="use the finished runs of this folder")
+    p.add_argument("--url", default=None, help="an app already running (not started here)")
+    p.add_argument("--auth", default=None, help="user:password for an app with NOSHOW_AUTH")
+    p.add_argument("--generative", default=None, help="adapter path (default: the app's first)")
+    p.add_argument("--classifier", default=None, help="adapter path (default: the app's first)")
+    args = p.parse_args(argv)
+    if args.users < 1 or args.duration <= 0:
+        p.error("--users must be at least 1 and --duration positive")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    auth = tuple(args.auth.split(":", 1)) if args.auth else None
+    report = Report(users=args.users, duration_s=args.duration)
+    workdir = Path(tempfile.mkdtemp(prefix="noshow-load-"))
+    proc = sampler = None
+    gen, clf = args.generative, args.classifier
+    try:
+        if args.url:
+            url = args.url
+            report.adapters = "as listed by the app"
+        else:
+            runs_dir = workdir / "runs"
+            runs_dir.mkdir()
+            shipped = shipped_adapters()
+            use_shipped = args.adapters == "shipped" or (
+                args.adapters == "auto" and {"generative", "classifier"} <= set(shipped)
+            )
+            if args.runs_dir:
+                runs_dir = Path(args.runs_dir)
+                report.adapters = f"finished runs in {runs_dir}"
+            elif use_shipped:
+                if not {"generative", "classifier"} <= set(shipped):
+                    sys.exit("--adapters shipped: adapters/ lacks a generative or classifier one.")
+                gen, clf = gen or shipped["generative"], clf or shipped["classifier"]
+                report.adapters = f"shipped: {Path(gen).name}, {Path(clf).name}"
+            else:
+                base = "bundled" if args.adapters == "bundled" else "tiny"
+                print(f"Training two {base} adapters on the CPU...", file=sys.stderr)
+                new_gen, new_clf = train_adapters(runs_dir, base)
+                gen, clf = gen or new_gen, clf or new_clf
+                report.adapters = (
+                    "tiny random Llama (2 layers, hidden 16), one per approach"
+                    if base == "tiny"
+                    else "bundled SmolLM2-135M-Instruct + LoRA r4 (2 steps), one per approach"
+                )
+            print("Starting python app.py (NOSHOW_DEMO=1)...", file=sys.stderr)
+            proc, url, _ = start_app(runs_dir, workdir)
+            sampler = MemorySampler(proc.pid)
+        report.url = url
+        if not (gen and clf):
+            from gradio_client import Client
+
+            client = Client(url, auth=auth, verbose=False)
+            gen_dd, clf_dd, _ = client.predict(None, None, api_name="/compare_adapters")
+            client.close()
+            gen, clf = gen or gen_dd.get("value"), clf or clf_dd.get("value")
+            if not (gen and clf):
+                sys.exit("The app lists no generative or no classifier adapter to compare.")
+        from gradio_client import Client
+
+        client = Client(url, auth=auth, verbose=False)
+        start = time.time()
+        answer = client.predict("A first statement.", gen, clf, api_name="/compare")
+        report.first_request_s = time.time() - start
+        client.close()
+        ok, _, error = check_answer(answer)
+        if not ok:
+            sys.exit(f"The first Compare failed: {error}")
+        if sampler is not None:
+            sampler.start_mb = sampler.peak_mb = sampler._rss_mb()
+            sampler.start()
+        print(f"{args.users} users x {args.duration:.0f} s against {url}...", file=sys.stderr)
+        report.samples = run_users(url, gen, clf, args.users, args.duration, auth)
+        if sampler is not None:
+            sampler.stop()
+            report.rss_start_mb, report.rss_peak_mb = sampler.start_mb, sampler.peak_mb
+    finally:
+        if proc is not None:
+            stop_app(proc)
+        shutil.rmtree(workdir, ignore_errors=True)
+    command = "python scripts/load_test.py " + " ".join(
+        shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
+    )
+    print(markdown(report, command.strip()))
+    return 1 if report.errors or not report.samples else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,66 @@
+"""Load, as a smoke test: scripts/load_test.py with 3 users for 5 s against the public-demo app
+(two tiny adapters) finishes with zero errors and prints its Markdown table. The full run
+(20 users x 60 s, `make bench-load`) and its figures are in notes/bench_load.md.
+
+    .venv/bin/python -m pytest -q tests/robustness/test_robust_load.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pytest
+from robust_helpers import REPO, launch_app
+
+
+@pytest.fixture(scope="module")
+def load_test():
+    spec = importlib.util.spec_from_file_location("noshow_load_test", REPO / "scripts/load_test.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_three_users_for_five_seconds_get_every_answer(load_test, adapters, capsys):
+    served = launch_app(adapters.runs, demo_mode=True)
+    try:
+        code = load_test.main(
+            ["--url", served.url, "--users", "3", "--duration", "5"]
+            + ["--generative", adapters.generative, "--classifier", adapters.classifier]
+        )
+    finally:
+        served.client.close()
+        served.demo.close()
+    out = capsys.readouterr().out
+    assert code == 0, out
+    row = next(line for line in out.splitlines() if line.startswith("| 3 | 5 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    requests, errors = int(cells[2].replace(",", "")), int(cells[3])
+    assert errors == 0 and requests >= 3, out
+    assert "## Load test: Compare, 3 users x 5 s" in out
+
+
+def test_report_counts_errors_and_percentiles(load_test):
+    samples = [load_test.Sample(0.0, s / 1000, True, 10.0) for s in range(1, 101)]
+    samples.append(load_test.Sample(0.0, 5.0, False, None, "ReadTimeout: no answer"))
+    report = load_test.Report(users=2, duration_s=10, samples=samples, first_request_s=1.5)
+    text = load_test.markdown(report, "python scripts/load_test.py --users 2")
+    assert "| 2 | 10 | 101 | 1 | 10.1 | 51 | 96 | 5,000 | 10 |" in text
+    assert "ReadTimeout: no answer" in text
+    assert load_test.percentile([], 0.5) is None
+
+
+@pytest.mark.parametrize(
+    ("answer", "ok"),
+    [
+        (("", {"generative": {"p": 0.4}, "classifier": {"p": 0.6}}, ""), True),
+        (("", {"generative": {"p": 0.4}, "classifier": {"p": None, "error": "gone"}}, ""), False),
+        (("", {"generative": {"p": float("nan")}, "classifier": {"p": 0.6}}, ""), False),
+        (("", None, "The statement is empty"), False),
+    ],
+    ids=["both scores", "one adapter failed", "NaN", "no result"],
+)
+def test_an_answer_counts_only_with_two_defined_scores(load_test, answer, ok):
+    assert load_test.check_answer(answer)[0] is ok
