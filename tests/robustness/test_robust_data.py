@@ -409,3 +409,23 @@ def test_prepared_parquet_keeps_the_exact_text(tmp_path):
     export_statements(load_data(source), "random", tmp_path / "prepared")
     table = pd.read_parquet(tmp_path / "prepared" / "statements.parquet")
     assert set(table["Statement"]) == {f.strip() for f in FORMULAS}
+
+
+def test_app_refuses_a_file_over_the_limit_without_reading_it_first(raw, tmp_path, monkeypatch):
+    """The Data tab keys its cache by a hash of the file's bytes; a file over the limit must
+    be refused by its size alone (hashing 5 GB would stall the app for a minute)."""
+    from noshow import data
+    from noshow.ui import data_views
+    from noshow.ui.common import DataCache
+
+    path = tmp_path / "big.csv"
+    path.write_bytes(csv_bytes(raw))
+    monkeypatch.setattr(data, "MAX_BYTES", 1000)
+    monkeypatch.setattr(data.load_data, "__kwdefaults__", {"max_bytes": 1000})
+
+    def no_hashing(path):
+        raise AssertionError("the file was read before its size was checked")
+
+    monkeypatch.setattr(data_views, "file_fingerprint", no_hashing)
+    with pytest.raises(DataError, match="over the 1 kB limit"):
+        data_views.load_entry(DataCache(), str(path))
