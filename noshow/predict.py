@@ -35,6 +35,13 @@ class Predictor(Protocol):
     def predict_proba(self, statements: list[str]) -> list[float]: ...
 
 
+def clean_statement(text: str) -> str:
+    """Something every tokenizer can read: lone surrogates replaced, blank text made a word
+    (a blank statement would leave the chat template's two halves touching)."""
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text if text.strip() else "(empty)"
+
+
 def resolve_adapter_dir(path: str | Path) -> Path:
     """Accept a run folder (uses its finished adapter) or an adapter folder."""
     p = Path(path)
@@ -80,7 +87,7 @@ class AdapterPredictor:
     def predict_proba(self, statements: list[str]) -> list[float]:
         if isinstance(statements, str):
             statements = [statements]
-        statements = [s if s.strip() else " " for s in statements]  # keep scores defined
+        statements = [clean_statement(s) for s in statements]  # keep scores defined
         if not statements:
             return []
         with self._lock:
@@ -116,7 +123,7 @@ class AdapterPredictor:
             return None
         from noshow.statements import render_generative_prompt
 
-        text = render_generative_prompt(statement if statement.strip() else " ", self.tokenizer)
+        text = render_generative_prompt(clean_statement(statement), self.tokenizer)
         enc = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").to(self.device)
         with self._lock:
             out = self.model.generate(

@@ -75,18 +75,9 @@ def test_compare_shows_both_scores_or_a_clear_message(name, compare_app, adapter
     assert len(summary["statement"]) <= 2000
 
 
-# Known failures of the scoring layer itself (noshow/predict.py, not editable here); the
-# Compare tab above is safe because it cleans and trims statements before scoring.
-PREDICTOR_XFAIL = {
-    ("generative", "empty"): "predict.py scores a blank statement as ' ', which the chat "
-    "template glues to the newline after it; encode_prompts' join check then raises when it "
-    "is the process's first generative statement (use a non-blank placeholder)",
-    ("generative", "whitespace"): "same as the empty statement",
-    ("generative", "lone UTF-16 surrogate"): "the tokenizer raises TypeError on a lone "
-    "surrogate; predict.py should clean text (encode('utf-8', 'surrogatepass').decode("
-    "'utf-8', 'replace')) as compare_views.clean_text does",
-    ("classifier", "lone UTF-16 surrogate"): "same as the generative adapter",
-}
+# Statements the scoring layer once failed on (now cleaned by noshow.predict.clean_statement);
+# kept as a hook for a known failure with its reason, strict so a fix is noticed.
+PREDICTOR_XFAIL: dict[tuple[str, str], str] = {}
 
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
