@@ -360,12 +360,9 @@ def test_8b_shape_is_for_memory_only(tmp_path):
 
 
 def test_tiny_llama_loads_in_4bit_on_the_cpu(tiny_model_dir):
-    try:
-        model, tokenizer = load_base(tiny_model_dir, "classifier", quantize="4bit", device="cpu")
-        with torch.no_grad():
-            logits = model(**tokenizer(["A statement."], return_tensors="pt")).logits
-    except (ModelError, RuntimeError, NotImplementedError) as e:
-        pytest.skip(f"bitsandbytes' CPU backend refused 4-bit: {e}")
+    # No forward: bitsandbytes' CPU 4-bit kernel needs output widths divisible by its block
+    # size, which the tiny shape's 8-wide k/v projections are not (the bundled model's are).
+    model, tokenizer = load_base(tiny_model_dir, "classifier", quantize="4bit", device="cpu")
     import bitsandbytes as bnb
 
     assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
@@ -374,7 +371,7 @@ def test_tiny_llama_loads_in_4bit_on_the_cpu(tiny_model_dir):
     # Packed 4-bit weights (two per byte) count as their unpacked size.
     plain, _ = load_base(tiny_model_dir, "classifier", quantize="none", device="cpu")
     assert info["parameters_total"] == describe_model(plain)["parameters_total"]
-    assert logits.shape == (1, 2) and torch.isfinite(logits).all()
+    assert model.config.num_labels == 2
 
 
 # ----------------------------------------------------------------------------- script
