@@ -151,11 +151,12 @@ def test_browser_train_starts_a_quick_job_and_cancels_it(page, app):
 
     open_tab(page, "Train")
     page.get_by_role("button", name="Preset: quick CPU demo").click()
+    steps = page.get_by_label("Max steps")
+    expect(steps).to_have_value("20")  # the preset has landed (0 before), so typing wins
     model = page.get_by_label("Model", exact=True)
     expect(model).to_have_value("smollm2-135m-instruct")
     model.fill(app.model)  # the tiny random Llama: steps take milliseconds
     model.press("Enter")
-    steps = page.get_by_label("Max steps")
     steps.fill("5000")  # long enough to be cancelled mid-run
     steps.press("Tab")
     page.get_by_role("button", name="Start training").click()

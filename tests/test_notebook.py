@@ -52,7 +52,7 @@ def test_notebook_runs_end_to_end_at_the_smoke_size(tmp_path, monkeypatch, bundl
     client = NotebookClient(
         nb,
         kernel_name=NATIVE_KERNEL_NAME,  # "python3": ipykernel of the Python running pytest
-        timeout=300,
+        timeout=900,
         resources={"metadata": {"path": str(NOTEBOOK.parent)}},  # as Jupyter opens it
     )
     client.execute()
