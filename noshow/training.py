@@ -19,6 +19,7 @@ import json
 import math
 import os
 import random
+import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
@@ -119,7 +120,14 @@ def train(
 
 
 def pick_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    """CUDA when present (cuda:LOCAL_RANK in a multi-process launch), else the CPU."""
+    if not torch.cuda.is_available():
+        return torch.device("cpu")
+    from noshow.distributed import is_distributed, local_rank
+
+    if is_distributed():
+        return torch.device("cuda", local_rank())  # one GPU per process
+    return torch.device("cuda")
 
 
 def autocast_context(device: torch.device):
@@ -356,6 +364,11 @@ class TrainingSession:
 
     Use as a context manager; the body raises TrainingCancelled on cancel. On exit the
     status reads completed/cancelled/failed, W&B is finished and accelerator memory freed.
+
+    In a multi-process launch (WORLD_SIZE > 1) the session joins the process group
+    (`self.dist`); rank 0 alone creates and writes the run folder, status, metrics, logs and
+    W&B (`self.is_writer`), the other ranks get its path by broadcast, and `check_stop()`
+    becomes a vote every rank takes at the same point.
     """
 
     def __init__(
@@ -366,20 +379,22 @@ class TrainingSession:
         should_stop: StopFn | None,
         resume: bool = False,
     ) -> None:
-        from noshow import runs
+        from noshow import distributed
 
         self.config = config
-        self.on_progress = on_progress
+        self.dist = distributed.init_group()  # None in a single process: no group at all
+        self.is_writer = self.dist is None or self.dist.is_main
+        self.on_progress = on_progress if self.is_writer else None
         self.should_stop = should_stop or (lambda: False)
         self.resume = resume
-        if run_dir is None:
-            self.run_dir = runs.create_run(config, config.train.output_dir)
+        if self.dist is None:
+            self.run_dir = self._open_run_dir(config, run_dir)
         else:
-            self.run_dir = Path(run_dir)
-            if not (self.run_dir / "config.json").exists():
-                self.run_dir = runs.create_run(
-                    config, self.run_dir.parent, run_id=self.run_dir.name
-                )
+            self.run_dir = self._share_run_dir(config, run_dir)
+        # Set when every rank fails at the same point (a failure voted on in a step's
+        # all_reduce, a non-finite loss): they may then meet at the final barrier.
+        self.failure_shared = False
+        self.loop: LoopState | None = None
         self.state = "running"
         self.error: str | None = None
         self.result_metrics: dict[str, Any] = {}
@@ -388,12 +403,42 @@ class TrainingSession:
         self.wandb_run = None
         self.log_lines: list[str] = []
 
+    @staticmethod
+    def _open_run_dir(config: RunConfig, run_dir: Path | str | None) -> Path:
+        from noshow import runs
+
+        if run_dir is None:
+            return runs.create_run(config, config.train.output_dir)
+        run_dir = Path(run_dir)
+        if not (run_dir / "config.json").exists():
+            run_dir = runs.create_run(config, run_dir.parent, run_id=run_dir.name)
+        return run_dir
+
+    def _share_run_dir(self, config: RunConfig, run_dir: Path | str | None) -> Path:
+        """Rank 0 creates (or opens) the run folder; every rank gets its path, or its error."""
+        from noshow.runs import RunError
+
+        outcome: tuple[str, str] | None = None
+        failure: Exception | None = None
+        if self.is_writer:
+            try:
+                outcome = ("ok", str(self._open_run_dir(config, run_dir)))
+            except Exception as e:  # noqa: BLE001 - the other ranks must hear of it too
+                failure, outcome = e, ("error", str(e))
+        outcome = self.dist.broadcast_object(outcome)
+        if failure is not None:
+            raise failure
+        if outcome[0] == "error":
+            raise RunError(outcome[1])
+        return Path(outcome[1])
+
     # -- context
     def __enter__(self) -> TrainingSession:
         from noshow import runs
 
-        runs.write_status(self.run_dir, "running", started_at=_now_iso(), pid=os.getpid())
-        self._start_wandb()
+        if self.is_writer:
+            runs.write_status(self.run_dir, "running", started_at=_now_iso(), pid=os.getpid())
+            self._start_wandb()
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -408,21 +453,30 @@ class TrainingSession:
             self.state = "failed"
             self.error = describe_failure(exc, self.config)
             self.log(f"Failed: {self.error}")
-            # the full traceback goes to the run folder, never to the UI
-            with contextlib.suppress(OSError):
-                (self.run_dir / "error.log").write_text(
-                    "".join(traceback.format_exception(exc_type, exc, tb))
-                )
+            if self.is_writer:
+                # the full traceback goes to the run folder, never to the UI
+                with contextlib.suppress(OSError):
+                    (self.run_dir / "error.log").write_text(
+                        "".join(traceback.format_exception(exc_type, exc, tb))
+                    )
+            else:  # only rank 0 writes the run folder: the launcher's output keeps this one
+                print(f"[rank {self.dist.rank}] Failed: {self.error}", file=sys.stderr)
+                traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
         free_accelerator_memory()
-        runs.write_status(
-            self.run_dir,
-            self.state,
-            error=self.error,
-            finished_at=_now_iso(),
-            elapsed_s=round(time.time() - self.started, 1),
-        )
-        self._finish_wandb()
-        self.emit(phase="done", state=self.state, error=self.error)
+        if self.is_writer:
+            runs.write_status(
+                self.run_dir,
+                self.state,
+                error=self.error,
+                finished_at=_now_iso(),
+                elapsed_s=round(time.time() - self.started, 1),
+            )
+            self._finish_wandb()
+            self.emit(phase="done", state=self.state, error=self.error)
+        if self.dist is not None:
+            # Every rank reaches this point alike unless one failed alone; then the launcher
+            # ends the others, and a barrier would only make them wait for it.
+            self.dist.finish(barrier=self.state != "failed" or self.failure_shared)
         # Failures become a 'failed' RunResult (the app keeps serving); Ctrl-C still propagates.
         return exc is None or isinstance(exc, Exception)
 
@@ -437,6 +491,8 @@ class TrainingSession:
 
     # -- reporting
     def log(self, message: str) -> None:
+        if not self.is_writer:
+            return
         line = f"[{time.strftime('%H:%M:%S')}] {message}"
         self.log_lines.append(line)
         with contextlib.suppress(OSError), open(self.run_dir / "train.log", "a") as f:
@@ -448,13 +504,32 @@ class TrainingSession:
             with contextlib.suppress(Exception):  # a broken UI callback must not kill training
                 self.on_progress({"run_id": self.run_dir.name, **progress})
 
+    def warn(self, message: str) -> None:
+        """log() on rank 0; the other ranks say it on stderr (the launcher's output)."""
+        if self.is_writer:
+            self.log(message)
+        else:
+            print(f"[rank {self.dist.rank}] {message}", file=sys.stderr, flush=True)
+
     def check_stop(self) -> None:
-        if self.should_stop():
+        if self.dist is None:
+            if self.should_stop():
+                raise TrainingCancelled()
+            return
+        if self.dist.any(self.stop_vote()):  # a collective: every rank calls it alike
             raise TrainingCancelled()
+
+    def stop_vote(self) -> bool:
+        """This rank's wish to stop in a multi-process run: should_stop() or the cancel file."""
+        from noshow.distributed import CANCEL_FILE
+
+        return bool(self.should_stop()) or (self.run_dir / CANCEL_FILE).exists()
 
     def record_metrics(self, record: dict[str, Any]) -> None:
         from noshow import runs
 
+        if not self.is_writer:
+            return
         runs.append_metrics(self.run_dir, record)
         if self.wandb_run is not None:
             with contextlib.suppress(Exception):
@@ -469,7 +544,8 @@ class TrainingSession:
 
         if splits.labels_used:
             self.config.labels_used = splits.labels_used
-            runs.write_config(self.run_dir, self.config)
+            if self.is_writer:
+                runs.write_config(self.run_dir, self.config)
         for note in splits.notes:
             self.log(note)
         self.log(
@@ -481,11 +557,12 @@ class TrainingSession:
     def heartbeat(self, **extra: Any) -> None:
         from noshow import runs
 
-        runs.write_status(self.run_dir, "running", **extra)
+        if self.is_writer:
+            runs.write_status(self.run_dir, "running", **extra)
 
     # -- W&B
     def _start_wandb(self) -> None:
-        if not self.config.train.wandb:
+        if not self.config.train.wandb or not self.is_writer:
             return
         from noshow import runs
 
@@ -600,31 +677,57 @@ def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.devi
     return torch.optim.AdamW(params, **kwargs)
 
 
+LossFn = Callable[[torch.nn.Module, Encoded, np.ndarray, torch.device], tuple[torch.Tensor, int]]
+
+
 def fit(
     session: TrainingSession,
     model: torch.nn.Module,
     encoded: Encoded,
-    loss_fn: Callable[
-        [torch.nn.Module, Encoded, np.ndarray, torch.device], tuple[torch.Tensor, int]
-    ],
+    loss_fn: LossFn,
     score_fn: Callable[[Encoded], np.ndarray],
     val_encoded: Encoded | None,
     device: torch.device,
 ) -> LoopState:
     """The lean loop: length-grouped batches, fused AdamW, warm-up + cosine, one host sync
-    every `log_every` steps, cancel checked every step, micro-batches halved on OOM."""
+    every `log_every` steps, cancel checked every step, micro-batches halved on OOM.
+
+    In a multi-process run (`session.dist`) each rank trains on its shard of every batch and
+    the gradients are summed in one all_reduce per step (see noshow/distributed.py)."""
+    from noshow.distributed import dump_rank_state
+
+    try:
+        return _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device)
+    finally:
+        # NOSHOW_DEBUG_RANK_STATE only (tests compare ranks), also after a cancel
+        dump_rank_state(session.dist, model, session.loop.step if session.loop else 0)
+
+
+def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -> LoopState:
     from noshow import runs
+    from noshow.distributed import StepFlags
     from noshow.evaluate import compute_metrics
 
     cfg = session.config.train
+    group = session.dist
     total = total_steps_for(session.config, len(encoded))
     optimizer = make_optimizer(model, session.config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg.warmup_steps))
-    state = LoopState(micro_batch=cfg.batch_size)
+    if group is None:
+        state = LoopState(micro_batch=cfg.batch_size)
+    else:
+        # each rank's share of a batch; halving on OOM starts from there
+        state = LoopState(micro_batch=math.ceil(cfg.batch_size / group.world_size))
+        params = [p for p in model.parameters() if p.requires_grad]
+        group.broadcast_parameters(params)  # every rank starts from rank 0's weights
+        torch.manual_seed(cfg.seed + group.rank)  # but draws its own dropout masks
+        flags = StepFlags(group.device)
     lengths = encoded.lengths
+    session.loop = state
 
     if session.resume:
         state = _load_checkpoint(session, model, optimizer, scheduler, state)
+        session.loop = state
 
     model.train()
     log_every = 10
@@ -639,11 +742,26 @@ def fit(
         for bi in range(start_batch, len(batches)):
             if state.step >= total:
                 break
-            session.check_stop()
             idx = batches[bi]
-            loss_value = _optimizer_step(
-                model, encoded, idx, loss_fn, optimizer, state, device, session
-            )
+            if group is None:
+                session.check_stop()
+                loss_value = _optimizer_step(
+                    model, encoded, idx, loss_fn, optimizer, state, device, session
+                )
+            else:
+                _check_step_flags(session, flags)  # the previous step's votes: one step late
+                loss_value = _distributed_step(
+                    model, encoded, idx, loss_fn, optimizer, state, device, session, params, flags
+                )
+                after = state.step + 1
+                if (
+                    after == total
+                    or (cfg.eval_every and after % cfg.eval_every == 0)
+                    or after % CHECKPOINT_EVERY_STEPS == 0
+                ):
+                    # at once before evaluation, a checkpoint or the end: a rank that failed
+                    # in this step must not leave the others waiting in the next collective
+                    _check_step_flags(session, flags)
             scheduler.step()
             state.step += 1
             state.batch_in_epoch = bi + 1
@@ -671,6 +789,7 @@ def fit(
                 running.zero_()
                 running_n = 0
                 if not math.isfinite(loss):
+                    session.failure_shared = True  # the same summed loss on every rank
                     raise TrainingError(
                         f"The loss became {loss} at step {state.step}: lower the learning rate "
                         f"(now {cfg.lr})."
@@ -738,6 +857,79 @@ def _optimizer_step(
             )
 
 
+def _distributed_step(
+    model, encoded, idx, loss_fn, optimizer, state, device, session, params, flags
+) -> torch.Tensor:
+    """One optimizer step of a multi-process run over global batch `idx`: this rank's shard
+    in micro-batches (halved on OOM, locally: nothing collective runs in backward), then one
+    all_reduce(SUM) of every gradient with the loss, cancel votes and failures alongside.
+
+    Each row's loss is weighted by 1/len(idx), the global batch, so the summed gradient is
+    the single-process one. A rank that fails still joins the all_reduce (with zero
+    gradients and its failure counted) before raising, so no rank waits for a missing peer.
+    Returns the global batch's mean loss (on the device; no host sync)."""
+    group = session.dist
+    mine = group.shard(idx)
+    failure: Exception | None = None
+    while True:
+        try:
+            optimizer.zero_grad(set_to_none=True)
+            total = torch.zeros((), device=device)
+            for start in range(0, len(mine), state.micro_batch):
+                part = mine[start : start + state.micro_batch]
+                loss, n = loss_fn(model, encoded, part, device)
+                (loss * (n / len(idx))).backward()
+                total += loss.detach() * (n / len(idx))
+            break
+        except Exception as e:
+            optimizer.zero_grad(set_to_none=True)
+            if is_oom(e) and state.micro_batch > 1:
+                free_accelerator_memory()
+                state.micro_batch = max(1, state.micro_batch // 2)
+                session.warn(
+                    f"Out of memory: micro-batch lowered to {state.micro_batch} "
+                    "(gradient accumulation)."
+                )
+                continue
+            failure = e
+            total = torch.zeros((), device=device)
+            break
+    failed = failure is not None
+    reduced = group.all_reduce_gradients(
+        params,
+        [total, float(session.stop_vote()), float(failed), float(failed and is_oom(failure))],
+    )
+    flags.record(reduced[1:], state.step + 1)
+    if failure is not None:
+        session.failure_shared = True  # the others learn of it from this step's flags
+        raise failure
+    torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)
+    optimizer.step()
+    return reduced[0]
+
+
+def _check_step_flags(session: TrainingSession, flags) -> None:
+    """Act on the last all_reduce's votes, alike on every rank: another rank failed -> fail
+    with its kind of error; any rank asked to stop -> TrainingCancelled."""
+    got = flags.read()
+    if got is None:
+        return
+    stop, failed, oom = got
+    if failed:
+        session.failure_shared = True
+        world = session.dist.world_size
+        if oom:
+            raise torch.cuda.OutOfMemoryError(
+                f"CUDA out of memory in {oom} of {world} processes at step {flags.step}"
+            )
+        raise TrainingError(
+            f"Training failed in {failed} of {world} processes at step {flags.step}; "
+            f"its error is in {session.run_dir.name}/launcher.log or the launcher's output."
+        )
+    if stop:
+        raise TrainingCancelled()
+
+
 def take_rows(enc: Encoded, idx: np.ndarray) -> Encoded:
     return Encoded([enc.input_ids[i] for i in idx], enc.labels[idx], enc.record_ids[idx])
 
@@ -746,7 +938,10 @@ def score_with_checks(
     session: TrainingSession, score_fn: Callable[[Encoded], np.ndarray], enc: Encoded, what: str
 ) -> np.ndarray:
     """Score in chunks so cancel is honoured and the status heartbeat stays fresh while a
-    big split (35k test rows on an 8B model) is scored."""
+    big split (35k test rows on an 8B model) is scored. In a multi-process run each rank
+    scores rows rank::world_size and every rank gets all scores back."""
+    if session.dist is not None:
+        return _score_sharded(session, score_fn, enc, what)
     chunk = SCORE_CHUNK_ROWS
     if len(enc) <= chunk:
         session.check_stop()
@@ -759,6 +954,31 @@ def score_with_checks(
         session.emit(phase="evaluating", message=f"Scoring {what}: {idx[-1] + 1}/{len(enc)} rows")
         session.heartbeat()
     return np.concatenate(parts)
+
+
+def _score_sharded(
+    session: TrainingSession, score_fn: Callable[[Encoded], np.ndarray], enc: Encoded, what: str
+) -> np.ndarray:
+    group = session.dist
+    world = group.world_size
+    mine = np.arange(group.rank, len(enc), world)
+    chunk = SCORE_CHUNK_ROWS
+    # the same number of chunks (and cancel votes) on every rank, whatever its shard's size
+    n_chunks = max(1, math.ceil(math.ceil(len(enc) / world) / chunk))
+    parts = []
+    for c in range(n_chunks):
+        session.check_stop()
+        idx = mine[c * chunk : (c + 1) * chunk]
+        parts.append(score_fn(take_rows(enc, idx)) if len(idx) else np.zeros(0, np.float32))
+        if n_chunks > 1:
+            done = min(len(enc), (c + 1) * chunk * world)
+            session.emit(phase="evaluating", message=f"Scoring {what}: ~{done}/{len(enc)} rows")
+            session.heartbeat()
+    gathered = group.all_gather_object(np.concatenate(parts))
+    out = np.empty(len(enc), dtype=np.float32)
+    for r, p in enumerate(gathered):
+        out[r::world] = p
+    return out
 
 
 def _mid_eval(session, model, score_fn, val_encoded, state, compute_metrics) -> bool:
@@ -783,7 +1003,10 @@ def _mid_eval(session, model, score_fn, val_encoded, state, compute_metrics) -> 
 
 
 def _save_checkpoint(session, model, optimizer, scheduler, state, runs) -> None:
-    """Resumable checkpoint: trainable weights, optimizer, scheduler, loop position."""
+    """Resumable checkpoint: trainable weights, optimizer, scheduler, loop position (rank 0
+    writes it; every rank holds the same state)."""
+    if not session.is_writer:
+        return
     root = runs.checkpoint_dir(session.run_dir)
     final = root / f"step-{state.step}"
     staging = root / f".step-{state.step}.partial"
@@ -852,6 +1075,12 @@ def evaluate_and_save(
     p_val = score_with_checks(session, score_fn, val_encoded, "validation")
     p_test = score_with_checks(session, score_fn, test_encoded, "test")
     score_s = time.time() - t0
+    if not session.is_writer:
+        # The other ranks of a multi-process run only help score; they meet rank 0 at its
+        # two cancel checks below (collectives: keep the counts equal when editing).
+        session.check_stop()
+        session.check_stop()
+        return {}
     baseline = None
     baseline_note = None
     try:

@@ -5,6 +5,13 @@
         --split time --epochs 1 --quantize 4bit --wandb
     python scripts/train.py --resume runs/<run_id>        # continue an interrupted run
 
+Data-parallel on several GPUs of one machine (noshow/distributed.py): the same arguments
+under either launcher; rank 0 writes the run folder, the global --batch-size is split
+across the processes.
+
+    NCCL_NVLS_ENABLE=0 torchrun --standalone --nproc_per_node 4 scripts/train.py --approach classifier
+    NCCL_NVLS_ENABLE=0 accelerate launch --num_processes 4 scripts/train.py --approach classifier
+
 Writes runs/<run_id>/ (config, metrics.jsonl, status, adapter, eval.json, predictions).
 """
 
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -57,6 +65,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--output-dir", default="runs")
     p.add_argument("--wandb", action="store_true", help="log to W&B (offline without an API key)")
     p.add_argument("--resume", default=None, help="run folder to resume from its last checkpoint")
+    p.add_argument(
+        "--run-dir",
+        default=None,
+        help="train into this folder: one made beforehand with its config.json (then that "
+        "config is used and the other options are ignored; the app does this), or a new one",
+    )
+    p.add_argument(
+        "--progress-json",
+        action="store_true",
+        help="print each progress update as one JSON line (for the app's launcher), no bar",
+    )
     return p.parse_args(argv)
 
 
@@ -95,22 +114,35 @@ def config_from_args(a: argparse.Namespace) -> RunConfig:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
+    from noshow.distributed import PROGRESS_PREFIX
     from noshow.runs import RunError
     from noshow.training import train
 
     args = parse_args(argv)
     run_dir = None
+    # Under torchrun / accelerate only rank 0 reports; every rank trains.
+    main_rank = int(os.environ.get("RANK", "0") or 0) == 0
     try:
         if args.resume:
             run_dir = Path(args.resume)
             config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
+        elif args.run_dir and (Path(args.run_dir) / "config.json").exists():
+            run_dir = Path(args.run_dir)
+            config = RunConfig.from_dict(json.loads((run_dir / "config.json").read_text()))
         else:
             config = config_from_args(args)
+            run_dir = Path(args.run_dir) if args.run_dir else None
     except (ConfigError, OSError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    bar = tqdm(total=None, unit="step", dynamic_ncols=True)
+    if args.progress_json or not main_rank:
+        bar = tqdm(total=None, disable=True)
+    else:
+        bar = tqdm(total=None, unit="step", dynamic_ncols=True)
+
+    def print_progress(p: dict) -> None:
+        print(PROGRESS_PREFIX + json.dumps(p, default=str), flush=True)
 
     def on_progress(p: dict) -> None:
         if p.get("message"):
@@ -127,13 +159,21 @@ def main(argv: list[str] | None = None) -> int:
                 post["val_auc"] = f"{p['val_auc']:.3f}"
             bar.set_postfix(post, refresh=True)
 
+    report = print_progress if args.progress_json else on_progress
     try:
-        result = train(config, run_dir=run_dir, on_progress=on_progress, resume=bool(args.resume))
+        result = train(
+            config,
+            run_dir=run_dir,
+            on_progress=report if main_rank else None,
+            resume=bool(args.resume),
+        )
     except (ConfigError, RunError) as e:
         bar.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
     bar.close()
+    if not main_rank:
+        return 0 if result.state == "completed" else 1
     print(f"\nRun {result.run_dir} ended: {result.state}")
     if result.error:
         print(f"error: {result.error}", file=sys.stderr)
