@@ -19,7 +19,10 @@ Everything `snapshot()` hands to the UI (config, log lines, error) has its secre
 (`noshow.runs.redact_secrets`: HF/W&B tokens, the login password), whatever training logged.
 
 `train_fn` defaults to `noshow.training.train` (imported on first use so the app starts
-without loading torch); tests pass a fake with the same signature.
+without loading torch); tests pass a fake with the same signature. `start(config, gpus=n)`
+with n > 1 runs `launch_fn` instead (default `noshow.distributed.launch_training`: torchrun
+with n processes on scripts/train.py in the same pre-made run folder, its progress relayed
+to this job, cancel through the run folder's cancel file).
 """
 
 from __future__ import annotations
@@ -68,6 +71,7 @@ class _Job:
     error: str | None = None
     cancel_event: threading.Event = dataclasses.field(default_factory=threading.Event)
     thread: threading.Thread | None = None
+    gpus: int = 1
 
 
 def _default_train_fn(*args: Any, **kwargs: Any) -> Any:
@@ -75,6 +79,12 @@ def _default_train_fn(*args: Any, **kwargs: Any) -> Any:
     from noshow.training import train
 
     return train(*args, **kwargs)
+
+
+def _default_launch_fn(*args: Any, **kwargs: Any) -> Any:
+    from noshow.distributed import launch_training
+
+    return launch_training(*args, **kwargs)
 
 
 def _default_create_run(config: RunConfig, output_dir: str | Path) -> Path:
@@ -115,8 +125,10 @@ class JobManager:
         runs_dir: str | Path = "runs",
         *,
         create_run_fn: Callable[[RunConfig, str | Path], Path] | None = None,
+        launch_fn: TrainFn | None = None,
     ) -> None:
         self.train_fn: TrainFn = train_fn or _default_train_fn
+        self.launch_fn: TrainFn = launch_fn or _default_launch_fn
         self.runs_dir = Path(runs_dir)
         self._create_run = create_run_fn or _default_create_run
         self._lock = threading.Lock()
@@ -124,14 +136,17 @@ class JobManager:
 
     # -- control ---------------------------------------------------------------------------
 
-    def start(self, config: RunConfig) -> str:
+    def start(self, config: RunConfig, gpus: int = 1) -> str:
         """Create the run folder, start training in the background and return the job id.
 
         The job id is the run folder's name (the run id). Raises `JobBusyError` while another
-        job is active and `JobError` when the run folder cannot be created.
+        job is active and `JobError` when the run folder cannot be created. `gpus` > 1 trains
+        data-parallel in a torchrun subprocess (`launch_fn`) instead of this process.
         """
         if not isinstance(config, RunConfig):
             raise TypeError(f"start() needs a RunConfig, got {type(config).__name__}.")
+        if int(gpus) != gpus or gpus < 1:
+            raise ValueError(f"gpus must be a whole number of at least 1, got {gpus!r}.")
         # Runs always land where the UI lists them.
         config = dataclasses.replace(
             config, train=dataclasses.replace(config.train, output_dir=str(self.runs_dir))
@@ -146,8 +161,9 @@ class JobManager:
                 run_dir = Path(self._create_run(config, self.runs_dir))
             except Exception as e:  # noqa: BLE001 - reported to the user with the reason
                 raise JobError(f"Could not create a run folder in {self.runs_dir}: {e}") from e
-            job = _Job(job_id=run_dir.name, run_dir=run_dir, config=config)
-            job.log.append(f"{_clock()} Run {job.job_id} created in {run_dir}")
+            job = _Job(job_id=run_dir.name, run_dir=run_dir, config=config, gpus=int(gpus))
+            where = f" ({job.gpus} GPUs, torchrun)" if job.gpus > 1 else ""
+            job.log.append(f"{_clock()} Run {job.job_id} created in {run_dir}{where}")
             job.thread = threading.Thread(
                 target=self._run, args=(job,), name=f"noshow-train-{job.job_id}", daemon=True
             )
@@ -194,7 +210,8 @@ class JobManager:
         Keys: job_id, run_id, run_dir, state ("idle" when no job has run yet; else
         "starting" | "running" | "cancelling" | "completed" | "failed" | "cancelled"),
         active (bool), progress (latest progress dict), log (last lines), history
-        (progress points for curves), started_at, finished_at, elapsed_s, error, config.
+        (progress points for curves), started_at, finished_at, elapsed_s, error, config,
+        gpus (processes of a torchrun job; 1 = this process).
         """
         with self._lock:
             job = self._job
@@ -213,6 +230,7 @@ class JobManager:
                     "elapsed_s": 0.0,
                     "error": None,
                     "config": None,
+                    "gpus": 1,
                 }
             end = job.finished_at or time.time()
             return _redact(
@@ -230,6 +248,7 @@ class JobManager:
                     "elapsed_s": end - job.started_at,
                     "error": job.error,
                     "config": job.config.to_dict(),
+                    "gpus": job.gpus,
                 }
             )
 
@@ -243,12 +262,21 @@ class JobManager:
             if job.state == "starting":
                 job.state = "running"
         try:
-            result = self.train_fn(
-                job.config,
-                run_dir=job.run_dir,
-                on_progress=on_progress,
-                should_stop=job.cancel_event.is_set,
-            )
+            if job.gpus > 1:
+                result = self.launch_fn(
+                    job.config,
+                    run_dir=job.run_dir,
+                    on_progress=on_progress,
+                    should_stop=job.cancel_event.is_set,
+                    nproc=job.gpus,
+                )
+            else:
+                result = self.train_fn(
+                    job.config,
+                    run_dir=job.run_dir,
+                    on_progress=on_progress,
+                    should_stop=job.cancel_event.is_set,
+                )
             state = str(getattr(result, "state", "completed") or "completed")
             error = getattr(result, "error", None)
         except Exception as e:  # noqa: BLE001 - the manager must keep serving

@@ -6,6 +6,10 @@ Training runs in the `JobManager`'s thread, never in a Gradio handler; the page 
 browser re-attaches to the running job. In demo mode the controls are hidden and the start
 and cancel endpoints refuse.
 
+When more than one CUDA device is visible, a "GPUs" input appears (and `/start_training`
+takes a last `gpus` parameter): with n > 1 the JobManager runs torchrun with n processes in
+the same run folder, and the page shows its progress and cancels it the same way.
+
 Endpoints: `/preflight`, `/start_training`, `/cancel_training`, `/training_status`,
 `/list_runs`. The pure helpers (`build_run_config`, `describe_estimate`, `describe_status`,
 `runs_table`) are tested without a browser.
@@ -271,10 +275,12 @@ def curves_frame(snap: dict[str, Any]) -> pd.DataFrame:
 
 def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     """Lay out the Train tab inside the current Blocks and wire its events."""
+    from noshow.distributed import visible_gpu_count
     from noshow.models import DEFAULT_MODEL, PRESETS
 
     jobs = ctx.jobs
     runs_dir = ctx.runs_dir
+    n_gpus = visible_gpu_count()  # no torch import: the app starts fast
 
     if ctx.demo_mode:
         gr.HTML(info_box(DEMO_REFUSAL))
@@ -342,6 +348,16 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
                 label="Use clinician labels",
                 info="labels from the Label tab override the data set's",
             )
+            gpus = None
+            if n_gpus > 1:  # one GPU or none: nothing to choose, so no control
+                gpus = gr.Number(
+                    value=1,
+                    label="GPUs",
+                    precision=0,
+                    minimum=1,
+                    maximum=n_gpus,
+                    info=f"data-parallel with torchrun ({n_gpus} visible); the batch is split",
+                )
         with gr.Row():
             preflight_btn = gr.Button("Preflight check", variant="secondary")
             start_btn = gr.Button("Start training", variant="primary")
@@ -466,6 +482,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         wandb,
         use_clinician_labels,
         data_key=None,
+        gpus=1,
     ) -> str:
         """Check the configuration and start it in the background (refused in demo mode)."""
         form = locals()
@@ -473,6 +490,9 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         if ctx.demo_mode:
             return error_box(DEMO_REFUSAL)
         try:
+            n = _whole_or_none(gpus) or 1
+            if not 1 <= n <= max(n_gpus, 1):
+                raise ValueError(f"GPUs must be between 1 and {max(n_gpus, 1)}, got {n}.")
             config = config_from(values, data_key)
             if jobs.is_busy():  # a cheap refusal before the preflight loads anything
                 snap = jobs.snapshot()
@@ -483,10 +503,11 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             fits, text = check(config)
             if not fits:
                 return error_box(text)
-            run_id = jobs.start(config)
+            run_id = jobs.start(config, gpus=n) if n > 1 else jobs.start(config)
         except Exception as e:  # noqa: BLE001 - JobBusyError names the running job
             return error_box(user_message(e))
-        return ok_box(f"Started run {run_id}. {text}")
+        where = f" on {n} GPUs" if n > 1 else ""
+        return ok_box(f"Started run {run_id}{where}. {text}")
 
     def cancel_training() -> str:
         """Ask the running job to stop after its current step (refused in demo mode)."""
@@ -571,9 +592,8 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         lambda a: apply_preset("full", a), approach, preset_outputs, api_visibility="private"
     )
     preflight_btn.click(preflight, [*config_inputs, key_state], action_msg, api_name="preflight")
-    start_btn.click(
-        start_training, [*config_inputs, key_state], action_msg, api_name="start_training"
-    )
+    start_inputs = [*config_inputs, key_state] + ([gpus] if gpus is not None else [])
+    start_btn.click(start_training, start_inputs, action_msg, api_name="start_training")
     cancel_btn.click(cancel_training, None, action_msg, api_name="cancel_training")
     status_outputs = [status_json, status_html, log_box, wandb_md, curves, plot_key]
     timer.tick(
@@ -595,6 +615,8 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     )
     return {
         "controls": controls,
+        "gpus": gpus,
+        "start_training": start_training,
         "training_status": training_status,
         "status_outputs": status_outputs,
         "plot_key": plot_key,
