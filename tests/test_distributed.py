@@ -1,0 +1,371 @@
+"""Data-parallel training (noshow/distributed.py) on the CPU: real multi-process runs under
+`torchrun --standalone --nproc_per_node 2` on the gloo backend, with the tiny random Llama.
+
+- the step's all_reduce weighting: the gradient summed over 2 processes equals the 1-process
+  gradient of the same global batch (uneven shards, an empty shard, an OOM back-off on one
+  rank only), and a failure on one rank stops both;
+- scripts/train.py under torchrun: one run folder, completed, adapter saved once, metrics
+  once per step, the same LoRA weights on both ranks and as a 1-process run;
+- the app path: with a faked GPU count the Train tab shows a GPUs input and starts torchrun
+  through the JobManager; progress shows, and cancel stops both ranks at the same step.
+
+    .venv/bin/python -m pytest -q tests/test_distributed.py
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import torch.nn.functional as F
+
+REPO = Path(__file__).resolve().parents[1]
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+@pytest.fixture(autouse=True)
+def _isolated(monkeypatch, tmp_path):
+    monkeypatch.delenv("NOSHOW_DATA", raising=False)
+    monkeypatch.setenv("NOSHOW_LABELS_DB", str(tmp_path / "labels.sqlite"))
+    for name in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):  # this process is a single process
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture()
+def statements_csv(tmp_path) -> Path:
+    rng = np.random.default_rng(0)
+    ages = rng.integers(1, 90, 240)
+    rows = [
+        {
+            "Statement": f"A {a}-year-old patient booked {int(d)} days ahead.",
+            "NoShow": "Yes" if a < 30 else "No",
+        }
+        for a, d in zip(ages, rng.integers(0, 30, 240), strict=True)
+    ]
+    path = tmp_path / "statements.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+def run_torchrun(args: list[str], env_extra: dict[str, str], timeout: float = 150) -> str:
+    env = {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1", **env_extra}
+    proc = subprocess.run(
+        [*TORCHRUN, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output[-4000:]
+    return output
+
+
+# ----------------------------------------------------------------------------- the step's weighting
+
+# The pieces below are imported by the torchrun helper too (tests/ is on its path).
+ROWS = 9
+BATCH_UNEVEN = np.array([4, 0, 7, 2, 8, 1, 5])  # 4 rows on rank 0, 3 on rank 1
+BATCH_ONE_ROW = np.array([3])  # rank 1's shard is empty
+BATCH_FAILS = np.array([2, 6])  # row 6 lands on rank 1, which fails on it
+
+
+def make_linear_problem():
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    rng = np.random.default_rng(0)
+    from noshow.training import Encoded
+
+    x = (rng.normal(size=(ROWS, 3)) * 0.3).round(3).tolist()
+    return model, Encoded(x, rng.integers(0, 2, ROWS), np.arange(ROWS))
+
+
+def linear_loss(model, enc, part, device):
+    x = torch.tensor([enc.input_ids[i] for i in part], dtype=torch.float32)
+    return F.cross_entropy(model(x), torch.as_tensor(enc.labels[part])), len(part)
+
+
+class RecordingOptimizer:
+    """Stands in for AdamW: keeps the (clipped) gradient it is asked to apply."""
+
+    def __init__(self, params):
+        self.params = list(params)
+        self.seen: list[torch.Tensor] = []
+
+    def zero_grad(self, set_to_none=True):
+        for p in self.params:
+            p.grad = None
+
+    def step(self):
+        self.seen.append(torch.cat([p.grad.reshape(-1) for p in self.params]).clone())
+
+
+HELPER = """
+import sys
+from types import SimpleNamespace
+
+import torch
+
+sys.path.insert(0, {tests!r})
+import test_distributed as t
+from noshow.distributed import StepFlags, init_group
+from noshow.training import LoopState, _distributed_step
+
+group = init_group()
+model, enc = t.make_linear_problem()
+params = list(model.parameters())
+opt = t.RecordingOptimizer(params)
+ooms = []
+
+def loss_fn(m, e, part, device):
+    # rank 1 runs out of memory once on more than 2 rows, and fails on BATCH_FAILS
+    if group.rank == 1 and len(part) > 2 and not ooms:
+        ooms.append(len(part))
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+    if group.rank == 1 and 6 in part:
+        raise ValueError("boom on rank 1")
+    return t.linear_loss(m, e, part, device)
+
+session = SimpleNamespace(dist=group, stop_vote=lambda: False, warn=print, failure_shared=False,
+                          run_dir=__import__("pathlib").Path({out!r}))
+flags = StepFlags(group.device)
+state = LoopState(micro_batch=4)
+losses, error = [], None
+for idx in (t.BATCH_UNEVEN, t.BATCH_ONE_ROW, t.BATCH_FAILS):
+    try:
+        from noshow.training import _check_step_flags
+        _check_step_flags(session, flags)
+        losses.append(float(_distributed_step(
+            model, enc, idx, loss_fn, opt, state, torch.device("cpu"), session, params, flags)))
+        state.step += 1
+    except Exception as e:
+        error = f"{{type(e).__name__}}: {{e}}"
+        break
+else:
+    try:
+        _check_step_flags(session, flags)
+    except Exception as e:
+        error = f"{{type(e).__name__}}: {{e}}"
+torch.save({{"grads": opt.seen, "losses": losses, "error": error, "ooms": ooms,
+            "micro_batch": state.micro_batch, "shared": session.failure_shared}},
+           {out!r} + f"/rank{{group.rank}}.pt")
+group.finish(barrier=session.failure_shared)
+"""
+
+
+def test_gradient_summed_over_two_processes_equals_one_process_gradient(tmp_path):
+    from noshow.training import LoopState, _optimizer_step
+
+    out = tmp_path / "ranks"
+    out.mkdir()
+    helper = tmp_path / "helper.py"
+    helper.write_text(HELPER.format(tests=str(REPO / "tests"), out=str(out)))
+    run_torchrun([str(helper)], {})
+    ranks = [torch.load(out / f"rank{r}.pt", weights_only=False) for r in (0, 1)]
+
+    # one process, the whole global batch at once
+    model, enc = make_linear_problem()
+    opt = RecordingOptimizer(model.parameters())
+    session = SimpleNamespace(log=print)
+    single_losses = []
+    for idx in (BATCH_UNEVEN, BATCH_ONE_ROW):
+        state = LoopState(micro_batch=len(idx))
+        loss = _optimizer_step(
+            model, enc, idx, linear_loss, opt, state, torch.device("cpu"), session
+        )
+        single_losses.append(float(loss))
+    for g in opt.seen:
+        assert 0 < g.norm() < 0.9  # below the clipping norm, so a wrong scale would show
+
+    r0, r1 = ranks
+    # rank 1 alone halved its micro-batch (3 rows -> 2 + 1): the sum is the same
+    assert r1["ooms"] == [3] and r1["micro_batch"] == 2 and r0["micro_batch"] == 4
+    for step in range(2):
+        assert torch.equal(r0["grads"][step], r1["grads"][step])  # one all_reduce result
+        torch.testing.assert_close(r0["grads"][step], opt.seen[step], atol=1e-6, rtol=1e-5)
+    assert np.allclose(r0["losses"][:2], single_losses, atol=1e-6)
+    assert r0["losses"][:2] == r1["losses"]
+    # the third batch fails on rank 1 only; both stop, rank 0 with the count, not a hang
+    assert r1["error"] == "ValueError: boom on rank 1"
+    assert r0["error"].startswith("TrainingError: Training failed in 1 of 2 processes at step 3")
+    assert r0["shared"] and r1["shared"]
+
+
+# ----------------------------------------------------------------------------- scripts/train.py
+
+
+def cli_args(model_dir: Path, data: Path, out: Path, approach: str, steps: int) -> list[str]:
+    return [
+        "--approach",
+        approach,
+        "--model",
+        str(model_dir),
+        "--data",
+        str(data),
+        "--split",
+        "random",
+        "--max-train-rows",
+        "64",
+        "--max-eval-rows",
+        "32",
+        "--max-steps",
+        str(steps),
+        "--batch-size",
+        "16",
+        "--quantize",
+        "none",
+        "--lora-r",
+        "4",
+        "--lora-alpha",
+        "8",
+        "--lora-dropout",
+        "0",
+        "--lr",
+        "1e-3",
+        "--output-dir",
+        str(out),
+    ]
+
+
+def test_torchrun_two_processes_train_like_one_process(
+    tiny_model_dir, statements_csv, tmp_path, monkeypatch
+):
+    import importlib.util
+
+    from noshow import runs
+
+    spec = importlib.util.spec_from_file_location("noshow_train_cli", REPO / "scripts/train.py")
+    cli = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cli)
+
+    args = cli_args(tiny_model_dir, statements_csv, tmp_path / "runs", "classifier", 4)
+    t0 = time.time()
+    output = run_torchrun(
+        [str(REPO / "scripts" / "train.py"), *args],
+        {"NOSHOW_DEBUG_RANK_STATE": str(tmp_path / "ranks")},
+    )
+    elapsed = time.time() - t0
+    (run_dir,) = list((tmp_path / "runs").iterdir())  # exactly one run folder
+    assert runs.read_status(run_dir)["state"] == "completed", output[-3000:]
+    assert runs.adapter_dir(run_dir) is not None
+    assert not list(run_dir.glob("*.partial"))
+    log = (run_dir / "train.log").read_text()
+    assert log.count("adapter saved to") == 1  # saved once, by rank 0
+    assert output.count("ended: completed") == 1  # one summary, from rank 0
+    steps = runs.read_metrics(run_dir).dropna(subset=["loss"])["step"].tolist()
+    assert steps == [1, 2, 3, 4]  # one metrics line per step, not one per rank
+    preds = runs.read_predictions(run_dir)
+    assert len(preds) == 48 and preds["p_no_show"].between(0, 1).all()
+
+    r0, r1 = (torch.load(tmp_path / "ranks" / f"rank{r}.pt") for r in (0, 1))
+    assert r0["step"] == r1["step"] == 4
+    assert r0["trainable"].keys() == r1["trainable"].keys() and r0["trainable"]
+    assert all(torch.equal(r0["trainable"][k], r1["trainable"][k]) for k in r0["trainable"])
+
+    # the same run in one process lands on the same weights
+    from noshow.training import train
+
+    monkeypatch.setenv("NOSHOW_DEBUG_RANK_STATE", str(tmp_path / "single"))
+    config = cli.config_from_args(cli.parse_args([*args[:-1], str(tmp_path / "single-runs")]))
+    single = train(config)
+    assert single.state == "completed"
+    one = torch.load(tmp_path / "single" / "rank0.pt")
+    for k, v in one["trainable"].items():
+        torch.testing.assert_close(r0["trainable"][k], v, atol=1e-6, rtol=1e-5)
+    # scores gathered from both ranks' shards land on the right rows
+    single_preds = runs.read_predictions(single.run_dir)
+    np.testing.assert_allclose(preds["p_no_show"], single_preds["p_no_show"], atol=1e-5)
+    assert preds["record_id"].tolist() == single_preds["record_id"].tolist()
+    print(f"torchrun 2 processes, 4 steps, end to end: {elapsed:.1f}s")
+
+
+# ----------------------------------------------------------------------------- the app
+
+
+def _tab(ctx):
+    import gradio as gr
+
+    from noshow.ui.train_tab import build_train_tab
+
+    with gr.Blocks():
+        ctx.data_key = gr.State(None)
+        return build_train_tab(ctx)
+
+
+def test_gpu_control_is_hidden_without_several_gpus(tmp_path, monkeypatch):
+    import noshow.distributed
+    from noshow.jobs import JobManager
+    from noshow.ui.common import UIContext
+
+    assert noshow.distributed.visible_gpu_count() <= 1  # this CPU machine
+    ctx = UIContext(jobs=JobManager(runs_dir=tmp_path), store=None, runs_dir=tmp_path)
+    assert _tab(ctx)["gpus"] is None
+    monkeypatch.setattr(noshow.distributed, "visible_gpu_count", lambda: 1)
+    assert _tab(ctx)["gpus"] is None
+
+
+def test_app_starts_torchrun_on_fake_gpus_and_cancel_stops_both_ranks(
+    tiny_model_dir, statements_csv, tmp_path, monkeypatch
+):
+    import noshow.distributed
+    from noshow import runs
+    from noshow.jobs import JobManager
+    from noshow.ui.common import UIContext
+
+    monkeypatch.setattr(noshow.distributed, "visible_gpu_count", lambda: 2)
+    monkeypatch.setenv("NOSHOW_DEBUG_RANK_STATE", str(tmp_path / "ranks"))
+    runs_dir = tmp_path / "runs"
+    jobs = JobManager(runs_dir=runs_dir)
+    tab = _tab(UIContext(jobs=jobs, store=None, runs_dir=runs_dir))
+    assert tab["gpus"] is not None and tab["gpus"].maximum == 2
+    form = dict(
+        approach="generative",
+        model=str(tiny_model_dir),
+        data_source=str(statements_csv),
+        split="random",
+        max_train_rows=64,
+        max_eval_rows=32,
+        epochs=1,
+        max_steps=1000,
+        lr=1e-3,
+        batch_size=16,
+        lora_r=4,
+        eval_every=0,
+        quantize="none",
+        wandb=False,
+        use_clinician_labels=False,
+    )
+    assert "between 1 and 2" in tab["start_training"](**form, gpus=3)
+    message = tab["start_training"](**form, gpus=2)
+    assert "on 2 GPUs" in message, message
+
+    deadline = time.time() + 120
+    while time.time() < deadline and jobs.snapshot()["progress"].get("step", 0) < 2:
+        assert jobs.snapshot()["active"], jobs.snapshot()
+        time.sleep(0.1)
+    snap = jobs.snapshot()
+    assert snap["progress"]["phase"] == "training" and snap["progress"]["total_steps"] == 1000
+    assert snap["gpus"] == 2 and any("loss" in p for p in snap["history"])
+    assert jobs.cancel()
+    assert jobs.wait(90), "torchrun did not stop"
+    snap = jobs.snapshot()
+    assert snap["state"] == "cancelled", snap
+    run_dir = Path(snap["run_dir"])
+    assert [p.name for p in runs_dir.iterdir()] == [run_dir.name]
+    assert runs.read_status(run_dir)["state"] == "cancelled"
+    assert runs.adapter_dir(run_dir) is None
+    assert (run_dir / noshow.distributed.CANCEL_FILE).exists()
+    assert json.loads((run_dir / "config.json").read_text())["train"]["approach"] == "generative"
+    r0, r1 = (torch.load(tmp_path / "ranks" / f"rank{r}.pt") for r in (0, 1))
+    assert 2 <= r0["step"] == r1["step"] < 1000  # both ranks stopped, at the same step
+    assert all(torch.equal(r0["trainable"][k], r1["trainable"][k]) for k in r0["trainable"])
