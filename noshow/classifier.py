@@ -28,6 +28,7 @@ from noshow.training import (
     StopFn,
     TrainingSession,
     autocast_context,
+    eval_batch_tokens,
     eval_batches,
     evaluate_and_save,
     fit,
@@ -98,7 +99,7 @@ def classifier_loss(
 def score_inputs(model, enc: Encoded, device: torch.device, pad_id: int) -> np.ndarray:
     """P(no-show) per row; batches sorted by length, one host sync at the end."""
     out = torch.empty(len(enc), dtype=torch.float32, device=device)
-    for idx in eval_batches(enc.lengths):
+    for idx in eval_batches(enc.lengths, eval_batch_tokens(device)):
         ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], pad_id, device)
         logits = classifier_logits(model, ids, mask, pos, device)
         out[torch.as_tensor(idx, device=device)] = logits.softmax(-1)[:, 1]

@@ -30,6 +30,7 @@ from noshow.training import (
     StopFn,
     TrainingSession,
     autocast_context,
+    eval_batch_tokens,
     eval_batches,
     evaluate_and_save,
     fit,
@@ -185,7 +186,7 @@ def score_prompts(model, enc: Encoded, device: torch.device, layout: PromptLayou
     decoder, head = _decoder_and_head(model)
     lengths = enc.lengths
     out = torch.empty(len(enc), dtype=torch.float32, device=device)
-    for idx in eval_batches(lengths):
+    for idx in eval_batches(lengths, eval_batch_tokens(device)):
         ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], layout.pad_id, device)
         rows = torch.arange(ids.shape[0], device=device)
         with autocast_context(device):

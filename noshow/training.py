@@ -14,11 +14,13 @@ train -> save sequence that calls these pieces; `train(config)` picks one by
 from __future__ import annotations
 
 import contextlib
+import errno
 import gc
 import json
 import math
 import os
 import random
+import shutil
 import sys
 import time
 import traceback
@@ -38,6 +40,7 @@ StopFn = Callable[[], bool]
 
 # Rows scored per forward pass at evaluation time (no gradients, so much larger than training).
 EVAL_BATCH_TOKENS = 65_536
+CPU_EVAL_BATCH_TOKENS = 1_536
 # Mid-training validation uses at most this many rows so evaluation never dominates.
 MID_EVAL_MAX_ROWS = 4_000
 CHECKPOINT_EVERY_STEPS = 500
@@ -262,6 +265,12 @@ def length_grouped_batches(
     return batches
 
 
+def eval_batch_tokens(device: torch.device) -> int:
+    """Tokens per scoring batch: big on a GPU; on a CPU ~16 rows, which measured 1.6x faster
+    than one big batch (cache-sized activations)."""
+    return EVAL_BATCH_TOKENS if device.type == "cuda" else CPU_EVAL_BATCH_TOKENS
+
+
 def eval_batches(lengths: np.ndarray, max_tokens: int = EVAL_BATCH_TOKENS) -> Iterator[np.ndarray]:
     """Sorted by length, batches sized by a token budget: fast, deterministic scoring."""
     order = np.argsort(lengths, kind="stable")
@@ -457,12 +466,17 @@ class TrainingSession:
                 # the full traceback goes to the run folder, never to the UI
                 with contextlib.suppress(OSError):
                     (self.run_dir / "error.log").write_text(
-                        "".join(traceback.format_exception(exc_type, exc, tb))
+                        runs.redact_secrets("".join(traceback.format_exception(exc_type, exc, tb)))
                     )
             else:  # only rank 0 writes the run folder: the launcher's output keeps this one
                 print(f"[rank {self.dist.rank}] Failed: {self.error}", file=sys.stderr)
                 traceback.print_exception(exc_type, exc, tb, file=sys.stderr)
         free_accelerator_memory()
+        if self.is_writer and self.state != "completed":
+            # nothing half-written stays behind (it never looked finished, but it takes space)
+            shutil.rmtree(self.run_dir / runs.ADAPTER_STAGING_DIR, ignore_errors=True)
+            for partial in (self.run_dir / runs.CHECKPOINTS_DIR).glob(".step-*.partial"):
+                shutil.rmtree(partial, ignore_errors=True)
         if self.is_writer:
             runs.write_status(
                 self.run_dir,
@@ -493,7 +507,9 @@ class TrainingSession:
     def log(self, message: str) -> None:
         if not self.is_writer:
             return
-        line = f"[{time.strftime('%H:%M:%S')}] {message}"
+        from noshow.runs import redact_secrets
+
+        line = redact_secrets(f"[{time.strftime('%H:%M:%S')}] {message}")
         self.log_lines.append(line)
         with contextlib.suppress(OSError), open(self.run_dir / "train.log", "a") as f:
             f.write(line + "\n")
@@ -574,7 +590,7 @@ class TrainingSession:
                 project=os.environ.get("WANDB_PROJECT", "noshow"),
                 name=self.run_dir.name,
                 dir=str(self.run_dir),
-                config=self.config.to_dict(),
+                config=runs.redact_secrets(self.config.to_dict()),
                 mode=mode,
                 reinit="create_new",
             )
@@ -630,6 +646,12 @@ def describe_failure(exc: BaseException, config: RunConfig) -> str:
     from noshow.data import DataError
     from noshow.models import ModelError
 
+    if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
+        where = f" while writing {exc.filename}" if exc.filename else ""
+        return (
+            f"No space left on device{where}: the disk is full. Free some space, then start "
+            "the run again or continue it with scripts/train.py --resume <run folder>."
+        )
     if isinstance(exc, (TrainingError, ConfigError, DataError, ModelError)):
         return str(exc)  # already written for the user
     name = type(exc).__name__

@@ -81,6 +81,9 @@ def assert_run_left_consistent(run_dir: Path, state: str, error: str | None = No
     assert leftovers == [], leftovers  # temporary files are always removed
     for partial in (run_dir / runs.CHECKPOINTS_DIR).glob(".step-*.partial"):
         assert runs.find_checkpoint(run_dir) != partial  # never offered for resuming
+    if state in ("cancelled", "failed"):  # a run that ended by itself cleans up after itself
+        assert not (run_dir / runs.ADAPTER_STAGING_DIR).exists()
+        assert not list((run_dir / runs.CHECKPOINTS_DIR).glob(".step-*.partial"))
 
 
 # ----------------------------------------------------------------------------- configuration
