@@ -93,7 +93,8 @@ class LoraSettings:
         )
         _check(self.alpha > 0, f"LoRA alpha must be positive (try 2*r), got {self.alpha!r}.")
         _check(
-            0 <= self.dropout < 1, f"LoRA dropout must be in [0, 1) (try 0.05), got {self.dropout!r}."
+            0 <= self.dropout < 1,
+            f"LoRA dropout must be in [0, 1) (try 0.05), got {self.dropout!r}.",
         )
         if isinstance(self.target_modules, str):
             _check(
