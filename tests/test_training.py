@@ -447,3 +447,28 @@ def test_bundled_model_trains_a_few_steps_on_cpu_and_predicts(tmp_path, statemen
     assert result.state == "completed", result.error
     p = load_predictor(result.run_dir).predict_proba(["A 25-year-old man booked 40 days ahead."])
     assert 0.0 < p[0] < 1.0
+
+
+def test_clinician_labels_override_the_data_set_and_are_recorded_in_the_config(
+    tiny_model_dir, tmp_path, statements_csv
+):
+    """Two clinicians relabel three records; the run trains on their labels and its
+    config.json says how many it applied, how many changed, and a hash of them."""
+    from noshow.labels import LabelStore, default_label_db, labels_fingerprint
+
+    frame = pd.read_csv(statements_csv)
+    flipped = {rid: 0 if frame.loc[rid, "NoShow"] == "Yes" else 1 for rid in (0, 1, 2)}
+    with LabelStore(default_label_db()) as store:  # NOSHOW_LABELS_DB points into tmp_path
+        for rid, label in flipped.items():
+            for annotator in ("Dr A", "Dr B"):
+                store.submit(rid, label, annotator, statement=frame.loc[rid, "Statement"])
+    cfg = _config(tiny_model_dir, tmp_path, source=str(statements_csv), use_clinician_labels=True)
+    result = train(cfg)
+    assert result.state == "completed", result.error
+    used = json.loads((result.run_dir / "config.json").read_text())["labels_used"]
+    assert used["applied"] == 3 and used["changed"] == 3
+    assert used["hash"] == labels_fingerprint(flipped)["hash"]
+    assert (
+        "Clinician labels: 3 records labelled, 3 differ"
+        in (result.run_dir / "train.log").read_text()
+    )
