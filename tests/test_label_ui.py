@@ -152,6 +152,7 @@ def app(tmp_path_factory, adapters):
         jobs=JobManager(runs_dir=adapters.runs),
         store=store,
         runs_dir=adapters.runs,
+        shipped_dir=tmp_path_factory.mktemp("no-shipped"),  # only this test's tiny adapters
         data_source="synthetic",
     )
     port = free_port()
@@ -311,19 +312,25 @@ ANNOTATORS, LABELS_EACH = 20, 5
 
 
 def test_app_many_annotators_at_once_store_every_label_exactly_once(app):
-    barrier = threading.Barrier(ANNOTATORS)
-
-    def annotate(i: int) -> int:
+    # Sessions open one after another (a loaded 2-core machine can time out 20 handshakes at
+    # once); the label presses then race. The barrier has a timeout so a failed thread fails
+    # the test instead of leaving the others waiting forever.
+    sessions = []
+    for i in range(ANNOTATORS):
         name = f"Parallel {i:02d}"
         c = app.client()
-        out = start(c, name)
-        barrier.wait()
+        sessions.append((i, name, c, start(c, name)))
+    barrier = threading.Barrier(ANNOTATORS)
+
+    def annotate(session) -> int:
+        _, name, c, out = session
+        barrier.wait(timeout=300)
         for n in range(LABELS_EACH):
             out = press(c, "/label_submit", out, name, label="no_show" if n % 2 else "shows_up")
         return len(app.store.events(name))
 
     with ThreadPoolExecutor(ANNOTATORS) as pool:
-        counts = list(pool.map(annotate, range(ANNOTATORS)))
+        counts = list(pool.map(annotate, sessions))
     assert counts == [LABELS_EACH] * ANNOTATORS
     events = app.store.events()
     mine = events[events["annotator"].str.startswith("Parallel ")]
