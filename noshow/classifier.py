@@ -28,6 +28,7 @@ from noshow.training import (
     StopFn,
     TrainingSession,
     autocast_context,
+    class_weight_for,
     eval_batch_tokens,
     eval_batches,
     evaluate_and_save,
@@ -129,6 +130,29 @@ def prepare_classifier_model(base, tokenizer, config: RunConfig):
     return model, use_gradient_checkpointing(model, config)
 
 
+def bind_classifier(model, tokenizer, config: RunConfig, device: torch.device, class_weight=None):
+    """(encode(frame), loss_fn, score_fn) for this model, as the training loop and the
+    benchmarks call them."""
+    pad_id = tokenizer.pad_token_id
+
+    def encode(frame) -> Encoded:
+        return encode_inputs(
+            tokenizer,
+            frame["statement"].tolist(),
+            frame["no_show"].to_numpy(),
+            frame["record_id"].to_numpy(),
+            max_length=config.train.max_length,
+        )
+
+    def loss_fn(m, enc, idx, dev):
+        return classifier_loss(m, enc, idx, dev, pad_id, class_weight)
+
+    def score_fn(enc):
+        return score_inputs(model, enc, device, pad_id)
+
+    return encode, loss_fn, score_fn
+
+
 def train_classifier(
     config: RunConfig,
     *,
@@ -147,40 +171,17 @@ def train_classifier(
         session.check_stop()
         session.emit(phase="loading", message=f"Loading {config.train.model} on {device}")
         model, tokenizer, checkpointing = setup_classifier(config, device)
-        pad_id = tokenizer.pad_token_id
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         session.log(
             f"Model {config.train.model} on {device}, quantize {config.train.quantize}, "
             f"{trainable:,} trainable parameters, gradient checkpointing {'on' if checkpointing else 'off'}"
         )
         session.check_stop()
-        ml = config.train.max_length
-
-        def encode(frame):
-            return encode_inputs(
-                tokenizer,
-                frame["statement"].tolist(),
-                frame["no_show"].to_numpy(),
-                frame["record_id"].to_numpy(),
-                max_length=ml,
-            )
-
-        train_enc, val_enc, test_enc = (
-            encode(splits.train),
-            encode(splits.validation),
-            encode(splits.test),
-        )
-        weight = None
-        if config.train.class_weighting:
-            pos = float(train_enc.labels.mean())
-            weight = (1 - pos) / max(pos, 1e-6)
+        weight = class_weight_for(splits.train, config)
+        encode, loss_fn, score_fn = bind_classifier(model, tokenizer, config, device, weight)
+        train_enc, val_enc = encode(splits.train), encode(splits.validation)
+        test_enc = encode(splits.test)
         mid_val = subset_encoded(val_enc, MID_EVAL_MAX_ROWS, config.data.seed)
-
-        def loss_fn(m, enc, idx, dev):
-            return classifier_loss(m, enc, idx, dev, pad_id, weight)
-
-        def score_fn(enc):
-            return score_inputs(model, enc, device, pad_id)
 
         loop = fit(session, model, train_enc, loss_fn, score_fn, mid_val, device)
         model.eval()

@@ -30,6 +30,7 @@ from noshow.training import (
     StopFn,
     TrainingSession,
     autocast_context,
+    class_weight_for,
     eval_batch_tokens,
     eval_batches,
     evaluate_and_save,
@@ -219,6 +220,31 @@ def prepare_generative_model(base, tokenizer, config: RunConfig):
     return model, use_gradient_checkpointing(model, config)
 
 
+def bind_generative(model, tokenizer, config: RunConfig, device: torch.device, class_weight=None):
+    """(encode(frame, with_answer), loss_fn, score_fn) for this model, as the training loop
+    and the benchmarks call them."""
+    layout = build_prompt_layout(tokenizer)
+
+    def encode(frame, with_answer: bool) -> Encoded:
+        return encode_prompts(
+            tokenizer,
+            layout,
+            frame["statement"].tolist(),
+            frame["no_show"].to_numpy(),
+            frame["record_id"].to_numpy(),
+            with_answer=with_answer,
+            max_length=config.train.max_length,
+        )
+
+    def loss_fn(m, enc, idx, dev):
+        return generative_loss(m, enc, idx, dev, layout, class_weight)
+
+    def score_fn(enc):
+        return score_prompts(model, enc, device, layout)
+
+    return encode, loss_fn, score_fn
+
+
 def train_generative(
     config: RunConfig,
     *,
@@ -237,40 +263,18 @@ def train_generative(
         session.check_stop()
         session.emit(phase="loading", message=f"Loading {config.train.model} on {device}")
         model, tokenizer, checkpointing = setup_generative(config, device)
-        layout = build_prompt_layout(tokenizer)
         trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
         session.log(
             f"Model {config.train.model} on {device}, quantize {config.train.quantize}, "
             f"{trainable:,} trainable parameters, gradient checkpointing {'on' if checkpointing else 'off'}"
         )
         session.check_stop()
-        ml = config.train.max_length
-
-        def encode(frame, with_answer):
-            return encode_prompts(
-                tokenizer,
-                layout,
-                frame["statement"].tolist(),
-                frame["no_show"].to_numpy(),
-                frame["record_id"].to_numpy(),
-                with_answer=with_answer,
-                max_length=ml,
-            )
-
+        weight = class_weight_for(splits.train, config)
+        encode, loss_fn, score_fn = bind_generative(model, tokenizer, config, device, weight)
         train_enc = encode(splits.train, True)
         val_enc = encode(splits.validation, False)
         test_enc = encode(splits.test, False)
-        weight = None
-        if config.train.class_weighting:
-            pos = float(train_enc.labels.mean())
-            weight = (1 - pos) / max(pos, 1e-6)
         mid_val = subset_encoded(val_enc, MID_EVAL_MAX_ROWS, config.data.seed)
-
-        def loss_fn(m, enc, idx, dev):
-            return generative_loss(m, enc, idx, dev, layout, weight)
-
-        def score_fn(enc):
-            return score_prompts(model, enc, device, layout)
 
         loop = fit(session, model, train_enc, loss_fn, score_fn, mid_val, device)
         model.eval()

@@ -850,6 +850,18 @@ def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -
     return state
 
 
+def _accumulate(model, encoded, rows, batch_rows, loss_fn, state, device) -> torch.Tensor:
+    """Backward over `rows` in micro-batches, each row's loss weighted by 1/batch_rows (the
+    whole step's batch), so the gradients add up to the batch mean; returns that loss."""
+    total = torch.zeros((), device=device)
+    for start in range(0, len(rows), state.micro_batch):
+        part = rows[start : start + state.micro_batch]
+        loss, n = loss_fn(model, encoded, part, device)
+        (loss * (n / batch_rows)).backward()
+        total += loss.detach() * (n / batch_rows)
+    return total
+
+
 def _optimizer_step(
     model, encoded, idx, loss_fn, optimizer, state, device, session
 ) -> torch.Tensor:
@@ -857,12 +869,7 @@ def _optimizer_step(
     while True:
         try:
             optimizer.zero_grad(set_to_none=True)
-            total = torch.zeros((), device=device)
-            for start in range(0, len(idx), state.micro_batch):
-                part = idx[start : start + state.micro_batch]
-                loss, n = loss_fn(model, encoded, part, device)
-                (loss * (n / len(idx))).backward()
-                total += loss.detach() * (n / len(idx))
+            total = _accumulate(model, encoded, idx, len(idx), loss_fn, state, device)
             torch.nn.utils.clip_grad_norm_(
                 (p for p in model.parameters() if p.requires_grad), max_norm=1.0
             )
@@ -896,12 +903,7 @@ def _distributed_step(
     while True:
         try:
             optimizer.zero_grad(set_to_none=True)
-            total = torch.zeros((), device=device)
-            for start in range(0, len(mine), state.micro_batch):
-                part = mine[start : start + state.micro_batch]
-                loss, n = loss_fn(model, encoded, part, device)
-                (loss * (n / len(idx))).backward()
-                total += loss.detach() * (n / len(idx))
+            total = _accumulate(model, encoded, mine, len(idx), loss_fn, state, device)
             break
         except Exception as e:
             optimizer.zero_grad(set_to_none=True)
@@ -1167,6 +1169,14 @@ def write_adapter_metadata(folder: Path, **meta: Any) -> None:
 
     meta = {"template_version": TEMPLATE_VERSION, "created_at": _now_iso(), **meta}
     (folder / "noshow.json").write_text(json.dumps(meta, indent=2))
+
+
+def class_weight_for(train: pd.DataFrame, config: RunConfig) -> float | None:
+    """Weight of the no-show class (negatives / positives) when class weighting is on."""
+    if not config.train.class_weighting:
+        return None
+    pos = float(train["no_show"].mean())
+    return (1 - pos) / max(pos, 1e-6)
 
 
 def set_seed(seed: int) -> None:

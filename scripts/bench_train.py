@@ -448,57 +448,15 @@ def run_fast(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[st
 
 def _fast_path_functions(approach, model, tokenizer, rows: BenchRows, config, device):
     """Encodings, loss and scoring of the approach module, bound as its train_* binds them."""
-    ml = config.train.max_length
-    train, test = rows.train, rows.test
     if approach == "generative":
-        from noshow.generative import (
-            build_prompt_layout,
-            encode_prompts,
-            generative_loss,
-            score_prompts,
-        )
+        from noshow.generative import bind_generative
 
-        layout = build_prompt_layout(tokenizer)
+        encode, loss_fn, score_fn = bind_generative(model, tokenizer, config, device)
+        return encode(rows.train, True), encode(rows.test, False), loss_fn, score_fn
+    from noshow.classifier import bind_classifier
 
-        def encode(frame, with_answer):
-            return encode_prompts(
-                tokenizer,
-                layout,
-                frame["statement"].tolist(),
-                frame["no_show"].to_numpy(),
-                frame["record_id"].to_numpy(),
-                with_answer=with_answer,
-                max_length=ml,
-            )
-
-        def loss_fn(m, enc, idx, dev):
-            return generative_loss(m, enc, idx, dev, layout, None)
-
-        def score_fn(enc):
-            return score_prompts(model, enc, device, layout)
-
-        return encode(train, True), encode(test, False), loss_fn, score_fn
-
-    from noshow.classifier import classifier_loss, encode_inputs, score_inputs
-
-    pad_id = tokenizer.pad_token_id
-
-    def encode_c(frame):
-        return encode_inputs(
-            tokenizer,
-            frame["statement"].tolist(),
-            frame["no_show"].to_numpy(),
-            frame["record_id"].to_numpy(),
-            max_length=ml,
-        )
-
-    def loss_c(m, enc, idx, dev):
-        return classifier_loss(m, enc, idx, dev, pad_id, None)
-
-    def score_c(enc):
-        return score_inputs(model, enc, device, pad_id)
-
-    return encode_c(train), encode_c(test), loss_c, score_c
+    encode, loss_fn, score_fn = bind_classifier(model, tokenizer, config, device)
+    return encode(rows.train), encode(rows.test), loss_fn, score_fn
 
 
 # ----------------------------------------------------------------------------- main
