@@ -97,10 +97,13 @@ def classifier_loss(
 
 
 @torch.inference_mode()
-def score_inputs(model, enc: Encoded, device: torch.device, pad_id: int) -> np.ndarray:
-    """P(no-show) per row; batches sorted by length, one host sync at the end."""
+def score_inputs(
+    model, enc: Encoded, device: torch.device, pad_id: int, *, single_rows: bool = False
+) -> np.ndarray:
+    """P(no-show) per row; batches sorted by length (`single_rows`: one row each, see
+    `eval_batches`), one host sync at the end."""
     out = torch.empty(len(enc), dtype=torch.float32, device=device)
-    for idx in eval_batches(enc.lengths, eval_batch_tokens(device)):
+    for idx in eval_batches(enc.lengths, eval_batch_tokens(device), single_rows=single_rows):
         ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], pad_id, device)
         logits = classifier_logits(model, ids, mask, pos, device)
         out[torch.as_tensor(idx, device=device)] = logits.softmax(-1)[:, 1]

@@ -217,7 +217,8 @@ def score_ci_check(
 
     frame, info = sample or load_ci_rows(data_path, rows, seed)
     t0 = time.time()
-    predictor = load_predictor(adapter_dir, device="cpu")
+    # fp32 weights: the card's figure must not depend on whether the CPU has native bf16.
+    predictor = load_predictor(adapter_dir, device="cpu", cpu_weights="float32")
     load_s = time.time() - t0
     statements = frame["statement"].tolist()
     t0 = time.time()

@@ -1,8 +1,11 @@
 """One interface for both adapters: `load_predictor(path).predict_proba(statements)` gives
 P(no-show) per statement, whether the adapter is generative or a classifier head.
 
-On the CPU the LoRA weights are merged into the base (no adapter overhead per layer); on
-CUDA the base is loaded 4-bit (or bf16) and the adapter kept separate, as trained.
+On the CPU the LoRA weights are merged into the base (no adapter overhead per layer) and,
+where the CPU has native bf16, the decoder's linear layers hold bf16 weights with fp32
+activations (`noshow.cpu_weights`: about half the time, |dP| ~0.01; `NOSHOW_CPU_WEIGHTS=
+float32` for exact fp32). On CUDA the base is loaded 4-bit (or bf16) and the adapter kept
+separate, as trained.
 
     from noshow.predict import load_predictor
     p = load_predictor("runs/<run_id>")          # or an adapter folder
@@ -82,6 +85,8 @@ class AdapterPredictor:
     device: torch.device
     max_length: int = DEFAULT_MAX_LENGTH
     layout: object = None
+    weights: str = ""  # what scores: "float32, merged", "bf16 linears (fp32 activations)", ...
+    single_rows: bool = False  # batches never mix lengths: batched == single with bf16 weights
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def predict_proba(self, statements: list[str]) -> list[float]:
@@ -93,7 +98,21 @@ class AdapterPredictor:
         with self._lock:
             return self._score(statements).tolist()
 
-    def _score(self, statements: list[str]) -> np.ndarray:
+    def predict_with_answer(self, statement: str) -> tuple[float, str | None]:
+        """P(no-show) for one statement and, for a generative adapter, its own answer text,
+        read from the same forward pass: the greedy first token is the answer when it is
+        "Yes" or "No" (what training teaches); anything else is generated out in full."""
+        statement = clean_statement(statement)
+        if self.approach != "generative":
+            return self.predict_proba([statement])[0], None
+        with self._lock:
+            probs, tokens = self._score([statement], greedy=True)
+        token = int(tokens[0])
+        if token in (self.layout.no_id, self.layout.yes_id):
+            return float(probs[0]), self.tokenizer.decode([token]).strip()
+        return float(probs[0]), self.generate(statement)
+
+    def _score(self, statements: list[str], greedy: bool = False):
         labels = np.zeros(len(statements), dtype=np.int64)
         ids = np.arange(len(statements))
         if self.approach == "generative":
@@ -108,13 +127,20 @@ class AdapterPredictor:
                 with_answer=False,
                 max_length=self.max_length,
             )
-            return score_prompts(self.model, enc, self.device, self.layout)
+            return score_prompts(
+                self.model,
+                enc,
+                self.device,
+                self.layout,
+                greedy=greedy,
+                single_rows=self.single_rows,
+            )
         from noshow.classifier import encode_inputs, score_inputs
 
         enc = encode_inputs(self.tokenizer, statements, labels, ids, max_length=self.max_length)
         pad = self.tokenizer.pad_token_id
         enc.input_ids = [x if x else [pad] for x in enc.input_ids]
-        return score_inputs(self.model, enc, self.device, pad)
+        return score_inputs(self.model, enc, self.device, pad, single_rows=self.single_rows)
 
     @torch.inference_mode()
     def generate(self, statement: str, max_new_tokens: int = 4) -> str | None:
@@ -143,10 +169,14 @@ def load_predictor(
     device: str | torch.device | None = None,
     expected_approach: str | None = None,
     merge: bool | None = None,
+    cpu_weights: str | None = None,
 ) -> AdapterPredictor:
-    """Load base + adapter for scoring. `expected_approach` refuses the wrong kind clearly."""
+    """Load base + adapter for scoring. `expected_approach` refuses the wrong kind clearly;
+    `cpu_weights` (auto/float32/bfloat16, default from NOSHOW_CPU_WEIGHTS) applies to a
+    merged model on the CPU."""
     from peft import PeftModel
 
+    from noshow.cpu_weights import bf16_linears, cpu_weights_choice
     from noshow.models import ModelError, load_base
 
     adapter_dir = resolve_adapter_dir(path)
@@ -170,9 +200,19 @@ def load_predictor(
     if approach == "classifier":
         base.config.pad_token_id = tokenizer.pad_token_id
     model = PeftModel.from_pretrained(base, str(adapter_dir))
-    if merge if merge is not None else quantize == "none":
+    merged = merge if merge is not None else quantize == "none"
+    if merged:
         model = model.merge_and_unload()  # plain weights: no LoRA branch per layer at inference
     model.eval()
+    weights = "4-bit NF4" if quantize == "4bit" else str(next(model.parameters()).dtype)[6:]
+    weights += ", merged" if merged else ", adapter separate"
+    try:
+        cpu_bf16 = cpu_weights_choice(cpu_weights) == "bfloat16"
+    except ValueError as e:
+        raise PredictError(str(e)) from e
+    if merged and dev.type == "cpu" and cpu_bf16:
+        bf16_linears(model.get_decoder())  # weight-bound: half the bytes, AMX matmuls
+        weights = "bf16 linears (fp32 activations), merged"
     layout = None
     if approach == "generative":
         from noshow.generative import build_prompt_layout
@@ -190,6 +230,8 @@ def load_predictor(
         device=dev,
         max_length=int(meta.get("max_length", DEFAULT_MAX_LENGTH)),
         layout=layout,
+        weights=weights,
+        single_rows="bf16 linears" in weights,
     )
 
 

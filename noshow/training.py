@@ -271,9 +271,17 @@ def eval_batch_tokens(device: torch.device) -> int:
     return EVAL_BATCH_TOKENS if device.type == "cuda" else CPU_EVAL_BATCH_TOKENS
 
 
-def eval_batches(lengths: np.ndarray, max_tokens: int = EVAL_BATCH_TOKENS) -> Iterator[np.ndarray]:
-    """Sorted by length, batches sized by a token budget: fast, deterministic scoring."""
+def eval_batches(
+    lengths: np.ndarray, max_tokens: int = EVAL_BATCH_TOKENS, *, single_rows: bool = False
+) -> Iterator[np.ndarray]:
+    """Sorted by length, batches sized by a token budget: fast, deterministic scoring.
+    `single_rows`: one row per batch, so a row scores bit-for-bit as when scored alone; bf16
+    CPU weights need it (their matmul kernels round differently for different row counts,
+    which moved P by up to 0.006 between a batch and a single call)."""
     order = np.argsort(lengths, kind="stable")
+    if single_rows:
+        yield from (order[i : i + 1] for i in range(len(order)))
+        return
     start = 0
     while start < len(order):
         longest = int(lengths[order[min(len(order) - 1, start)]])

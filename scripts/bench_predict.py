@@ -4,14 +4,17 @@ latency on the CPU, in one run, through the same `noshow.predict` interface the 
 - GPU batch: `load_predictor(adapter, device="cuda")` (the base as trained, 4-bit or bf16,
   adapter kept separate), then one `predict_proba(statements)` call over `--rows` test
   statements, tokenization included; statements/s after a warm-up call.
-- CPU latency: `load_predictor(adapter, device="cpu")` (LoRA merged into the base, fp32),
-  then `--repeats` calls of `predict_proba([one statement])` after warm-up; p50/p95 in ms.
-  The same predictor cast to bf16 is timed on the same statements, and the largest change
-  in P(no-show) against fp32 is shown, so the CPU default can be chosen by data.
+- CPU latency: `load_predictor(adapter, device="cpu")` (LoRA merged into the base) in exact
+  fp32 and in the app's default CPU weights (bf16 linear layers, fp32 activations, where the
+  CPU has native bf16; see noshow/cpu_weights.py), `--repeats` calls of one statement each
+  after warm-up, the two timed in alternation so machine noise hits both alike; p50/p95/min
+  in ms and the largest change in P(no-show) against fp32.
+- Compare: both adapters in the app's default weights, one statement each, as the Compare
+  tab scores it (`predict_with_answer`: P and the generative answer text in one pass).
   torch's thread count is left at its default unless --threads is given.
 
     python scripts/bench_predict.py                      # shipped adapters, else newest runs
-    python scripts/bench_predict.py --generative runs/<id> --classifier runs/<id> --device cpu
+    python scripts/bench_predict.py --device cpu         # CPU latency and Compare only
     python scripts/bench_predict.py --smoke --no-write   # two tiny adapters, CPU OK
 
 Prints one table and appends it to BENCHMARKS.md with the machine, versions and command.
@@ -67,6 +70,7 @@ PREDICT_COLUMNS = (
     "statements/s",
     "p50 ms",
     "p95 ms",
+    "min ms",
     "max dP vs fp32",
 )
 
@@ -163,86 +167,112 @@ def measure_batch(predictor, statements: list[str]) -> dict[str, Any]:
     return {"statements": len(statements), "statements_per_s": len(statements) / max(seconds, 1e-9)}
 
 
-def measure_latency(predictor, statements: list[str], repeats: int) -> dict[str, Any]:
+def measure_latencies(predictors: list, statements: list[str], repeats: int) -> list[dict]:
+    """Single-statement calls, the predictors taking turns on each statement (the order
+    alternating), so noise from other work on the machine lands on all of them alike."""
     for s in statements[-WARMUP_CALLS:]:  # not the timed ones, so no cache can flatter them
-        predictor.predict_proba([s])
-    times_ms: list[float] = []
-    probs: list[float] = []
+        for predictor in predictors:
+            predictor.predict_proba([s])
+    times: list[list[float]] = [[] for _ in predictors]
+    probs: list[list[float]] = [[] for _ in predictors]
     for i in range(repeats):
-        s = statements[i]
-        t0 = time.perf_counter()
-        p = predictor.predict_proba([s])
-        times_ms.append((time.perf_counter() - t0) * 1000)
-        probs.append(p[0])
-    times_ms.sort()
+        order = range(len(predictors)) if i % 2 == 0 else reversed(range(len(predictors)))
+        for k in order:
+            t0 = time.perf_counter()
+            p = predictors[k].predict_proba([statements[i]])
+            times[k].append((time.perf_counter() - t0) * 1000)
+            probs[k].append(p[0])
+    return [latency_stats(t) | {"probs": pr} for t, pr in zip(times, probs, strict=True)]
+
+
+def latency_stats(times_ms: list[float]) -> dict[str, Any]:
+    times_ms = sorted(times_ms)
     return {
-        "statements": repeats,
-        "statements_per_s": repeats / (sum(times_ms) / 1000),
+        "statements": len(times_ms),
+        "statements_per_s": len(times_ms) / (sum(times_ms) / 1000),
         "p50_ms": statistics.median(times_ms),
         "p95_ms": times_ms[min(len(times_ms) - 1, int(round(0.95 * (len(times_ms) - 1))))],
-        "probs": probs,
+        "min_ms": times_ms[0],
     }
 
 
+def measure_compare(generative, classifier, statements: list[str], repeats: int) -> dict:
+    """One Compare's scoring: the generative P and answer text, then the classifier's P."""
+    for s in statements[-WARMUP_CALLS:]:
+        generative.predict_with_answer(s)
+        classifier.predict_with_answer(s)
+    times: list[float] = []
+    for s in statements[:repeats]:
+        t0 = time.perf_counter()
+        generative.predict_with_answer(s)
+        classifier.predict_with_answer(s)
+        times.append((time.perf_counter() - t0) * 1000)
+    return latency_stats(times)
+
+
 def weights_label(predictor) -> str:
-    """What the scored weights are: 4-bit or a float dtype, LoRA merged or kept separate."""
+    """What the scored weights are: 4-bit, bf16 linears or a float dtype; merged or not."""
+    if getattr(predictor, "weights", ""):
+        return predictor.weights
     model = predictor.model
-    quantized = any(type(m).__name__ == "Linear4bit" for m in model.modules())
     dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    kind = "4-bit NF4" if quantized else str(dtype).replace("torch.", "")
-    return f"{kind}, {'adapter separate' if hasattr(model, 'peft_config') else 'merged'}"
+    return f"{str(dtype).replace('torch.', '')}, {'adapter separate' if hasattr(model, 'peft_config') else 'merged'}"
 
 
-def bench_adapter(
-    name: str, path: Path, approach: str, args, statements: list[str], gpu_ok: bool
-) -> list[dict[str, Any]]:
-    """Table rows for one adapter: GPU batch (or CPU batch in --smoke without a GPU), then
-    CPU single-statement latency in fp32 and in bf16 on the same statements."""
-    import torch
-
+def bench_batch(name: str, path: Path, approach: str, args, statements: list[str], gpu_ok: bool):
+    """The batch-throughput row (on the GPU; on the CPU only in --smoke without one)."""
     from noshow.predict import PredictError, load_predictor
 
-    rows: list[dict[str, Any]] = []
-    predictor = None
-    if args.device in ("cuda", "both"):
-        device = "cuda" if gpu_ok else "cpu"
-        say(f"{name}: batch scoring of {args.rows} statements on {device} ...")
-        try:
-            predictor = load_predictor(path, device=device, expected_approach=approach)
-        except PredictError as e:
-            raise BenchError(str(e)) from e
-        stats = measure_batch(predictor, statements[: args.rows])
-        rows.append(
-            {"mode": "batch", "device": device, "weights": weights_label(predictor), **stats}
+    device = "cuda" if gpu_ok else "cpu"
+    say(f"{name}: batch scoring of {args.rows} statements on {device} ...")
+    try:
+        predictor = load_predictor(path, device=device, expected_approach=approach)
+    except PredictError as e:
+        raise BenchError(str(e)) from e
+    stats = measure_batch(predictor, statements[: args.rows])
+    weights = weights_label(predictor)
+    del predictor
+    _free()
+    return {"mode": "batch", "device": device, "weights": weights, **stats}
+
+
+def load_cpu_pair(path: Path, approach: str) -> tuple[Any, Any | None]:
+    """(exact fp32, the app's default CPU weights) predictors; the second is None where the
+    default is fp32 too (no native bf16 on this CPU)."""
+    from noshow.cpu_weights import cpu_weights_choice
+    from noshow.predict import PredictError, load_predictor
+
+    try:
+        exact = load_predictor(
+            path, device="cpu", expected_approach=approach, cpu_weights="float32"
         )
-        if device != "cpu":
-            predictor = None
-            _free()
-    if args.device in ("cpu", "both"):
-        say(f"{name}: single-statement latency on the CPU, {args.repeats} calls per dtype ...")
-        if predictor is None:  # (a CPU batch predictor, --smoke without a GPU, is this one)
-            try:
-                predictor = load_predictor(
-                    path, device="cpu", expected_approach=approach, merge=True
-                )
-            except PredictError as e:
-                raise BenchError(str(e)) from e
-        fp32 = measure_latency(predictor, statements, args.repeats)
-        fp32["max_dp"] = 0.0
-        rows.append(
-            {"mode": "single", "device": "cpu", "weights": weights_label(predictor), **fp32}
-        )
-        predictor.model.to(torch.bfloat16)
-        bf16 = measure_latency(predictor, statements, args.repeats)
-        bf16["max_dp"] = max(abs(a - b) for a, b in zip(fp32["probs"], bf16["probs"], strict=True))
-        rows.append(
-            {"mode": "single", "device": "cpu", "weights": weights_label(predictor), **bf16}
-        )
-        del predictor
-        _free()
-    for r in rows:
-        r.update(adapter=name, approach=approach)
-    return rows
+        if cpu_weights_choice() == "float32":
+            return exact, None
+        return exact, load_predictor(path, device="cpu", expected_approach=approach)
+    except PredictError as e:
+        raise BenchError(str(e)) from e
+
+
+def bench_cpu(name: str, path: Path, approach: str, args, statements: list[str]):
+    """Single-statement latency rows (fp32, then the default) and the default predictor."""
+    say(f"{name}: single-statement latency on the CPU, {args.repeats} calls per weights ...")
+    exact, default = load_cpu_pair(path, approach)
+    predictors = [exact] if default is None else [exact, default]
+    stats = measure_latencies(predictors, statements, args.repeats)
+    rows = []
+    for predictor, st in zip(predictors, stats, strict=True):
+        st["max_dp"] = max(abs(a - b) for a, b in zip(stats[0]["probs"], st["probs"], strict=True))
+        rows.append({"mode": "single", "device": "cpu", "weights": weights_label(predictor), **st})
+    return rows, predictors[-1]
+
+
+def failure_row(name: str, approach: str, e: Exception) -> dict[str, Any]:
+    if isinstance(e, BenchError):
+        say(str(e))
+    else:
+        traceback.print_exc()
+    first_line = (str(e).splitlines() or [""])[0][:80].replace("|", "/")
+    return {"adapter": name, "approach": approach, "error": f"{type(e).__name__}: {first_line}"}
 
 
 def _free() -> None:
@@ -272,6 +302,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             format_value(r["statements_per_s"]),
             format_value(r.get("p50_ms"), 1),
             format_value(r.get("p95_ms"), 1),
+            format_value(r.get("min_ms"), 1),
             format_value(r.get("max_dp"), 4),
         ]
         for r in results
@@ -372,24 +403,37 @@ def main(argv: list[str] | None = None) -> int:
             n = max(args.rows, args.repeats + WARMUP_CALLS)
             statements = load_statements(args.data, n, args.seed)
             results: list[dict[str, Any]] = []
+            served: dict[str, Any] = {}  # the app's default CPU predictor per approach
             for approach in APPROACHES:
                 path = paths[approach]
                 name = path.name if path.name != "adapter" else path.parent.name
                 try:
-                    results += bench_adapter(name, path, approach, args, statements, gpu_ok)
+                    rows = []
+                    if args.device in ("cuda", "both"):
+                        rows.append(bench_batch(name, path, approach, args, statements, gpu_ok))
+                    if args.device in ("cpu", "both"):
+                        cpu_rows, served[approach] = bench_cpu(
+                            name, path, approach, args, statements
+                        )
+                        rows += cpu_rows
+                    results += [r | {"adapter": name, "approach": approach} for r in rows]
                 except Exception as e:  # the other adapter's figures are still worth having
-                    if isinstance(e, BenchError):
-                        say(str(e))
-                    else:
-                        traceback.print_exc()
-                    first_line = (str(e).splitlines() or [""])[0][:80].replace("|", "/")
-                    results.append(
-                        {
-                            "adapter": name,
-                            "approach": approach,
-                            "error": f"{type(e).__name__}: {first_line}",
-                        }
-                    )
+                    results.append(failure_row(name, approach, e))
+            if len(served) == len(APPROACHES):
+                say(f"Compare: both adapters, {args.repeats} statements ...")
+                stats = measure_compare(
+                    served["generative"], served["classifier"], statements, args.repeats
+                )
+                results.append(
+                    {
+                        "adapter": "both",
+                        "approach": "compare",
+                        "mode": "single",
+                        "device": "cpu",
+                        "weights": weights_label(served["classifier"]),
+                        **stats,
+                    }
+                )
     except BenchError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

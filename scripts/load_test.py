@@ -5,6 +5,7 @@ this machine for D seconds; prints a Markdown table (requests, errors, latency, 
     python scripts/load_test.py --users 3 --duration 5   # a quick smoke run
     python scripts/load_test.py --adapters shipped       # the adapters in adapters/
     python scripts/load_test.py --url http://127.0.0.1:7860/ --auth user:password
+    python scripts/load_test.py --users 1 --duration 60 --while-training   # issue 5's goal
 
 Without --url it starts `python app.py` as a public demo (NOSHOW_DEMO=1, as on a Space) on a
 free port, with a runs folder holding two adapters: `--adapters tiny` trains a generative and
@@ -20,6 +21,12 @@ adapters return a finite P(no-show) in [0, 1]. Latency is the client's wall time
 whole call (queueing included); "scoring" is the app's own figure for running both models.
 The app's resident memory (with its child processes) is sampled every 0.2 s. The first
 request, which loads both adapters, is made before the clock starts and reported apart.
+`--while-training` starts the app with training allowed (no demo mode) and, before the
+clock starts, a training job through its /start_training endpoint (classifier head on the
+bundled SmolLM2-135M, synthetic data, the "quick CPU demo" settings with steps enough to
+outlast the window), so the Compare figures are those of an app whose background thread
+trains on the same cores; the report gives the steps the job made during the window, and
+the job is cancelled at the end. Run it once without the flag for the idle figures.
 Exit status 1 when any request failed.
 """
 
@@ -66,6 +73,7 @@ class Report:
     rss_peak_mb: float | None = None
     adapters: str = ""
     url: str = ""
+    training: str = ""  # while-training: the job and the steps it made in the window
 
     @property
     def errors(self) -> list[Sample]:
@@ -134,14 +142,17 @@ def shipped_adapters() -> dict[str, str]:
     return found
 
 
-def start_app(runs_dir: Path, workdir: Path) -> tuple[subprocess.Popen, str, Path]:
-    """`python app.py` as a public demo on a free port; returns (process, url, log path)."""
+def start_app(
+    runs_dir: Path, workdir: Path, demo: bool = True
+) -> tuple[subprocess.Popen, str, Path]:
+    """`python app.py` on a free port, as a public demo unless `demo` is False (training
+    allowed); returns (process, url, log path)."""
     import httpx
 
     port = free_port()
     env = {
         **os.environ,
-        "NOSHOW_DEMO": "1",
+        "NOSHOW_DEMO": "1" if demo else "0",
         "NOSHOW_HOST": "127.0.0.1",
         "NOSHOW_LABELS_DB": str(workdir / "labels.sqlite"),
         "NOSHOW_DATA": os.environ.get("NOSHOW_DATA", "synthetic"),
@@ -214,6 +225,61 @@ class MemorySampler(threading.Thread):
     def stop(self) -> None:
         self._done.set()
         self.join(5)
+
+
+# ----------------------------------------------------------------------------- a training job
+
+TRAIN_STEPS = 100_000  # more than any window lasts: the job is cancelled at the end
+
+
+def training_job_settings() -> dict[str, Any]:
+    """/start_training's arguments: the Train tab's quick CPU preset, classifier head on the
+    bundled model, synthetic data, steps enough to outlast the window."""
+    from noshow.ui.train_tab import QUICK_CPU, SOURCE_SYNTHETIC
+
+    return {
+        **{k: QUICK_CPU[k] for k in ("model", "quantize", "max_train_rows", "max_eval_rows")},
+        **{k: QUICK_CPU[k] for k in ("epochs", "lr", "batch_size", "eval_every")},
+        "approach": "classifier",
+        "data_source": SOURCE_SYNTHETIC,
+        "split": "time",
+        "max_steps": TRAIN_STEPS,
+        "lora_r": 8,
+        "wandb": False,
+        "use_clinician_labels": False,
+    }
+
+
+def training_snapshot(client: Any) -> dict[str, Any]:
+    return client.predict(api_name="/training_status")[0]
+
+
+def start_training_job(client: Any, timeout: float = 600.0) -> dict[str, Any]:
+    """Start the job and wait until it has made a step (the model is loaded and training)."""
+    message = client.predict(**training_job_settings(), api_name="/start_training")
+    if "Started run" not in str(message):
+        sys.exit(f"The app refused the training job: {message}")
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        snap = training_snapshot(client)
+        if snap.get("state") not in ("queued", "running"):
+            sys.exit(f"The training job ended before the window: {snap.get('state')}")
+        if (snap.get("progress") or {}).get("step"):
+            return snap
+        time.sleep(1.0)
+    sys.exit(f"The training job made no step within {timeout:.0f} s.")
+
+
+def training_line(before: dict[str, Any], after: dict[str, Any], seconds: float) -> str:
+    steps = int((after.get("progress") or {}).get("step") or 0) - int(
+        (before.get("progress") or {}).get("step") or 0
+    )
+    return (
+        f"run {before.get('run_id')} (classifier head, bundled SmolLM2-135M, batch "
+        f"{training_job_settings()['batch_size']}, in the app's background thread): "
+        f"{steps} steps during the {seconds:.0f} s window, state at the end "
+        f"{after.get('state')}"
+    )
 
 
 # ----------------------------------------------------------------------------- the users
@@ -324,12 +390,14 @@ def markdown(report: Report, command: str) -> str:
     n = len(report.samples)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
-        f"## Load test: Compare, {report.users} users x {report.duration_s:.0f} s",
+        f"## Load test: Compare, {report.users} users x {report.duration_s:.0f} s"
+        + (" while a job trains" if report.training else ""),
         "",
         f"- date: {when}",
         f"- machine: {machine_line()}",
         f"- app: {report.url} (Gradio {gradio.__version__}); adapters: {report.adapters}",
         f"- command: `{command}`",
+        *([f"- while training: {report.training}"] if report.training else []),
         f"- first request (loads both adapters, before the clock): "
         f"{fmt(report.first_request_s)} ms",
         "",
@@ -372,9 +440,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auth", default=None, help="user:password for an app with NOSHOW_AUTH")
     p.add_argument("--generative", default=None, help="adapter path (default: the app's first)")
     p.add_argument("--classifier", default=None, help="adapter path (default: the app's first)")
+    p.add_argument(
+        "--while-training",
+        action="store_true",
+        help="start a training job in the app first and measure Compare while it trains",
+    )
     args = p.parse_args(argv)
     if args.users < 1 or args.duration <= 0:
         p.error("--users must be at least 1 and --duration positive")
+    if args.while_training and args.url:
+        p.error("--while-training starts its own app; leave out --url")
     return args
 
 
@@ -416,8 +491,9 @@ def main(argv: list[str] | None = None) -> int:
                     if base == "tiny"
                     else "bundled SmolLM2-135M-Instruct + LoRA r4 (2 steps), one per approach"
                 )
-            print("Starting python app.py (NOSHOW_DEMO=1)...", file=sys.stderr)
-            proc, url, _ = start_app(runs_dir, workdir)
+            demo = not args.while_training
+            print(f"Starting python app.py (NOSHOW_DEMO={int(demo)})...", file=sys.stderr)
+            proc, url, _ = start_app(runs_dir, workdir, demo=demo)
             sampler = MemorySampler(proc.pid)
         report.url = url
         if not (gen and clf):
@@ -442,8 +518,17 @@ def main(argv: list[str] | None = None) -> int:
         if sampler is not None:
             sampler.start_mb = sampler.peak_mb = sampler._rss_mb()
             sampler.start()
+        watcher = before = None
+        if args.while_training:
+            print("Starting a training job in the app...", file=sys.stderr)
+            watcher = Client(url, auth=auth, verbose=False)
+            before = start_training_job(watcher)
         print(f"{args.users} users x {args.duration:.0f} s against {url}...", file=sys.stderr)
         report.samples = run_users(url, gen, clf, args.users, args.duration, auth)
+        if watcher is not None:
+            report.training = training_line(before, training_snapshot(watcher), args.duration)
+            watcher.predict(api_name="/cancel_training")
+            watcher.close()
         if sampler is not None:
             sampler.stop()
             report.rss_start_mb, report.rss_peak_mb = sampler.start_mb, sampler.peak_mb

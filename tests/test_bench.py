@@ -71,23 +71,26 @@ def test_bench_train_smoke_prints_one_row_per_approach_and_recipe(bundled_model_
         assert 0.0 <= float(r[8]) <= 1.0  # a test ROC-AUC was computed
 
 
-def test_bench_predict_smoke_prints_batch_and_both_cpu_dtypes_per_adapter(bundled_model_dir):
+def test_bench_predict_smoke_prints_batch_cpu_weights_and_compare(bundled_model_dir):
+    from noshow.cpu_weights import native_bf16
+
     done = _run_script("bench_predict.py", "--smoke", "--no-write")
     assert done.returncode == 0, done.stderr[-3000:]
     header, rows = _table(done.stdout)
-    for column in ("statements/s", "p50 ms", "p95 ms"):
+    for column in ("statements/s", "p50 ms", "p95 ms", "min ms", "max dP vs fp32"):
         assert column in header
-    modes = [(r[1], r[2], r[4].split(",")[0]) for r in rows]
-    assert modes == [
-        ("generative", "batch", "float32"),
-        ("generative", "single", "float32"),
-        ("generative", "single", "bfloat16"),
-        ("classifier", "batch", "float32"),
-        ("classifier", "single", "float32"),
-        ("classifier", "single", "bfloat16"),
-    ]
+    modes = [(r[1], r[2], r[4].split(" ")[0].rstrip(",")) for r in rows]
+    # fp32 always; the app's default bf16 linears only where this CPU has native bf16
+    cpu = [("single", "float32")] + ([("single", "bf16")] if native_bf16() else [])
+    expected = []
+    for approach in ("generative", "classifier"):
+        expected += [(approach, "batch", modes[len(expected)][2])]
+        expected += [(approach, mode, weights) for mode, weights in cpu]
+    expected.append(("compare", "single", expected[-1][2]))
+    assert modes == expected
     singles = [r for r in rows if r[2] == "single"]
-    assert all(float(r[7]) > 0 and float(r[8]) >= float(r[7]) for r in singles)  # p95 >= p50
+    assert all(float(r[7]) > 0 and float(r[8]) >= float(r[7]) >= float(r[9]) for r in singles)
+    assert rows[-1][0] == "both" and float(rows[-1][5].replace(",", "")) == 10
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")

@@ -140,8 +140,8 @@ class FakePredictor:
     def predict_proba(self, statements):
         return [self.p] * len(statements)
 
-    def generate(self, statement):
-        return "<b>Yes</b>"
+    def predict_with_answer(self, statement):
+        return self.p, ("<b>Yes</b>" if self.approach == "generative" else None)
 
 
 def fake_loader(ps: dict[str, tuple[float, float]]):

@@ -247,7 +247,7 @@ def score_slot(
 ) -> dict[str, Any]:
     """P(no-show), label at the adapter's threshold, latency and (generative) the answer text.
 
-    Keys: approach, name, p, threshold, label, latency_ms, generated, generate_ms, error.
+    Keys: approach, name, p, threshold, label, latency_ms, generated, weights, error.
     """
     out: dict[str, Any] = {"approach": approach, "name": None, "p": None, "error": None}
     predictor, error = load_slot(path, approach, loader)
@@ -256,13 +256,11 @@ def score_slot(
         return out
     try:
         start = time.perf_counter()
-        p = float(predictor.predict_proba([statement])[0])
+        if hasattr(predictor, "predict_with_answer"):  # P and the answer text in one pass
+            p, generated = predictor.predict_with_answer(statement)
+        else:
+            p, generated = float(predictor.predict_proba([statement])[0]), None
         out["latency_ms"] = (time.perf_counter() - start) * 1000
-        generated = None
-        if approach == GENERATIVE and hasattr(predictor, "generate"):
-            start = time.perf_counter()
-            generated = predictor.generate(statement)
-            out["generate_ms"] = (time.perf_counter() - start) * 1000
     except Exception as e:  # noqa: BLE001 - a scoring failure stays inside its slot
         from noshow.ui.common import user_message
 
@@ -274,7 +272,8 @@ def score_slot(
         p=p,
         threshold=threshold,
         label=int(p >= threshold),
-        generated=generated,
+        generated=generated if approach == GENERATIVE else None,
+        weights=getattr(predictor, "weights", None),
     )
     return out
 
@@ -481,12 +480,12 @@ def _card(slot: Mapping[str, Any] | None, title: str) -> str:
             0, f'<div style="color:#57606a;font-size:0.9em;">{esc(str(slot["name"]))}</div>'
         )
     if slot.get("latency_ms") is not None:
-        lines.append(f"<div>Latency: {slot['latency_ms']:.0f} ms</div>")
+        weights = f" ({esc(str(slot['weights']))})" if slot.get("weights") else ""
+        lines.append(f"<div>Latency: {slot['latency_ms']:.0f} ms{weights}</div>")
     if slot.get("approach") == GENERATIVE:
         said = slot.get("generated")
         shown = esc(said) if said else "<i>(nothing)</i>"
-        extra = f" ({slot['generate_ms']:.0f} ms)" if slot.get("generate_ms") is not None else ""
-        lines.append(f"<div>Generated answer: <code>{shown}</code>{extra}</div>")
+        lines.append(f"<div>Generated answer: <code>{shown}</code></div>")
     return f'<div class="noshow-card" {box}>{head}{"".join(lines)}</div>'
 
 
@@ -521,7 +520,16 @@ def compare_summary(result: Mapping[str, Any]) -> dict[str, Any]:
             continue
         out[key] = {
             k: slot.get(k)
-            for k in ("name", "p", "threshold", "label", "latency_ms", "generated", "error")
+            for k in (
+                "name",
+                "p",
+                "threshold",
+                "label",
+                "latency_ms",
+                "generated",
+                "weights",
+                "error",
+            )
             if k in slot
         }
     return out

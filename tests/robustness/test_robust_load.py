@@ -8,7 +8,9 @@
 from __future__ import annotations
 
 import importlib.util
+import shutil
 import sys
+from pathlib import Path
 
 import pytest
 from robust_helpers import REPO, launch_app
@@ -40,6 +42,27 @@ def test_three_users_for_five_seconds_get_every_answer(load_test, adapters, caps
     requests, errors = int(cells[2].replace(",", "")), int(cells[3])
     assert errors == 0 and requests >= 3, out
     assert "## Load test: Compare, 3 users x 5 s" in out
+
+
+def test_compare_answers_while_the_app_trains_a_job(load_test, adapters, capsys, tmp_path):
+    """--while-training: a real `python app.py`, a training job on the bundled model in its
+    background thread, one user's Compares answered throughout, the job still running at
+    the end of the window and cancelled after it."""
+    runs = tmp_path / "runs"  # the job's run folder lands here, not in the shared fixture
+    shutil.copytree(adapters.runs, runs)
+    gen, clf = (runs / Path(p).name for p in (adapters.generative, adapters.classifier))
+    code = load_test.main(
+        ["--users", "1", "--duration", "6", "--while-training", "--runs-dir", str(runs)]
+        + ["--generative", str(gen), "--classifier", str(clf)]
+    )
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "## Load test: Compare, 1 users x 6 s while a job trains" in out
+    line = next(x for x in out.splitlines() if x.startswith("- while training: run "))
+    assert "state at the end running" in line, line
+    row = next(x for x in out.splitlines() if x.startswith("| 1 | 6 |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert int(cells[3]) == 0 and int(cells[2].replace(",", "")) >= 1, out
 
 
 def test_report_counts_errors_and_percentiles(load_test):
