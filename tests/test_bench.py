@@ -93,6 +93,22 @@ def test_bench_predict_smoke_prints_batch_cpu_weights_and_compare(bundled_model_
     assert rows[-1][0] == "both" and float(rows[-1][5].replace(",", "")) == 10
 
 
+def test_bench_cpu_weights_scores_every_variant_against_fp32(adapters):
+    done = _run_script(
+        "bench_cpu_weights.py",
+        *("--rows", "12", "--data", "synthetic"),
+        *("--generative", adapters.generative, "--classifier", adapters.classifier),
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    header, rows = _table(done.stdout)
+    assert "max dP vs fp32" in header
+    weights = [r[1].split(" ")[0] for r in rows]
+    assert weights == ["float32", "bf16", "whole", "int8"] * 2
+    for r in rows:
+        assert r[2] == "12" and 0.0 <= float(r[4]) <= 1.0
+    assert float(rows[0][4]) == 0.0 and float(rows[4][4]) == 0.0  # fp32 against itself
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")
 def test_bench_train_without_gpu_explains_instead_of_crashing():
     done = _run_script("bench_train.py", "--no-write")
