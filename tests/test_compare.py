@@ -169,6 +169,17 @@ def test_compare_html_escapes_model_text_and_shows_both_probabilities():
     assert "0.250" in html and "0.750" in html
 
 
+def test_card_says_briefly_which_weights_scored_and_how_long_it_took():
+    loader = fake_loader({"generative": (0.25, 0.5), "classifier": (0.75, 0.5)})
+    result = cv.compare_statement("A statement.", "g", "c", loader=loader)
+    result["generative"]["weights"] = "bf16 linears (fp32 activations), merged"
+    result["classifier"]["weights"] = "4-bit NF4, adapter separate"
+    html = cv.render_compare_html(result)
+    assert "(bf16 linears weights)" in html and "(4-bit NF4 weights)" in html
+    assert html.count("Latency: ") == 2
+    assert cv.compare_summary(result)["generative"]["weights"].startswith("bf16 linears")
+
+
 def test_missing_adapter_folder_is_a_message_in_its_slot(tmp_path):
     result = cv.compare_statement("A statement.", str(tmp_path / "nope"), "")
     assert "Adapter folder not found" in result["generative"]["error"]

@@ -480,7 +480,9 @@ def _card(slot: Mapping[str, Any] | None, title: str) -> str:
             0, f'<div style="color:#57606a;font-size:0.9em;">{esc(str(slot["name"]))}</div>'
         )
     if slot.get("latency_ms") is not None:
-        weights = f" ({esc(str(slot['weights']))})" if slot.get("weights") else ""
+        # "bf16 linears (fp32 activations), merged" -> "bf16 linears": the kind, briefly
+        short = str(slot.get("weights") or "").split(",")[0].split(" (")[0]
+        weights = f" ({esc(short)} weights)" if short else ""
         lines.append(f"<div>Latency: {slot['latency_ms']:.0f} ms{weights}</div>")
     if slot.get("approach") == GENERATIVE:
         said = slot.get("generated")
