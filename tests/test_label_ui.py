@@ -69,6 +69,31 @@ def test_disagreement_order_puts_the_largest_gap_first_with_its_reason(store):
     assert reasons[101] == "generative P=0.90 vs classifier P=0.10"
 
 
+def test_ranking_scores_in_chunks_and_reports_progress_over_both_adapters(store):
+    frame = frame_of(60)
+    calls: list[int] = []
+
+    class Fake:
+        def __init__(self, p):
+            self.p = p
+
+        def predict_proba(self, texts):
+            calls.append(len(texts))
+            return [self.p] * len(texts)
+
+    reports: list[tuple[float, str]] = []
+    scores = lv.scorers_with_progress(
+        {"generative": Fake(0.2), "classifier": Fake(0.7)}, lambda f, t: reports.append((f, t))
+    )
+    queue, _ = lv.build_queue(frame, lv.ORDER_DISAGREE, "Ana", store, scores=scores, size=5)
+    assert len(queue) == 5
+    assert calls == [25, 25, 10] * 2  # chunks of SCORE_CHUNK per adapter
+    fractions = [f for f, _ in reports]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0 and 0 < fractions[0] < 0.5
+    assert reports[0][1] == "Scoring 60 statements with the generative adapter (25/60)"
+    assert reports[-1][1].startswith("Scoring 60 statements with the classifier adapter (60/60)")
+
+
 def test_contradiction_order_ranks_confident_models_against_the_label(store):
     frame = frame_of(4)  # labels 0, 1, 0, 1
     p = dict(zip(frame["statement"], [0.95, 0.9, 0.2, 0.05], strict=True))

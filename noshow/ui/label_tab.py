@@ -259,7 +259,16 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     def restore_name(saved: Any):
         return saved if isinstance(saved, str) and saved.strip() else gr.skip()
 
-    def start(name, queue_order, use, gen_path, clf_path, state, key):
+    def start(
+        name,
+        queue_order,
+        use,
+        gen_path,
+        clf_path,
+        state,
+        key,
+        progress=gr.Progress(),  # noqa: B008 - how Gradio injects a progress bar
+    ):
         try:
             from noshow.labels import normalize_annotator
 
@@ -268,7 +277,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             entry = ctx.get_data(key)
             needs_models = queue_order != lv.ORDER_RANDOM
             found = scorers(True, gen_path, clf_path) if needs_models else {}
-            fns = {a: p.predict_proba for a, p in found.items()}
+            fns = lv.scorers_with_progress(found, lambda f, text: progress(f, desc=text))
             queue, reasons = lv.build_queue(entry.frame, queue_order, who, s, scores=fns)
             new = lv.new_session(who, queue_order, queue, reasons)
             statuses = s.status_for(who, queue)

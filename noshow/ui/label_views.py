@@ -96,6 +96,35 @@ def rank_contradiction(p: Sequence[float], labels: Sequence[int]) -> np.ndarray:
     return np.argsort(-contradiction_score(p, labels), kind="stable")
 
 
+SCORE_CHUNK = 25  # statements per progress update while ranking a queue
+
+
+def scorers_with_progress(
+    predictors: Mapping[str, Any], report: Callable[[float, str], None]
+) -> dict[str, Scorer]:
+    """`predict_proba` of each adapter, scoring in chunks and calling `report(fraction,
+    text)` after each, the fraction over all adapters: ranking a queue scores up to
+    POOL_ROWS statements per adapter, which takes a minute or more on a CPU."""
+    names = list(predictors)
+
+    def make(k: int, name: str) -> Scorer:
+        def score(statements: list[str]) -> list[float]:
+            out: list[float] = []
+            for start in range(0, len(statements), SCORE_CHUNK):
+                out += predictors[name].predict_proba(statements[start : start + SCORE_CHUNK])
+                done = k * len(statements) + len(out)
+                report(
+                    done / (len(names) * max(len(statements), 1)),
+                    f"Scoring {len(statements)} statements with the {name} adapter "
+                    f"({len(out)}/{len(statements)})",
+                )
+            return out
+
+        return score
+
+    return {name: make(k, name) for k, name in enumerate(names)}
+
+
 def build_queue(
     frame: pd.DataFrame,
     order: str,
