@@ -88,6 +88,11 @@ def app(tmp_path_factory, adapters, tiny_model_dir):
 
 @pytest.fixture()
 def page(browser, app, request):
+    from playwright.sync_api import expect
+
+    # expect() has its own 5 s default, apart from the page's: a loaded 2-core CI run can
+    # take longer between a click and its result (a cancelled job's state took > 5 s once).
+    expect.set_options(timeout=WAIT_MS)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
@@ -165,11 +170,7 @@ def test_browser_train_starts_a_quick_job_and_cancels_it(page, app):
     shot(page, "3-train-running")
     page.get_by_role("button", name="Cancel", exact=True).click()
     status = page.locator(".noshow-msg-info, .noshow-msg-ok, .noshow-msg-error")
-    # The page learns of the end on its next status tick; on a loaded 2-core CI run that
-    # tick can queue behind other work for more than the default 5 s.
-    expect(status.filter(has_text=re.compile(r"Run \S+: cancelled"))).to_have_count(
-        1, timeout=60_000
-    )
+    expect(status.filter(has_text=re.compile(r"Run \S+: cancelled"))).to_have_count(1)
     snap = app.jobs.snapshot()
     assert snap["state"] == "cancelled"
     assert snap["config"]["train"]["model"] == app.model
@@ -276,6 +277,7 @@ def fresh_app(tmp_path_factory, adapters):
 def test_browser_fresh_app_compares_an_example_with_the_shipped_adapters(browser, fresh_app):
     from playwright.sync_api import expect
 
+    expect.set_options(timeout=WAIT_MS)
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
     page = context.new_page()
     page.set_default_timeout(WAIT_MS)
