@@ -86,7 +86,7 @@ class AdapterPredictor:
     max_length: int = DEFAULT_MAX_LENGTH
     layout: object = None
     weights: str = ""  # what scores: "float32, merged", "bf16 linears (fp32 activations)", ...
-    single_rows: bool = False  # batches never mix lengths: batched == single with bf16 weights
+    single_rows: bool = False  # one statement per forward (bf16 weights): batch == single
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def predict_proba(self, statements: list[str]) -> list[float]:
@@ -210,7 +210,8 @@ def load_predictor(
         cpu_bf16 = cpu_weights_choice(cpu_weights) == "bfloat16"
     except ValueError as e:
         raise PredictError(str(e)) from e
-    if merged and dev.type == "cpu" and cpu_bf16:
+    bf16 = merged and dev.type == "cpu" and cpu_bf16
+    if bf16:
         bf16_linears(model.get_decoder())  # weight-bound: half the bytes, AMX matmuls
         weights = "bf16 linears (fp32 activations), merged"
     layout = None
@@ -231,7 +232,7 @@ def load_predictor(
         max_length=int(meta.get("max_length", DEFAULT_MAX_LENGTH)),
         layout=layout,
         weights=weights,
-        single_rows="bf16 linears" in weights,
+        single_rows=bf16,
     )
 
 
