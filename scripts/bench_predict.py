@@ -266,6 +266,42 @@ def bench_cpu(name: str, path: Path, approach: str, args, statements: list[str])
     return rows, predictors[-1]
 
 
+PROFILE_CALLS = 4
+
+
+def op_kind(name: str) -> str:
+    if name in ("aten::mm", "aten::addmm", "aten::bmm"):
+        return "matmuls"
+    if "scaled_dot_product" in name:
+        return "attention"
+    if name in ("aten::copy_", "aten::_to_copy", "aten::to"):
+        return "dtype casts"
+    return "other ops"
+
+
+def profile_line(name: str, predictor, statements: list[str]) -> str:
+    """Share of CPU time by kind of op over a few Compare-style calls (after warm-up)."""
+    from torch.profiler import profile
+
+    for s in statements[:PROFILE_CALLS]:
+        predictor.predict_with_answer(s)
+    with profile() as prof:
+        for s in statements[:PROFILE_CALLS]:
+            predictor.predict_with_answer(s)
+    shares: dict[str, float] = {}
+    for event in prof.key_averages():
+        kind = op_kind(event.key)
+        shares[kind] = shares.get(kind, 0.0) + event.self_cpu_time_total
+    total = sum(shares.values()) or 1.0
+    parts = ", ".join(
+        f"{kind} {100 * t / total:.0f}%" for kind, t in sorted(shares.items(), key=lambda x: -x[1])
+    )
+    per_call = total / PROFILE_CALLS / 1000
+    return (
+        f"- profile, {name} ({predictor.weights}): {per_call:.1f} ms of op time per call; {parts}"
+    )
+
+
 def failure_row(name: str, approach: str, e: Exception) -> dict[str, Any]:
     if isinstance(e, BenchError):
         say(str(e))
@@ -342,6 +378,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         default=None,
         help="CPU threads for torch (default: torch's own choice); e.g. 2 to mimic a 2-core machine",
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="also print where one CPU call's time goes (torch.profiler, by kind of op)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -439,6 +480,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     table = format_table(PREDICT_COLUMNS, table_rows(results))
+    if args.profile and served:
+        table += "\n\n" + "\n".join(
+            profile_line(approach, predictor, statements) for approach, predictor in served.items()
+        )
     print(table)
     if not args.no_write:
         machine_device = torch.device("cuda" if gpu_ok and args.device != "cpu" else "cpu")

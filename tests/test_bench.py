@@ -74,9 +74,15 @@ def test_bench_train_smoke_prints_one_row_per_approach_and_recipe(bundled_model_
 def test_bench_predict_smoke_prints_batch_cpu_weights_and_compare(bundled_model_dir):
     from noshow.cpu_weights import native_bf16
 
-    done = _run_script("bench_predict.py", "--smoke", "--no-write")
+    done = _run_script("bench_predict.py", "--smoke", "--no-write", "--profile")
     assert done.returncode == 0, done.stderr[-3000:]
     header, rows = _table(done.stdout)
+    profiles = [ln for ln in done.stdout.splitlines() if ln.startswith("- profile, ")]
+    assert [ln.split(",")[1].split(" (")[0].strip() for ln in profiles] == [
+        "generative",
+        "classifier",
+    ]
+    assert all("matmuls" in ln and "% " not in ln.split(";")[0] for ln in profiles)
     for column in ("statements/s", "p50 ms", "p95 ms", "min ms", "max dP vs fp32"):
         assert column in header
     modes = [(r[1], r[2], r[4].split(" ")[0].rstrip(",")) for r in rows]

@@ -42,6 +42,8 @@ def test_three_users_for_five_seconds_get_every_answer(load_test, adapters, caps
     requests, errors = int(cells[2].replace(",", "")), int(cells[3])
     assert errors == 0 and requests >= 3, out
     assert "## Load test: Compare, 3 users x 5 s" in out
+    trip = next(x for x in out.splitlines() if x.startswith("- Gradio round trip (p50 of 20"))
+    assert float(trip.rsplit(":", 1)[1].replace("ms", "").replace(",", "")) > 0, trip
 
 
 def test_compare_answers_while_the_app_trains_a_job(load_test, adapters, capsys, tmp_path):
