@@ -1,0 +1,158 @@
+"""The app's training path on a real GPU: the JobManager's background thread trains a 4-bit
+QLoRA job on the bundled model, reports progress, cancels within one step and gives the GPU
+memory back; the preflight's estimate covers the measured peak; the finished adapter scores
+on the GPU as trained (4-bit base, adapter separate).
+
+Skipped without CUDA (CI has none); run on a GPU machine with
+
+    .venv/bin/python -m pytest -q -s tests/test_gpu.py
+
+Uses the real data file when present, else the bundled synthetic data.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import pytest
+
+from conftest import REAL_DATA
+
+pytestmark = pytest.mark.gpu
+
+# Memory the CUDA caching allocator may keep for cuBLAS workspaces and the like once a job
+# has ended; a leaked 4-bit SmolLM2 (~90 MB of weights) or its optimizer would exceed it.
+LEAK_TOLERANCE_BYTES = 48 * 2**20
+
+
+def gpu_config(max_steps: int, approach: str = "classifier"):
+    from noshow.config import DataConfig, RunConfig, TrainConfig
+
+    source = str(REAL_DATA) if REAL_DATA.exists() else None
+    return RunConfig(
+        data=DataConfig(source=source, max_train_rows=4000, max_eval_rows=400),
+        train=TrainConfig(
+            approach=approach,
+            quantize="4bit",
+            max_steps=max_steps,
+            batch_size=32,
+            lr=5e-4,
+        ),
+    )
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def finished_gpu_job(tmp_path_factory):
+    """One 4-bit classifier job run to completion by the app's JobManager."""
+    import torch
+
+    from noshow.jobs import JobManager
+    from noshow.training import estimate_resources
+
+    runs = tmp_path_factory.mktemp("gpu-runs")
+    config = gpu_config(max_steps=40)
+    estimate = estimate_resources(config, n_train_rows=4000)
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    torch.cuda.reset_peak_memory_stats()
+    jobs = JobManager(runs_dir=runs)
+    job_id = jobs.start(config)
+    assert jobs.wait(600), "the 40-step GPU job did not finish in 10 minutes"
+    snap = jobs.snapshot()
+    peak = torch.cuda.max_memory_allocated()
+    after = torch.cuda.memory_allocated()
+    print(
+        f"\n[gpu] {torch.cuda.get_device_name(0)}: job {job_id} {snap['state']} in "
+        f"{snap['elapsed_s']:.1f} s; peak {peak / 1e9:.2f} GB vs preflight estimate "
+        f"{estimate['gpu_mem_gb']} GB; allocated after {(after - baseline) / 2**20:.1f} MiB "
+        "above the start"
+    )
+    return {
+        "jobs": jobs,
+        "snap": snap,
+        "estimate": estimate,
+        "peak": peak,
+        "baseline": baseline,
+        "after": after,
+        "runs": runs,
+    }
+
+
+def test_gpu_job_trains_4bit_in_the_background_with_progress(finished_gpu_job):
+    snap = finished_gpu_job["snap"]
+    assert snap["state"] == "completed", snap["error"]
+    assert snap["progress"]["step"] == 40
+    steps = [p["step"] for p in snap["history"] if p.get("step")]
+    assert steps == sorted(steps) and len(set(steps)) >= 10  # live progress, step by step
+    run_dir = finished_gpu_job["runs"] / snap["run_id"]
+    log = (run_dir / "train.log").read_text()
+    assert "on cuda" in log and "quantize 4bit" in log
+    report = json.loads((run_dir / "eval.json").read_text())
+    auc = report["model"]["roc_auc"]
+    assert math.isfinite(auc) and 0.0 <= auc <= 1.0
+    assert (run_dir / "adapter" / "adapter_config.json").exists()
+
+
+def test_gpu_memory_goes_back_after_a_finished_job(finished_gpu_job):
+    grown = finished_gpu_job["after"] - finished_gpu_job["baseline"]
+    assert grown <= LEAK_TOLERANCE_BYTES, f"{grown / 2**20:.0f} MiB still allocated"
+
+
+def test_preflight_estimate_covers_the_measured_peak(finished_gpu_job):
+    estimate = finished_gpu_job["estimate"]
+    assert estimate["device"] != "CPU" and estimate["quantize"] == "4bit"
+    assert estimate["fits"] is True
+    assert finished_gpu_job["peak"] / 1e9 <= estimate["gpu_mem_gb"]
+
+
+def test_gpu_cancel_stops_within_one_step_frees_memory_and_refuses_a_second_start(tmp_path):
+    import torch
+
+    from noshow.jobs import JobBusyError, JobManager
+
+    torch.cuda.synchronize()
+    baseline = torch.cuda.memory_allocated()
+    jobs = JobManager(runs_dir=tmp_path)
+    job_id = jobs.start(gpu_config(max_steps=5000))
+    wait_for(lambda: jobs.snapshot()["progress"].get("step", 0) >= 5, 300, "step 5")
+    with pytest.raises(JobBusyError, match=job_id):
+        jobs.start(gpu_config(max_steps=10))
+    step_at_cancel = jobs.snapshot()["progress"]["step"]
+    assert jobs.cancel(job_id) is True
+    assert jobs.wait(120)
+    snap = jobs.snapshot()
+    assert snap["state"] == "cancelled"
+    assert snap["progress"]["step"] <= step_at_cancel + 1
+    assert not (tmp_path / job_id / "adapter").exists()  # no half-written adapter
+    torch.cuda.synchronize()
+    grown = torch.cuda.memory_allocated() - baseline
+    print(
+        f"\n[gpu] cancelled at step {snap['progress']['step']} (asked at {step_at_cancel}); "
+        f"{grown / 2**20:.1f} MiB above the start afterwards"
+    )
+    assert grown <= LEAK_TOLERANCE_BYTES
+
+
+def test_gpu_predictor_scores_the_4bit_adapter_batch_like_single(finished_gpu_job):
+    from noshow.examples import EXAMPLES
+    from noshow.predict import load_predictor
+
+    run_dir = finished_gpu_job["runs"] / finished_gpu_job["snap"]["run_id"]
+    predictor = load_predictor(run_dir, device="cuda")
+    assert predictor.weights == "4-bit NF4, adapter separate"
+    statements = [e.statement for e in EXAMPLES] * 2
+    batch = predictor.predict_proba(statements)
+    single = [predictor.predict_proba([s])[0] for s in statements]
+    assert all(0.0 <= p <= 1.0 for p in batch)
+    assert max(abs(a - b) for a, b in zip(batch, single)) < 0.02
