@@ -16,17 +16,32 @@ and, weight-bound as the CPU is, costs about what fp32 batches did.
 
 `NOSHOW_CPU_WEIGHTS=float32` keeps exact fp32 weights (what the model cards were scored in);
 `bfloat16` forces bf16 even where the CPU would emulate it (slow, for tests).
+
+Huge pages (`hugepage_weights`): with transparent huge pages in `madvise` mode (common on
+VMs), torch's weights sit in 4 KiB pages and a forward that streams ~200 MB of them is bound
+by TLB misses as much as by memory bandwidth. Moving the decoder's weights into one 2 MiB
+aligned anonymous mapping advised MADV_HUGEPAGE cut the matmul time of a SmolLM2-135M
+forward from 108 to 44 ms on a 2-core KVM VM, and single-statement p50 from 279 to 167 ms
+(generative) and 136 to 120 ms (classifier). Values are copied bit-for-bit. `load_predictor`
+does it for merged models on the CPU; `NOSHOW_HUGEPAGES=0` turns it off. It is a no-op
+where THP is `never` or absent, or the OS has no MADV_HUGEPAGE.
 """
 
 from __future__ import annotations
 
+import mmap
 import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 ENV_VAR = "NOSHOW_CPU_WEIGHTS"
 CHOICES = ("auto", "float32", "bfloat16")
+HUGEPAGES_ENV_VAR = "NOSHOW_HUGEPAGES"
+THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
+HUGE_PAGE = 2 << 20  # x86-64 / arm64 (4 KiB base pages) PMD size
+ARENA_ATTR = "_noshow_hugepage_arena"
 
 
 def native_bf16() -> bool:
@@ -87,3 +102,71 @@ def bf16_linears(module: torch.nn.Module) -> int:
 
 def uses_bf16_linears(model: torch.nn.Module) -> bool:
     return any(isinstance(m, Bf16Linear) for m in model.modules())
+
+
+def transparent_hugepages() -> str:
+    """The kernel's THP mode: 'always', 'madvise' or 'never'; 'unavailable' without THP."""
+    try:
+        text = THP_ENABLED.read_text()
+    except OSError:
+        return "unavailable"
+    start, end = text.find("["), text.find("]")
+    return text[start + 1 : end] if 0 <= start < end else "unavailable"
+
+
+def hugepages_wanted() -> bool:
+    """False when NOSHOW_HUGEPAGES is 0/false/no/off."""
+    value = os.environ.get(HUGEPAGES_ENV_VAR, "").strip().lower()
+    return value not in ("0", "false", "no", "off")
+
+
+def hugepage_weights(module: torch.nn.Module) -> int:
+    """Move the parameters of an inference model into one 2 MiB aligned anonymous mapping
+    advised MADV_HUGEPAGE (each 64-byte aligned, values bit-for-bit); returns the bytes moved.
+
+    Embedding weights, and anything tied to them (a tied lm_head), stay where they are: they
+    are only gathered from, and ties stay ties. The mapping lives as long as the tensors in
+    it (and is kept on `module`). 0, with nothing changed, where it cannot help: no
+    MADV_HUGEPAGE (non-Linux), THP `never`/absent, NOSHOW_HUGEPAGES=0, already done, or any
+    OSError. Meant for frozen inference weights (see the module docstring for why)."""
+    if not hasattr(mmap, "MADV_HUGEPAGE") or not hugepages_wanted():
+        return 0
+    if transparent_hugepages() not in ("always", "madvise") or hasattr(module, ARENA_ATTR):
+        return 0
+    embedded = {
+        id(p)
+        for m in module.modules()
+        if isinstance(m, torch.nn.Embedding)
+        for p in m.parameters(recurse=False)
+    }
+    params = [
+        p
+        for p in module.parameters()  # each tensor once, however many modules share it
+        if id(p) not in embedded and p.device.type == "cpu" and p.numel() > 0
+    ]
+    nbytes = [p.numel() * p.element_size() for p in params]
+    total = sum((n + 63) // 64 * 64 for n in nbytes)
+    if not total:
+        return 0
+    # whole huge pages from an aligned start: room to align, and the last page in full
+    length = -(-total // HUGE_PAGE) * HUGE_PAGE + HUGE_PAGE
+    try:
+        arena = mmap.mmap(-1, length, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+        arena.madvise(mmap.MADV_HUGEPAGE)
+    except (OSError, ValueError):
+        return 0
+    raw = torch.frombuffer(arena, dtype=torch.uint8)  # holds a reference to `arena`
+    offset = -raw.data_ptr() % HUGE_PAGE
+    with torch.no_grad():
+        for p, n in zip(params, nbytes, strict=True):
+            view = raw[offset : offset + n].view(p.dtype).view(p.shape)
+            view.copy_(p.data)
+            p.data = view  # the same Parameter object: ties and module references hold
+            offset += (n + 63) // 64 * 64
+    setattr(module, ARENA_ATTR, arena)
+    return sum(nbytes)
+
+
+def hugepage_arena(module: torch.nn.Module) -> mmap.mmap | None:
+    """The mapping `hugepage_weights` moved this module's weights into, if any."""
+    return getattr(module, ARENA_ATTR, None)

@@ -176,7 +176,7 @@ def load_predictor(
     merged model on the CPU."""
     from peft import PeftModel
 
-    from noshow.cpu_weights import bf16_linears, cpu_weights_choice
+    from noshow.cpu_weights import bf16_linears, cpu_weights_choice, hugepage_weights
     from noshow.models import ModelError, load_base
 
     adapter_dir = resolve_adapter_dir(path)
@@ -214,6 +214,8 @@ def load_predictor(
     if bf16:
         bf16_linears(model.get_decoder())  # weight-bound: half the bytes, AMX matmuls
         weights = "bf16 linears (fp32 activations), merged"
+    if merged and dev.type == "cpu" and hugepage_weights(model):
+        weights += ", huge pages"  # TLB-bound weight reads; NOSHOW_HUGEPAGES=0 turns it off
     layout = None
     if approach == "generative":
         from noshow.generative import build_prompt_layout

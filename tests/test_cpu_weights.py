@@ -5,6 +5,7 @@ answer text read from the scoring pass equal to what generate() says."""
 
 from __future__ import annotations
 
+import mmap
 from pathlib import Path
 
 import numpy as np
@@ -12,11 +13,15 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from noshow import cpu_weights
 from noshow.cpu_weights import (
     Bf16Linear,
     bf16_linears,
     cpu_weights_choice,
+    hugepage_arena,
+    hugepage_weights,
     native_bf16,
+    transparent_hugepages,
     uses_bf16_linears,
 )
 
@@ -98,6 +103,128 @@ def test_answer_logits_are_the_full_heads_no_yes_rows(tiny_model_dir):
     assert torch.allclose(answer_logits(head, hidden, layout), full, atol=1e-5)
 
 
+# ----------------------------------------------------------------------------- huge pages
+
+THP_USABLE = hasattr(mmap, "MADV_HUGEPAGE") and transparent_hugepages() in ("always", "madvise")
+needs_thp = pytest.mark.skipif(
+    not THP_USABLE,
+    reason=f"transparent huge pages are {transparent_hugepages()!r} here (or no MADV_HUGEPAGE)",
+)
+STATEMENTS = [
+    f"A {30 + 7 * i}-year-old {'woman' if i % 2 else 'man'} booked {i * 5} days ahead; "
+    f"{'an SMS reminder was sent' if i % 3 else 'no reminder'}."
+    for i in range(6)
+]
+
+
+def arena_span(module) -> tuple[int, int]:
+    arena = hugepage_arena(module)
+    start = torch.frombuffer(arena, dtype=torch.uint8).data_ptr()
+    return start, start + len(arena)
+
+
+def anon_huge_bytes(start: int, end: int) -> int:
+    """AnonHugePages of the mappings in /proc/self/smaps that overlap [start, end)."""
+    total, inside = 0, False
+    for line in Path("/proc/self/smaps").read_text().splitlines():
+        head = line.split()[0]
+        if "-" in head and not head.endswith(":"):  # a mapping's header: lo-hi perms ...
+            lo, hi = (int(x, 16) for x in head.split("-"))
+            inside = lo < end and start < hi
+        elif inside and head == "AnonHugePages:":
+            total += int(line.split()[1]) * 1024
+    return total
+
+
+def tiny_causal_lm(tiny_model_dir):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
+
+
+def test_thp_mode_is_the_bracketed_word(tmp_path, monkeypatch):
+    sysfs = tmp_path / "enabled"
+    sysfs.write_text("always [madvise] never\n")
+    monkeypatch.setattr(cpu_weights, "THP_ENABLED", sysfs)
+    assert transparent_hugepages() == "madvise"
+    sysfs.write_text("[always] madvise never\n")
+    assert transparent_hugepages() == "always"
+    monkeypatch.setattr(cpu_weights, "THP_ENABLED", tmp_path / "absent")
+    assert transparent_hugepages() == "unavailable"
+
+
+@needs_thp
+@pytest.mark.parametrize("bf16", [False, True])
+def test_hugepage_weights_move_bit_for_bit_aligned_and_keep_ties(tiny_model_dir, bf16):
+    model = tiny_causal_lm(tiny_model_dir)
+    if bf16:
+        bf16_linears(model.get_decoder())
+    ids = torch.arange(5, 29).reshape(2, 12)
+    with torch.inference_mode():
+        before = model(input_ids=ids).logits
+    embed = model.get_input_embeddings().weight
+    tied = model.get_output_embeddings().weight is embed
+    embed_ptr = embed.data_ptr()
+    params = [p for n, p in model.named_parameters() if "embed_tokens" not in n]
+    if tied:
+        assert all(p is not embed for p in params)
+    saved = [p.detach().clone() for p in params]
+
+    moved = hugepage_weights(model)
+
+    assert moved == sum(p.numel() * p.element_size() for p in params) > 0
+    start, end = arena_span(model)
+    for p, old in zip(params, saved, strict=True):
+        assert start <= p.data_ptr() and p.data_ptr() + p.numel() * p.element_size() <= end
+        assert p.data_ptr() % 64 == 0
+        assert torch.equal(p, old) and p.dtype == old.dtype and p.is_contiguous()
+    assert min(p.data_ptr() for p in params) % (2 << 20) == 0  # starts on a huge page
+    assert model.get_input_embeddings().weight.data_ptr() == embed_ptr  # only gathered from
+    assert (model.get_output_embeddings().weight is model.get_input_embeddings().weight) == tied
+    with torch.inference_mode():
+        after = model(input_ids=ids).logits
+    assert torch.equal(before, after)
+    assert hugepage_weights(model) == 0  # once per model
+    assert hugepage_arena(model) is not None
+
+
+def test_hugepage_weights_is_a_no_op_where_it_cannot_help(tiny_model_dir, monkeypatch):
+    model = tiny_causal_lm(tiny_model_dir)
+    ptrs = [p.data_ptr() for p in model.parameters()]
+    monkeypatch.setattr(cpu_weights, "transparent_hugepages", lambda: "never")
+    assert hugepage_weights(model) == 0
+    monkeypatch.undo()
+    monkeypatch.delattr(mmap, "MADV_HUGEPAGE", raising=False)  # as on macOS / Windows
+    assert hugepage_weights(model) == 0
+    monkeypatch.undo()
+    monkeypatch.setenv("NOSHOW_HUGEPAGES", "0")
+    assert hugepage_weights(model) == 0
+    monkeypatch.undo()
+
+    def refused(*args, **kwargs):
+        raise OSError(12, "Cannot allocate memory")
+
+    monkeypatch.setattr(mmap, "mmap", refused)
+    assert hugepage_weights(model) == 0
+    assert [p.data_ptr() for p in model.parameters()] == ptrs
+    assert hugepage_arena(model) is None
+
+
+@pytest.mark.parametrize("approach", ["generative", "classifier"])
+def test_tiny_predictor_with_huge_pages_scores_bit_for_bit(adapters, approach, monkeypatch):
+    from noshow.predict import load_predictor
+
+    path = getattr(adapters, approach)
+    monkeypatch.setenv("NOSHOW_HUGEPAGES", "0")
+    plain = load_predictor(path, device="cpu", cpu_weights="float32")
+    monkeypatch.setenv("NOSHOW_HUGEPAGES", "1")
+    fast = load_predictor(path, device="cpu", cpu_weights="float32")
+    assert hugepage_arena(plain.model) is None and "huge pages" not in plain.weights
+    assert fast.weights.endswith(", huge pages") == THP_USABLE
+    assert fast.weights.startswith("float32, merged")
+    assert plain.predict_proba(STATEMENTS) == fast.predict_proba(STATEMENTS)
+
+
 # ----------------------------------------------------------------------------- real model
 
 
@@ -139,3 +266,38 @@ def test_one_pass_answer_is_what_generate_says_and_p_is_unchanged(cpu_weights, r
     classifier = load_predictor(SHIPPED["classifier"], device="cpu", cpu_weights=cpu_weights)
     p, answer = classifier.predict_with_answer(real_statements[0])
     assert answer is None and 0.0 < p < 1.0
+
+
+@pytest.mark.parametrize("cpu_weights_kind", ["float32", "bfloat16"])
+@pytest.mark.parametrize("approach", ["generative", "classifier"])
+def test_shipped_adapter_in_huge_pages_scores_bit_for_bit(approach, cpu_weights_kind, monkeypatch):
+    from noshow.predict import load_predictor
+
+    monkeypatch.setenv("NOSHOW_HUGEPAGES", "off")
+    plain = load_predictor(SHIPPED[approach], device="cpu", cpu_weights=cpu_weights_kind)
+    monkeypatch.delenv("NOSHOW_HUGEPAGES")
+    fast = load_predictor(SHIPPED[approach], device="cpu", cpu_weights=cpu_weights_kind)
+    assert "huge pages" not in plain.weights
+    assert fast.weights == plain.weights + (", huge pages" if THP_USABLE else "")
+    assert plain.predict_proba(STATEMENTS) == fast.predict_proba(STATEMENTS)
+    if approach == "generative":
+        assert fast.model.lm_head.weight is fast.model.model.embed_tokens.weight
+        assert plain.predict_with_answer(STATEMENTS[0]) == fast.predict_with_answer(STATEMENTS[0])
+    if THP_USABLE:
+        linears = [
+            m.weight for m in fast.model.get_decoder().modules() if hasattr(m, "in_features")
+        ]
+        start, end = arena_span(fast.model)
+        assert len(linears) == 7 * fast.model.config.num_hidden_layers
+        assert all(start <= w.data_ptr() < end for w in linears)
+
+
+@needs_thp
+def test_the_kernel_backs_the_weights_with_huge_pages():
+    from noshow.predict import load_predictor
+
+    predictor = load_predictor(SHIPPED["classifier"], device="cpu", cpu_weights="float32")
+    start, end = arena_span(predictor.model)
+    huge = anon_huge_bytes(start, end)
+    # most of the ~500 MB of fp32 decoder weights sit in 2 MiB pages
+    assert huge >= 0.5 * (end - start)
