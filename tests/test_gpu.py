@@ -21,9 +21,10 @@ from conftest import REAL_DATA
 
 pytestmark = pytest.mark.gpu
 
-# Memory the CUDA caching allocator may keep for cuBLAS workspaces and the like once a job
-# has ended; a leaked 4-bit SmolLM2 (~90 MB of weights) or its optimizer would exceed it.
-LEAK_TOLERANCE_BYTES = 48 * 2**20
+# What may stay allocated after a job: cuBLAS keeps one workspace per handle (64 MiB seen on
+# the H200 after the first job; later jobs reuse it). A leaked job would keep far more: the
+# 4-bit SmolLM2 (~130 MB with its bf16 embedding) plus LoRA weights and AdamW state (~80 MB).
+LEAK_TOLERANCE_BYTES = 80 * 2**20
 
 
 def gpu_config(max_steps: int, approach: str = "classifier"):
@@ -93,7 +94,7 @@ def test_gpu_job_trains_4bit_in_the_background_with_progress(finished_gpu_job):
     assert snap["state"] == "completed", snap["error"]
     assert snap["progress"]["step"] == 40
     steps = [p["step"] for p in snap["history"] if p.get("step")]
-    assert steps == sorted(steps) and len(set(steps)) >= 10  # live progress, step by step
+    assert steps == sorted(steps) and len(set(steps)) >= 5  # loss points along the run
     run_dir = finished_gpu_job["runs"] / snap["run_id"]
     log = (run_dir / "train.log").read_text()
     assert "on cuda" in log and "quantize 4bit" in log

@@ -472,3 +472,29 @@ def test_clinician_labels_override_the_data_set_and_are_recorded_in_the_config(
         "Clinician labels: 3 records labelled, 3 differ"
         in (result.run_dir / "train.log").read_text()
     )
+
+
+# Peak GPU memory measured on an H200 (BENCHMARKS.md; tests/test_gpu.py prints the first):
+# (approach, batch, peak GB) of 4-bit SmolLM2 runs of the fast path.
+MEASURED_H200_PEAKS = [
+    ("classifier", 32, 2.81),
+    ("classifier", 64, 5.38),
+    ("classifier", 256, 20.48),
+    ("generative", 64, 8.03),
+]
+
+
+@pytest.mark.parametrize(("approach", "batch", "peak_gb"), MEASURED_H200_PEAKS)
+def test_preflight_estimate_covers_the_measured_gpu_peaks(monkeypatch, approach, batch, peak_gb):
+    """The preflight refuses what will not fit, so it must not under-estimate; it did (2.0 GB
+    against 2.8 GB measured) until tests/test_gpu.py caught it. Not by more than 2x either,
+    or it would refuse runs that fit."""
+    from noshow.training import estimate_resources
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (140e9, 143e9))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
+    config = RunConfig(train=TrainConfig(approach=approach, batch_size=batch, quantize="4bit"))
+    estimate = estimate_resources(config, n_train_rows=63_532)
+    assert peak_gb <= estimate["gpu_mem_gb"] <= 2 * peak_gb
+    assert estimate["fits"] is True
