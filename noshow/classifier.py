@@ -167,6 +167,8 @@ def train_classifier(
     """Fine-tune the classifier-head approach end to end; returns how the run ended."""
     session = TrainingSession(config, run_dir, on_progress, should_stop, resume)
     with session:
+        from noshow.models import choose_quantization
+
         device = pick_device()
         session.emit(phase="loading", message="Loading data")
         splits = prepare_splits(config, session.log)
@@ -197,7 +199,7 @@ def train_classifier(
                 approach="classifier",
                 base_model=config.train.model,
                 threshold=threshold,
-                quantize=config.train.quantize,
+                quantize=choose_quantization(config.train.quantize, device),  # as trained
                 run_id=session.run_dir.name,
                 max_length=config.train.max_length,
             )

@@ -100,6 +100,55 @@ def bf16_linears(module: torch.nn.Module) -> int:
     return count
 
 
+def _blockwise_round(values: torch.Tensor, code: torch.Tensor, blocksize: int):
+    """bitsandbytes' blockwise quantize + dequantize of a flat fp32 tensor: scale each block
+    by its absmax, snap to the nearest `code` value (code sorted), scale back. Returns the
+    rounded values and the per-block absmax."""
+    n = values.numel()
+    padded = torch.nn.functional.pad(values, (0, (-n) % blocksize)).view(-1, blocksize)
+    absmax = padded.abs().amax(dim=1)  # zero padding never raises a block's absmax
+    scaled = (padded / absmax.clamp(min=1e-38).unsqueeze(1)).clamp(-1, 1)
+    index = torch.bucketize(scaled, (code[:-1] + code[1:]) / 2)
+    return (code[index] * absmax.unsqueeze(1)).reshape(-1)[:n], absmax
+
+
+def nf4_round(weight: torch.Tensor) -> torch.Tensor:
+    """`weight` as QLoRA's 4-bit base holds it: bitsandbytes NF4 from bf16, blocks of 64,
+    the block absmaxes double-quantized (8-bit dynamic code, blocks of 256, mean offset),
+    dequantized to bf16. Same arithmetic as bitsandbytes' reference kernels, vectorized
+    (its CPU path takes ~12 s for SmolLM2's decoder; this, about a second)."""
+    import bitsandbytes.functional as bnb_f
+
+    nf4 = bnb_f.get_4bit_type("nf4", device="cpu").float()
+    dynamic = bnb_f.create_dynamic_map().float()
+    flat = weight.detach().to(torch.bfloat16).float().reshape(-1)
+    n = flat.numel()
+    padded = torch.nn.functional.pad(flat, (0, (-n) % 64)).view(-1, 64)
+    absmax = padded.abs().amax(dim=1)
+    scaled = (padded / absmax.clamp(min=1e-38).unsqueeze(1)).clamp(-1, 1)
+    index = torch.bucketize(scaled, (nf4[:-1] + nf4[1:]) / 2)
+    offset = absmax.mean()
+    absmax_hat, _ = _blockwise_round(absmax - offset, dynamic, 256)
+    rounded = nf4[index] * (absmax_hat + offset).unsqueeze(1)
+    return rounded.reshape(-1)[:n].to(torch.bfloat16).to(weight.dtype).view_as(weight)
+
+
+def nf4_round_trip(module: torch.nn.Module) -> int:
+    """Round every nn.Linear weight under `module` through NF4 in place (`nf4_round`);
+    returns how many. Call it on the decoder of a CPU base before merging an adapter trained
+    on a 4-bit base: the adapter learned to correct that base, not the exact one. Measured on
+    300 real test rows against the GPU's 4-bit scores: mean |dP| 0.012 generative / 0.001
+    classifier with it, 0.16 / 0.02 without (the generative P fell from 0.25 to 0.09 on
+    average, so its validation threshold no longer applied)."""
+    count = 0
+    with torch.no_grad():
+        for layer in module.modules():
+            if type(layer) is torch.nn.Linear:
+                layer.weight.copy_(nf4_round(layer.weight))
+                count += 1
+    return count
+
+
 def uses_bf16_linears(model: torch.nn.Module) -> bool:
     return any(isinstance(m, Bf16Linear) for m in model.modules())
 
@@ -131,7 +180,7 @@ def hugepage_weights(module: torch.nn.Module) -> int:
     OSError. Meant for frozen inference weights (see the module docstring for why)."""
     if not hasattr(mmap, "MADV_HUGEPAGE") or not hugepages_wanted():
         return 0
-    if transparent_hugepages() not in ("always", "madvise") or hasattr(module, ARENA_ATTR):
+    if transparent_hugepages() not in ("always", "madvise") or hugepage_arena(module) is not None:
         return 0
     embedded = {
         id(p)
@@ -163,10 +212,22 @@ def hugepage_weights(module: torch.nn.Module) -> int:
             view.copy_(p.data)
             p.data = view  # the same Parameter object: ties and module references hold
             offset += (n + 63) // 64 * 64
-    setattr(module, ARENA_ATTR, arena)
+    setattr(module, ARENA_ATTR, _Arena(arena))
     return sum(nbytes)
+
+
+class _Arena:
+    """Keeps the mapping on its module. A deep copy of the module copies the tensors out of
+    the mapping into ordinary memory, so the copy holds no arena (an mmap cannot be copied)."""
+
+    def __init__(self, mapping: mmap.mmap):
+        self.mapping = mapping
+
+    def __deepcopy__(self, memo) -> None:
+        return None
 
 
 def hugepage_arena(module: torch.nn.Module) -> mmap.mmap | None:
     """The mapping `hugepage_weights` moved this module's weights into, if any."""
-    return getattr(module, ARENA_ATTR, None)
+    holder = getattr(module, ARENA_ATTR, None)
+    return holder.mapping if holder is not None else None

@@ -281,6 +281,8 @@ def train_generative(
     """Fine-tune the generative approach end to end; returns how the run ended."""
     session = TrainingSession(config, run_dir, on_progress, should_stop, resume)
     with session:
+        from noshow.models import choose_quantization
+
         device = pick_device()
         session.emit(phase="loading", message="Loading data")
         splits = prepare_splits(config, session.log)
@@ -312,7 +314,7 @@ def train_generative(
                 approach="generative",
                 base_model=config.train.model,
                 threshold=threshold,
-                quantize=config.train.quantize,
+                quantize=choose_quantization(config.train.quantize, device),  # as trained
                 run_id=session.run_dir.name,
                 max_length=config.train.max_length,
             )

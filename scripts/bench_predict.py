@@ -5,10 +5,12 @@ latency on the CPU, in one run, through the same `noshow.predict` interface the 
   adapter kept separate), then one `predict_proba(statements)` call over `--rows` test
   statements, tokenization included; statements/s after a warm-up call.
 - CPU latency: `load_predictor(adapter, device="cpu")` (LoRA merged into the base) in exact
-  fp32 and in the app's default CPU weights (bf16 linear layers, fp32 activations, where the
-  CPU has native bf16; see noshow/cpu_weights.py), `--repeats` calls of one statement each
-  after warm-up, the two timed in alternation so machine noise hits both alike; p50/p95/min
-  in ms and the largest change in P(no-show) against fp32.
+  fp32 and in the app's default CPU weights (bf16 linear layers, fp32 activations, huge
+  pages and the fused one-row forward, where the CPU has native bf16; see
+  noshow/cpu_weights.py, noshow/cpu_forward.py), plus that default without huge pages and
+  without the fused forward, `--repeats` calls of one statement each after warm-up, all
+  timed in alternation so machine noise hits them alike; p50/p95/min in ms and the largest
+  change in P(no-show) against fp32.
 - Compare: both adapters in the app's default weights, one statement each, as the Compare
   tab scores it (`predict_with_answer`: P and the generative answer text in one pass).
   torch's thread count is left at its default unless --threads is given.
@@ -236,28 +238,44 @@ def bench_batch(name: str, path: Path, approach: str, args, statements: list[str
     return {"mode": "batch", "device": device, "weights": weights, **stats}
 
 
-def load_cpu_pair(path: Path, approach: str) -> tuple[Any, Any | None]:
-    """(exact fp32, the app's default CPU weights) predictors; the second is None where the
-    default is fp32 too (no native bf16 on this CPU)."""
-    from noshow.cpu_weights import cpu_weights_choice
+def load_cpu_variants(path: Path, approach: str) -> list[Any]:
+    """Predictors to time in alternation: exact fp32 first, the app's default CPU weights
+    last and, where the default is bf16, the default without huge pages and without the
+    fused forward in between (what each of the two contributes). Only fp32 where the CPU
+    has no native bf16."""
+    from noshow.cpu_forward import uninstall_fast_forward
+    from noshow.cpu_weights import HUGEPAGES_ENV_VAR, cpu_weights_choice
     from noshow.predict import PredictError, load_predictor
 
+    def load(**kw):
+        return load_predictor(path, device="cpu", expected_approach=approach, **kw)
+
     try:
-        exact = load_predictor(
-            path, device="cpu", expected_approach=approach, cpu_weights="float32"
-        )
+        variants = [load(cpu_weights="float32")]
         if cpu_weights_choice() == "float32":
-            return exact, None
-        return exact, load_predictor(path, device="cpu", expected_approach=approach)
+            return variants
+        saved = os.environ.get(HUGEPAGES_ENV_VAR)
+        os.environ[HUGEPAGES_ENV_VAR] = "0"
+        try:
+            variants.append(load())
+        finally:
+            if saved is None:
+                os.environ.pop(HUGEPAGES_ENV_VAR)
+            else:
+                os.environ[HUGEPAGES_ENV_VAR] = saved
+        unfused = load()
+        if uninstall_fast_forward(unfused.model.get_decoder()):
+            unfused.weights = unfused.weights.replace(", fused forward", "")
+            variants.append(unfused)
+        return [*variants, load()]
     except PredictError as e:
         raise BenchError(str(e)) from e
 
 
 def bench_cpu(name: str, path: Path, approach: str, args, statements: list[str]):
-    """Single-statement latency rows (fp32, then the default) and the default predictor."""
+    """Single-statement latency rows (fp32, ablations, then the default) and the default."""
     say(f"{name}: single-statement latency on the CPU, {args.repeats} calls per weights ...")
-    exact, default = load_cpu_pair(path, approach)
-    predictors = [exact] if default is None else [exact, default]
+    predictors = load_cpu_variants(path, approach)
     stats = measure_latencies(predictors, statements, args.repeats)
     rows = []
     for predictor, st in zip(predictors, stats, strict=True):

@@ -75,6 +75,8 @@ class Report:
     url: str = ""
     training: str = ""  # while-training: the job and the steps it made in the window
     round_trip_s: float | None = None  # p50 of the app's cheapest endpoint: Gradio's own cost
+    http_compare_s: float | None = None  # p50 of one Compare over plain HTTP
+    http_scoring_s: float | None = None  # ... and of its scoring (both adapters)
 
     @property
     def errors(self) -> list[Sample]:
@@ -241,6 +243,57 @@ def measure_round_trip(client: Any, calls: int = ROUND_TRIP_CALLS) -> float:
         client.predict(None, None, api_name="/compare_adapters")
         times.append(time.time() - start)
     return percentile(times, 0.5)
+
+
+def http_compare(http: Any, url: str, text: str, generative: str, classifier: str) -> Any:
+    """One /compare over Gradio's plain HTTP call API (POST, then read the event stream):
+    what curl, or a browser's fetch, costs, without gradio_client's own overhead."""
+    import json
+
+    base = url.rstrip("/") + "/gradio_api/call/compare"
+    event = http.post(base, json={"data": [text, generative, classifier]})
+    event.raise_for_status()
+    with http.stream("GET", f"{base}/{event.json()['event_id']}") as stream:
+        kind = None
+        for line in stream.iter_lines():
+            if line.startswith("event:"):
+                kind = line.split(":", 1)[1].strip()
+            elif line.startswith("data:") and kind in ("complete", "error"):
+                if kind == "error":
+                    raise RuntimeError(f"/compare failed: {line[5:].strip()[:200]}")
+                return json.loads(line[5:])
+    raise RuntimeError("/compare ended without a result")
+
+
+def measure_http_compare(
+    url: str,
+    generative: str,
+    classifier: str,
+    auth: tuple[str, str] | None = None,
+    calls: int = ROUND_TRIP_CALLS,
+) -> tuple[float | None, float | None]:
+    """(p50 seconds of a whole Compare over plain HTTP on one kept-alive connection, p50
+    seconds of its scoring), over the example statements in turn."""
+    import httpx
+
+    from noshow.examples import EXAMPLES
+
+    statements = [ex.statement for ex in EXAMPLES]
+    totals, scoring = [], []
+    with httpx.Client(timeout=120) as http:
+        if auth:
+            http.post(url.rstrip("/") + "/login", data={"username": auth[0], "password": auth[1]})
+        for i in range(calls):
+            start = time.time()
+            answer = http_compare(
+                http, url, statements[i % len(statements)], generative, classifier
+            )
+            totals.append(time.time() - start)
+            ok, ms, error = check_answer(answer)
+            if not ok:
+                raise RuntimeError(f"/compare over HTTP: {error}")
+            scoring.append(ms / 1000)
+    return percentile(totals, 0.5), percentile(scoring, 0.5)
 
 
 TRAIN_STEPS = 100_000  # more than any window lasts: the job is cancelled at the end
@@ -412,8 +465,12 @@ def markdown(report: Report, command: str) -> str:
         f"- app: {report.url} (Gradio {gradio.__version__}); adapters: {report.adapters}",
         f"- command: `{command}`",
         *([f"- while training: {report.training}"] if report.training else []),
-        f"- Gradio round trip (p50 of {ROUND_TRIP_CALLS} calls to /compare_adapters, which does "
-        f"no model work, before the clock): {fmt(report.round_trip_s)} ms",
+        f"- gradio_client round trip (p50 of {ROUND_TRIP_CALLS} calls to /compare_adapters, "
+        f"which does no model work, before the clock): {fmt(report.round_trip_s)} ms",
+        f"- one Compare over plain HTTP (Gradio's call API on one kept-alive connection, as "
+        f"curl or a browser's fetch calls it; p50 of {ROUND_TRIP_CALLS}, before the clock): "
+        f"{fmt(report.http_compare_s)} ms, of which scoring both adapters "
+        f"{fmt(report.http_scoring_s)} ms",
         f"- first request (loads both adapters, before the clock): "
         f"{fmt(report.first_request_s)} ms",
         "",
@@ -529,6 +586,7 @@ def main(argv: list[str] | None = None) -> int:
         report.first_request_s = time.time() - start
         report.round_trip_s = measure_round_trip(client)
         client.close()
+        report.http_compare_s, report.http_scoring_s = measure_http_compare(url, gen, clf, auth)
         ok, _, error = check_answer(answer)
         if not ok:
             sys.exit(f"The first Compare failed: {error}")

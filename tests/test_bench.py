@@ -86,8 +86,9 @@ def test_bench_predict_smoke_prints_batch_cpu_weights_and_compare(bundled_model_
     for column in ("statements/s", "p50 ms", "p95 ms", "min ms", "max dP vs fp32"):
         assert column in header
     modes = [(r[1], r[2], r[4].split(" ")[0].rstrip(",")) for r in rows]
-    # fp32 always; the app's default bf16 linears only where this CPU has native bf16
-    cpu = [("single", "float32")] + ([("single", "bf16")] if native_bf16() else [])
+    # fp32 always; where this CPU has native bf16, the app's default (bf16 linears, huge
+    # pages, fused forward) last, after it without huge pages and without the fused forward
+    cpu = [("single", "float32")] + ([("single", "bf16")] * 3 if native_bf16() else [])
     expected = []
     for approach in ("generative", "classifier"):
         expected += [(approach, "batch", modes[len(expected)][2])]

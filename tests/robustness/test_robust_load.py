@@ -42,8 +42,14 @@ def test_three_users_for_five_seconds_get_every_answer(load_test, adapters, caps
     requests, errors = int(cells[2].replace(",", "")), int(cells[3])
     assert errors == 0 and requests >= 3, out
     assert "## Load test: Compare, 3 users x 5 s" in out
-    trip = next(x for x in out.splitlines() if x.startswith("- Gradio round trip (p50 of 20"))
+    trip = next(x for x in out.splitlines() if x.startswith("- gradio_client round trip (p50"))
     assert float(trip.rsplit(":", 1)[1].replace("ms", "").replace(",", "")) > 0, trip
+    http = next(x for x in out.splitlines() if x.startswith("- one Compare over plain HTTP"))
+    total, scoring = (
+        float(x.split()[0].replace(",", ""))
+        for x in http.split(": ")[-1].split(", of which scoring both adapters ")
+    )
+    assert 0 < scoring <= total, http
 
 
 def test_compare_answers_while_the_app_trains_a_job(load_test, adapters, capsys, tmp_path):
