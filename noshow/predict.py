@@ -25,6 +25,8 @@ from typing import Protocol
 import numpy as np
 import torch
 
+from noshow.cpu_thread import run_on_cpu_thread
+
 DEFAULT_MAX_LENGTH = 256
 
 
@@ -97,8 +99,16 @@ class AdapterPredictor:
         statements = [clean_statement(s) for s in statements]  # keep scores defined
         if not statements:
             return []
-        with self._lock:
-            return self._score(statements).tolist()
+        return self._call(lambda: self._score(statements).tolist())
+
+    def _call(self, fn):
+        """fn() under this predictor's lock; CPU work on the one CPU inference thread."""
+
+        def locked():
+            with self._lock:
+                return fn()
+
+        return run_on_cpu_thread(locked) if self.device.type == "cpu" else locked()
 
     def predict_with_answer(self, statement: str) -> tuple[float, str | None]:
         """P(no-show) for one statement and, for a generative adapter, its own answer text,
@@ -107,8 +117,7 @@ class AdapterPredictor:
         statement = clean_statement(statement)
         if self.approach != "generative":
             return self.predict_proba([statement])[0], None
-        with self._lock:
-            probs, tokens = self._score([statement], greedy=True)
+        probs, tokens = self._call(lambda: self._score([statement], greedy=True))
         token = int(tokens[0])
         if token in (self.layout.no_id, self.layout.yes_id):
             return float(probs[0]), self.tokenizer.decode([token]).strip()
@@ -153,13 +162,14 @@ class AdapterPredictor:
 
         text = render_generative_prompt(clean_statement(statement), self.tokenizer)
         enc = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").to(self.device)
-        with self._lock:
-            out = self.model.generate(
+        out = self._call(
+            lambda: self.model.generate(
                 **enc,
                 max_new_tokens=max_new_tokens,
                 do_sample=False,
                 pad_token_id=self.tokenizer.pad_token_id,
             )
+        )
         return self.tokenizer.decode(
             out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True
         ).strip()
@@ -173,9 +183,29 @@ def load_predictor(
     merge: bool | None = None,
     cpu_weights: str | None = None,
 ) -> AdapterPredictor:
-    """Load base + adapter for scoring. `expected_approach` refuses the wrong kind clearly;
+    """Load base + adapter for scoring (on the CPU inference thread for a CPU predictor,
+    see noshow.cpu_thread). `expected_approach` refuses the wrong kind clearly;
     `cpu_weights` (auto/float32/bfloat16, default from NOSHOW_CPU_WEIGHTS) applies to a
     merged model on the CPU."""
+    dev = (
+        torch.device(device)
+        if device
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    kwargs = dict(expected_approach=expected_approach, merge=merge, cpu_weights=cpu_weights)
+    if dev.type == "cpu":
+        return run_on_cpu_thread(_load_predictor, path, dev, **kwargs)
+    return _load_predictor(path, dev, **kwargs)
+
+
+def _load_predictor(
+    path: str | Path,
+    dev: torch.device,
+    *,
+    expected_approach: str | None,
+    merge: bool | None,
+    cpu_weights: str | None,
+) -> AdapterPredictor:
     from peft import PeftModel
 
     from noshow.cpu_forward import install_fast_forward
@@ -195,11 +225,6 @@ def load_predictor(
             f"{adapter_dir} is a {approach} adapter, not a {expected_approach} one: "
             f"pick it in the {approach} slot."
         )
-    dev = (
-        torch.device(device)
-        if device
-        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    )
     quantize = "4bit" if dev.type == "cuda" and meta.get("quantize") in ("4bit", "auto") else "none"
     try:
         base, tokenizer = load_base(meta["base_model"], approach, quantize, device=dev)
