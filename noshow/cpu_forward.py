@@ -20,6 +20,7 @@ Weights are shared, not copied: where q/k/v (and gate/up) sit back to back in me
 from __future__ import annotations
 
 import types
+from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
@@ -95,9 +96,13 @@ def supported(decoder: torch.nn.Module) -> str | None:
     return None
 
 
-def install_fast_forward(decoder: torch.nn.Module) -> bool:
+def install_fast_forward(decoder: torch.nn.Module, prefix_ids: Sequence[int] = ()) -> bool:
     """Route one-row, unmasked calls of `decoder` through the lean forward; True when
-    installed (False, and nothing changed, when `supported` says no)."""
+    installed (False, and nothing changed, when `supported` says no).
+
+    `prefix_ids`: tokens every prompt starts with (the generative chat template's system
+    turn); their keys and values are computed once here, and a call whose input starts
+    with them runs the rest only."""
     if supported(decoder) is not None:
         return False
     if getattr(decoder, FUSED_ATTR, None) is not None:
@@ -110,7 +115,14 @@ def install_fast_forward(decoder: torch.nn.Module) -> bool:
         head_dim=getattr(config, "head_dim", None)
         or config.hidden_size // config.num_attention_heads,
         original=decoder.forward,
+        prefix=None,
+        prefix_kv=None,
     )
+    if len(prefix_ids) > 0:
+        prefix = torch.tensor([list(prefix_ids)], dtype=torch.long)
+        with torch.inference_mode():
+            _, state.prefix_kv = _run(decoder, state, prefix, keep_kv=True)
+        state.prefix = prefix
     object.__setattr__(decoder, FUSED_ATTR, state)
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
@@ -144,14 +156,42 @@ def _fast_path_applies(input_ids, attention_mask, position_ids, kwargs) -> bool:
 
 def _fast_forward(decoder, state, input_ids: torch.Tensor):
     from transformers.modeling_outputs import BaseModelOutputWithPast
+
+    length = input_ids.shape[1]
+    prefix = state.prefix
+    cached = (
+        prefix is not None
+        and length > prefix.shape[1]
+        and torch.equal(input_ids[:, : prefix.shape[1]], prefix)
+    )
+    if cached:
+        last, _ = _run(decoder, state, input_ids[:, prefix.shape[1] :], past=state.prefix_kv)
+    else:
+        last, _ = _run(decoder, state, input_ids)
+    # Only the last position is computed in the last layer (it is all scoring reads); the
+    # positions before it are zeros.
+    hidden = torch.cat([last.new_zeros(1, length - 1, last.shape[-1]), last], dim=1)
+    return BaseModelOutputWithPast(last_hidden_state=hidden)
+
+
+def _run(decoder, state, input_ids: torch.Tensor, past=None, keep_kv: bool = False):
+    """(final-normed hidden state of the last position (1, 1, H), per-layer (k, v) when
+    `keep_kv`) for `input_ids` that follow the cached `past` keys and values, if any."""
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
     length = input_ids.shape[1]
+    start = 0 if past is None else past[0][0].shape[2]
     hidden = decoder.embed_tokens(input_ids)  # (1, T, H)
-    positions = torch.arange(length).unsqueeze(0)
+    positions = torch.arange(start, start + length).unsqueeze(0)
     cos, sin = decoder.rotary_emb(hidden, positions)
     heads, kv_heads, head_dim = state.heads, state.kv_heads, state.head_dim
     width = hidden.shape[-1]
+    # After cached keys, query j (position start + j) sees keys 0 .. start + j; SDPA's
+    # is_causal aligns top-left, so an offset needs an explicit mask.
+    mask = None
+    if start:
+        mask = torch.arange(start + length) <= (start + torch.arange(length)).unsqueeze(1)
+    kept = []
     last_layer = len(state.layers) - 1
     for i, layer in enumerate(state.layers):
         x = F.rms_norm(hidden, (width,), layer.norm_in, layer.eps_in)
@@ -161,21 +201,24 @@ def _fast_forward(decoder, state, input_ids: torch.Tensor):
         k = k.view(1, length, kv_heads, head_dim).transpose(1, 2)
         v = v.view(1, length, kv_heads, head_dim).transpose(1, 2)
         q, k = apply_rotary_pos_emb(q, k, cos, sin)
+        if keep_kv:
+            kept.append((k, v))
+        if past is not None:
+            k = torch.cat([past[i][0], k], dim=2)
+            v = torch.cat([past[i][1], v], dim=2)
+        layer_mask, causal = mask, mask is None
         if i == last_layer:  # only the last position's output is read
             q, hidden = q[:, :, -1:], hidden[:, -1:]
-            causal = False  # the last position sees every key
-        else:
-            causal = True
-        attn = F.scaled_dot_product_attention(q, k, v, is_causal=causal, enable_gqa=True)
+            layer_mask, causal = None, False  # the last position sees every key
+        attn = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=layer_mask, is_causal=causal, enable_gqa=True
+        )
         attn = attn.transpose(1, 2).reshape(1, q.shape[2], heads * head_dim)
         hidden = hidden + _linear(attn, layer.o)
         x = F.rms_norm(hidden, (width,), layer.norm_post, layer.eps_post)
         gate, up = _linear(x, layer.gate_up).split(layer.intermediate, dim=-1)
         hidden = hidden + _linear(F.silu(gate) * up, layer.down)
-    hidden = decoder.norm(hidden)
-    if hidden.shape[1] != length:  # positions before the last are not computed: pad them
-        hidden = torch.cat([hidden.new_zeros(1, length - 1, width), hidden], dim=1)
-    return BaseModelOutputWithPast(last_hidden_state=hidden)
+    return decoder.norm(hidden), kept
 
 
 def uninstall_fast_forward(decoder: torch.nn.Module) -> bool:

@@ -263,13 +263,15 @@ def _load_predictor(
         )
     if merged and dev.type == "cpu" and hugepage_weights(model):
         weights += ", huge pages"  # TLB-bound weight reads; NOSHOW_HUGEPAGES=0 turns it off
-    if bf16 and install_fast_forward(model.get_decoder()):
-        weights += ", fused forward"  # one statement per call: fewer, larger ops
     layout = None
     if approach == "generative":
         from noshow.generative import build_prompt_layout
 
         layout = build_prompt_layout(tokenizer)
+    # one statement per call: fewer, larger ops; the chat template's fixed start computed once
+    prefix = layout.prefix_ids if layout is not None else ()
+    if bf16 and install_fast_forward(model.get_decoder(), prefix_ids=prefix):
+        weights += ", fused forward"
     return AdapterPredictor(
         approach=approach,
         threshold=float(meta.get("threshold", 0.5)),

@@ -54,6 +54,22 @@ def test_one_row_matches_the_transformers_forward(tiny_model_dir, bf16):
     assert not torch.equal(fast, torch.zeros_like(fast))
 
 
+def test_a_cached_prefix_gives_the_same_hidden_state(tiny_model_dir):
+    """The generative prompts all start with the chat template's system turn: its keys and
+    values are computed once, and a prompt that starts with it runs the rest only."""
+    decoder = tiny_decoder(tiny_model_dir)
+    prefix = [7, 8, 9, 10, 11, 12, 13]
+    with_prefix = torch.tensor([prefix + [40, 41, 42, 43, 44]])
+    other = torch.tensor([[7, 8, 9, 50, 11, 12, 13, 40, 41, 42]])  # differs inside the prefix
+    only_prefix = torch.tensor([prefix])
+    reference = [last_hidden(decoder, ids) for ids in (with_prefix, other, only_prefix)]
+    assert install_fast_forward(decoder, prefix_ids=prefix)
+    state = getattr(decoder, FUSED_ATTR)
+    assert state.prefix.tolist() == [prefix] and len(state.prefix_kv) == len(decoder.layers)
+    for ids, ref in zip((with_prefix, other, only_prefix), reference, strict=True):
+        assert torch.allclose(last_hidden(decoder, ids), ref, atol=1e-4, rtol=1e-4)
+
+
 def test_everything_but_one_unmasked_row_takes_the_original_forward(tiny_model_dir, monkeypatch):
     import noshow.cpu_forward as cf
 
@@ -132,6 +148,8 @@ def test_shipped_adapters_score_alike_with_and_without_the_fast_forward(approach
     decoder = predictor.model.get_decoder()
     assert uninstall_fast_forward(decoder)
     plain = np.array(predictor.predict_proba(statements))
-    assert np.abs(fast - plain).max() < 0.005  # measured: 0.0007 / 0.0001 on 10 rows
+    # bf16 products round differently for different row counts; the generative prompt's
+    # cached prefix comes from a 24-row product: measured max 0.0056 (generative), 0.0001
+    assert np.abs(fast - plain).max() < 0.012  # (classifier); bf16 vs fp32 itself: 0.012
     if approach == "generative":
         assert answer == predictor.generate(statements[0])
