@@ -301,11 +301,18 @@ def profile_line(name: str, predictor, statements: list[str]) -> str:
     """Share of CPU time by kind of op over a few Compare-style calls (after warm-up)."""
     from torch.profiler import profile
 
-    for s in statements[:PROFILE_CALLS]:
-        predictor.predict_with_answer(s)
-    with profile() as prof:
+    from noshow.cpu_thread import run_on_cpu_thread
+
+    def profiled():
         for s in statements[:PROFILE_CALLS]:
             predictor.predict_with_answer(s)
+        with profile() as prof:
+            for s in statements[:PROFILE_CALLS]:
+                predictor.predict_with_answer(s)
+        return prof
+
+    # CPU predictors compute on noshow.cpu_thread's thread; the profiler sees its own thread
+    prof = run_on_cpu_thread(profiled)
     shares: dict[str, float] = {}
     for event in prof.key_averages():
         kind = op_kind(event.key)
