@@ -100,16 +100,15 @@ def bf16_linears(module: torch.nn.Module) -> int:
     return count
 
 
-def _blockwise_round(values: torch.Tensor, code: torch.Tensor, blocksize: int):
-    """bitsandbytes' blockwise quantize + dequantize of a flat fp32 tensor: scale each block
-    by its absmax, snap to the nearest `code` value (code sorted), scale back. Returns the
-    rounded values and the per-block absmax."""
+def _blockwise_snap(values: torch.Tensor, code: torch.Tensor, blocksize: int):
+    """bitsandbytes' blockwise quantization of a flat fp32 tensor: each block scaled by its
+    absmax and snapped to the nearest `code` value (code sorted). Returns the snapped values
+    (blocks, blocksize), zero-padded at the end, and the per-block absmax."""
     n = values.numel()
     padded = torch.nn.functional.pad(values, (0, (-n) % blocksize)).view(-1, blocksize)
     absmax = padded.abs().amax(dim=1)  # zero padding never raises a block's absmax
     scaled = (padded / absmax.clamp(min=1e-38).unsqueeze(1)).clamp(-1, 1)
-    index = torch.bucketize(scaled, (code[:-1] + code[1:]) / 2)
-    return (code[index] * absmax.unsqueeze(1)).reshape(-1)[:n], absmax
+    return code[torch.bucketize(scaled, (code[:-1] + code[1:]) / 2)], absmax
 
 
 def nf4_round(weight: torch.Tensor) -> torch.Tensor:
@@ -122,14 +121,12 @@ def nf4_round(weight: torch.Tensor) -> torch.Tensor:
     nf4 = bnb_f.get_4bit_type("nf4", device="cpu").float()
     dynamic = bnb_f.create_dynamic_map().float()
     flat = weight.detach().to(torch.bfloat16).float().reshape(-1)
-    n = flat.numel()
-    padded = torch.nn.functional.pad(flat, (0, (-n) % 64)).view(-1, 64)
-    absmax = padded.abs().amax(dim=1)
-    scaled = (padded / absmax.clamp(min=1e-38).unsqueeze(1)).clamp(-1, 1)
-    index = torch.bucketize(scaled, (nf4[:-1] + nf4[1:]) / 2)
+    snapped, absmax = _blockwise_snap(flat, nf4, 64)
     offset = absmax.mean()
-    absmax_hat, _ = _blockwise_round(absmax - offset, dynamic, 256)
-    rounded = nf4[index] * (absmax_hat + offset).unsqueeze(1)
+    absmax_code, absmax_scale = _blockwise_snap(absmax - offset, dynamic, 256)
+    absmax_hat = (absmax_code * absmax_scale.unsqueeze(1)).reshape(-1)[: absmax.numel()]
+    rounded = snapped * (absmax_hat + offset).unsqueeze(1)
+    n = flat.numel()
     return rounded.reshape(-1)[:n].to(torch.bfloat16).to(weight.dtype).view_as(weight)
 
 

@@ -13,6 +13,11 @@ from types import SimpleNamespace
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The adapters shipped in adapters/, by approach (`from conftest import SHIPPED`).
+SHIPPED = {
+    "generative": REPO / "adapters" / "generative-smollm2-135m",
+    "classifier": REPO / "adapters" / "classifier-smollm2-135m",
+}
 REAL_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
 
 # Tests must never reach a hub; CPU threads kept small for the 2-core CI machine.

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from conftest import SHIPPED
 
 from noshow.cpu_forward import (
     FUSED_ATTR,
@@ -21,10 +22,6 @@ from noshow.cpu_forward import (
 from noshow.cpu_weights import bf16_linears, hugepage_weights, transparent_hugepages
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = {
-    "generative": REPO / "adapters" / "generative-smollm2-135m",
-    "classifier": REPO / "adapters" / "classifier-smollm2-135m",
-}
 
 
 def tiny_decoder(tiny_model_dir, bf16: bool = False):

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import SHIPPED
 
 from noshow import cpu_weights
 from noshow.cpu_weights import (
@@ -26,10 +27,6 @@ from noshow.cpu_weights import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
-SHIPPED = {
-    "generative": REPO / "adapters" / "generative-smollm2-135m",
-    "classifier": REPO / "adapters" / "classifier-smollm2-135m",
-}
 
 
 def test_choice_reads_argument_then_env_and_auto_follows_the_cpu(monkeypatch):
