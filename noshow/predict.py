@@ -123,6 +123,23 @@ class AdapterPredictor:
             return float(probs[0]), self.tokenizer.decode([token]).strip()
         return float(probs[0]), self.generate(statement)
 
+    def predict_with_answers(self, statements: list[str]) -> list[tuple[float, str | None]]:
+        """`predict_with_answer` for several statements in one scoring pass (what concurrent
+        Compares share): per statement P(no-show) and, for a generative adapter, its answer."""
+        statements = [clean_statement(s) for s in statements]
+        if not statements:
+            return []
+        if self.approach != "generative":
+            return [(p, None) for p in self.predict_proba(statements)]
+        probs, tokens = self._call(lambda: self._score(statements, greedy=True))
+        out: list[tuple[float, str | None]] = []
+        for statement, p, token in zip(statements, probs, tokens, strict=True):
+            if int(token) in (self.layout.no_id, self.layout.yes_id):
+                out.append((float(p), self.tokenizer.decode([int(token)]).strip()))
+            else:
+                out.append((float(p), self.generate(statement)))
+        return out
+
     def _score(self, statements: list[str], greedy: bool = False):
         labels = np.zeros(len(statements), dtype=np.int64)
         ids = np.arange(len(statements))

@@ -387,3 +387,14 @@ def test_a_model_in_huge_pages_can_be_deep_copied(tiny_model_dir):
     assert hugepage_arena(clone) is None
     for a, b in zip(model.parameters(), clone.parameters(), strict=True):
         assert torch.equal(a, b) and a.data_ptr() != b.data_ptr()
+
+
+@pytest.mark.parametrize("approach", ["generative", "classifier"])
+def test_answers_for_several_statements_match_one_at_a_time(approach, real_statements):
+    from noshow.predict import load_predictor
+
+    predictor = load_predictor(SHIPPED[approach], device="cpu", cpu_weights="float32")
+    together = predictor.predict_with_answers(real_statements[:5])
+    alone = [predictor.predict_with_answer(s) for s in real_statements[:5]]
+    assert [a for _, a in together] == [a for _, a in alone]
+    assert np.allclose([p for p, _ in together], [p for p, _ in alone], atol=1e-3)
