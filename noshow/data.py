@@ -50,6 +50,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from noshow.files import replace_folder
 from noshow.statements import TEMPLATE_VERSION, render_statements
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -687,6 +688,36 @@ def split_data(
     return out
 
 
+@dataclass
+class SplitChoice:
+    """A frame with its `split` column and how that split came about."""
+
+    frame: pd.DataFrame
+    method: str
+    """'time' / 'patient' / 'random' as asked, 'given' (the file's own column) or 'random'."""
+    note: str | None = None
+    """One sentence when the split used is not the one asked for, else None."""
+
+
+def choose_split(loaded: LoadedData, method: str, *, seed: int = 0) -> SplitChoice:
+    """The one split policy, for training and the Data tab alike: a file that brings a
+    complete split column keeps it; a Statement/NoShow file (no dates, no patient ids)
+    falls back to a stratified random split; otherwise `split_data(frame, method)`."""
+    frame = loaded.frame
+    if "split" in frame.columns and frame["split"].isin(SPLIT_NAMES).all() and len(frame):
+        return SplitChoice(
+            frame.copy(), "given", "The file brings its own split column: using that split."
+        )
+    if not loaded.has_features and method != "random":
+        return SplitChoice(
+            split_data(frame, "random", seed=seed),
+            "random",
+            f"Statement/NoShow data has no dates or patient ids: the '{method}' split falls "
+            "back to a stratified random split.",
+        )
+    return SplitChoice(split_data(frame, method, seed=seed), method)
+
+
 def _hash_unit(ids: np.ndarray, seed: int) -> np.ndarray:
     """Map integer ids to [0, 1) with SplitMix64: deterministic across runs and machines
     (Python's hash() is salted per process), and spread evenly for any id pattern."""
@@ -791,7 +822,7 @@ def export_statements(
         datasets.disable_progress_bars()  # one bar per split is noise in a CLI summary
         dataset.save_to_disk(str(tmp / "hf"))
         (tmp / _EXPORT_MARKER).write_text(json.dumps(summary, indent=2, ensure_ascii=False))
-        _replace_folder(tmp, out_dir)
+        replace_folder(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -822,17 +853,6 @@ def _check_replaceable(out_dir: Path) -> None:
             f"{out_dir} already holds files that prepare_data did not write; refusing to "
             "replace them. Choose another --out folder or empty this one."
         )
-
-
-def _replace_folder(new: Path, target: Path) -> None:
-    """Swap `new` into place; the old folder is removed only after the swap."""
-    if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old-", dir=target.parent))
-        os.replace(target, old / "prev")
-        os.replace(new, target)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
 
 
 def format_export_summary(summary: dict[str, Any]) -> str:

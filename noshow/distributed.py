@@ -1,5 +1,5 @@
 """Data-parallel training over several processes, one per GPU, for the lean loop in
-`noshow.training.fit`, plus the app's launcher for such runs.
+`noshow.loop.fit`, plus the app's launcher for such runs.
 
 Both launchers set WORLD_SIZE / RANK / LOCAL_RANK; `scripts/train.py` needs nothing else:
 
@@ -61,7 +61,7 @@ if TYPE_CHECKING:
     import torch
 
     from noshow.config import RunConfig
-    from noshow.training import RunResult
+    from noshow.runs import RunResult
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN_SCRIPT = REPO / "scripts" / "train.py"
@@ -361,7 +361,7 @@ def launch_training(
     cancel_grace_s: float = CANCEL_GRACE_S,
 ) -> RunResult:
     """Train `config` in the pre-made `run_dir` with `nproc` processes (one per GPU) under
-    torchrun, as a managed subprocess; the same signature as `noshow.training.train` plus
+    torchrun, as a managed subprocess; the same signature as `noshow.recipe.train` plus
     `nproc`, so the JobManager runs it in its thread.
 
     Rank 0's progress dicts come back over stdout (scripts/train.py --progress-json) and go
@@ -372,8 +372,7 @@ def launch_training(
     status (a rank crashed, the launcher was killed) is marked failed or cancelled here.
     """
     from noshow import runs
-    from noshow.runs import redact_secrets
-    from noshow.training import RunResult
+    from noshow.runs import RunResult, redact_secrets
 
     run_dir = Path(run_dir)
     if not (run_dir / runs.CONFIG_FILE).exists():

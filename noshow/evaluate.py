@@ -412,7 +412,7 @@ def plot_training_curves(metrics_df: pd.DataFrame) -> Figure:
     """Training loss (and eval loss) and validation ROC-AUC against the step.
 
     Reads metrics.jsonl records: `step`, `loss`, `val_auc` (or `eval_roc_auc`) and
-    `val_loss` (or `eval_loss`), as noshow.training writes them.
+    `val_loss` (or `eval_loss`), as the training loop writes them.
     """
     fig, (loss_ax, auc_ax) = _new_axes(2)
     if metrics_df is None or metrics_df.empty or "step" not in metrics_df.columns:

@@ -18,7 +18,7 @@ timer, so a reload or a second browser re-attaches to the same job.
 Everything `snapshot()` hands to the UI (config, log lines, error) has its secrets redacted
 (`noshow.runs.redact_secrets`: HF/W&B tokens, the login password), whatever training logged.
 
-`train_fn` defaults to `noshow.training.train` (imported on first use so the app starts
+`train_fn` defaults to `noshow.recipe.train` (imported on first use so the app starts
 without loading torch); tests pass a fake with the same signature. `start(config, gpus=n)`
 with n > 1 runs `launch_fn` instead (default `noshow.distributed.launch_training`: torchrun
 with n processes on scripts/train.py in the same pre-made run folder, its progress relayed
@@ -29,8 +29,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import gc
-import sys
 import threading
 import time
 import traceback
@@ -40,13 +38,15 @@ from pathlib import Path
 from typing import Any
 
 from noshow.config import RunConfig
+from noshow.devices import free_accelerator_memory
 
 TrainFn = Callable[..., Any]
 
 LOG_TAIL_LINES = 50
 # Enough points for smooth curves over a long run without growing without bound.
 MAX_HISTORY_POINTS = 5000
-ACTIVE_STATES = ("starting", "running", "cancelling")
+# States of a job in this process (not of a run folder: see runs.RUN_ACTIVE_STATES).
+JOB_ACTIVE_STATES = ("starting", "running", "cancelling")
 
 
 class JobBusyError(RuntimeError):
@@ -76,7 +76,7 @@ class _Job:
 
 def _default_train_fn(*args: Any, **kwargs: Any) -> Any:
     # Imported on first use: the training stack pulls in torch/transformers (seconds).
-    from noshow.training import train
+    from noshow.recipe import train
 
     return train(*args, **kwargs)
 
@@ -102,18 +102,6 @@ def _write_failed_status(run_dir: Path, error: str) -> None:
         write_status(run_dir, "failed", error=error)
     except Exception:  # noqa: BLE001 - the in-memory record still has the error
         pass
-
-
-def free_accelerator_memory() -> None:
-    """Release cached GPU memory after a job (only if torch is already loaded)."""
-    gc.collect()
-    torch = sys.modules.get("torch")
-    if torch is not None:
-        try:
-            if torch.cuda.is_available():
-                torch.cuda.empty_cache()
-        except Exception:  # noqa: BLE001 - freeing memory is best effort
-            pass
 
 
 class JobManager:
@@ -152,7 +140,7 @@ class JobManager:
             config, train=dataclasses.replace(config.train, output_dir=str(self.runs_dir))
         )
         with self._lock:
-            if self._job is not None and self._job.state in ACTIVE_STATES:
+            if self._job is not None and self._job.state in JOB_ACTIVE_STATES:
                 raise JobBusyError(
                     f"A training job is already running (run {self._job.job_id}). "
                     "Cancel it or wait for it to finish before starting another."
@@ -179,7 +167,7 @@ class JobManager:
         """
         with self._lock:
             job = self._job
-            if job is None or job.state not in ACTIVE_STATES:
+            if job is None or job.state not in JOB_ACTIVE_STATES:
                 return False
             if job_id is not None and job_id != job.job_id:
                 return False
@@ -202,7 +190,7 @@ class JobManager:
 
     def is_busy(self) -> bool:
         with self._lock:
-            return self._job is not None and self._job.state in ACTIVE_STATES
+            return self._job is not None and self._job.state in JOB_ACTIVE_STATES
 
     def snapshot(self) -> dict[str, Any]:
         """The current or last job as plain data (safe to hand to the UI).
@@ -239,7 +227,7 @@ class JobManager:
                     "run_id": job.job_id,
                     "run_dir": str(job.run_dir),
                     "state": job.state,
-                    "active": job.state in ACTIVE_STATES,
+                    "active": job.state in JOB_ACTIVE_STATES,
                     "progress": copy.deepcopy(job.progress),
                     "log": list(job.log),
                     "history": copy.deepcopy(job.history),

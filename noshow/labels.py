@@ -49,6 +49,8 @@ from typing import Any
 
 import pandas as pd
 
+from noshow.files import write_atomic
+
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
 NO_SHOW, SHOWS_UP = 1, 0
@@ -805,25 +807,12 @@ def _csv_cells(row: Mapping[str, Any]) -> list[str]:
 
 
 def _write_atomic(path: Path, write: Callable[[Any], None], *, encoding: str) -> Path:
-    """Write via a temp file in the same folder and os.replace, so a reader never sees a
-    half-written export."""
-    path = path.expanduser()
+    """`files.write_atomic` for an export (a reader never sees half of it), with the
+    failure to create it said as a LabelError."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        return write_atomic(path, write, encoding=encoding, newline="")
     except OSError as e:
         raise LabelError(f"Cannot write the export {path}: {e.strerror}.") from e
-    try:
-        with os.fdopen(fd, "w", encoding=encoding, newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp_name, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp_name)
-        raise
-    return path
 
 
 def _read_export(path: Path) -> list[dict[str, Any]]:

@@ -45,6 +45,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from noshow.files import replace_folder
+
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_DIR = REPO / "adapters"
 CARD_JSON = "card.json"
@@ -407,7 +409,7 @@ def render_model_card(card: Mapping[str, Any]) -> str:
     out.append(
         f"A LoRA adapter for {base_link} that predicts whether a patient will miss a medical "
         f"appointment (a *no-show*) from a short English statement describing the appointment: "
-        f"{how}. Trained with the noshow project (`noshow.training.train`) and shipped with "
+        f"{how}. Trained with the noshow project (`noshow.recipe.train`) and shipped with "
         "`scripts/ship_adapter.py`."
     )
     out.append("")
@@ -670,21 +672,6 @@ def _load_run(run_dir: Path) -> tuple[Path, dict, dict, dict]:
     return adapter, meta, config, report
 
 
-def _replace_folder(new: Path, target: Path, scratch: Path) -> None:
-    """Rename `new` onto `target`; an existing target moves into `scratch` first and comes
-    back if the second rename fails (a folder cannot be renamed over a non-empty one)."""
-    old = scratch / "previous"
-    had_old = target.exists()
-    if had_old:
-        os.replace(target, old)
-    try:
-        os.replace(new, target)
-    except OSError:
-        if had_old:
-            os.replace(old, target)
-        raise
-
-
 def ship_adapter(
     run_dir: str | Path,
     dest: str | Path,
@@ -765,7 +752,7 @@ def ship_adapter(
         (staging / CARD_README).write_text(render_model_card(card), encoding="utf-8")
         for path in staging.iterdir():
             path.chmod(0o644)  # save_pretrained leaves weights private (0600)
-        _replace_folder(staging, dest, scratch)
+        replace_folder(staging, dest)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     log(f"Shipped {run_dir.name} -> {dest} ({weights['bytes'] / MIB:.1f} MiB of weights)")

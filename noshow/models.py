@@ -18,6 +18,7 @@ Prepare the bundled model from the shell with `python scripts/prepare_model.py`
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import importlib.util
 import os
@@ -31,6 +32,9 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
+
+from noshow.devices import bitsandbytes_ok, pick_device
+from noshow.files import pid_alive
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -300,21 +304,12 @@ def _partial_prefix(name: str) -> str:
     return f".{name}.partial-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # exists, owned by someone else
-        return True
-    return True
-
-
 def _remove_stale_partials(models: Path, name: str) -> None:
     """Delete temp folders left by conversions whose process died (killed mid-way)."""
     for folder in models.glob(_partial_prefix(name) + "*"):
         pid_text = folder.name[len(_partial_prefix(name)) :].split("-", 1)[0]
-        if not pid_text.isdigit() or not _pid_alive(int(pid_text)) or int(pid_text) == os.getpid():
+        mine = pid_text.isdigit() and int(pid_text) == os.getpid()
+        if mine or not pid_text.isdigit() or pid_alive(int(pid_text)) is False:
             shutil.rmtree(folder, ignore_errors=True)
 
 
@@ -488,28 +483,13 @@ def load_tokenizer(name: str | Path, padding_side: Literal["left", "right"] = "r
     return tokenizer
 
 
-def pick_device(device: str | torch.device | None = None) -> torch.device:
-    """The requested device, or CUDA when present, else the CPU."""
-    if device is None:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
-def _bitsandbytes_ok() -> bool:
-    try:
-        import bitsandbytes  # noqa: F401
-    except Exception:  # missing, or present but broken for this platform
-        return False
-    return True
-
-
 def choose_quantization(quantize: Quantize, device: torch.device) -> Literal["4bit", "none"]:
     """Settle "auto": 4-bit on CUDA when bitsandbytes imports, else none."""
     if quantize not in ("auto", "4bit", "none"):
         raise ModelError(f"quantize must be 'auto', '4bit' or 'none', got {quantize!r}.")
     if quantize == "auto":
-        return "4bit" if device.type == "cuda" and _bitsandbytes_ok() else "none"
-    if quantize == "4bit" and not _bitsandbytes_ok():
+        return "4bit" if device.type == "cuda" and bitsandbytes_ok() else "none"
+    if quantize == "4bit" and not bitsandbytes_ok():
         raise ModelError(
             "quantize='4bit' needs bitsandbytes: `pip install bitsandbytes==0.50.2`, "
             "or use quantize='none'."
@@ -517,35 +497,38 @@ def choose_quantization(quantize: Quantize, device: torch.device) -> Literal["4b
     return quantize
 
 
+def scoring_quantization(trained: str | None, device: torch.device) -> Literal["4bit", "none"]:
+    """How to load the base of an adapter for scoring: 4-bit on CUDA when it was trained on
+    a 4-bit base ("auto" in adapters of older versions meant that), else unquantized (the
+    CPU predictor rounds the base through NF4 instead, see noshow.cpu_weights)."""
+    if device.type == "cuda" and trained in ("4bit", "auto"):
+        return choose_quantization("4bit", device)
+    return "none"
+
+
 def load_base(
     name: str | Path,
-    approach: Approach,
+    approach: Any,
     quantize: Quantize = "auto",
     device: str | torch.device | None = None,
 ) -> tuple[Any, Any]:
-    """(model, tokenizer) for the approach: a causal LM, or a 2-label sequence classifier.
+    """(model, tokenizer) for `approach` (an object from `noshow.approaches`): a causal LM,
+    or a 2-label sequence classifier.
 
     quantize: "4bit" = NF4 with double quantization and bf16 compute (QLoRA; bitsandbytes
     also runs it on the CPU, slowly); "none" = bf16 on CUDA, float32 on the CPU; "auto" =
-    4bit on CUDA when bitsandbytes works, else none.
+    see `choose_quantization`.
     """
-    from transformers import (
-        AutoModelForCausalLM,
-        AutoModelForSequenceClassification,
-        BitsAndBytesConfig,
-    )
+    from transformers import BitsAndBytesConfig
 
-    if approach not in ("generative", "classifier"):
-        raise ModelError(f"approach must be 'generative' or 'classifier', got {approach!r}.")
     dev = pick_device(device)
     mode = choose_quantization(quantize, dev)
     folder = resolve(name)
     tokenizer = load_tokenizer(folder)
-    if approach == "generative":
-        answer_token_ids(tokenizer)  # fail before spending minutes loading weights
+    approach.check_tokenizer(tokenizer)  # fail before spending minutes loading weights
 
     # transformers 5 renamed `torch_dtype` to `dtype` (the old name still works, with a warning).
-    kwargs: dict[str, Any] = {"device_map": {"": str(dev)}}
+    kwargs: dict[str, Any] = {"device_map": {"": str(dev)}, **approach.load_kwargs()}
     if mode == "4bit":
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True,
@@ -557,16 +540,9 @@ def load_base(
     else:
         # CPUs without bf16 units run fp32 matmuls faster than emulated bf16.
         kwargs["dtype"] = torch.bfloat16 if dev.type == "cuda" else torch.float32
-    if approach == "classifier":
-        kwargs.update(
-            num_labels=2, id2label={0: "show", 1: "no_show"}, label2id={"show": 0, "no_show": 1}
-        )
-
-    model_class = (
-        AutoModelForCausalLM if approach == "generative" else AutoModelForSequenceClassification
-    )
     try:
-        model = model_class.from_pretrained(folder, **kwargs)
+        with quiet_loading():
+            model = approach.model_class().from_pretrained(folder, **kwargs)
     except (OSError, ValueError, RuntimeError) as e:
         hint = (
             " (CUDA out of memory: try quantize='4bit' or a smaller model)"
@@ -574,12 +550,29 @@ def load_base(
             else ""
         )
         raise ModelError(
-            f"Could not load {name} from {folder} as a {approach} model{hint}: {e}"
+            f"Could not load {name} from {folder} as a {approach.name} model{hint}: {e}"
         ) from e
-    if approach == "classifier":
-        # The head pools the last token that is not padding, so it must know the pad id.
-        model.config.pad_token_id = tokenizer.pad_token_id
+    approach.prepare_base(model, tokenizer)
     return model, tokenizer
+
+
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence what transformers and bitsandbytes print while loading a base that is about
+    to get LoRA (and, for the classifier, a head that is about to be trained): the weight
+    progress bar and the "score.weight MISSING" load report are expected, not news."""
+    from transformers.utils import logging as hf_logging
+
+    level = hf_logging.get_verbosity()
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        hf_logging.set_verbosity(level)
+        if bars:
+            hf_logging.enable_progress_bar()
 
 
 def _count(param: torch.nn.Parameter) -> int:

@@ -20,7 +20,7 @@ import json
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -70,7 +70,9 @@ def read_adapter_meta(adapter_dir: Path) -> dict:
         meta = json.loads((adapter_dir / "noshow.json").read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise PredictError(f"Cannot read {adapter_dir / 'noshow.json'}: {e}") from e
-    if meta.get("approach") not in ("generative", "classifier"):
+    from noshow.approaches import REGISTRY
+
+    if meta.get("approach") not in REGISTRY:
         raise PredictError(f"{adapter_dir}: unknown approach {meta.get('approach')!r}.")
     return meta
 
@@ -88,7 +90,8 @@ class AdapterPredictor:
     tokenizer: object
     device: torch.device
     max_length: int = DEFAULT_MAX_LENGTH
-    layout: object = None
+    spec: Any = None  # the approach object (noshow.approaches)
+    bound: Any = None  # the approach bound to this model: encode, score, answer texts
     weights: str = ""  # what scores: "float32, merged", "bf16 linears (fp32 activations)", ...
     single_rows: bool = False  # one statement per forward (bf16 weights): batch == single
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -114,14 +117,7 @@ class AdapterPredictor:
         """P(no-show) for one statement and, for a generative adapter, its own answer text,
         read from the same forward pass: the greedy first token is the answer when it is
         "Yes" or "No" (what training teaches); anything else is generated out in full."""
-        statement = clean_statement(statement)
-        if self.approach != "generative":
-            return self.predict_proba([statement])[0], None
-        probs, tokens = self._call(lambda: self._score([statement], greedy=True))
-        token = int(tokens[0])
-        if token in (self.layout.no_id, self.layout.yes_id):
-            return float(probs[0]), self.tokenizer.decode([token]).strip()
-        return float(probs[0]), self.generate(statement)
+        return self.predict_with_answers([statement])[0]
 
     def predict_with_answers(self, statements: list[str]) -> list[tuple[float, str | None]]:
         """`predict_with_answer` for several statements in one scoring pass (what concurrent
@@ -129,51 +125,24 @@ class AdapterPredictor:
         statements = [clean_statement(s) for s in statements]
         if not statements:
             return []
-        if self.approach != "generative":
+        if not self.spec.answers_in_words:
             return [(p, None) for p in self.predict_proba(statements)]
-        probs, tokens = self._call(lambda: self._score(statements, greedy=True))
-        out: list[tuple[float, str | None]] = []
-        for statement, p, token in zip(statements, probs, tokens, strict=True):
-            if int(token) in (self.layout.no_id, self.layout.yes_id):
-                out.append((float(p), self.tokenizer.decode([int(token)]).strip()))
-            else:
-                out.append((float(p), self.generate(statement)))
-        return out
+        probs, tokens = self._call(lambda: self._score(statements, answers=True))
+        texts = self.bound.answer_texts(tokens)
+        return [
+            (float(p), text if text is not None else self.generate(statement))
+            for statement, p, text in zip(statements, probs, texts, strict=True)
+        ]
 
-    def _score(self, statements: list[str], greedy: bool = False):
-        labels = np.zeros(len(statements), dtype=np.int64)
-        ids = np.arange(len(statements))
-        if self.approach == "generative":
-            from noshow.generative import encode_prompts, score_prompts
-
-            enc = encode_prompts(
-                self.tokenizer,
-                self.layout,
-                statements,
-                labels,
-                ids,
-                with_answer=False,
-                max_length=self.max_length,
-            )
-            return score_prompts(
-                self.model,
-                enc,
-                self.device,
-                self.layout,
-                greedy=greedy,
-                single_rows=self.single_rows,
-            )
-        from noshow.classifier import encode_inputs, score_inputs
-
-        enc = encode_inputs(self.tokenizer, statements, labels, ids, max_length=self.max_length)
-        pad = self.tokenizer.pad_token_id
-        enc.input_ids = [x if x else [pad] for x in enc.input_ids]
-        return score_inputs(self.model, enc, self.device, pad, single_rows=self.single_rows)
+    def _score(self, statements: list[str], answers: bool = False):
+        rows = np.arange(len(statements))
+        enc = self.bound.encode(statements, np.zeros(len(rows), np.int64), rows, train=False)
+        return self.bound.score(enc, single_rows=self.single_rows, answers=answers)
 
     @torch.inference_mode()
     def generate(self, statement: str, max_new_tokens: int = 4) -> str | None:
         """The generative model's own answer text (greedy); None for a classifier."""
-        if self.approach != "generative":
+        if not self.spec.answers_in_words:
             return None
         from noshow.statements import render_generative_prompt
 
@@ -225,6 +194,7 @@ def _load_predictor(
 ) -> AdapterPredictor:
     from peft import PeftModel
 
+    from noshow.approaches import get_approach
     from noshow.cpu_forward import install_fast_forward
     from noshow.cpu_weights import (
         bf16_linears,
@@ -232,23 +202,22 @@ def _load_predictor(
         hugepage_weights,
         nf4_round_trip,
     )
-    from noshow.models import ModelError, load_base
+    from noshow.models import ModelError, load_base, scoring_quantization
 
     adapter_dir = resolve_adapter_dir(path)
     meta = read_adapter_meta(adapter_dir)
     approach = meta["approach"]
+    spec = get_approach(approach)
     if expected_approach and approach != expected_approach:
         raise PredictError(
             f"{adapter_dir} is a {approach} adapter, not a {expected_approach} one: "
             f"pick it in the {approach} slot."
         )
-    quantize = "4bit" if dev.type == "cuda" and meta.get("quantize") in ("4bit", "auto") else "none"
+    quantize = scoring_quantization(meta.get("quantize"), dev)
     try:
-        base, tokenizer = load_base(meta["base_model"], approach, quantize, device=dev)
+        base, tokenizer = load_base(meta["base_model"], spec, quantize, device=dev)
     except ModelError as e:
         raise PredictError(f"Base model of {adapter_dir.name} unavailable: {e}") from e
-    if approach == "classifier":
-        base.config.pad_token_id = tokenizer.pad_token_id
     nf4_base = quantize == "none" and meta.get("quantize") == "4bit"
     if nf4_base:
         try:
@@ -280,14 +249,10 @@ def _load_predictor(
         )
     if merged and dev.type == "cpu" and hugepage_weights(model):
         weights += ", huge pages"  # TLB-bound weight reads; NOSHOW_HUGEPAGES=0 turns it off
-    layout = None
-    if approach == "generative":
-        from noshow.generative import build_prompt_layout
-
-        layout = build_prompt_layout(tokenizer)
+    max_length = int(meta.get("max_length", DEFAULT_MAX_LENGTH))
+    bound = spec.bind(model, tokenizer, max_length=max_length, device=dev)
     # one statement per call: fewer, larger ops; the chat template's fixed start computed once
-    prefix = layout.prefix_ids if layout is not None else ()
-    if bf16 and install_fast_forward(model.get_decoder(), prefix_ids=prefix):
+    if bf16 and install_fast_forward(model.get_decoder(), prefix_ids=bound.prefix_ids):
         weights += ", fused forward"
     return AdapterPredictor(
         approach=approach,
@@ -299,8 +264,9 @@ def _load_predictor(
         model=model,
         tokenizer=tokenizer,
         device=dev,
-        max_length=int(meta.get("max_length", DEFAULT_MAX_LENGTH)),
-        layout=layout,
+        max_length=max_length,
+        spec=spec,
+        bound=bound,
         weights=weights,
         single_rows=bf16,
     )

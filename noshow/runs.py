@@ -28,7 +28,6 @@ status.json's text.
 
 from __future__ import annotations
 
-import contextlib
 import errno
 import json
 import math
@@ -37,9 +36,9 @@ import re
 import secrets
 import shutil
 import socket
-import tempfile
 import threading
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -47,8 +46,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from noshow.files import pid_alive, process_start, write_atomic
+
 STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
-ACTIVE_STATES = ("queued", "running")
+RUN_ACTIVE_STATES = ("queued", "running")
 FINISHED_STATES = ("completed", "failed", "cancelled", "interrupted")
 PREDICTION_COLUMNS = ("record_id", "split", "label", "p_no_show")
 STALE_AFTER_S = 600.0
@@ -90,6 +91,17 @@ _CHECKPOINT = re.compile(r"^step-(\d+)$")
 # One writer thread per run is the norm, but the app's start-up sweep and a training thread
 # may touch the same status.json; the lock keeps read-merge-write sequences whole.
 _status_lock = threading.Lock()
+
+
+@dataclass
+class RunResult:
+    """What a training run ended with (its folder, final state, metrics, error, adapter)."""
+
+    run_dir: Path
+    state: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+    adapter_dir: Path | None = None
 
 
 class RunError(RuntimeError):
@@ -183,25 +195,9 @@ def _to_json_safe(value: Any) -> Any:
     return value
 
 
-def _write_atomic(path: Path, write: Any, *, binary: bool = False) -> None:
-    """Write via a temporary file in the same folder, then rename over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def _write_json(path: Path, data: Any) -> None:
     text = json.dumps(_to_json_safe(data), indent=2, allow_nan=False, sort_keys=False)
-    _write_atomic(path, lambda f: f.write(text + "\n"))
+    write_atomic(path, lambda f: f.write(text + "\n"))
 
 
 def _read_json(path: Path) -> Any:
@@ -277,40 +273,6 @@ def read_config(run_dir: str | Path) -> dict[str, Any]:
 # status
 
 
-def _process_start(pid: int) -> int | None:
-    """Start time of `pid` in clock ticks (Linux /proc), to tell a reused pid from ours."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[19])  # field 22 of stat; fields[0] is field 3 (state)
-    except (OSError, IndexError, ValueError):
-        return None
-
-
-def _pid_alive(pid: int, start: int | None) -> bool | None:
-    """True/False when this host can tell, None when it cannot."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # exists, owned by another user
-    except (OSError, OverflowError, ValueError):
-        return None
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            state = f.read().rsplit(")", 1)[1].split()[0]
-        if state in ("Z", "X"):  # exited but not yet reaped by its parent
-            return False
-    except (OSError, IndexError):
-        pass
-    if start is not None:
-        now_start = _process_start(pid)
-        if now_start is not None and now_start != start:
-            return False  # the pid now belongs to another process
-    return True
-
-
 def write_status(
     run_dir: str | Path, state: str, *, error: str | None = None, **extra: Any
 ) -> dict:
@@ -341,11 +303,11 @@ def write_status(
         status["error"] = redact_secrets(error)
         status.setdefault("started_at", None)
         status.setdefault("finished_at", None)
-        if state in ACTIVE_STATES:
+        if state in RUN_ACTIVE_STATES:
             pid = int(extra.get("pid", os.getpid()))
             status["pid"] = pid
             status["hostname"] = extra.get("hostname", socket.gethostname())
-            status["pid_start"] = extra.get("pid_start", _process_start(pid))
+            status["pid_start"] = extra.get("pid_start", process_start(pid))
             status["finished_at"] = None
             if state == "running" and not status.get("started_at"):
                 status["started_at"] = now
@@ -376,12 +338,12 @@ def read_status(run_dir: str | Path, stale_after_s: float = STALE_AFTER_S) -> di
     except (OSError, ValueError) as e:
         return {"state": "unknown", "error": f"cannot read {path}: {e}"}
 
-    if status["state"] not in ACTIVE_STATES:
+    if status["state"] not in RUN_ACTIVE_STATES:
         return status
     alive: bool | None = None
     pid = status.get("pid")
     if isinstance(pid, int) and status.get("hostname") == socket.gethostname():
-        alive = _pid_alive(pid, status.get("pid_start"))
+        alive = pid_alive(pid, status.get("pid_start"))
     if alive is None:
         updated = _parse_time(status.get("updated_at"))
         if updated is not None:
@@ -559,7 +521,7 @@ def write_predictions(run_dir: str | Path, df: pd.DataFrame) -> Path:
         )
     path = Path(run_dir) / PREDICTIONS_FILE
     table = df.reset_index(drop=True)
-    _write_atomic(path, lambda f: table.to_parquet(f, index=False), binary=True)
+    write_atomic(path, lambda f: table.to_parquet(f, index=False), binary=True)
     return path
 
 
@@ -648,3 +610,11 @@ def list_runs(output_dir: str | Path) -> pd.DataFrame:
     frame = pd.DataFrame(rows, columns=LIST_COLUMNS)
     frame = frame.sort_values(["created", "run_id"], ascending=False, na_position="last")
     return frame.reset_index(drop=True)
+
+
+def write_adapter_metadata(folder: Path, **meta: Any) -> None:
+    """noshow.json beside the PEFT files: approach, base model, threshold, template version."""
+    from noshow.statements import TEMPLATE_VERSION
+
+    meta = {"template_version": TEMPLATE_VERSION, "created_at": _now(), **meta}
+    (folder / "noshow.json").write_text(json.dumps(meta, indent=2))

@@ -106,7 +106,7 @@ def build_smoke_adapters(folder: Path) -> dict[str, Path]:
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
     from noshow.data import SYNTHETIC_SOURCE
     from noshow.models import build_random_llama, resolve
-    from noshow.training import train
+    from noshow.recipe import train
 
     tiny = build_random_llama(folder / "tiny", "tiny", tokenizer_from=resolve(BUNDLED_MODEL))
     out: dict[str, Path] = {}

@@ -1,8 +1,8 @@
 """Training speed, side by side: the seed project's recipe against the project's fast path.
 
-In one process on one GPU, for each approach, trains (a) the seed's recipe (`noshow.seed_recipe`:
+In one process on one GPU, for each approach, trains (a) the seed's recipe (`scripts/seed_recipe.py`:
 HF Trainer, gradient checkpointing, paged AdamW, batches of 16) and (b) the fast path
-(`noshow.training.fit`, the loop `scripts/train.py` and the app use) on the same training
+(`noshow.loop.fit`, the loop `scripts/train.py` and the app use) on the same training
 rows for the same number of statements, then scores the same test rows with the same scoring
 function. Prints one table (statements/s, non-pad tokens/s, peak GPU memory, time to the
 first step, test ROC-AUC, speed-up) and appends it to BENCHMARKS.md with the GPU, the
@@ -44,6 +44,7 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "scripts"))  # seed_recipe.py lives beside this script
 
 BENCHMARKS_FILE = REPO / "BENCHMARKS.md"
 SHARED_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
@@ -308,8 +309,9 @@ def build_random_llama_in_memory(
 
 def build_base(args: argparse.Namespace, approach: str, device, smoke_dir: Path | None):
     """(model, tokenizer): a fresh, untrained base for one recipe."""
+    from seed_recipe import load_seed_base
+
     from noshow.models import ModelError, load_tokenizer
-    from noshow.seed_recipe import load_seed_base
 
     if args.model == "llama-8b-random":
         tokenizer = load_tokenizer(BUNDLED_MODEL)
@@ -326,16 +328,15 @@ def build_base(args: argparse.Namespace, approach: str, device, smoke_dir: Path 
 
 
 def prepare_fast_model(base, tokenizer, approach: str, config):
-    """What `setup_generative`/`setup_classifier` do after `load_base`, for a base already in
-    memory. Like them, seed before building the base (`set_seed(config.train.seed)`), not
-    here, so the head and LoRA start from the same random numbers as in a real run."""
-    if approach == "generative":
-        from noshow.generative import prepare_generative_model
+    """What `noshow.recipe.setup_model` does after `load_base`, for a base already in memory.
+    Like it, seed before building the base (`set_seed(config.train.seed)`), not here, so the
+    head and LoRA start from the same random numbers as in a real run."""
+    from noshow.approaches import get_approach
+    from noshow.lora import attach_lora
 
-        return prepare_generative_model(base, tokenizer, config)
-    from noshow.classifier import prepare_classifier_model
-
-    return prepare_classifier_model(base, tokenizer, config)
+    spec = get_approach(approach)
+    spec.prepare_base(base, tokenizer)
+    return attach_lora(base, config, spec)
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -348,7 +349,7 @@ def roc_auc(labels, p) -> float | None:
 
 
 def run_seed(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[str, Any]:
-    from noshow.seed_recipe import SEED_BATCH_SIZE, score_seed_model, train_seed_recipe
+    from seed_recipe import SEED_BATCH_SIZE, score_seed_model, train_seed_recipe
 
     base, tokenizer = build_base(args, approach, device, smoke_dir)
     free_memory()
@@ -373,13 +374,15 @@ def run_seed(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[st
 
 
 def run_fast(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[str, Any]:
-    """The fast path exactly as `train_generative`/`train_classifier` run it (same encoding,
+    """The fast path exactly as `noshow.recipe.train` runs it (same encoding,
     loss, loop and scoring), inside a TrainingSession whose run folder is thrown away."""
     import numpy as np
     import torch
 
     from noshow.config import RunConfig, TrainConfig
-    from noshow.training import TrainingSession, fit, set_seed
+    from noshow.loop import fit
+    from noshow.lora import set_seed
+    from noshow.session import TrainingSession
 
     set_seed(args.seed)  # as setup_* does before loading: the head's init draws from it
     base, tokenizer = build_base(args, approach, device, smoke_dir)
@@ -447,16 +450,15 @@ def run_fast(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[st
 
 
 def _fast_path_functions(approach, model, tokenizer, rows: BenchRows, config, device):
-    """Encodings, loss and scoring of the approach module, bound as its train_* binds them."""
-    if approach == "generative":
-        from noshow.generative import bind_generative
+    """Encodings, loss and scoring of the approach, bound as `noshow.recipe.train` binds them."""
+    from noshow.approaches import get_approach
+    from noshow.recipe import encode_frame
 
-        encode, loss_fn, score_fn = bind_generative(model, tokenizer, config, device)
-        return encode(rows.train, True), encode(rows.test, False), loss_fn, score_fn
-    from noshow.classifier import bind_classifier
-
-    encode, loss_fn, score_fn = bind_classifier(model, tokenizer, config, device)
-    return encode(rows.train), encode(rows.test), loss_fn, score_fn
+    bound = get_approach(approach).bind(
+        model, tokenizer, max_length=config.train.max_length, device=device
+    )
+    train_enc = encode_frame(bound, rows.train, train=True)
+    return train_enc, encode_frame(bound, rows.test, train=False), bound.loss, bound.score
 
 
 # ----------------------------------------------------------------------------- main
@@ -617,7 +619,7 @@ def table_rows(results: list[tuple[str, str, dict[str, Any]]]) -> list[list[str]
     }
     out = []
     for approach, recipe, s in results:
-        label = "seed (HF Trainer)" if recipe == "seed" else "fast (noshow.training)"
+        label = "seed (HF Trainer)" if recipe == "seed" else "fast (noshow.recipe)"
         if "error" in s:
             out.append(
                 [approach, label, *["-"] * (len(TRAIN_COLUMNS) - 3), f"FAILED: {s['error']}"]

@@ -107,7 +107,7 @@ def train_adapters(runs_dir: Path, base: str) -> tuple[str, str]:
     real arithmetic per request; about a minute to train)."""
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
     from noshow.models import DEFAULT_MODEL, build_random_llama, resolve
-    from noshow.training import train
+    from noshow.recipe import train
 
     model = DEFAULT_MODEL
     if base == "tiny":

@@ -115,8 +115,8 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     from noshow.distributed import PROGRESS_PREFIX
+    from noshow.recipe import train
     from noshow.runs import RunError
-    from noshow.training import train
 
     args = parse_args(argv)
     run_dir = None

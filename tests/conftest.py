@@ -66,7 +66,7 @@ def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
 def adapters(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     """Two finished runs (generative, classifier) in one runs folder, trained on the CPU."""
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
-    from noshow.training import train
+    from noshow.recipe import train
 
     runs = tmp_path_factory.mktemp("compare-runs")
     paths = {}

@@ -1,7 +1,7 @@
 """The Data and Train tabs: pure view functions, and the running app driven by gradio_client.
 
 The app is launched on a free localhost port with a fake train function (same signature as
-noshow.training.train; reports progress every 50 ms and honours should_stop), real run
+noshow.recipe.train; reports progress every 50 ms and honours should_stop), real run
 folders, the real preflight estimate and the bundled synthetic data.
 
     .venv/bin/python -m pytest -q tests/test_app_data_train.py

@@ -16,6 +16,7 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPTS = REPO / "scripts"
+sys.path.insert(0, str(SCRIPTS))  # seed_recipe.py is bench-only code beside its script
 
 
 def _run_script(name: str, *args: str) -> subprocess.CompletedProcess:
@@ -128,9 +129,10 @@ def test_bench_train_without_gpu_explains_instead_of_crashing():
 
 
 def test_seed_generative_examples_match_build_masked_example(tiny_model_dir):
-    from noshow.generative import build_masked_example
+    from seed_recipe import encode_generative_examples
+
+    from noshow.approaches.generative import build_masked_example
     from noshow.models import load_tokenizer
-    from noshow.seed_recipe import encode_generative_examples
 
     tokenizer = load_tokenizer(tiny_model_dir)
     statements = ["A 30-year-old woman has an appointment.", "A 7-year-old boy is booked."]
@@ -143,7 +145,7 @@ def test_seed_generative_examples_match_build_masked_example(tiny_model_dir):
 
 
 def test_seed_collator_pads_right_with_pad_id_zero_mask_and_ignored_labels():
-    from noshow.seed_recipe import CausalLMPadCollator
+    from seed_recipe import CausalLMPadCollator
 
     batch = CausalLMPadCollator(pad_id=0)(
         [
@@ -184,23 +186,22 @@ def test_random_llama_in_memory_4bit_quantizes_every_decoder_linear_and_no_head(
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_fast_model_preparation_matches_the_approach_setup(bench_train, tiny_model_dir, approach):
-    """The bench prepares in-memory bases like setup_generative/setup_classifier; if those
-    change, this fails and the bench must follow."""
-    from noshow.classifier import setup_classifier
+    """The bench prepares in-memory bases like noshow.recipe.setup_model; if that changes,
+    this fails and the bench must follow."""
+    from noshow.approaches import get_approach
     from noshow.config import RunConfig, TrainConfig
-    from noshow.generative import setup_generative
+    from noshow.lora import set_seed
     from noshow.models import load_base
-    from noshow.training import set_seed
+    from noshow.recipe import setup_model
 
     config = RunConfig(
         train=TrainConfig(approach=approach, model=str(tiny_model_dir), quantize="none")
     )
     cpu = torch.device("cpu")
-    setup = setup_generative if approach == "generative" else setup_classifier
-    reference, _, reference_ckpt = setup(config, cpu)
+    reference, _, _ = setup_model(config, get_approach(approach), cpu)
     set_seed(config.train.seed)
-    base, tokenizer = load_base(str(tiny_model_dir), approach, "none", device=cpu)
-    prepared, ckpt = bench_train.prepare_fast_model(base, tokenizer, approach, config)
+    base, tokenizer = load_base(str(tiny_model_dir), get_approach(approach), "none", device=cpu)
+    prepared, _ = bench_train.prepare_fast_model(base, tokenizer, approach, config)
 
     def trainable(model):
         return {
@@ -208,7 +209,6 @@ def test_fast_model_preparation_matches_the_approach_setup(bench_train, tiny_mod
         }
 
     assert trainable(prepared) == trainable(reference)
-    assert ckpt == reference_ckpt
     torch.testing.assert_close(
         dict(prepared.named_parameters()), dict(reference.named_parameters())
     )  # same seed, same LoRA and head initialisation

@@ -2,7 +2,7 @@
 
 One walk through what only a browser shows: the Data tab (filter, pick a row, read its
 statement), a Compare on an example with both adapters, a quick training job started and
-cancelled from the Train tab (real JobManager, real `noshow.training.train`, a tiny random
+cancelled from the Train tab (real JobManager, real `noshow.recipe.train`, a tiny random
 Llama), and three statements labelled with the keyboard in the Label tab, then an export.
 Screenshots land in `test-artifacts/` (gitignored).
 
@@ -60,7 +60,7 @@ def app(tmp_path_factory, adapters, tiny_model_dir):
     from noshow.ui.app import build_demo, style_kwargs
 
     store = LabelStore(tmp_path_factory.mktemp("browser-labels") / "labels.sqlite")
-    jobs = JobManager(runs_dir=adapters.runs)  # the real noshow.training.train
+    jobs = JobManager(runs_dir=adapters.runs)  # the real noshow.recipe.train
     demo = build_demo(
         jobs=jobs,
         store=store,

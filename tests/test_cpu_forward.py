@@ -13,6 +13,7 @@ import pytest
 import torch
 from conftest import SHIPPED
 
+from noshow.approaches import get_approach
 from noshow.cpu_forward import (
     FUSED_ATTR,
     install_fast_forward,
@@ -27,7 +28,7 @@ REPO = Path(__file__).resolve().parents[1]
 def tiny_decoder(tiny_model_dir, bf16: bool = False):
     from noshow.models import load_base
 
-    model, _ = load_base(tiny_model_dir, "generative", "none", device="cpu")
+    model, _ = load_base(tiny_model_dir, get_approach("generative"), "none", device="cpu")
     model.eval()
     if bf16:
         bf16_linears(model.get_decoder())
@@ -95,7 +96,7 @@ def test_unmerged_lora_and_other_models_are_left_alone(tiny_model_dir):
 
     from noshow.models import load_base
 
-    model, _ = load_base(tiny_model_dir, "generative", "none", device="cpu")
+    model, _ = load_base(tiny_model_dir, get_approach("generative"), "none", device="cpu")
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
     decoder = peft_model.get_base_model().get_decoder()
     assert "LoRA not merged" in supported(decoder)
@@ -107,7 +108,7 @@ def test_unmerged_lora_and_other_models_are_left_alone(tiny_model_dir):
 def test_fused_weights_are_views_of_the_model_weights_when_they_lie_back_to_back(tiny_model_dir):
     from noshow.models import load_base
 
-    model, _ = load_base(tiny_model_dir, "classifier", "none", device="cpu")
+    model, _ = load_base(tiny_model_dir, get_approach("classifier"), "none", device="cpu")
     bf16_linears(model.get_decoder())
     arena = hugepage_weights(model)
     decoder = model.get_decoder()

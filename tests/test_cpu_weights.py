@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from conftest import SHIPPED
 
 from noshow import cpu_weights
+from noshow.approaches import get_approach
 from noshow.cpu_weights import (
     Bf16Linear,
     bf16_linears,
@@ -89,7 +90,7 @@ def test_tiny_adapter_in_bf16_agrees_batched_and_single_and_near_fp32(adapters, 
 def test_answer_logits_are_the_full_heads_no_yes_rows(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from noshow.generative import answer_logits, build_prompt_layout
+    from noshow.approaches.generative import answer_logits, build_prompt_layout
     from noshow.models import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
@@ -331,7 +332,7 @@ def test_nf4_round_trip_rounds_the_decoder_linears_only(tiny_model_dir):
     from noshow.cpu_weights import nf4_round, nf4_round_trip
     from noshow.models import load_base
 
-    model, _ = load_base(tiny_model_dir, "generative", "none", device="cpu")
+    model, _ = load_base(tiny_model_dir, get_approach("generative"), "none", device="cpu")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     assert nf4_round_trip(model.get_decoder()) == 7 * model.config.num_hidden_layers
     for name, param in model.named_parameters():
@@ -381,7 +382,7 @@ def test_a_model_in_huge_pages_can_be_deep_copied(tiny_model_dir):
 
     from noshow.models import load_base
 
-    model, _ = load_base(tiny_model_dir, "classifier", "none", device="cpu")
+    model, _ = load_base(tiny_model_dir, get_approach("classifier"), "none", device="cpu")
     hugepage_weights(model)
     clone = copy.deepcopy(model)
     assert hugepage_arena(clone) is None

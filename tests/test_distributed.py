@@ -84,7 +84,7 @@ def make_linear_problem():
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     rng = np.random.default_rng(0)
-    from noshow.training import Encoded
+    from noshow.batching import Encoded
 
     x = (rng.normal(size=(ROWS, 3)) * 0.3).round(3).tolist()
     return model, Encoded(x, rng.integers(0, 2, ROWS), np.arange(ROWS))
@@ -119,7 +119,7 @@ import torch
 sys.path.insert(0, {tests!r})
 import test_distributed as t
 from noshow.distributed import StepFlags, init_group
-from noshow.training import LoopState, _distributed_step
+from noshow.loop import LoopState, _distributed_step
 
 group = init_group()
 model, enc = t.make_linear_problem()
@@ -143,7 +143,7 @@ state = LoopState(micro_batch=4)
 losses, error = [], None
 for idx in (t.BATCH_UNEVEN, t.BATCH_ONE_ROW, t.BATCH_FAILS):
     try:
-        from noshow.training import _check_step_flags
+        from noshow.loop import _check_step_flags
         _check_step_flags(session, flags)
         losses.append(float(_distributed_step(
             model, enc, idx, loss_fn, opt, state, torch.device("cpu"), session, params, flags)))
@@ -164,7 +164,7 @@ group.finish(barrier=session.failure_shared)
 
 
 def test_gradient_summed_over_two_processes_equals_one_process_gradient(tmp_path):
-    from noshow.training import LoopState, _optimizer_step
+    from noshow.loop import LoopState, _optimizer_step
 
     out = tmp_path / "ranks"
     out.mkdir()
@@ -273,7 +273,7 @@ def test_torchrun_two_processes_train_like_one_process(
     assert all(torch.equal(r0["trainable"][k], r1["trainable"][k]) for k in r0["trainable"])
 
     # the same run in one process lands on the same weights
-    from noshow.training import train
+    from noshow.recipe import train
 
     monkeypatch.setenv("NOSHOW_DEBUG_RANK_STATE", str(tmp_path / "single"))
     config = cli.config_from_args(cli.parse_args([*args[:-1], str(tmp_path / "single-runs")]))

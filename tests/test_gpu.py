@@ -58,7 +58,7 @@ def finished_gpu_job(tmp_path_factory):
     import torch
 
     from noshow.jobs import JobManager
-    from noshow.training import estimate_resources
+    from noshow.preflight import estimate_resources
 
     runs = tmp_path_factory.mktemp("gpu-runs")
     config = gpu_config(max_steps=40)

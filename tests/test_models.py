@@ -19,6 +19,7 @@ import pytest
 import torch
 
 import noshow.models as models
+from noshow.approaches import get_approach
 from noshow.models import (
     PRESETS,
     ModelError,
@@ -38,12 +39,12 @@ BUNDLED = "smollm2-135m-instruct"
 
 @pytest.fixture(scope="module")
 def generative(bundled_model_dir):
-    return load_base(BUNDLED, "generative", quantize="none", device="cpu")
+    return load_base(BUNDLED, get_approach("generative"), quantize="none", device="cpu")
 
 
 @pytest.fixture(scope="module")
 def classifier(bundled_model_dir):
-    return load_base(BUNDLED, "classifier", quantize="none", device="cpu")
+    return load_base(BUNDLED, get_approach("classifier"), quantize="none", device="cpu")
 
 
 @pytest.fixture
@@ -261,9 +262,9 @@ def test_quantize_auto_means_none_on_the_cpu_and_bad_values_are_refused():
         choose_quantization("8bit", torch.device("cpu"))
 
 
-def test_load_base_refuses_an_unknown_approach():
-    with pytest.raises(ModelError, match="approach"):
-        load_base(BUNDLED, "regression", quantize="none", device="cpu")
+def test_an_unknown_approach_is_refused_naming_the_choices():
+    with pytest.raises(ValueError, match="generative, classifier"):
+        get_approach("regression")
 
 
 def test_generative_model_gives_finite_vocabulary_logits(generative):
@@ -314,7 +315,9 @@ def test_tiny_random_llama_matches_its_tokenizer_and_runs(tiny_model_dir):
     assert config["vocab_size"] == len(tokenizer)
     assert config["pad_token_id"] == tokenizer.pad_token_id
     assert config["eos_token_id"] == tokenizer.eos_token_id
-    model, tokenizer = load_base(tiny_model_dir, "generative", quantize="none", device="cpu")
+    model, tokenizer = load_base(
+        tiny_model_dir, get_approach("generative"), quantize="none", device="cpu"
+    )
     with torch.no_grad():
         logits = model(**tokenizer(["Yes or No?"], return_tensors="pt")).logits
     assert logits.shape[-1] == len(tokenizer) and torch.isfinite(logits).all()
@@ -362,14 +365,16 @@ def test_8b_shape_is_for_memory_only(tmp_path):
 def test_tiny_llama_loads_in_4bit_on_the_cpu(tiny_model_dir):
     # No forward: bitsandbytes' CPU 4-bit kernel needs output widths divisible by its block
     # size, which the tiny shape's 8-wide k/v projections are not (the bundled model's are).
-    model, tokenizer = load_base(tiny_model_dir, "classifier", quantize="4bit", device="cpu")
+    model, tokenizer = load_base(
+        tiny_model_dir, get_approach("classifier"), quantize="4bit", device="cpu"
+    )
     import bitsandbytes as bnb
 
     assert isinstance(model.model.layers[0].self_attn.q_proj, bnb.nn.Linear4bit)
     info = describe_model(model)
     assert info["quantized"] is True and info["quantization"] == "4-bit nf4"
     # Packed 4-bit weights (two per byte) count as their unpacked size.
-    plain, _ = load_base(tiny_model_dir, "classifier", quantize="none", device="cpu")
+    plain, _ = load_base(tiny_model_dir, get_approach("classifier"), quantize="none", device="cpu")
     assert info["parameters_total"] == describe_model(plain)["parameters_total"]
     assert model.config.num_labels == 2
 

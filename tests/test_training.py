@@ -11,14 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
+from noshow.batching import length_grouped_batches, pad_batch
 from noshow.config import ConfigError, DataConfig, LoraSettings, RunConfig, TrainConfig
-from noshow.training import (
-    TrainingSession,
-    fit,
-    length_grouped_batches,
-    pad_batch,
-    train,
-)
+from noshow.loop import fit
+from noshow.recipe import train
+from noshow.session import TrainingSession
 
 
 def _config(model: Path | str, tmp_path: Path, **train_kw) -> RunConfig:
@@ -97,7 +94,7 @@ def test_pad_batch_positions_count_real_tokens_for_left_and_right_padding():
 
 
 def test_prompt_mask_keeps_only_answer_and_end_of_turn(tokenizer):
-    from noshow.generative import IGNORE_INDEX, build_masked_example
+    from noshow.approaches.generative import IGNORE_INDEX, build_masked_example
     from noshow.statements import render_generative_prompt
 
     statement = "A 30-year-old woman booked 5 days ahead."
@@ -116,7 +113,7 @@ def test_fast_generative_loss_equals_standard_masked_loss(tiny_model_dir, tokeni
     """The answer-positions-only head gives exactly the loss of the full masked LM loss."""
     from transformers import AutoModelForCausalLM
 
-    from noshow.generative import (
+    from noshow.approaches.generative import (
         build_masked_example,
         build_prompt_layout,
         encode_prompts,
@@ -148,8 +145,8 @@ def test_generative_probability_read_at_answer_position_with_left_and_right_padd
 ):
     from transformers import AutoModelForCausalLM
 
-    from noshow.generative import build_prompt_layout, encode_prompts, score_prompts
-    from noshow.training import last_token_index
+    from noshow.approaches.generative import build_prompt_layout, encode_prompts, score_prompts
+    from noshow.batching import last_token_index
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     layout = build_prompt_layout(tokenizer)
@@ -173,10 +170,11 @@ def test_generative_probability_read_at_answer_position_with_left_and_right_padd
 
 
 def test_classifier_batched_equals_single(tiny_model_dir, tokenizer):
-    from noshow.classifier import encode_inputs, score_inputs
+    from noshow.approaches import CLASSIFIER
+    from noshow.approaches.classifier import encode_inputs, score_inputs
     from noshow.models import load_base
 
-    model, tok = load_base(str(tiny_model_dir), "classifier", "none", device=torch.device("cpu"))
+    model, tok = load_base(str(tiny_model_dir), CLASSIFIER, "none", device=torch.device("cpu"))
     statements = ["x", "A 30-year-old woman booked 5 days ahead.", "A man, 71, no SMS, same day."]
     enc = encode_inputs(tok, statements, [0, 1, 0], [0, 1, 2], max_length=256)
     batched = score_inputs(model, enc, torch.device("cpu"), tok.pad_token_id)
@@ -194,20 +192,17 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
     approach, tiny_model_dir, tokenizer, tmp_path
 ):
     """Train on one fixed batch: loss goes down; LoRA (and the head) change, the base does not."""
-    from noshow.classifier import classifier_loss, encode_inputs, setup_classifier
-    from noshow.generative import (
-        build_prompt_layout,
-        encode_prompts,
-        generative_loss,
-        setup_generative,
-    )
+    from noshow.approaches import get_approach
+    from noshow.approaches.classifier import classifier_loss, encode_inputs
+    from noshow.approaches.generative import build_prompt_layout, encode_prompts, generative_loss
+    from noshow.recipe import setup_model
 
     cfg = _config(tiny_model_dir, tmp_path, approach=approach, lr=3e-2, max_steps=80, batch_size=8)
     device = torch.device("cpu")
     statements = [f"A {20 + 7 * i}-year-old patient booked {i} days ahead." for i in range(8)]
     labels = np.array([1, 0] * 4)
     if approach == "generative":
-        model, tok, _ = setup_generative(cfg, device)
+        model, tok, _ = setup_model(cfg, get_approach(approach), device)
         layout = build_prompt_layout(tok)
         with torch.no_grad():  # random init (std 0.02) leaves the tied head almost no range
             model.get_input_embeddings().weight.mul_(15)
@@ -218,7 +213,7 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
         def loss_fn(m, e, idx, dev):
             return generative_loss(m, e, idx, dev, layout)
     else:
-        model, tok, _ = setup_classifier(cfg, device)
+        model, tok, _ = setup_model(cfg, get_approach(approach), device)
         enc = encode_inputs(tok, statements, labels, np.arange(8), max_length=256)
 
         def loss_fn(m, e, idx, dev):
@@ -227,7 +222,7 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
     # A random tiny model's 49k-wide head can barely move the full-vocabulary loss, so
     # judge learning by what the app reads: the binary loss of P(no-show) on this batch.
     if approach == "generative":
-        from noshow.generative import score_prompts
+        from noshow.approaches.generative import score_prompts
 
         prompts = encode_prompts(
             tok, layout, statements, labels, np.arange(8), with_answer=False, max_length=256
@@ -237,7 +232,7 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
             p = score_prompts(model, prompts, device, layout)
             return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
     else:
-        from noshow.classifier import score_inputs
+        from noshow.approaches.classifier import score_inputs
 
         def binary_loss():
             p = score_inputs(model, enc, device, tok.pad_token_id)
@@ -389,7 +384,7 @@ def test_out_of_memory_lowers_micro_batch_then_fails_clearly(
 ):
     """A step that runs out of memory is retried with half the micro-batch; when even one row
     does not fit, the run fails with the setting to lower, and the process keeps going."""
-    import noshow.classifier as clf
+    import noshow.approaches.classifier as clf
 
     real = clf.classifier_loss
     sizes = []
@@ -489,7 +484,7 @@ def test_preflight_estimate_covers_the_measured_gpu_peaks(monkeypatch, approach,
     """The preflight refuses what will not fit, so it must not under-estimate; it did (2.0 GB
     against 2.8 GB measured) until tests/test_gpu.py caught it. Not by more than 2x either,
     or it would refuse runs that fit."""
-    from noshow.training import estimate_resources
+    from noshow.preflight import estimate_resources
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (140e9, 143e9))

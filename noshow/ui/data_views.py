@@ -112,20 +112,14 @@ def load_entry(
     if entry is not None:
         return entry
     loaded = _load(source)
-    frame = loaded.frame
-    used_method = split_method
-    if "split" in frame.columns and frame["split"].notna().all():
-        split_frame = frame.copy()  # the file brings its own split; respect it
-        used_method = "from file"
-    else:
-        try:
-            split_frame = data.split_data(frame, split_method)
-        except data.DataError:
-            # Statement/NoShow files have no dates or patient ids: only a random split works.
-            if split_method == "random":
-                raise
-            split_frame = data.split_data(frame, "random")
-            used_method = f"random ({split_method} split needs columns this file lacks)"
+    choice = data.choose_split(loaded, split_method)  # the same policy as training
+    used_method = {
+        "given": "from file",
+        "random": "random"
+        if split_method == "random"
+        else f"random ({split_method} split needs columns this file lacks)",
+    }.get(choice.method, choice.method)
+    split_frame = choice.frame
     entry = DataEntry(
         key=key,
         loaded=loaded,

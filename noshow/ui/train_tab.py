@@ -426,7 +426,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         return build_run_config(**values, output_dir=runs_dir)
 
     def check(config: RunConfig) -> tuple[bool, str]:
-        from noshow.training import estimate_resources
+        from noshow.preflight import estimate_resources
         from noshow.ui.data_views import load_entry
 
         # The same load + split as training, so the row count is the one that will be used.

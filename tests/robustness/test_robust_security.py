@@ -346,7 +346,7 @@ def test_tokens_never_reach_a_run_folder_the_job_view_or_the_output(
 ):
     """A tiny training run through the JobManager (as the Train tab starts it) with W&B on,
     in offline mode, while the tokens are set; then everything it wrote is searched."""
-    from noshow import training
+    from noshow import session as training
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
     from noshow.jobs import JobManager
 

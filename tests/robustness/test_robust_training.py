@@ -28,9 +28,9 @@ import torch
 from robust_helpers import REPO, half_written
 
 from noshow import runs
-from noshow.classifier import classifier_loss as _real_classifier_loss
+from noshow.approaches.classifier import classifier_loss as _real_classifier_loss
 from noshow.config import ConfigError, DataConfig, LoraSettings, RunConfig, TrainConfig
-from noshow.training import train
+from noshow.recipe import train
 
 # Staging names that never count as finished (noshow.runs); everything else half-written fails.
 STAGING = {"adapter.partial"}
@@ -147,12 +147,12 @@ def _disk_full_after_a_partial_file(self, folder, *args, **kwargs):
 FAILURES = {
     "out of memory in every step": (
         {},
-        lambda mp: mp.setattr("noshow.classifier.classifier_loss", _oom),
+        lambda mp: mp.setattr("noshow.approaches.classifier.classifier_loss", _oom),
         "Out of GPU memory (batch size 16, max length 256, quantize none). Lower --batch-size",
     ),
     "loss becomes NaN": (
         {},
-        lambda mp: mp.setattr("noshow.classifier.classifier_loss", _nan_loss),
+        lambda mp: mp.setattr("noshow.approaches.classifier.classifier_loss", _nan_loss),
         "The loss became nan at step 1: lower the learning rate",
     ),
     "disk full while saving the adapter": (
@@ -229,7 +229,7 @@ def test_cancel_at_each_phase_stops_cleanly(phase, approach, tiny_model_dir, tmp
 CHILD = textwrap.dedent(
     """
     import runpy, sys, time
-    import noshow.training as t
+    import noshow.loop as t
 
     def hang_after(original, marker, when=lambda *a: True):
         def wrapper(*args, **kwargs):
@@ -390,7 +390,7 @@ def test_a_failed_job_reports_its_message_and_the_manager_starts_again(
     from noshow.jobs import JobManager
 
     jobs = JobManager(runs_dir=tmp_path)
-    monkeypatch.setattr("noshow.classifier.classifier_loss", _oom)
+    monkeypatch.setattr("noshow.approaches.classifier.classifier_loss", _oom)
     failed = jobs.start(tiny_config(tiny_model_dir, tmp_path))
     assert jobs.wait(120)
     snap = jobs.snapshot()

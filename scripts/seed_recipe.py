@@ -10,10 +10,11 @@ prompt masked with -100), which is the cost the fast path avoids; the classifier
 `AutoModelForSequenceClassification` with labels.
 
 After training, both approaches are scored with the fast path's own scoring functions
-(`noshow.generative.score_prompts`, `noshow.classifier.score_inputs`), so the two recipes'
-ROC-AUCs compare on equal terms. `scripts/bench_train.py` is the only caller.
+(the approach objects' `score`), so the two recipes' ROC-AUCs compare on equal terms.
+Bench-only code, so it lives beside its one caller, `scripts/bench_train.py`, outside the
+package.
 
-    from noshow.seed_recipe import load_seed_base, train_seed_recipe, score_seed_model
+    from seed_recipe import load_seed_base, train_seed_recipe, score_seed_model
     model, tok = load_seed_base("smollm2-135m-instruct", "classifier", "auto", device)
     stats = train_seed_recipe(model, tok, "classifier", train_frame, max_statements=4096, device=device)
     p = score_seed_model(stats["model"], tok, "classifier", test_frame, device)
@@ -49,12 +50,10 @@ def load_seed_base(
 ):
     """(model, tokenizer) as the seed loaded them; the classifier head learns which token
     is padding (Llama ships without a pad token, and the stock head pools the last non-pad)."""
+    from noshow.approaches import get_approach
     from noshow.models import load_base
 
-    model, tokenizer = load_base(model_name, approach, quantize, device=device)
-    if approach == "classifier":
-        model.config.pad_token_id = tokenizer.pad_token_id
-    return model, tokenizer
+    return load_base(model_name, get_approach(approach), quantize, device=device)
 
 
 def is_loaded_in_4bit(model: torch.nn.Module) -> bool:
@@ -71,9 +70,9 @@ def is_loaded_in_4bit(model: torch.nn.Module) -> bool:
 def encode_generative_examples(
     tokenizer, statements: Sequence[str], labels: Sequence[int] | np.ndarray, max_length: int
 ) -> list[dict[str, list[int]]]:
-    """One causal-LM example per row, as `noshow.generative.build_masked_example` builds it
+    """One causal-LM example per row, as `noshow.approaches.generative.build_masked_example` builds it
     (prompt masked with -100; the answer and end-of-turn tokens kept), tokenized in one batch."""
-    from noshow.generative import build_prompt_layout, encode_prompts
+    from noshow.approaches.generative import build_prompt_layout, encode_prompts
 
     layout = build_prompt_layout(tokenizer)
     enc = encode_prompts(
@@ -102,7 +101,7 @@ def encode_classifier_examples(
     tokenizer, statements: Sequence[str], labels: Sequence[int] | np.ndarray, max_length: int
 ) -> list[dict[str, Any]]:
     """One sequence-classification example per row (the same token ids as the fast path)."""
-    from noshow.classifier import encode_inputs
+    from noshow.approaches.classifier import encode_inputs
 
     enc = encode_inputs(
         tokenizer, list(statements), labels, np.arange(len(statements)), max_length=max_length
@@ -200,8 +199,9 @@ def train_seed_recipe(
     from transformers import DataCollatorWithPadding, Trainer
     from transformers import set_seed as hf_set_seed
 
-    if approach not in ("generative", "classifier"):
-        raise ValueError(f"approach must be 'generative' or 'classifier', got {approach!r}.")
+    from noshow.approaches import GENERATIVE, get_approach
+
+    spec = get_approach(approach)
     if max_statements < 1:
         raise ValueError(f"max_statements must be at least 1, got {max_statements}.")
     if len(train_frame) < max_statements:
@@ -223,19 +223,18 @@ def train_seed_recipe(
             use_gradient_checkpointing=True,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
-    task_type = "CAUSAL_LM" if approach == "generative" else "SEQ_CLS"
     lora = LoraConfig(
         r=SEED_LORA_R,
         lora_alpha=SEED_LORA_ALPHA,
         lora_dropout=SEED_LORA_DROPOUT,
         target_modules="all-linear",
-        task_type=task_type,
+        task_type=spec.task_type,
         bias="none",
     )
     model = get_peft_model(model, lora)
 
-    if approach == "generative":
-        from noshow.generative import build_prompt_layout
+    if spec is GENERATIVE:  # the stock causal-LM loss over masked labels
+        from noshow.approaches.generative import build_prompt_layout
 
         examples = encode_generative_examples(tokenizer, statements, labels, SEED_MAX_LENGTH)
         collator = CausalLMPadCollator(build_prompt_layout(tokenizer).pad_id)
@@ -285,19 +284,14 @@ def score_seed_model(
     max_length: int = SEED_MAX_LENGTH,
 ) -> np.ndarray:
     """P(no-show) per row of `frame`, with the fast path's scoring functions."""
-    statements = frame["statement"].astype(str).tolist()
-    labels = frame["no_show"].to_numpy()
-    ids = np.arange(len(frame))
+    from noshow.approaches import get_approach
+
     model.eval()
-    if approach == "generative":
-        from noshow.generative import build_prompt_layout, encode_prompts, score_prompts
-
-        layout = build_prompt_layout(tokenizer)
-        enc = encode_prompts(
-            tokenizer, layout, statements, labels, ids, with_answer=False, max_length=max_length
-        )
-        return score_prompts(model, enc, device, layout)
-    from noshow.classifier import encode_inputs, score_inputs
-
-    enc = encode_inputs(tokenizer, statements, labels, ids, max_length=max_length)
-    return score_inputs(model, enc, device, tokenizer.pad_token_id)
+    bound = get_approach(approach).bind(model, tokenizer, max_length=max_length, device=device)
+    enc = bound.encode(
+        frame["statement"].astype(str).tolist(),
+        frame["no_show"].to_numpy(),
+        np.arange(len(frame)),
+        train=False,
+    )
+    return bound.score(enc)

@@ -1,50 +1,30 @@
 """Generative approach: an instruct model reads the chat prompt (system + statement +
 question) and answers "Yes" (will miss) or "No", followed by its end-of-turn token.
 
-setup -> encode -> train -> save, explicitly, in `train_generative(config)`:
 - the loss covers the answer token and the end-of-turn token only (the prompt is masked);
-  the fast path computes the language-model head at those two positions instead of over
-  every token (49k-wide logits over ~100 tokens is most of the memory traffic);
+  the language-model head runs at those two positions instead of over every token
+  (49k-wide logits over ~100 tokens is most of the memory traffic);
 - P(no-show) = softmax over the [No, Yes] logits at the answer position, so both approaches
   give a probability and compare on equal terms.
 
-    python scripts/train.py --approach generative --max-steps 20
+    from noshow.approaches import get_approach
+    bound = get_approach("generative").bind(model, tokenizer, max_length=256, device=device)
+    enc = bound.encode(statements, labels, record_ids, train=True)
+    loss, n = bound.loss(model, enc, idx, device)
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noshow.config import RunConfig
-from noshow.training import (
-    MID_EVAL_MAX_ROWS,
-    Encoded,
-    ProgressFn,
-    RunResult,
-    StopFn,
-    TrainingSession,
-    autocast_context,
-    class_weight_for,
-    eval_batch_tokens,
-    eval_batches,
-    evaluate_and_save,
-    fit,
-    last_token_index,
-    pad_batch,
-    pick_device,
-    prepare_splits,
-    set_seed,
-    subset_encoded,
-    use_gradient_checkpointing,
-    wrap_with_lora,
-    write_adapter_metadata,
-)
+from noshow.batching import Encoded, eval_batch_tokens, eval_batches, last_token_index, pad_batch
+from noshow.devices import autocast_context
 
 IGNORE_INDEX = -100
 _MARKER = "\u2063STATEMENT\u2063"  # invisible separator: never occurs in real statements
@@ -223,101 +203,80 @@ def score_prompts(
     return out.cpu().numpy()  # one host sync for the whole set
 
 
-def setup_generative(config: RunConfig, device: torch.device):
-    """Base model (4-bit on CUDA by default) + LoRA on all linear layers; trainables in fp32."""
-    from noshow.models import load_base
+class GenerativeBound:
+    """The generative approach bound to one model and tokenizer: encode, loss, score."""
 
-    set_seed(config.train.seed)
-    base, tokenizer = load_base(
-        config.train.model, "generative", config.train.quantize, device=device
-    )
-    model, checkpointing = prepare_generative_model(base, tokenizer, config)
-    return model, tokenizer, checkpointing
+    def __init__(self, model, tokenizer, *, max_length: int, device, class_weight=None):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.max_length, self.class_weight = max_length, class_weight
+        self.layout = build_prompt_layout(tokenizer)
+        self.pad_id = self.layout.pad_id
+        self.prefix_ids = self.layout.prefix_ids  # the template's fixed start (CPU cache)
 
-
-def prepare_generative_model(base, tokenizer, config: RunConfig):
-    """LoRA on a base already in memory (also used by the benchmarks); returns
-    (model, gradient checkpointing on?)."""
-    model = wrap_with_lora(base, config, "CAUSAL_LM")
-    for p in model.parameters():
-        if p.requires_grad and p.dtype != torch.float32:
-            p.data = p.data.float()  # optimizer state in fp32; autocast does bf16 matmuls
-    return model, use_gradient_checkpointing(model, config)
-
-
-def bind_generative(model, tokenizer, config: RunConfig, device: torch.device, class_weight=None):
-    """(encode(frame, with_answer), loss_fn, score_fn) for this model, as the training loop
-    and the benchmarks call them."""
-    layout = build_prompt_layout(tokenizer)
-
-    def encode(frame, with_answer: bool) -> Encoded:
+    def encode(self, statements, labels, record_ids, *, train: bool) -> Encoded:
+        """Prompt ids per row; with `train` the answer token follows the prompt."""
         return encode_prompts(
-            tokenizer,
-            layout,
-            frame["statement"].tolist(),
-            frame["no_show"].to_numpy(),
-            frame["record_id"].to_numpy(),
-            with_answer=with_answer,
-            max_length=config.train.max_length,
+            self.tokenizer,
+            self.layout,
+            statements,
+            labels,
+            record_ids,
+            with_answer=train,
+            max_length=self.max_length,
         )
 
-    def loss_fn(m, enc, idx, dev):
-        return generative_loss(m, enc, idx, dev, layout, class_weight)
+    def loss(self, model, enc: Encoded, idx: np.ndarray, device) -> tuple[torch.Tensor, int]:
+        return generative_loss(model, enc, idx, device, self.layout, self.class_weight)
 
-    def score_fn(enc):
-        return score_prompts(model, enc, device, layout)
-
-    return encode, loss_fn, score_fn
-
-
-def train_generative(
-    config: RunConfig,
-    *,
-    run_dir: Path | str | None = None,
-    on_progress: ProgressFn | None = None,
-    should_stop: StopFn | None = None,
-    resume: bool = False,
-) -> RunResult:
-    """Fine-tune the generative approach end to end; returns how the run ended."""
-    session = TrainingSession(config, run_dir, on_progress, should_stop, resume)
-    with session:
-        from noshow.models import choose_quantization
-
-        device = pick_device()
-        session.emit(phase="loading", message="Loading data")
-        splits = prepare_splits(config, session.log)
-        session.record_splits(splits)
-        session.check_stop()
-        session.emit(phase="loading", message=f"Loading {config.train.model} on {device}")
-        model, tokenizer, checkpointing = setup_generative(config, device)
-        trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-        session.log(
-            f"Model {config.train.model} on {device}, quantize {config.train.quantize}, "
-            f"{trainable:,} trainable parameters, gradient checkpointing {'on' if checkpointing else 'off'}"
+    def score(self, enc: Encoded, *, single_rows: bool = False, answers: bool = False) -> Any:
+        """P(no-show) per row; with `answers` also (p, answer tokens) for `answer_texts`."""
+        return score_prompts(
+            self.model, enc, self.device, self.layout, greedy=answers, single_rows=single_rows
         )
-        session.check_stop()
-        weight = class_weight_for(splits.train, config)
-        encode, loss_fn, score_fn = bind_generative(model, tokenizer, config, device, weight)
-        train_enc = encode(splits.train, True)
-        val_enc = encode(splits.validation, False)
-        test_enc = encode(splits.test, False)
-        mid_val = subset_encoded(val_enc, MID_EVAL_MAX_ROWS, config.data.seed)
 
-        loop = fit(session, model, train_enc, loss_fn, score_fn, mid_val, device)
-        model.eval()
+    def answer_texts(self, tokens: Sequence[int]) -> list[str | None]:
+        """ "Yes"/"No" for the model's own greedy first token; None when it said something
+        else (the caller generates the answer in full)."""
+        known = (self.layout.no_id, self.layout.yes_id)
+        return [
+            self.tokenizer.decode([int(t)]).strip() if int(t) in known else None for t in tokens
+        ]
 
-        def save(folder: Path, threshold: float) -> None:
-            model.save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
-            write_adapter_metadata(
-                folder,
-                approach="generative",
-                base_model=config.train.model,
-                threshold=threshold,
-                quantize=choose_quantization(config.train.quantize, device),  # as trained
-                run_id=session.run_dir.name,
-                max_length=config.train.max_length,
-            )
 
-        evaluate_and_save(session, splits, val_enc, test_enc, score_fn, save, loop)
-    return session.result()
+@dataclass(frozen=True)
+class GenerativeApproach:
+    """What differs for the generative approach, as data and four small methods."""
+
+    name: str = "generative"
+    title: str = "Generative (answers Yes/No)"
+    task_type: str = "CAUSAL_LM"  # peft
+    pipeline_tag: str = "text-generation"  # model card
+    answers_in_words: bool = True  # it says "Yes"/"No" besides its probability
+
+    def model_class(self):
+        from transformers import AutoModelForCausalLM
+
+        return AutoModelForCausalLM
+
+    def load_kwargs(self) -> dict[str, Any]:
+        return {}
+
+    def check_tokenizer(self, tokenizer) -> None:
+        """Fail before minutes of loading weights when Yes/No are not single tokens."""
+        from noshow.models import answer_token_ids
+
+        answer_token_ids(tokenizer)
+
+    def prepare_base(self, base, tokenizer) -> None:
+        return None
+
+    def lora_extra(self) -> dict[str, Any]:
+        return {}
+
+    def bind(self, model, tokenizer, *, max_length: int, device, class_weight=None):
+        return GenerativeBound(
+            model, tokenizer, max_length=max_length, device=device, class_weight=class_weight
+        )
+
+
+GENERATIVE = GenerativeApproach()

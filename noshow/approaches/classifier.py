@@ -1,0 +1,163 @@
+"""Classifier-head approach: the base model reads the statement and a linear `score` head
+on its last real token gives two logits (shows up, no-show); P(no-show) = softmax.
+
+LoRA uses task_type SEQ_CLS so the head is trained and saved with the adapter. Llama has no
+pad token, so one is set and `config.pad_token_id` too (the stock head pools the last
+non-pad token); our own forward pools by the attention mask, so left/right padding and batch
+size never change a score.
+
+    from noshow.approaches import get_approach
+    bound = get_approach("classifier").bind(model, tokenizer, max_length=256, device=device)
+    p = bound.score(bound.encode(statements, labels, record_ids, train=False))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from noshow.batching import Encoded, eval_batch_tokens, eval_batches, last_token_index, pad_batch
+from noshow.devices import autocast_context
+
+
+def encode_inputs(
+    tokenizer,
+    statements: Sequence[str],
+    labels: Sequence[int] | np.ndarray,
+    record_ids: Sequence[int] | np.ndarray,
+    *,
+    max_length: int,
+) -> Encoded:
+    """Token ids of the classifier input per row, tokenized once in one batch; an empty
+    row gets the pad token, so every row has a last token to pool."""
+    from noshow.statements import render_classifier_input
+
+    texts = [render_classifier_input(s) for s in statements]
+    ids = tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    pad = tokenizer.pad_token_id
+    return Encoded(
+        [list(x) if len(x) else [pad] for x in ids],
+        np.asarray(labels, dtype=np.int64),
+        np.asarray(record_ids),
+    )
+
+
+def _decoder_and_head(model):
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return base.model, base.score
+
+
+def classifier_logits(model, ids, mask, pos, device) -> torch.Tensor:
+    """(B, 2) logits from the hidden state of each row's last real token."""
+    decoder, head = _decoder_and_head(model)
+    rows = torch.arange(ids.shape[0], device=device)
+    with autocast_context(device):
+        hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
+        last = hidden.last_hidden_state[rows, last_token_index(mask)]  # (B, H)
+        # the head is fp32 (trainable) while a 4-bit base on the CPU hands back bf16
+        return head(last.to(next(head.parameters()).dtype)).float()  # (B, 2)
+
+
+def classifier_loss(
+    model,
+    enc: Encoded,
+    idx: np.ndarray,
+    device: torch.device,
+    pad_id: int,
+    class_weight: float | None = None,
+) -> tuple[torch.Tensor, int]:
+    ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], pad_id, device)
+    logits = classifier_logits(model, ids, mask, pos, device)
+    y = torch.as_tensor(enc.labels[idx], device=device)
+    weight = None
+    if class_weight is not None:
+        weight = torch.tensor([1.0, class_weight], device=device)
+    return F.cross_entropy(logits, y, weight=weight), len(idx)
+
+
+@torch.inference_mode()
+def score_inputs(
+    model, enc: Encoded, device: torch.device, pad_id: int, *, single_rows: bool = False
+) -> np.ndarray:
+    """P(no-show) per row; batches sorted by length (`single_rows`: one row each, see
+    `eval_batches`), one host sync at the end."""
+    out = torch.empty(len(enc), dtype=torch.float32, device=device)
+    for idx in eval_batches(enc.lengths, eval_batch_tokens(device), single_rows=single_rows):
+        ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], pad_id, device)
+        logits = classifier_logits(model, ids, mask, pos, device)
+        out[torch.as_tensor(idx, device=device)] = logits.softmax(-1)[:, 1]
+    return out.cpu().numpy()
+
+
+class ClassifierBound:
+    """The classifier approach bound to one model and tokenizer: encode, loss, score."""
+
+    prefix_ids: tuple[int, ...] = ()  # no fixed prompt start to cache
+
+    def __init__(self, model, tokenizer, *, max_length: int, device, class_weight=None):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        self.max_length, self.class_weight = max_length, class_weight
+        self.pad_id = tokenizer.pad_token_id
+
+    def encode(self, statements, labels, record_ids, *, train: bool) -> Encoded:
+        """The same ids for training and scoring (the label is not part of the input)."""
+        return encode_inputs(
+            self.tokenizer, statements, labels, record_ids, max_length=self.max_length
+        )
+
+    def loss(self, model, enc: Encoded, idx: np.ndarray, device) -> tuple[torch.Tensor, int]:
+        return classifier_loss(model, enc, idx, device, self.pad_id, self.class_weight)
+
+    def score(self, enc: Encoded, *, single_rows: bool = False, answers: bool = False) -> Any:
+        """P(no-show) per row; with `answers`, (p, no tokens): a head says no words."""
+        p = score_inputs(self.model, enc, self.device, self.pad_id, single_rows=single_rows)
+        return (p, np.full(len(p), -1)) if answers else p
+
+    def answer_texts(self, tokens: Sequence[int]) -> list[str | None]:
+        return [None] * len(tokens)
+
+
+@dataclass(frozen=True)
+class ClassifierApproach:
+    """What differs for the classifier-head approach, as data and four small methods."""
+
+    name: str = "classifier"
+    title: str = "Classifier head"
+    task_type: str = "SEQ_CLS"  # peft: the score head trains and saves with the adapter
+    pipeline_tag: str = "text-classification"  # model card
+    answers_in_words: bool = False
+
+    def model_class(self):
+        from transformers import AutoModelForSequenceClassification
+
+        return AutoModelForSequenceClassification
+
+    def load_kwargs(self) -> dict[str, Any]:
+        return {
+            "num_labels": 2,
+            "id2label": {0: "show", 1: "no_show"},
+            "label2id": {"show": 0, "no_show": 1},
+        }
+
+    def check_tokenizer(self, tokenizer) -> None:
+        return None
+
+    def prepare_base(self, base, tokenizer) -> None:
+        # The head pools the last token that is not padding, so it must know the pad id.
+        base.config.pad_token_id = tokenizer.pad_token_id
+
+    def lora_extra(self) -> dict[str, Any]:
+        return {"modules_to_save": ["score"]}
+
+    def bind(self, model, tokenizer, *, max_length: int, device, class_weight=None):
+        return ClassifierBound(
+            model, tokenizer, max_length=max_length, device=device, class_weight=class_weight
+        )
+
+
+CLASSIFIER = ClassifierApproach()
