@@ -4,6 +4,11 @@ Three dataclasses (data, LoRA, training) and one `RunConfig` that holds them. Ea
 a one-line docstring; `__post_init__` refuses bad values with a message that says how to fix
 them. Everything not here is fixed in code until someone needs it.
 
+These fields are the one declaration of the training options: `scripts/train.py`'s flags and
+`--help` (`add_arguments`, `config_from_args`), the model card's command (`command_line`)
+and the Train tab's defaults all derive from them (`options()`), so a new field or a new
+default appears everywhere at once.
+
     from noshow.config import RunConfig, TrainConfig
     cfg = RunConfig(train=TrainConfig(approach="classifier", max_steps=20))
     cfg.to_dict(); RunConfig.from_dict(d)
@@ -11,7 +16,14 @@ them. Everything not here is fixed in code until someone needs it.
 
 from __future__ import annotations
 
+import argparse
+import ast
 import dataclasses
+import functools
+import inspect
+import textwrap
+import types
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -47,14 +59,14 @@ def _check(condition: bool, message: str) -> None:
 class DataConfig:
     """Which data to train on and how to split it."""
 
-    source: str | None = None
-    """Path to a Kaggle CSV or a Statement/NoShow CSV/Parquet; None = discovery order."""
+    source: str | None = field(default=None, metadata={"flag": "--data"})
+    """A Kaggle CSV or a Statement/NoShow CSV/Parquet file, or 'synthetic'; not set = NOSHOW_DATA, then data/, then synthetic."""
     split: SplitMethod = "time"
     """'time' (test = on/after 2016-05-30), 'patient' (grouped by PatientId) or 'random'."""
     max_train_rows: int | None = None
-    """Use at most this many training rows (stratified sample); None = all."""
+    """Use at most this many training rows (a stratified sample); not set = all."""
     max_eval_rows: int | None = None
-    """Use at most this many validation and test rows each; None = all."""
+    """Use at most this many validation and test rows each; not set = all."""
     seed: int = 0
     """Seed for sampling and the patient/random splits."""
     use_clinician_labels: bool = False
@@ -77,14 +89,16 @@ class DataConfig:
 class LoraSettings:
     """LoRA adapter shape (named to avoid clashing with peft.LoraConfig)."""
 
-    r: int = 16
+    r: int = field(default=16, metadata={"flag": "--lora-r"})
     """Rank of the LoRA matrices; 8-64 is typical. Higher = more capacity, more memory."""
-    alpha: int = 32
+    alpha: int = field(default=32, metadata={"flag": "--lora-alpha"})
     """Scaling numerator; the update is scaled by alpha / r."""
-    dropout: float = 0.05
+    dropout: float = field(default=0.05, metadata={"flag": "--lora-dropout"})
     """Dropout on the LoRA input, 0 <= dropout < 1."""
-    target_modules: str | list[str] = "all-linear"
-    """'all-linear' or a list of module names such as ['q_proj', 'v_proj']."""
+    target_modules: str | list[str] = field(
+        default="all-linear", metadata={"flag": "--lora-target-modules"}
+    )
+    """'all-linear' or module names such as q_proj,v_proj (comma-separated on the command line)."""
 
     def __post_init__(self) -> None:
         _check(
@@ -126,7 +140,7 @@ class TrainConfig:
     epochs: float = 1.0
     """Passes over the training rows (ignored when max_steps is set)."""
     max_steps: int | None = None
-    """Stop after this many optimizer steps; None = run `epochs`."""
+    """Stop after this many optimizer steps; not set = run `epochs`."""
     lr: float = 2e-4
     """Peak learning rate (linear warm-up then cosine decay)."""
     batch_size: int = 64
@@ -137,7 +151,7 @@ class TrainConfig:
     """AdamW weight decay on the trainable weights."""
     eval_every: int = 0
     """Evaluate on the validation split every N steps (0 = only at the end)."""
-    early_stopping_patience: int = 0
+    early_stopping_patience: int = field(default=0, metadata={"flag": "--early-stopping"})
     """Stop after this many evaluations without a better validation AUC (0 = off)."""
     class_weighting: bool = False
     """Weight the no-show class by the inverse class frequency."""
@@ -210,3 +224,162 @@ class RunConfig:
             )
         except TypeError as e:  # unknown or missing keys
             raise ConfigError(f"Invalid run configuration: {e}") from e
+
+
+# ----------------------------------------------------------------------------- options
+
+SECTIONS = (("data", DataConfig), ("lora", LoraSettings), ("train", TrainConfig))
+
+
+@dataclass(frozen=True)
+class Option:
+    """One training option as the command line, the model card and the Train tab see it."""
+
+    section: str  # "data", "lora" or "train"
+    name: str  # the dataclass field
+    flag: str  # "--max-train-rows"
+    help: str  # the field's docstring
+    default: Any
+    kind: type  # int, float, str or bool
+    choices: tuple[Any, ...] | None  # from a Literal annotation
+    optional: bool  # None is allowed ("all", "not set")
+
+
+@functools.cache
+def field_docs(cls: type) -> dict[str, str]:
+    """{field: docstring}: the string literal right under each field in the class body."""
+    tree = ast.parse(textwrap.dedent(inspect.getsource(cls)))
+    body = tree.body[0].body
+    docs: dict[str, str] = {}
+    for node, after in zip(body, body[1:], strict=False):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = " ".join(after.value.value.split())
+    return docs
+
+
+def _kind(annotation: Any) -> tuple[type, tuple[Any, ...] | None, bool]:
+    """(base type, Literal choices, None allowed) of a field's resolved annotation."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    if typing.get_origin(annotation) is Literal:
+        return str, args, False
+    if isinstance(annotation, types.UnionType) or typing.get_origin(annotation) is typing.Union:
+        rest = [a for a in args if a is not type(None)]
+        kind, choices, _ = _kind(rest[0])
+        return kind, choices, optional
+    if annotation in (int, float, str, bool):
+        return annotation, None, False
+    return str, None, optional  # e.g. list[str]
+
+
+@functools.cache
+def options() -> tuple[Option, ...]:
+    """Every training option, in the order of the dataclasses' fields. A flag shared by two
+    fields (--seed: data.seed and train.seed) sets both."""
+    out = []
+    for section, cls in SECTIONS:
+        hints = typing.get_type_hints(cls)
+        docs = field_docs(cls)
+        for f in dataclasses.fields(cls):
+            kind, choices, optional = _kind(hints[f.name])
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            out.append(
+                Option(
+                    section=section,
+                    name=f.name,
+                    flag=f.metadata.get("flag", "--" + f.name.replace("_", "-")),
+                    help=docs.get(f.name, ""),
+                    default=default,
+                    kind=kind,
+                    choices=choices,
+                    optional=optional or default is None,
+                )
+            )
+    return tuple(out)
+
+
+def option(section: str, name: str) -> Option:
+    """The option for `section.name` (e.g. option("train", "batch_size"))."""
+    for o in options():
+        if (o.section, o.name) == (section, name):
+            return o
+    raise KeyError(f"No option {section}.{name}.")
+
+
+def _parse_value(o: Option, text: str) -> Any:
+    if o.optional and text.strip().lower() in ("", "none"):
+        return None
+    if o.name == "target_modules":
+        return text if text == "all-linear" else [m.strip() for m in text.split(",") if m.strip()]
+    return o.kind(text)
+
+
+_METAVARS = {int: "N", float: "X", str: "TEXT"}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """One flag per option, with its docstring and default as help."""
+    seen: set[str] = set()
+    for o in options():
+        if o.flag in seen:  # --seed, shared by data and train
+            continue
+        seen.add(o.flag)
+        dest = o.flag[2:].replace("-", "_")
+        # a shared flag (--seed) says what each of its fields does
+        text = " ".join(dict.fromkeys(x.help for x in options() if x.flag == o.flag))
+        if o.kind is bool:
+            action = argparse.BooleanOptionalAction if o.default else "store_true"
+            parser.add_argument(
+                o.flag,
+                action=action,
+                default=o.default,
+                dest=dest,
+                help=f"{text} (default: {'on' if o.default else 'off'})",
+            )
+            continue
+        shown = "not set" if o.default is None else o.default
+        parser.add_argument(
+            o.flag,
+            dest=dest,
+            type=functools.partial(_parse_value, o),
+            default=o.default,
+            choices=o.choices,
+            metavar=None if o.choices else _METAVARS.get(o.kind, "VALUE"),
+            help=f"{text} (default: {shown})",
+        )
+
+
+def config_from_args(namespace: argparse.Namespace) -> RunConfig:
+    """The RunConfig that `add_arguments`' flags describe; ConfigError says what to fix."""
+    values: dict[str, dict[str, Any]] = {section: {} for section, _ in SECTIONS}
+    for o in options():
+        values[o.section][o.name] = getattr(namespace, o.flag[2:].replace("-", "_"))
+    return RunConfig.from_dict(values)
+
+
+def command_line(config: dict[str, Any]) -> list[str]:
+    """The flags that reproduce `config` (a RunConfig.to_dict()), defaults left out except
+    the approach, which a reader wants to see first."""
+    parts: list[str] = []
+    seen: set[str] = set()
+    approach_first = sorted(options(), key=lambda o: o.name != "approach")
+    for o in approach_first:
+        if o.flag in seen:
+            continue
+        seen.add(o.flag)
+        value = (config.get(o.section) or {}).get(o.name, o.default)
+        if o.name != "approach" and (value is None or value == o.default):
+            continue
+        if o.kind is bool:
+            parts.append(o.flag if value else f"--no-{o.flag[2:]}")
+        elif isinstance(value, list):
+            parts += [o.flag, ",".join(value)]
+        else:
+            parts += [o.flag, str(value)]
+    return parts

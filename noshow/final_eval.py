@@ -53,6 +53,7 @@ def evaluate_and_save(
         session.check_stop()
         session.check_stop()
         return {}
+    t_baseline = time.time()
     baseline = None
     baseline_note = None
     try:
@@ -65,6 +66,7 @@ def evaluate_and_save(
         baseline_note = f"tabular baseline unavailable: {e}"
         session.log(baseline_note)
     report = build_report(val_encoded.labels, p_val, test_encoded.labels, p_test, baseline=baseline)
+    baseline_s = time.time() - t_baseline
     report.update(
         {
             "split": splits.split_method,
@@ -87,7 +89,9 @@ def evaluate_and_save(
     session.check_stop()
     session.emit(phase="saving", message="Saving the adapter")
     staging = runs.adapter_staging_dir(session.run_dir)
+    t_save = time.time()
     save_adapter(staging, threshold)
+    save_s = time.time() - t_save
     preds = pd.DataFrame(
         {
             "record_id": np.concatenate([val_encoded.record_ids, test_encoded.record_ids]),
@@ -99,13 +103,24 @@ def evaluate_and_save(
     if baseline is not None:
         preds["p_baseline"] = np.concatenate(baseline).astype(float)
     runs.write_predictions(session.run_dir, preds)
+    # where the end of the run went (the preflight extrapolates from these)
+    report["timing"] = {
+        "score_s": round(score_s, 2),
+        "scored_rows": int(len(p_val) + len(p_test)),
+        "baseline_s": round(baseline_s, 2),
+        "save_s": round(save_s, 2),
+    }
     runs.write_eval(session.run_dir, report)
     session.check_stop()
     session.adapter_dir = runs.finalize_adapter(session.run_dir)
     session.result_metrics = report
     m, b = report["model"], report.get("baseline")
     session.log(
-        f"Test ROC-AUC {m.get('roc_auc')} (tabular baseline {b.get('roc_auc') if b else 'n/a'}); "
-        f"adapter saved to {session.adapter_dir}"
+        f"Test ROC-AUC {_fmt_auc(m.get('roc_auc'))} (tabular baseline "
+        f"{_fmt_auc(b.get('roc_auc')) if b else 'n/a'}); adapter saved to {session.adapter_dir}"
     )
     return report
+
+
+def _fmt_auc(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.3f}"

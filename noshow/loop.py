@@ -130,6 +130,8 @@ def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -
     t_first: float | None = None
     t0 = time.time()
     samples_at_t0 = state.samples_seen
+    # the loop starts: model and data are ready (the preflight times the first step from here)
+    session.emit(phase="training", step=state.step, total_steps=total)
     while state.step < total:
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed + state.epoch)
         start_batch = state.batch_in_epoch
@@ -337,7 +339,7 @@ def _mid_eval(session, model, score_fn, val_encoded, state, compute_metrics) -> 
     auc = m.get("roc_auc")
     session.record_metrics({"step": state.step, "val_auc": auc, "val_brier": m.get("brier")})
     session.emit(phase="training", step=state.step, val_auc=auc)
-    session.log(f"Step {state.step}: validation ROC-AUC {auc if auc is None else round(auc, 4)}")
+    session.log(f"Step {state.step}: validation ROC-AUC {'n/a' if auc is None else f'{auc:.3f}'}")
     patience = session.config.train.early_stopping_patience
     if auc is not None and (state.best_val_auc is None or auc > state.best_val_auc + 1e-4):
         state.best_val_auc = auc

@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from noshow.approaches import get_approach
 from noshow.files import replace_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -306,45 +307,9 @@ def base_model_info(base_model: str) -> dict[str, Any]:
 
 def train_command(config: Mapping[str, Any]) -> str:
     """The `scripts/train.py` command line that reproduces `config` (defaults left out)."""
-    from noshow.config import RunConfig
+    from noshow.config import command_line
 
-    default = RunConfig().to_dict()
-    flags = [
-        ("train", "approach", "--approach"),
-        ("train", "model", "--model"),
-        ("data", "source", "--data"),
-        ("data", "split", "--split"),
-        ("data", "max_train_rows", "--max-train-rows"),
-        ("data", "max_eval_rows", "--max-eval-rows"),
-        ("train", "epochs", "--epochs"),
-        ("train", "max_steps", "--max-steps"),
-        ("train", "lr", "--lr"),
-        ("train", "batch_size", "--batch-size"),
-        ("train", "warmup_steps", "--warmup-steps"),
-        ("lora", "r", "--lora-r"),
-        ("lora", "alpha", "--lora-alpha"),
-        ("lora", "dropout", "--lora-dropout"),
-        ("train", "eval_every", "--eval-every"),
-        ("train", "early_stopping_patience", "--early-stopping"),
-        ("train", "max_length", "--max-length"),
-        ("train", "gradient_checkpointing", "--gradient-checkpointing"),
-        ("train", "quantize", "--quantize"),
-        ("train", "seed", "--seed"),
-    ]
-    parts = ["python", "scripts/train.py"]
-    for section, key, flag in flags:
-        value = (config.get(section) or {}).get(key)
-        if value is None or (value == default[section][key] and key != "approach"):
-            continue
-        parts += [flag, str(value)]
-    for section, key, flag in (
-        ("train", "class_weighting", "--class-weighting"),
-        ("data", "use_clinician_labels", "--use-clinician-labels"),
-        ("train", "wandb", "--wandb"),
-    ):
-        if (config.get(section) or {}).get(key):
-            parts.append(flag)
-    return shlex.join(parts)
+    return shlex.join(["python", "scripts/train.py", *command_line(dict(config))])
 
 
 def _fmt(value: Any) -> str:
@@ -376,7 +341,7 @@ def _front_matter(card: Mapping[str, Any]) -> str:
     if base["hub_id"]:
         lines.append(f"base_model: {base['hub_id']}")
     lines += ["library_name: peft"]
-    pipeline = "text-generation" if card["approach"] == "generative" else "text-classification"
+    pipeline = get_approach(card["approach"]).pipeline_tag
     lines += [f"pipeline_tag: {pipeline}", "language:", "- en", "tags:"]
     tags = ["peft", "lora", "qlora", "llama", "medical", "tabular-to-text", "appointment-no-show"]
     tags += [card["approach"], "noshow"]
@@ -399,12 +364,7 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         if base["hub_id"]
         else f"`{base['name']}` (a local folder)"
     )
-    how = (
-        "the model answers the question with **Yes** or **No**; P(no-show) is the softmax of "
-        'the "Yes" and "No" logits at the answer position'
-        if approach == "generative"
-        else "a two-class **classifier head** on the last token gives P(no-show)"
-    )
+    how = get_approach(approach).card_summary
     out = [_front_matter(card), "", f"# {name}", ""]
     out.append(
         f"A LoRA adapter for {base_link} that predicts whether a patient will miss a medical "

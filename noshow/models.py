@@ -18,7 +18,6 @@ Prepare the bundled model from the shell with `python scripts/prepare_model.py`
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import os
@@ -35,6 +34,7 @@ import torch
 
 from noshow.devices import bitsandbytes_ok, pick_device
 from noshow.files import pid_alive
+from noshow.quiet import quiet_transformers
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -62,6 +62,8 @@ class ModelPreset:
     """True when the weights ship with the installed packages (works offline)."""
     default_approach: Approach
     """The approach this model suits best."""
+    parameters: float
+    """Parameter count, for estimates made before the weights are on this machine."""
 
 
 DEFAULT_MODEL = "smollm2-135m-instruct"
@@ -76,6 +78,7 @@ PRESETS: dict[str, ModelPreset] = {
             gated=False,
             bundled=True,
             default_approach="generative",
+            parameters=134.5e6,
         ),
         ModelPreset(
             name="llama-3.1-8b-instruct",
@@ -84,6 +87,7 @@ PRESETS: dict[str, ModelPreset] = {
             gated=True,
             bundled=False,
             default_approach="generative",
+            parameters=8.03e9,
         ),
         ModelPreset(
             name="llama-3.1-8b",
@@ -92,6 +96,7 @@ PRESETS: dict[str, ModelPreset] = {
             gated=True,
             bundled=False,
             default_approach="classifier",
+            parameters=8.03e9,
         ),
     )
 }
@@ -195,6 +200,40 @@ def resolve(name: str | Path) -> Path:
         f"Unknown model {text!r}: use a preset ({', '.join(PRESETS)}), a Hugging Face hub "
         "id such as 'HuggingFaceTB/SmolLM2-135M-Instruct', or an existing local folder."
     )
+
+
+def local_folder(name: str | Path) -> Path | None:
+    """The model's folder when it is on this machine already; None when getting it would
+    need a download or the bundled model's first conversion."""
+    text = str(name).strip()
+    preset = PRESETS.get(text)
+    if preset is not None and preset.bundled:
+        folder = _models_dir() / preset.name
+        return folder if _is_finished(folder) else None
+    hub_id = preset.hub_id if preset is not None else text
+    folder = Path(text).expanduser()
+    if preset is None and (folder / "config.json").is_file():
+        return folder
+    return _cached_snapshot(hub_id) if _looks_like_hub_id(hub_id) else None
+
+
+def parameter_count(name: str | Path) -> float | None:
+    """Parameters of a model from its local config.json (embeddings, decoder and an untied
+    head), else from its preset; None when neither is known."""
+    import json
+
+    folder = local_folder(name)
+    if folder is not None:
+        c = json.loads((folder / "config.json").read_text())
+        hidden, layers = c.get("hidden_size"), c.get("num_hidden_layers")
+        if hidden and layers and c.get("intermediate_size") and c.get("vocab_size"):
+            heads = c.get("num_attention_heads") or 1
+            kv = (c.get("num_key_value_heads") or heads) * (hidden // heads)
+            per_layer = 2 * hidden * hidden + 2 * hidden * kv + 3 * hidden * c["intermediate_size"]
+            embed = c["vocab_size"] * hidden * (1 if c.get("tie_word_embeddings") else 2)
+            return float(layers * per_layer + embed)
+    preset = PRESETS.get(str(name).strip())
+    return preset.parameters if preset is not None else None
 
 
 def _looks_like_hub_id(text: str) -> bool:
@@ -541,7 +580,7 @@ def load_base(
         # CPUs without bf16 units run fp32 matmuls faster than emulated bf16.
         kwargs["dtype"] = torch.bfloat16 if dev.type == "cuda" else torch.float32
     try:
-        with quiet_loading():
+        with quiet_transformers():
             model = approach.model_class().from_pretrained(folder, **kwargs)
     except (OSError, ValueError, RuntimeError) as e:
         hint = (
@@ -554,25 +593,6 @@ def load_base(
         ) from e
     approach.prepare_base(model, tokenizer)
     return model, tokenizer
-
-
-@contextlib.contextmanager
-def quiet_loading():
-    """Silence what transformers and bitsandbytes print while loading a base that is about
-    to get LoRA (and, for the classifier, a head that is about to be trained): the weight
-    progress bar and the "score.weight MISSING" load report are expected, not news."""
-    from transformers.utils import logging as hf_logging
-
-    level = hf_logging.get_verbosity()
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(level)
-        if bars:
-            hf_logging.enable_progress_bar()
 
 
 def _count(param: torch.nn.Parameter) -> int:

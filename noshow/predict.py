@@ -203,7 +203,9 @@ def _load_predictor(
         nf4_round_trip,
     )
     from noshow.models import ModelError, load_base, scoring_quantization
+    from noshow.quiet import silence_third_party
 
+    silence_third_party()  # before peft imports bitsandbytes
     adapter_dir = resolve_adapter_dir(path)
     meta = read_adapter_meta(adapter_dir)
     approach = meta["approach"]

@@ -24,9 +24,10 @@ from noshow.devices import pick_device
 from noshow.final_eval import evaluate_and_save
 from noshow.loop import MID_EVAL_MAX_ROWS, fit
 from noshow.lora import attach_lora, set_seed
+from noshow.quiet import quiet_transformers, silence_third_party
 from noshow.runs import RunResult, write_adapter_metadata
 from noshow.session import ProgressFn, StopFn, TrainingSession
-from noshow.splits import prepare_splits
+from noshow.splits import prepare_splits, record_splits
 
 
 def train(
@@ -39,6 +40,7 @@ def train(
 ) -> RunResult:
     """Fine-tune `config.train.approach` end to end; returns how the run ended (failures
     come back as state "failed" with a message, never as an exception)."""
+    silence_third_party()
     approach = get_approach(config.train.approach)
     session = TrainingSession(config, run_dir, on_progress, should_stop, resume)
     with session:
@@ -46,7 +48,7 @@ def train(
         # 1. data
         session.emit(phase="loading", message="Loading data")
         splits = prepare_splits(config, session.log)
-        session.record_splits(splits)
+        record_splits(session, splits)
         session.check_stop()
 
         # 2. model: the base (4-bit or not, decided in models.choose_quantization) + LoRA
@@ -73,8 +75,9 @@ def train(
 
         # 5. evaluate next to the baseline, then save the adapter
         def save(folder: Path, threshold: float) -> None:
-            model.save_pretrained(folder)
-            tokenizer.save_pretrained(folder)
+            with quiet_transformers():
+                model.save_pretrained(folder)
+                tokenizer.save_pretrained(folder)
             write_adapter_metadata(
                 folder,
                 approach=approach.name,

@@ -21,7 +21,7 @@ import time
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -30,10 +30,6 @@ from noshow.batching import Encoded, take_rows
 from noshow.config import ConfigError, RunConfig
 from noshow.devices import free_accelerator_memory, is_oom
 from noshow.runs import RunResult
-
-if TYPE_CHECKING:
-    from noshow.loop import LoopState
-    from noshow.splits import Splits
 
 ProgressFn = Callable[[dict[str, Any]], None]
 StopFn = Callable[[], bool]
@@ -85,7 +81,7 @@ class TrainingSession:
         # Set when every rank fails at the same point (a failure voted on in a step's
         # all_reduce, a non-finite loss): they may then meet at the final barrier.
         self.failure_shared = False
-        self.loop: LoopState | None = None
+        self.loop: Any = None  # the loop's LoopState once fit() starts (for checkpoints)
         self.state = "running"
         self.error: str | None = None
         self.result_metrics: dict[str, Any] = {}
@@ -223,20 +219,6 @@ class TrainingSession:
                     {k: v for k, v in record.items() if isinstance(v, (int, float))},
                     step=int(record.get("step", 0)),
                 )
-
-    def record_splits(self, splits: Splits) -> None:
-        """Log the data used; store clinician-label overrides (count + hash) in config.json."""
-        if splits.labels_used:
-            self.config.labels_used = splits.labels_used
-            if self.is_writer:
-                runs.write_config(self.run_dir, self.config)
-        for note in splits.notes:
-            self.log(note)
-        self.log(
-            f"Data: {splits.source} ({splits.split_method} split): train {len(splits.train)}, "
-            f"validation {len(splits.validation)}, test {len(splits.test)}"
-            + (" - SYNTHETIC data" if splits.is_synthetic else "")
-        )
 
     def heartbeat(self, **extra: Any) -> None:
         if self.is_writer:

@@ -15,8 +15,9 @@ from typing import Any
 
 import pandas as pd
 
+from noshow import runs
 from noshow.config import ConfigError, RunConfig
-from noshow.session import TrainingError
+from noshow.session import TrainingError, TrainingSession
 
 
 @dataclass
@@ -110,3 +111,18 @@ def _stratified_sample(part: pd.DataFrame, limit: int | None, seed: int) -> pd.D
     frac = limit / len(part)
     sampled = part.groupby("no_show", group_keys=False).sample(frac=frac, random_state=seed)
     return sampled.sort_index()
+
+
+def record_splits(session: TrainingSession, splits: Splits) -> None:
+    """Log the data used; store clinician-label overrides (count + hash) in config.json."""
+    if splits.labels_used:
+        session.config.labels_used = splits.labels_used
+        if session.is_writer:
+            runs.write_config(session.run_dir, session.config)
+    for note in splits.notes:
+        session.log(note)
+    session.log(
+        f"Data: {splits.source} ({splits.split_method} split): train {len(splits.train)}, "
+        f"validation {len(splits.validation)}, test {len(splits.test)}"
+        + (" - SYNTHETIC data" if splits.is_synthetic else "")
+    )

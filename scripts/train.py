@@ -25,45 +25,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from noshow.config import ConfigError, DataConfig, LoraSettings, RunConfig, TrainConfig  # noqa: E402
+from noshow.config import ConfigError, RunConfig, add_arguments, config_from_args  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--approach", choices=["generative", "classifier"], default="classifier")
-    p.add_argument(
-        "--model", default="smollm2-135m-instruct", help="preset, hub id or local folder"
-    )
-    p.add_argument(
-        "--data", default=None, help="Kaggle CSV or Statement/NoShow file (default: discovery)"
-    )
-    p.add_argument("--split", choices=["time", "patient", "random"], default="time")
-    p.add_argument("--max-train-rows", type=int, default=None)
-    p.add_argument("--max-eval-rows", type=int, default=None)
-    p.add_argument("--epochs", type=float, default=1.0)
-    p.add_argument("--max-steps", type=int, default=None)
-    p.add_argument("--lr", type=float, default=2e-4)
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--warmup-steps", type=int, default=10)
-    p.add_argument("--lora-r", type=int, default=16)
-    p.add_argument("--lora-alpha", type=int, default=32)
-    p.add_argument("--lora-dropout", type=float, default=0.05)
-    p.add_argument(
-        "--eval-every", type=int, default=0, help="validate every N steps (0 = end only)"
-    )
-    p.add_argument(
-        "--early-stopping", type=int, default=0, help="patience in evaluations (0 = off)"
-    )
-    p.add_argument("--class-weighting", action="store_true")
-    p.add_argument("--max-length", type=int, default=256)
-    p.add_argument("--gradient-checkpointing", choices=["auto", "on", "off"], default="auto")
-    p.add_argument("--quantize", choices=["auto", "4bit", "none"], default="auto")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--use-clinician-labels", action="store_true")
-    p.add_argument("--output-dir", default="runs")
-    p.add_argument("--wandb", action="store_true", help="log to W&B (offline without an API key)")
+    add_arguments(p)  # one flag per field of noshow.config, help from its docstring
     p.add_argument("--resume", default=None, help="run folder to resume from its last checkpoint")
     p.add_argument(
         "--run-dir",
@@ -77,38 +46,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="print each progress update as one JSON line (for the app's launcher), no bar",
     )
     return p.parse_args(argv)
-
-
-def config_from_args(a: argparse.Namespace) -> RunConfig:
-    return RunConfig(
-        data=DataConfig(
-            source=a.data,
-            split=a.split,
-            max_train_rows=a.max_train_rows,
-            max_eval_rows=a.max_eval_rows,
-            seed=a.seed,
-            use_clinician_labels=a.use_clinician_labels,
-        ),
-        lora=LoraSettings(r=a.lora_r, alpha=a.lora_alpha, dropout=a.lora_dropout),
-        train=TrainConfig(
-            approach=a.approach,
-            model=a.model,
-            quantize=a.quantize,
-            epochs=a.epochs,
-            max_steps=a.max_steps,
-            lr=a.lr,
-            batch_size=a.batch_size,
-            warmup_steps=a.warmup_steps,
-            eval_every=a.eval_every,
-            early_stopping_patience=a.early_stopping,
-            class_weighting=a.class_weighting,
-            max_length=a.max_length,
-            gradient_checkpointing=a.gradient_checkpointing,
-            seed=a.seed,
-            wandb=a.wandb,
-            output_dir=a.output_dir,
-        ),
-    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -136,28 +73,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    if args.progress_json or not main_rank:
-        bar = tqdm(total=None, disable=True)
-    else:
-        bar = tqdm(total=None, unit="step", dynamic_ncols=True)
+    bar = None  # made at the first training step: no empty bar while data and model load
 
     def print_progress(p: dict) -> None:
         print(PROGRESS_PREFIX + json.dumps(p, default=str), flush=True)
 
     def on_progress(p: dict) -> None:
+        nonlocal bar
         if p.get("message"):
             tqdm.write(p["message"])
-        if p.get("total_steps") and bar.total != p["total_steps"]:
-            bar.total = p["total_steps"]
-            bar.refresh()
-        if "step" in p and p.get("phase") == "training":
-            bar.n = p["step"]
-            post = {"sps": f"{p.get('samples_per_s', 0):.0f}"}
-            if "loss" in p:
-                post["loss"] = f"{p['loss']:.4f}"
-            if p.get("val_auc") is not None:
-                post["val_auc"] = f"{p['val_auc']:.3f}"
-            bar.set_postfix(post, refresh=True)
+        if p.get("phase") != "training" or "step" not in p:
+            return
+        if bar is None:
+            bar = tqdm(total=p.get("total_steps"), unit="step", dynamic_ncols=True)
+        bar.n = p["step"]
+        post = {"statements/s": f"{p.get('samples_per_s', 0):.0f}"}
+        if "loss" in p:
+            post["loss"] = f"{p['loss']:.3f}"
+        if p.get("val_auc") is not None:
+            post["val AUC"] = f"{p['val_auc']:.3f}"
+        bar.set_postfix(post, refresh=True)
 
     report = print_progress if args.progress_json else on_progress
     try:
@@ -168,26 +103,32 @@ def main(argv: list[str] | None = None) -> int:
             resume=bool(args.resume),
         )
     except (ConfigError, RunError) as e:
-        bar.close()
         print(f"error: {e}", file=sys.stderr)
         return 2
-    bar.close()
+    finally:
+        if bar is not None:
+            bar.close()
     if not main_rank:
         return 0 if result.state == "completed" else 1
-    print(f"\nRun {result.run_dir} ended: {result.state}")
-    if result.error:
-        print(f"error: {result.error}", file=sys.stderr)
-        return 1
-    m = result.metrics
-    if m:
-        model, base = m.get("model", {}), m.get("baseline") or {}
-        print(
-            f"test ROC-AUC {model.get('roc_auc')}  PR-AUC {model.get('pr_auc')}  "
-            f"F1 {model.get('f1')} at threshold {m.get('threshold')}"
-        )
-        if base:
-            print(f"tabular baseline ROC-AUC {base.get('roc_auc')}  PR-AUC {base.get('pr_auc')}")
+    print(closing_line(result))
     return 0 if result.state == "completed" else 1
+
+
+def closing_line(result) -> str:
+    """One plain sentence: how the run ended, its test ROC-AUC next to the baseline's, and
+    where everything is."""
+    if result.state != "completed":
+        why = f": {result.error}" if result.error else ""
+        return f"Run {result.state}{why}\nRun folder: {result.run_dir}"
+    m = result.metrics or {}
+    auc = (m.get("model") or {}).get("roc_auc")
+    base = (m.get("baseline") or {}).get("roc_auc")
+    parts = [f"Test ROC-AUC {auc:.3f}" if auc is not None else "Test ROC-AUC n/a"]
+    if base is not None:
+        parts.append(f"tabular baseline {base:.3f}")
+    elapsed = m.get("elapsed_s")
+    took = f" in {elapsed:.0f} s" if elapsed is not None else ""
+    return f"Done{took}. " + ", ".join(parts) + f".\nRun folder: {result.run_dir}"
 
 
 if __name__ == "__main__":

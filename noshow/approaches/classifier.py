@@ -131,6 +131,7 @@ class ClassifierApproach:
     task_type: str = "SEQ_CLS"  # peft: the score head trains and saves with the adapter
     pipeline_tag: str = "text-classification"  # model card
     answers_in_words: bool = False
+    card_summary: str = "a two-class **classifier head** on the last token gives P(no-show)"
 
     def model_class(self):
         from transformers import AutoModelForSequenceClassification

@@ -252,6 +252,10 @@ class GenerativeApproach:
     task_type: str = "CAUSAL_LM"  # peft
     pipeline_tag: str = "text-generation"  # model card
     answers_in_words: bool = True  # it says "Yes"/"No" besides its probability
+    card_summary: str = (
+        "the model answers the question with **Yes** or **No**; P(no-show) is the softmax of "
+        'the "Yes" and "No" logits at the answer position'
+    )
 
     def model_class(self):
         from transformers import AutoModelForCausalLM

@@ -3,7 +3,7 @@ record, render what the models see, describe the cleaning report, and draw summa
 
 Nothing here imports Gradio, so tests call these directly:
 
-    from noshow.ui.common import DataCache
+    from noshow.ui.data_cache import DataCache
     from noshow.ui.data_views import load_entry, filter_frame, page_of, record_views
     entry = load_entry(DataCache(), "synthetic", split_method="time")
     rows = filter_frame(entry.frame, split="test", label="No-show", age_min=60)
@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from noshow.ui.common import (
+from noshow.ui.data_cache import (
     DEFAULT_SOURCE,
     SYNTHETIC_SOURCE,
     DataCache,
