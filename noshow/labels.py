@@ -971,6 +971,16 @@ def labels_fingerprint(labels: Mapping[Any, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- agreement
 
 DATASET_RATER = "data set"
+KAPPA_COLUMNS = ("kind", "rater_a", "rater_b", "n", "kappa", "note")
+DISAGREEMENT_COLUMNS = (
+    "record_id",
+    "labels",
+    "no_show_votes",
+    "shows_up_votes",
+    "dataset_label",
+    "reason",
+    "notes",
+)
 
 
 def _submitted_by_annotator(store: LabelStore) -> dict[str, dict[int, int]]:
@@ -1061,7 +1071,7 @@ def cohen_kappa_table(
             if not n:
                 note = "none of these labels is on a record of the loaded data set"
             rows.append(("vs_dataset", a, DATASET_RATER, n, kappa, note))
-    frame = pd.DataFrame(rows, columns=["kind", "rater_a", "rater_b", "n", "kappa", "note"])
+    frame = pd.DataFrame(rows, columns=list(KAPPA_COLUMNS))
     return frame.astype({"n": "int64", "kappa": "float64"})
 
 
@@ -1109,14 +1119,5 @@ def disagreements(
                 ),
             }
         )
-    columns = [
-        "record_id",
-        "labels",
-        "no_show_votes",
-        "shows_up_votes",
-        "dataset_label",
-        "reason",
-        "notes",
-    ]
-    frame = pd.DataFrame(rows, columns=columns)
+    frame = pd.DataFrame(rows, columns=list(DISAGREEMENT_COLUMNS))
     return frame.astype({"record_id": "int64", "dataset_label": "object"})
