@@ -1023,27 +1023,20 @@ def _kappa(
     y2 = [int(b[r]) for r in common]
     n = len(common)
     agree = f"{sum(x == y for x, y in zip(y1, y2, strict=True))} of {n} records agree"
+    if n < FEW_RECORDS:
+        agree += f" (under {FEW_RECORDS} records: a rough figure)"
     if len(set(y1) | set(y2)) < 2:
         # Chance agreement is 1, so kappa is 0/0: report it as undefined, not as a crash.
         only = LABEL_DISPLAY[y1[0]]
-        return n, math.nan, f"only one class ({only}) in the overlap; kappa is undefined"
+        return n, math.nan, f"only one class ({only}) in the overlap, kappa is undefined; {agree}"
     kappa = float(cohen_kappa_score(y1, y2, labels=[0, 1]))
     for name, labels in ((name_a, y1), (name_b, y2)):
         if len(set(labels)) == 1:
             # Expected agreement then equals the observed one: kappa is 0 however many agree.
-            who = name or "one rater"
-            return (
-                n,
-                kappa,
-                (
-                    f"{who} gave every shared record the same label ({LABEL_DISPLAY[labels[0]]}), "
-                    f"so kappa is 0 by definition; {agree}"
-                ),
-            )
-    note = f"{describe_kappa(kappa)}; {agree}"
-    if n < FEW_RECORDS:
-        note += f" (under {FEW_RECORDS} records: a rough figure)"
-    return n, kappa, note
+            same = LABEL_DISPLAY[labels[0]]
+            note = f"{name or 'one rater'} gave every shared record the same label ({same}), "
+            return n, kappa, f"{note}so kappa is 0 by definition; {agree}"
+    return n, kappa, f"{describe_kappa(kappa)}; {agree}"
 
 
 def cohen_kappa_table(

@@ -116,6 +116,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
                 label="Kaggle CSV, or a Statement/NoShow CSV or Parquet",
                 file_types=[".csv", ".parquet"],
                 visible=False,
+                elem_id="data-upload",
             )
             path = gr.Textbox(
                 label="Path on the server",

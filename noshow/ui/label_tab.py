@@ -98,19 +98,19 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
                 order = gr.Dropdown(
                     list(lv.QUEUE_ORDERS), value=lv.ORDER_RANDOM, label="Queue order", scale=2
                 )
-                suggest = gr.Checkbox(
-                    True,
-                    label="Show model suggestions",
-                    info="From the adapters chosen in the Compare tab.",
-                    scale=1,
-                )
-            show_label = gr.Checkbox(
-                False,
-                label="Show the data set's label",
-                info="Off: it appears once you have answered, so it cannot anchor your "
-                "judgement. On: for review sessions.",
-                elem_id="label-show-dataset",
-            )
+                with gr.Column(scale=2, min_width=200):
+                    suggest = gr.Checkbox(
+                        True,
+                        label="Show model suggestions",
+                        info="From the adapters chosen in the Compare tab.",
+                    )
+                    show_label = gr.Checkbox(
+                        False,
+                        label="Show the data set's label",
+                        info="Off: shown once you have answered, so it cannot anchor your "
+                        "judgement. On: review sessions.",
+                        elem_id="label-show-dataset",
+                    )
             start_btn = gr.Button("Start / new queue", variant="primary", elem_id="label-start")
             progress = gr.HTML(elem_id="label-progress")
             item = gr.HTML(
@@ -144,12 +144,18 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     with gr.Accordion("Agreement between annotators", open=False) as agree_section:
         agree_btn = gr.Button("Refresh agreement", size="sm")
         kappa_df = gr.Dataframe(
-            empty_kappa, label="Cohen's kappa", interactive=False, elem_id="label-kappa"
+            empty_kappa,
+            label="Cohen's kappa (the note says how to read each one)",
+            interactive=False,
+            wrap=True,
+            column_widths=["13%", "13%", "13%", "6%", "9%", "46%"],
+            elem_id="label-kappa",
         )
         disagree_df = gr.Dataframe(
             empty_disagreements,
             label="Disagreements to adjudicate",
             interactive=False,
+            wrap=True,
             elem_id="label-disagreements",
         )
         agree_msg = gr.HTML()
