@@ -12,7 +12,8 @@ The file lives in a data folder that survives app restarts (see `default_label_d
     store.current_labels()                       # latest event per (record_id, annotator)
     labels = store.consensus_labels()            # {record_id: 1 (no-show) | 0 (shows up)}
     labels_fingerprint(labels)                   # {"count": ..., "hash": ...} for run configs
-    store.export_csv("labels.csv"); LabelStore("other.sqlite").import_events("labels.csv")
+    store.export_csv("labels.csv", statements={5642903: text})   # label names + statement text
+    LabelStore("other.sqlite").import_events("labels.csv")
     cohen_kappa_table(store, dataset_labels); disagreements(store, dataset_labels)
 
 Reliability rules, each covered by tests/test_labels.py:
@@ -22,6 +23,10 @@ Reliability rules, each covered by tests/test_labels.py:
 - A locked, corrupt, foreign or newer-version database raises `LabelError` with the file's
   path and is never modified or recreated; the store only ever creates a file that does not
   exist yet (atomically, so a half-initialised file never appears).
+- Exports are for people: labels as "No-show" / "Shows up", the annotator, and the
+  statement's text when the caller passes the loaded data's statements (the store keeps only
+  a hash of what was shown; a text whose hash differs is left out, never guessed).
+  `import_events` reads these files and the older ones with 1/0 labels.
 - Exports are written to a temporary file and moved into place. CSV text cells that a
   spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) get a leading
   apostrophe; so that the escape can be undone exactly, a cell that already starts with an
@@ -55,6 +60,8 @@ REPO = Path(__file__).resolve().parents[1]
 SCHEMA_VERSION = 1
 NO_SHOW, SHOWS_UP = 1, 0
 LABEL_NAMES = {NO_SHOW: "no_show", SHOWS_UP: "shows_up"}
+# What people read: exports, the agreement and disagreement tables, the Label tab.
+LABEL_DISPLAY = {NO_SHOW: "No-show", SHOWS_UP: "Shows up"}
 _LABEL_ALIASES: dict[Any, int] = {"no_show": NO_SHOW, "shows_up": SHOWS_UP}
 ALLOWED_LABELS_TEXT = "'no_show' or 1 (misses the appointment), 'shows_up' or 0 (attends)"
 STATUSES = ("submitted", "skipped")
@@ -75,8 +82,32 @@ COLUMNS = (
     "previous_label",
     "submission_id",
 )
+# The export's columns: what a reader needs first, then the audit fields. `statement` is the
+# text the annotator read (from the loaded data, checked against statement_hash).
+EXPORT_COLUMNS = (
+    "id",
+    "record_id",
+    "annotator",
+    "label",
+    "status",
+    "statement",
+    "note",
+    "previous_label",
+    "seconds_spent",
+    "created_at",
+    "statement_hash",
+    "submission_id",
+)
 # Columns holding free or client-supplied text: the only ones escaped for spreadsheets.
-_TEXT_COLUMNS = ("statement_hash", "status", "annotator", "created_at", "note", "submission_id")
+_TEXT_COLUMNS = (
+    "statement",
+    "statement_hash",
+    "status",
+    "annotator",
+    "created_at",
+    "note",
+    "submission_id",
+)
 _FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
 
 _SCHEMA = f"""
@@ -663,26 +694,43 @@ class LabelStore:
 
     # ------------------------------------------------ export / import
 
-    def export_csv(self, path: str | Path) -> Path:
-        """Write all events to a CSV (UTF-8 with BOM so spreadsheets read accents right).
-        Formula-looking text cells are escaped with a leading apostrophe (see module doc)."""
-        frame = self.events()
+    def export_rows(self, statements: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
+        """Every event as a dict of EXPORT_COLUMNS: labels as "No-show" / "Shows up" (None
+        for a skip), and `statement` the text from `statements` ({record_id: text}, usually
+        the loaded data's) when its hash is the one stored with the event, else None."""
+        rows = []
+        for event in self.events().itertuples(index=False):
+            plain = _plain(event._asdict())
+            text = (statements or {}).get(plain["record_id"])
+            shown = isinstance(text, str) and hash_statement(text) == plain["statement_hash"]
+            plain["statement"] = text if shown else None
+            for column in ("label", "previous_label"):
+                if plain[column] is not None:
+                    plain[column] = LABEL_DISPLAY[plain[column]]
+            rows.append({c: plain[c] for c in EXPORT_COLUMNS})
+        return rows
+
+    def export_csv(self, path: str | Path, statements: Mapping[int, str] | None = None) -> Path:
+        """Write all events to a CSV (UTF-8 with BOM so spreadsheets read accents right); see
+        `export_rows` for the columns. Formula-looking text cells are escaped with a leading
+        apostrophe (see module doc)."""
+        rows = self.export_rows(statements)
 
         def write(f: Any) -> None:
             writer = csv.writer(f)
-            writer.writerow(COLUMNS)
-            for row in frame.itertuples(index=False):
-                writer.writerow(_csv_cells(row._asdict()))
+            writer.writerow(EXPORT_COLUMNS)
+            for row in rows:
+                writer.writerow(_csv_cells(row))
 
         return _write_atomic(Path(path), write, encoding="utf-8-sig")
 
-    def export_jsonl(self, path: str | Path) -> Path:
-        """Write all events as JSON lines, text kept raw (no spreadsheet escaping)."""
-        frame = self.events()
+    def export_jsonl(self, path: str | Path, statements: Mapping[int, str] | None = None) -> Path:
+        """Write all events as JSON lines (columns of `export_rows`), text kept raw."""
+        rows = self.export_rows(statements)
 
         def write(f: Any) -> None:
-            for row in frame.itertuples(index=False):
-                f.write(json.dumps(_plain(row._asdict()), ensure_ascii=False) + "\n")
+            for row in rows:
+                f.write(json.dumps(row, ensure_ascii=False) + "\n")
 
         return _write_atomic(Path(path), write, encoding="utf-8")
 
@@ -793,10 +841,9 @@ def unescape_spreadsheet_cell(text: str) -> str:
 
 
 def _csv_cells(row: Mapping[str, Any]) -> list[str]:
-    plain = _plain(row)
     cells = []
-    for column in COLUMNS:
-        value = plain[column]
+    for column in EXPORT_COLUMNS:
+        value = row[column]
         if value is None:
             cells.append("")
         elif column in _TEXT_COLUMNS:
@@ -870,15 +917,13 @@ def _validate_import_row(row: Any, path: Path, line: int) -> dict[str, Any]:
             "id": normalize_record_id(row["id"]),
             "record_id": normalize_record_id(row["record_id"]),
             "statement_hash": str(row["statement_hash"]),
-            "label": None if row["label"] is None else normalize_label(int(float(row["label"]))),
+            "label": _import_label(row["label"]),
             "status": str(row["status"]),
             "annotator": normalize_annotator(row["annotator"]),
             "created_at": str(row["created_at"]),
             "seconds_spent": float(row["seconds_spent"]),
             "note": "" if row["note"] is None else str(row["note"]),
-            "previous_label": None
-            if row["previous_label"] is None
-            else normalize_label(int(float(row["previous_label"]))),
+            "previous_label": _import_label(row["previous_label"]),
             "submission_id": str(row["submission_id"]),
         }
     except (LabelError, TypeError, ValueError) as e:
@@ -895,6 +940,15 @@ def _validate_import_row(row: Any, path: Path, line: int) -> dict[str, Any]:
     return event
 
 
+def _import_label(value: Any) -> int | None:
+    """A label cell of an export: "No-show" / "Shows up", or 1 / 0 in older exports."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if isinstance(value, str) and not _is_whole_number(value):
+        return normalize_label(value)
+    return normalize_label(int(float(value)))
+
+
 def labels_fingerprint(labels: Mapping[Any, Any]) -> dict[str, Any]:
     """{"count", "hash"} of a {record_id: label} mapping, independent of insertion order;
     stored in run configs so a result can be traced to the exact labels it used."""
@@ -906,6 +960,16 @@ def labels_fingerprint(labels: Mapping[Any, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- agreement
 
 DATASET_RATER = "data set"
+KAPPA_COLUMNS = ("kind", "rater_a", "rater_b", "n", "kappa", "note")
+DISAGREEMENT_COLUMNS = (
+    "record_id",
+    "labels",
+    "no_show_votes",
+    "shows_up_votes",
+    "dataset_label",
+    "reason",
+    "notes",
+)
 
 
 def _submitted_by_annotator(store: LabelStore) -> dict[str, dict[int, int]]:
@@ -917,7 +981,28 @@ def _submitted_by_annotator(store: LabelStore) -> dict[str, dict[int, int]]:
     return by_annotator
 
 
-def _kappa(a: dict[int, int], b: Mapping[int, int]) -> tuple[int, float, str]:
+# Landis & Koch (1977), the usual words for a kappa: (kappa above this, word); 0 is slight.
+KAPPA_BANDS = (
+    (0.8, "almost perfect"),
+    (0.6, "substantial"),
+    (0.4, "moderate"),
+    (0.2, "fair"),
+)
+FEW_RECORDS = 20  # below this many shared records a kappa swings with one label
+
+
+def describe_kappa(kappa: float) -> str:
+    """'moderate agreement' etc. (Landis & Koch); 'less agreement than chance' below 0."""
+    if kappa < 0:
+        return "less agreement than chance"
+    word = next((w for bound, w in KAPPA_BANDS if kappa > bound), "slight")
+    return f"{word} agreement"
+
+
+def _kappa(
+    a: dict[int, int], b: Mapping[int, int], name_a: str = "", name_b: str = ""
+) -> tuple[int, float, str]:
+    """(records in common, kappa, a sentence that says how to read it)."""
     from sklearn.metrics import cohen_kappa_score
 
     common = sorted(set(a) & set(b))
@@ -925,10 +1010,22 @@ def _kappa(a: dict[int, int], b: Mapping[int, int]) -> tuple[int, float, str]:
         return 0, math.nan, "no records in common"
     y1 = [a[r] for r in common]
     y2 = [int(b[r]) for r in common]
+    n = len(common)
+    agree = f"{sum(x == y for x, y in zip(y1, y2, strict=True))} of {n} records agree"
+    if n < FEW_RECORDS:
+        agree += f" (under {FEW_RECORDS} records: a rough figure)"
     if len(set(y1) | set(y2)) < 2:
         # Chance agreement is 1, so kappa is 0/0: report it as undefined, not as a crash.
-        return len(common), math.nan, "only one class in the overlap; kappa is undefined"
-    return len(common), float(cohen_kappa_score(y1, y2, labels=[0, 1])), ""
+        only = LABEL_DISPLAY[y1[0]]
+        return n, math.nan, f"only one class ({only}) in the overlap, kappa is undefined; {agree}"
+    kappa = float(cohen_kappa_score(y1, y2, labels=[0, 1]))
+    for name, labels in ((name_a, y1), (name_b, y2)):
+        if len(set(labels)) == 1:
+            # Expected agreement then equals the observed one: kappa is 0 however many agree.
+            same = LABEL_DISPLAY[labels[0]]
+            note = f"{name or 'one rater'} gave every shared record the same label ({same}), "
+            return n, kappa, f"{note}so kappa is 0 by definition; {agree}"
+    return n, kappa, f"{describe_kappa(kappa)}; {agree}"
 
 
 def cohen_kappa_table(
@@ -938,22 +1035,25 @@ def cohen_kappa_table(
     each annotator against the data set's labels (when given).
 
     Columns: kind ('pair' | 'vs_dataset'), rater_a, rater_b, n, kappa (NaN when undefined),
-    note (why kappa is NaN).
+    note (how to read the kappa: Landis & Koch's word and how many records agree, or why it
+    is 0 or undefined).
     """
     by_annotator = _submitted_by_annotator(store)
     names = sorted(by_annotator)
     rows = []
     for i, a in enumerate(names):
         for b in names[i + 1 :]:
-            n, kappa, note = _kappa(by_annotator[a], by_annotator[b])
+            n, kappa, note = _kappa(by_annotator[a], by_annotator[b], a, b)
             if n:
                 rows.append(("pair", a, b, n, kappa, note))
     if dataset_labels is not None:
         truth = {normalize_record_id(k): int(v) for k, v in dataset_labels.items()}
         for a in names:
-            n, kappa, note = _kappa(by_annotator[a], truth)
+            n, kappa, note = _kappa(by_annotator[a], truth, a, "the data set")
+            if not n:
+                note = "none of these labels is on a record of the loaded data set"
             rows.append(("vs_dataset", a, DATASET_RATER, n, kappa, note))
-    frame = pd.DataFrame(rows, columns=["kind", "rater_a", "rater_b", "n", "kappa", "note"])
+    frame = pd.DataFrame(rows, columns=list(KAPPA_COLUMNS))
     return frame.astype({"n": "int64", "kappa": "float64"})
 
 
@@ -963,8 +1063,9 @@ def disagreements(
     """Records to adjudicate: annotators' current labels disagree with each other, or with
     the data set's label (when given).
 
-    Columns: record_id, labels ('name: no_show; name: shows_up'), no_show_votes,
-    shows_up_votes, dataset_label (NA if unknown), reason, notes (annotators' notes).
+    Columns: record_id, labels ('name: No-show; name: Shows up'), no_show_votes,
+    shows_up_votes, dataset_label ('No-show' / 'Shows up', None if unknown), reason, notes
+    (annotators' notes).
     """
     current = store.current_labels()
     current = current[current["status"] == "submitted"]
@@ -988,26 +1089,17 @@ def disagreements(
             {
                 "record_id": int(rid),
                 "labels": "; ".join(
-                    f"{a}: {LABEL_NAMES[int(v)]}"
+                    f"{a}: {LABEL_DISPLAY[int(v)]}"
                     for a, v in zip(group["annotator"], group["label"], strict=True)
                 ),
                 "no_show_votes": int((labels == NO_SHOW).sum()),
                 "shows_up_votes": int((labels == SHOWS_UP).sum()),
-                "dataset_label": data_label,
+                "dataset_label": None if data_label is None else LABEL_DISPLAY[data_label],
                 "reason": "; ".join(reasons),
                 "notes": "; ".join(
                     f"{a}: {n}" for a, n in zip(group["annotator"], group["note"], strict=True) if n
                 ),
             }
         )
-    columns = [
-        "record_id",
-        "labels",
-        "no_show_votes",
-        "shows_up_votes",
-        "dataset_label",
-        "reason",
-        "notes",
-    ]
-    frame = pd.DataFrame(rows, columns=columns)
-    return frame.astype({"record_id": "int64", "dataset_label": "Int64"})
+    frame = pd.DataFrame(rows, columns=list(DISAGREEMENT_COLUMNS))
+    return frame.astype({"record_id": "int64", "dataset_label": "object"})

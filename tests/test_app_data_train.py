@@ -413,7 +413,8 @@ def test_app_unknown_record_gives_a_message(app):
 
 
 def test_app_draws_summary_plots(app):
-    assert app.client.predict(api_name="/data_summary") is not None
+    plot, caption = app.client.predict(api_name="/data_summary")
+    assert plot is not None and caption.startswith("No-show rate by feature over the")
 
 
 def test_app_preflight_refuses_what_will_not_fit(app):

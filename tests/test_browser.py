@@ -4,6 +4,10 @@ One walk through what only a browser shows: the Data tab (filter, pick a row, re
 statement), a Compare on an example with both adapters, a quick training job started and
 cancelled from the Train tab (real JobManager, real `noshow.recipe.train`, a tiny random
 Llama), and three statements labelled with the keyboard in the Label tab, then an export.
+Then the details users saw go wrong: a filter box applied with Enter, an upload of a
+Statement/NoShow file (its own name on screen, the filters it cannot use hidden with a
+reason), the plots under a Label filter, the data set's label hidden until the clinician
+answers, and the agreement tables filled when their section opens.
 Screenshots land in `test-artifacts/` (gitignored).
 
     make browser   # installs Debian's chromium if missing
@@ -136,6 +140,74 @@ def test_browser_data_tab_filters_rows_and_shows_a_statement(page, app):
     shot(page, "1-data-record")
 
 
+def pick(page, label: str, option: str) -> None:
+    """Choose `option` in the Gradio dropdown labelled `label`."""
+    page.get_by_label(label, exact=True).first.click()
+    page.get_by_role("option", name=option, exact=True).click()
+
+
+def test_browser_data_filter_applies_on_enter(page, app):
+    from playwright.sync_api import expect
+
+    caption = page.get_by_text(re.compile(r"of [\d,]+ matching")).first
+    expect(caption).to_contain_text("of 5,998 matching")
+    lead_to = page.get_by_role("spinbutton", name=re.compile("Lead days to"))
+    lead_to.fill("0")
+    lead_to.press("Enter")  # no Tab, no click elsewhere
+    expect(caption).not_to_contain_text("of 5,998 matching")
+    assert page.evaluate("document.activeElement.getAttribute('aria-label')") == (
+        "number input for Lead days to"
+    )  # the caret stays in the box
+    grid = page.get_by_role("grid", name=re.compile("Appointments"))
+    leads = grid.locator('[role="gridcell"][aria-colindex="7"]').all_inner_texts()
+    assert leads and set(leads) == {"0"}, leads
+    # Under a Label filter the plots say what their rates are over, instead of 100% bars.
+    pick(page, "Label", "No-show")
+    page.get_by_role("button", name="Plot the filtered rows").click()
+    plot_caption = page.locator("#data-plot-caption")
+    expect(plot_caption).to_contain_text("Label = No-show:")
+    expect(plot_caption).to_contain_text("rows that match the other filters")
+    page.locator("#data-plot-caption").scroll_into_view_if_needed()
+    shot(page, "8-data-enter-and-label-plot")
+
+
+def test_browser_data_statements_upload_hides_filters_and_names_the_file(page, app, tmp_path):
+    from playwright.sync_api import expect
+
+    path = tmp_path / "clinic statements.csv"
+    lines = [f"A {20 + i}-year-old patient.,{'Yes' if i % 4 == 0 else 'No'}" for i in range(30)]
+    path.write_text("Statement,NoShow\n" + "\n".join(lines) + "\n")
+    gender = page.locator("#data-filter-gender")
+    expect(gender).to_be_visible()
+    statement = page.get_by_label("Statement", exact=True).first
+    # The page's start-up work (first record, plots) has finished: it would otherwise land
+    # after the upload's and show the synthetic record again.
+    expect(statement).to_have_value(re.compile("year-old"))
+    expect(page.locator("#data-plot-caption")).to_contain_text("No-show rate by feature")
+    page.get_by_label("Upload a file").check()
+    page.locator("#data-upload input[type=file]").set_input_files(str(path))
+    expect(page.locator("#data-upload")).to_contain_text("clinic statements.csv")
+    page.get_by_role("button", name="Load data").click()
+    expect(page.get_by_text("Loaded clinic statements.csv: 30 rows").first).to_be_visible()
+    expect(page.get_by_text("Source: clinic statements.csv").first).to_be_visible()
+    expect(gender).to_be_hidden()
+    expect(page.get_by_role("spinbutton", name=re.compile("Age from"))).to_be_hidden()
+    note = page.locator("#data-filter-note")
+    expect(note).to_contain_text("filters are hidden: clinic statements.csv has statements only")
+    expect(statement).to_have_value("A 20-year-old patient.")
+    expect(page.locator("#data-plot-caption")).to_contain_text(
+        "clinic statements.csv has statements only"
+    )
+    body = page.locator("body").inner_text()
+    assert "/gradio/" not in body and "/tmp" not in body
+    shot(page, "9-data-statements-upload")
+    # Back to the Kaggle form: the filters come back.
+    page.get_by_label("Bundled synthetic").check()
+    page.get_by_role("button", name="Load data").click()
+    expect(gender).to_be_visible()
+    expect(note).to_be_hidden()
+
+
 def test_browser_compare_scores_an_example_with_both_adapters(page, app):
     from playwright.sync_api import expect
 
@@ -209,6 +281,54 @@ def test_browser_label_three_statements_by_keyboard_and_export(page, app):
     expect(page.get_by_text(re.compile(r"Exported \d+ events"))).to_be_visible()
     expect(page.get_by_text(re.compile(r"labels-.*\.jsonl")).first).to_be_visible()
     shot(page, "6-label-export")
+
+
+def test_browser_label_hides_the_dataset_label_until_answered(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Label")
+    page.locator("#label-annotator input, #label-annotator textarea").first.fill("Dr Blind")
+    page.locator("#label-start").click()
+    item = page.locator("#label-item")
+    expect(item).to_contain_text("Item 1 of 50")
+    dataset = item.locator(".noshow-label-dataset")
+    expect(dataset).to_contain_text("hidden until you answer")
+    shot(page, "10-label-hidden")
+    item.click()
+    page.keyboard.press("2")
+    expect(item).to_contain_text("Item 2 of 50")
+    expect(dataset).to_contain_text("hidden until you answer")
+    page.keyboard.press("ArrowLeft")  # back to the answered item: now it is shown
+    expect(item).to_contain_text("Item 1 of 50")
+    expect(dataset).to_contain_text(re.compile(r"Data set's label: (No-show|Shows up)"))
+    page.keyboard.press("ArrowRight")
+    expect(dataset).to_contain_text("hidden until you answer")
+    # A review session: the switch shows it at once, and a note being typed stays.
+    note = page.get_by_label("Note (optional)")
+    note.fill("odd lead time")
+    page.get_by_label("Show the data set's label").check()
+    expect(dataset).to_contain_text(re.compile(r"Data set's label: (No-show|Shows up)"))
+    expect(item).to_contain_text("Item 2 of 50")
+    expect(note).to_have_value("odd lead time")
+    shot(page, "11-label-review-switch")
+
+
+def test_browser_label_agreement_tables_are_filled_when_opened(page, app):
+    from playwright.sync_api import expect
+
+    from noshow.data import load_data
+
+    record = int(load_data("synthetic").frame["record_id"].iloc[0])
+    app.store.submit(record, "no_show", "Dr Agree", statement="s")  # something to agree on
+    open_tab(page, "Label")
+    page.get_by_text("Agreement between annotators").click()  # no Refresh press
+    kappa = page.locator("#label-kappa")
+    expect(kappa).to_contain_text("rater_a")
+    expect(kappa).to_contain_text("Dr Agree")
+    expect(kappa).to_contain_text("vs data set")
+    expect(page.locator("#label-disagreements")).to_contain_text("dataset_label")
+    kappa.scroll_into_view_if_needed()
+    shot(page, "12-label-agreement")
 
 
 def test_browser_remembers_the_annotator_name_after_a_reload(page, app):

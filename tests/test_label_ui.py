@@ -1,7 +1,9 @@
 """The Label tab: its pure queue and view functions, and the running app driven by
 gradio_client against a real SQLite label store: the name is required, submit / skip / back
-/ forward, progress, a double press stored once, exports that re-import exactly, model
-suggestions and ranked queues from two real tiny adapters, and many annotators at once.
+/ forward, progress, a double press stored once, the data set's label hidden until the
+annotator answers, exports with label names and statement text that re-import exactly,
+agreement tables with a note on every kappa, model suggestions and ranked queues from two
+real tiny adapters, and many annotators at once.
 
     .venv/bin/python -m pytest -q tests/test_label_ui.py
 """
@@ -101,7 +103,7 @@ def test_contradiction_order_ranks_confident_models_against_the_label(store):
     queue, reasons = lv.build_queue(frame, lv.ORDER_CONTRADICT, "Ana", store, scores=scores)
     # 100: says no-show at 0.95 but labelled shows up; 103: says 0.05 but labelled no-show.
     assert queue[:2] == [100, 103] and queue[-1] == 101
-    assert "data set says Shows up" in reasons[100]
+    assert reasons[100] == "classifier P(no-show)=0.95, against the data set's label"
 
 
 @pytest.mark.parametrize(
@@ -134,7 +136,7 @@ def test_button_captions_and_store_names_map_to_labels():
 
 def test_fields_table_reads_yes_no_flags_and_skips_missing_columns():
     table = lv.fields_table({"age": 40, "sms_received": 1, "scholarship": 0})
-    assert table.values.tolist() == [["Age", "40"], ["SMS reminder", "yes"], ["Scholarship", "no"]]
+    assert table.values.tolist() == [["Age", "40"], ["SMS reminder", "Yes"], ["Scholarship", "No"]]
 
 
 def test_progress_counts_mine_in_the_queue_and_everyone(store):
@@ -160,6 +162,42 @@ def test_item_card_escapes_the_statement_and_shows_my_current_label():
     card = lv.item_html(row, 0, 5, "submitted", current_label=1, reason="why")
     assert "&lt;img src=x&gt;" in card and "<img" not in card
     assert "Submitted as No-show" in card and "Data set's label: <b>Shows up</b>" in card
+
+
+@pytest.mark.parametrize(
+    ("status", "switch", "shown"),
+    [("pending", False, False), ("skipped", False, False), ("submitted", False, True)]
+    + [("pending", True, True)],
+)
+def test_item_card_shows_the_dataset_label_only_after_an_answer_or_with_the_switch(
+    status, switch, shown
+):
+    row = {"record_id": 7, "statement": "A 30-year-old woman ...", "no_show": 1}
+    card = lv.item_html(row, 0, 5, status, show_dataset_label=switch)
+    assert ("Data set's label: <b>No-show</b>" in card) is shown
+    assert ("hidden until you answer" in card) is not shown
+
+
+def test_agreement_views_spell_out_an_undefined_kappa(store):
+    from noshow.labels import cohen_kappa_table, disagreements
+
+    store.submit(1, 1, "Ana", statement="s")
+    store.submit(1, 1, "Bea", statement="s")
+    kappa, table = lv.agreement_views(
+        cohen_kappa_table(store, {1: 1}), disagreements(store, {1: 0})
+    )
+    assert kappa[["kind", "kappa"]].values.tolist() == [
+        ["two annotators", "undefined"],
+        ["vs data set", "undefined"],
+        ["vs data set", "undefined"],
+    ]
+    assert table["dataset_label"].tolist() == ["Shows up"]
+
+
+def test_empty_agreement_tables_have_their_real_headers():
+    kappa, table = lv.empty_agreement_views()
+    assert list(kappa.columns) == ["kind", "rater_a", "rater_b", "n", "kappa", "note"]
+    assert "dataset_label" in table.columns and kappa.empty and table.empty
 
 
 # ----------------------------------------------------------------------------- the app
@@ -202,8 +240,16 @@ def start(client, name: str, order: str = lv.ORDER_RANDOM, suggest=False, gen=No
     return client.predict(name, order, suggest, gen, clf, api_name="/label_next")
 
 
-def press(client, endpoint: str, out, name: str, note: str = "", label: str | None = None):
-    args = (name, note, out[RECORD], out[SUBMISSION], False, None, None)
+def press(
+    client,
+    endpoint: str,
+    out,
+    name: str,
+    note: str = "",
+    label: str | None = None,
+    show: bool = False,
+):
+    args = (name, note, out[RECORD], out[SUBMISSION], False, None, None, show)
     if label is not None:
         args = (label, *args)
     return client.predict(*args, api_name=endpoint)
@@ -264,7 +310,7 @@ def test_app_double_press_stores_one_event_and_lands_on_the_same_item(app):
 def test_app_two_simultaneous_presses_on_one_item_store_one_event(app):
     c = app.client()
     shown = start(c, "Dr Race")
-    args = ("no_show", "Dr Race", "", shown[RECORD], shown[SUBMISSION], False, None, None)
+    args = ("no_show", "Dr Race", "", shown[RECORD], shown[SUBMISSION], False, None, None, False)
     jobs = [c.submit(*args, api_name="/label_submit") for _ in range(2)]
     outs = [job.result(timeout=60) for job in jobs]
     assert len(app.store.events("Dr Race")) == 1
@@ -282,9 +328,26 @@ def test_app_refuses_a_press_after_the_name_changed(app):
 def test_app_press_without_a_queue_says_to_start(app):
     c = app.client()
     out = c.predict(
-        "no_show", "Dr New", "", "123", "sid", False, None, None, api_name="/label_submit"
+        "no_show", "Dr New", "", "123", "sid", False, None, None, False, api_name="/label_submit"
     )
     assert "press Start" in out[MESSAGE]
+
+
+def test_app_hides_the_dataset_label_until_the_annotator_answers(app):
+    c = app.client()
+    first = start(c, "Dr Blind")
+    truth = app.ctx.get_data(None).frame.set_index("record_id")["no_show"]
+    label = lv.LABEL_TEXT[int(truth.loc[int(first[RECORD])])]
+    assert "hidden until you answer" in first[ITEM] and f"<b>{label}</b>" not in first[ITEM]
+    second = press(c, "/label_submit", first, "Dr Blind", label="no_show")
+    assert "hidden until you answer" in second[ITEM]  # the next item is unanswered again
+    back = press(c, "/label_back", second, "Dr Blind")
+    assert back[RECORD] == first[RECORD] and f"Data set's label: <b>{label}</b>" in back[ITEM]
+    # A review session: the switch shows it on an unanswered item, without losing the note.
+    review = press(c, "/label_redraw", second, "Dr Blind", note="typing", show=True)
+    assert review[RECORD] == second[RECORD] and "Data set's label: <b>" in review[ITEM]
+    assert "value" not in review[NOTE]  # the note box is left as it is (gr.skip)
+    assert len(app.store.events("Dr Blind")) == 1
 
 
 def test_app_exports_csv_and_jsonl_that_reimport_exactly(app, tmp_path):
@@ -302,6 +365,21 @@ def test_app_exports_csv_and_jsonl_that_reimport_exactly(app, tmp_path):
             pd.testing.assert_frame_equal(copy.events(), original)
 
 
+def test_app_export_names_the_label_and_holds_the_statement_and_annotator(app):
+    c = app.client()
+    shown = start(c, "Dr Readable")
+    press(c, "/label_submit", shown, "Dr Readable", label="shows_up")
+    files, _ = c.predict(api_name="/label_export")
+    (csv_path,) = [p for p in files if p.endswith(".csv")]
+    rows = pd.read_csv(csv_path, encoding="utf-8-sig", keep_default_na=False)
+    mine = rows[rows["annotator"] == "Dr Readable"]
+    statement = app.ctx.get_data(None).frame.set_index("record_id").loc[int(shown[RECORD])]
+    assert mine[["record_id", "label", "statement"]].values.tolist() == [
+        [int(shown[RECORD]), "Shows up", statement["statement"]]
+    ]
+    assert set(rows["label"]) <= {"No-show", "Shows up", ""}
+
+
 def test_app_agreement_tables_cover_overlapping_annotators(app):
     c1, c2 = app.client(), app.client()
     for name, label, c in (("Dr K1", "no_show", c1), ("Dr K2", "shows_up", c2)):
@@ -314,6 +392,31 @@ def test_app_agreement_tables_cover_overlapping_annotators(app):
     assert len(pair) == 1 and int(pair["n"].iloc[0]) == 3  # same shuffle: they overlap
     table = pd.DataFrame(disagreements["data"], columns=disagreements["headers"])
     assert len(table) >= 3 and message == ""
+    assert {"Dr K1: No-show", "Dr K2: Shows up"} <= {
+        part for labels in table["labels"] for part in labels.split("; ")
+    }
+
+
+def test_app_kappa_against_the_data_set_comes_with_its_note(app):
+    c = app.client()
+    out = start(c, "Dr Constant")
+    for _ in range(6):  # the same answer every time: kappa is 0 whatever the data set says
+        out = press(c, "/label_submit", out, "Dr Constant", label="no_show")
+    kappa, _, _ = c.predict(api_name="/label_agreement")
+    kappa = pd.DataFrame(kappa["data"], columns=kappa["headers"])
+    (row,) = [
+        r
+        for _, r in kappa.iterrows()
+        if (r["rater_a"], r["kind"]) == ("Dr Constant", "vs data set")
+    ]
+    truth = app.ctx.get_data(None).frame.set_index("record_id")["no_show"]
+    labelled = app.store.current_labels("Dr Constant")["record_id"]
+    if truth.loc[labelled].nunique() == 2:
+        assert row["kappa"] == "0.000"
+        assert "gave every shared record the same label (No-show)" in row["note"]
+    else:  # all six happen to be no-shows in the data set too
+        assert row["kappa"] == "undefined" and "only one class" in row["note"]
+    assert row["n"] == 6
 
 
 def test_app_suggests_and_ranks_with_the_chosen_adapters(app, adapters):

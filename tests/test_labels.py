@@ -19,6 +19,7 @@ import pytest
 
 from noshow.labels import (
     COLUMNS,
+    EXPORT_COLUMNS,
     LabelError,
     LabelStore,
     cohen_kappa_table,
@@ -341,11 +342,14 @@ def _fill_with_tricky_notes(store: LabelStore) -> None:
     store.submit(0, 1, "-dash name", statement="s0", submission_id="=sid")
 
 
+TRICKY_STATEMENTS = {i: f"s{i}" for i in range(len(TRICKY_NOTES))}
+
+
 @pytest.mark.parametrize("fmt", ["csv", "jsonl"])
 def test_export_then_import_round_trips_exactly(store, tmp_path, fmt):
     _fill_with_tricky_notes(store)
     out = tmp_path / f"labels.{fmt}"
-    getattr(store, f"export_{fmt}")(out)
+    getattr(store, f"export_{fmt}")(out, statements=TRICKY_STATEMENTS)
     with LabelStore(tmp_path / "fresh.sqlite") as fresh:
         assert fresh.import_events(out) == len(TRICKY_NOTES) + 2
         pd.testing.assert_frame_equal(fresh.events(), store.events())
@@ -355,17 +359,57 @@ def test_export_then_import_round_trips_exactly(store, tmp_path, fmt):
 
 def test_csv_export_neutralises_formulas_for_spreadsheets(store, tmp_path):
     _fill_with_tricky_notes(store)
-    out = store.export_csv(tmp_path / "labels.csv")
+    store.submit(7, 1, "ana", statement="=1+1 statement")
+    out = store.export_csv(tmp_path / "labels.csv", statements={7: "=1+1 statement"})
     with open(out, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f))
-    assert rows[0] == list(COLUMNS)
+    assert rows[0] == list(EXPORT_COLUMNS)
     cells = [cell for row in rows[1:] for cell in row]
     dangerous = [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
     assert dangerous == []
     assert '\'=HYPERLINK("http://evil.example","click")' in cells
-    assert "'=sid" in cells and "'-dash name" in cells
-    label_cells = {row[COLUMNS.index("label")] for row in rows[1:]}
-    assert label_cells == {"0", "1", ""}  # numbers are never escaped
+    assert "'=sid" in cells and "'-dash name" in cells and "'=1+1 statement" in cells
+    numbers = {row[EXPORT_COLUMNS.index("seconds_spent")] for row in rows[1:]}
+    assert "0.3333333333333333" in numbers  # numbers are never escaped
+
+
+def test_exports_name_the_labels_and_carry_the_statement_text_and_annotator(store, tmp_path):
+    store.submit(1, "no_show", "Dr Ana", statement="A 30-year-old woman ...")
+    store.submit(1, "shows_up", "Dr Ana", statement="A 30-year-old woman ...")  # a correction
+    store.skip(2, "Dr Bea", statement="A 70-year-old man ...")
+    store.submit(3, "shows_up", "Dr Bea", statement="the text shown then")
+    # Record 3's statement has changed since it was labelled: its text is not put in.
+    statements = {1: "A 30-year-old woman ...", 2: "A 70-year-old man ...", 3: "new text"}
+    with open(store.export_csv(tmp_path / "l.csv", statements), encoding="utf-8-sig") as f:
+        rows = list(csv.DictReader(f))
+    jsonl = store.export_jsonl(tmp_path / "l.jsonl", statements).read_text(encoding="utf-8")
+    for got in (rows, [json.loads(line) for line in jsonl.splitlines()]):
+        table = [
+            (r["record_id"], r["annotator"], r["label"], r["previous_label"], r["statement"])
+            for r in got
+        ]
+        blank = "" if got is rows else None
+        assert [tuple(str(v) if isinstance(v, int) else v for v in t) for t in table] == [
+            ("1", "Dr Ana", "No-show", blank, "A 30-year-old woman ..."),
+            ("1", "Dr Ana", "Shows up", "No-show", "A 30-year-old woman ..."),
+            ("2", "Dr Bea", blank, blank, "A 70-year-old man ..."),
+            ("3", "Dr Bea", "Shows up", blank, blank),
+        ]
+    assert store.export_rows()[0]["statement"] is None  # no data given: no text, no guess
+
+
+def test_import_reads_older_exports_with_1_0_labels(store, tmp_path):
+    old = tmp_path / "old.csv"
+    with open(old, "w", encoding="utf-8-sig", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(COLUMNS)
+        writer.writerow([1, 5, "abc", 1, "submitted", "ana", "2024-01-01", 1.5, "", "", "a"])
+        writer.writerow([2, 5, "abc", 0, "submitted", "ana", "2024-01-02", 2.0, "", 1, "b"])
+    assert store.import_events(old) == 2
+    assert store.events()[["label", "previous_label"]].astype(object).values.tolist() == [
+        [1, pd.NA],
+        [0, 1],
+    ]
 
 
 def test_jsonl_export_keeps_raw_text(store, tmp_path):
@@ -531,12 +575,40 @@ def test_cohen_kappa_for_pairs_and_against_data_set(store):
     assert table.loc[("pair", "A", "B"), "kappa"] == pytest.approx(7 / 12)
     assert table.loc[("pair", "A", "B"), "n"] == 10
     assert table.loc[("vs_dataset", "A", "data set"), "kappa"] == pytest.approx(6 / 11)
+    assert table.loc[("vs_dataset", "A", "data set"), "note"] == (
+        "moderate agreement; 8 of 10 records agree (under 20 records: a rough figure)"
+    )
     assert table.loc[("vs_dataset", "B", "data set"), "kappa"] == pytest.approx(6 / 11)
     single = table.loc[("pair", "A", "C")]
     assert single["n"] == 2 and math.isnan(single["kappa"]) and "one class" in single["note"]
     no_overlap = table.loc[("vs_dataset", "E", "data set")]
     assert no_overlap["n"] == 0 and math.isnan(no_overlap["kappa"])
+    assert no_overlap["note"] == "none of these labels is on a record of the loaded data set"
     assert "vs_dataset" not in set(cohen_kappa_table(store, None)["kind"])
+
+
+def test_kappa_of_a_one_label_annotator_is_zero_and_the_note_says_why(store):
+    # D answers No-show for every record; the data set has both labels there. Expected and
+    # observed agreement are then equal, so kappa is 0 however many records agree.
+    _annotate(store, "D", [1, 1, 1, 1])
+    table = cohen_kappa_table(store, dict(enumerate([1, 1, 1, 0])))
+    row = table.set_index("rater_a").loc["D"]
+    assert row["kappa"] == 0.0 and row["n"] == 4
+    assert row["note"] == (
+        "D gave every shared record the same label (No-show), so kappa is 0 by definition; "
+        "3 of 4 records agree (under 20 records: a rough figure)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("kappa", "words"),
+    [(-0.1, "less agreement than chance"), (0.0, "slight"), (0.2, "slight"), (0.21, "fair")]
+    + [(0.5, "moderate"), (0.7, "substantial"), (0.81, "almost perfect"), (1.0, "almost")],
+)
+def test_describe_kappa_uses_landis_and_koch_words(kappa, words):
+    from noshow.labels import describe_kappa
+
+    assert describe_kappa(kappa).startswith(words)
 
 
 def test_disagreements_lists_records_to_adjudicate(store):
@@ -548,9 +620,9 @@ def test_disagreements_lists_records_to_adjudicate(store):
     assert table.index.tolist() == [2, 3, 9]
     assert table.loc[2, "reason"] == "differs from data set"
     assert table.loc[3, "reason"] == "annotators disagree; differs from data set"
-    assert table.loc[9, "labels"] == "A: shows_up; B: no_show"
+    assert table.loc[9, "labels"] == "A: Shows up; B: No-show"
     assert (table.loc[9, "no_show_votes"], table.loc[9, "shows_up_votes"]) == (1, 1)
     assert table.loc[3, "notes"] == "A: looks like a no-show"
-    assert table.loc[2, "dataset_label"] == 0
+    assert table.loc[2, "dataset_label"] == "Shows up"
     among_annotators = disagreements(store, None)
     assert among_annotators["record_id"].tolist() == [3, 9]

@@ -2,7 +2,12 @@
 see one record exactly as both models see it, and look at summary plots.
 
 Endpoints (for gradio_client and tests): `/load_data`, `/filter_rows`, `/show_record`,
-`/data_summary`. The handlers are thin; the logic is in `noshow.ui.data_views`.
+`/data_summary` (-> plot, caption). The handlers are thin; the logic is in
+`noshow.ui.data_views`.
+
+Filters apply when a choice is made, a slider is let go, or Enter is pressed in a number box
+(Gradio's slider applies its box only when focus leaves it: FILTER_KEYS_JS blurs it on
+Enter). Filters that the loaded data has no column for are hidden, with a note saying why.
 
     from noshow.ui.data_tab import build_data_tab
     with gr.Blocks() as demo:
@@ -11,6 +16,7 @@ Endpoints (for gradio_client and tests): `/load_data`, `/filter_rows`, `/show_re
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +52,23 @@ FILTER_NAMES = (
     "lead_min",
     "lead_max",
 )
+
+
+# Enter in a filter's number box applies it: the slider reads its box on blur (its `release`
+# event), so blur and focus again; the caret stays where the user typed.
+FILTER_KEYS_JS = """
+if (!window.__noshowFilterKeys) {
+  window.__noshowFilterKeys = true;
+  document.addEventListener("keydown", (ev) => {
+    if (ev.key !== "Enter" || ev.isComposing) return;
+    const t = ev.target;
+    if (!t || t.tagName !== "INPUT" || t.type !== "number" || !t.closest("#data-filters")) return;
+    ev.preventDefault();
+    t.blur();
+    t.focus();
+  });
+}
+"""
 
 
 def source_choices(demo_mode: bool) -> list[str]:
@@ -93,6 +116,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
                 label="Kaggle CSV, or a Statement/NoShow CSV or Parquet",
                 file_types=[".csv", ".parquet"],
                 visible=False,
+                elem_id="data-upload",
             )
             path = gr.Textbox(
                 label="Path on the server",
@@ -110,11 +134,18 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         with gr.Column(scale=3, min_width=360):
             report = gr.Markdown("Loading the default data set…")
 
-    with gr.Accordion("Filters", open=True):
+    with gr.Accordion("Filters", open=True, elem_id="data-filters"):
+        filter_note = gr.Markdown(visible=False, elem_id="data-filter-note")
         with gr.Row():
             f_split = gr.Dropdown(dv.SPLIT_CHOICES, value=dv.ALL, label="Split", min_width=110)
             f_label = gr.Dropdown(dv.LABEL_CHOICES, value=dv.ALL, label="Label", min_width=120)
-            f_gender = gr.Dropdown(dv.GENDER_CHOICES, value=dv.ALL, label="Gender", min_width=90)
+            f_gender = gr.Dropdown(
+                dv.GENDER_CHOICES,
+                value=dv.ALL,
+                label="Gender",
+                min_width=90,
+                elem_id="data-filter-gender",
+            )
             f_sms = gr.Dropdown(dv.YES_NO_CHOICES, value=dv.ALL, label="SMS", min_width=90)
             f_scholarship = gr.Dropdown(
                 dv.YES_NO_CHOICES, value=dv.ALL, label="Scholarship", min_width=110
@@ -129,6 +160,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
             f_lead_min = gr.Slider(0, dv.LEAD_MAX, value=0, step=1, label="Lead days from")
             f_lead_max = gr.Slider(0, dv.LEAD_MAX, value=dv.LEAD_MAX, step=1, label="Lead days to")
             reset_btn = gr.Button("Clear filters", size="sm", min_width=100, scale=0)
+        gr.HTML("", js_on_load=FILTER_KEYS_JS, elem_id="data-filter-keys")
 
     with gr.Row(equal_height=True):
         caption = gr.Markdown()
@@ -162,6 +194,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
 
     with gr.Accordion("Summary plots", open=True):
         plot_btn = gr.Button("Plot the filtered rows", size="sm")
+        plot_caption = gr.Markdown(elem_id="data-plot-caption")
         summary_plot = gr.Plot(
             label="No-show rate by feature; class balance per split", show_label=False
         )
@@ -178,6 +211,9 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         f_lead_min,
         f_lead_max,
     ]
+    # Shown or hidden with the loaded data's columns (the neighbourhood with its choices).
+    other_filters = [f for f in filters if f is not f_neighbourhood]
+    availability_outputs = [*other_filters, filter_note]
 
     # -- handlers -----------------------------------------------------------------------
     # Public handlers take named parameters (they become the API's parameter names); the
@@ -195,7 +231,35 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
             return None, "No data loaded: pick a source and press **Load data**.", 1
         rows = dv.filter_frame(entry.frame, **filter_values)
         shown, page_no, n_pages = dv.page_of(rows, page_no)
-        return dv.table_view(shown), dv.page_caption(len(rows), page_no, n_pages), page_no
+        caption = dv.page_caption(len(rows), page_no, n_pages)
+        return (
+            dv.table_view(shown),
+            caption + dv.ignored_filters_text(entry.frame, filter_values),
+            page_no,
+        )
+
+    def neighbourhood_update(entry: DataEntry) -> Any:
+        return gr.update(
+            choices=dv.neighbourhood_choices(entry.frame),
+            value=dv.ALL,
+            visible="neighbourhood" not in dv.unavailable_filters(entry.frame),
+        )
+
+    def filter_updates(entry: DataEntry | None) -> list:
+        """Visibility (and, when hidden, the open value) of every filter but the
+        neighbourhood (its update comes with its choices), then the note saying why."""
+        if entry is None:
+            return [gr.skip()] * len(other_filters) + [gr.skip()]
+        hidden = set(dv.unavailable_filters(entry.frame))
+        updates = [
+            gr.update(visible=False, value=dv.FILTER_DEFAULTS[name])
+            if name in hidden
+            else gr.update(visible=True)
+            for name in FILTER_NAMES
+            if name != "neighbourhood"
+        ]
+        note = dv.unavailable_filters_note(entry.frame, entry.label)
+        return [*updates, gr.update(value=note, visible=bool(note))]
 
     def load_data(
         kind: str = SOURCE_DEFAULT,
@@ -211,6 +275,12 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
             if kind == SOURCE_UPLOAD:
                 label = getattr(upload_file, "orig_name", None) or Path(source).name
             entry = dv.load_entry(ctx.cache, source, split_method=method or "time", label=label)
+            if label and entry.label != label:
+                # The same content uploaded before under another name (the cache is keyed by
+                # content): this session sees its own file's name, never another visitor's.
+                entry = ctx.cache.put(
+                    dataclasses.replace(entry, key=f"{entry.key}::{label}", label=label)
+                )
         except Exception as e:  # noqa: BLE001 - shown as a message, previous data kept
             previous = ctx.cache.get(data_key)
             kept = f" Still showing {previous.label}." if previous else ""
@@ -224,7 +294,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
             ok_box(msg),
             synthetic_banner(entry.loaded.is_synthetic),
             dv.report_markdown(entry),
-            gr.update(choices=dv.neighbourhood_choices(entry.frame), value=dv.ALL),
+            neighbourhood_update(entry),
         )
 
     def filter_rows(
@@ -273,29 +343,33 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         lead_min: float | None = None,
         lead_max: float | None = None,
         data_key: str | None = None,
-    ) -> Any:
-        """Summary plots of the rows that match the filters (all rows without filters)."""
+    ) -> tuple:
+        """Summary plots of the rows that match the filters, and a caption saying what they
+        show (with the Label filter on, the rates are over the rows of the other filters)."""
         form = locals()
         entry = entry_for(data_key)
         if entry is None:
-            return None
-        rows = dv.filter_frame(entry.frame, **{n: form[n] for n in FILTER_NAMES})
-        where = "matching rows" if len(rows) < len(entry.frame) else "rows"
-        return dv.summary_figure(rows, title=f"{entry.label}: {len(rows):,} {where}")
+            return None, "No data loaded."
+        return dv.summary_view(entry.frame, {n: form[n] for n in FILTER_NAMES}, entry.label)
 
     def startup(data_key: str | None) -> tuple:
         """On page load: show the session's data (or the start-up data) without a click."""
         try:
             entry = ctx.get_data(data_key)
         except Exception as e:  # noqa: BLE001 - the message says how to fix the source
-            return data_key, error_box(user_message(e)), "", "No data loaded.", gr.skip()
+            failed = (data_key, error_box(user_message(e)), "", "No data loaded.", gr.skip())
+            return (*failed, *filter_updates(None))
         return (
             entry.key,
             "",
             synthetic_banner(entry.loaded.is_synthetic),
             dv.report_markdown(entry),
-            gr.update(choices=dv.neighbourhood_choices(entry.frame), value=dv.ALL),
+            neighbourhood_update(entry),
+            *filter_updates(entry),
         )
+
+    def show_available_filters(key: str | None) -> list:
+        return filter_updates(entry_for(key))
 
     def first_page(*values: Any) -> tuple:
         *filter_values, key = values
@@ -359,16 +433,17 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         record_outputs,
         api_name="show_record",
     )
-    plot_btn.click(data_summary, [*filters, key_state], summary_plot, api_name="data_summary")
+    plot_outputs = [summary_plot, plot_caption]
+    plot_btn.click(data_summary, [*filters, key_state], plot_outputs, api_name="data_summary")
 
     source_kind.change(
         toggle_source, source_kind, [upload, path], api_visibility="private", queue=False
     )
     load_event.then(
-        first_page, [*filters, key_state], table_outputs, api_visibility="private"
-    ).then(
+        show_available_filters, key_state, availability_outputs, api_visibility="private"
+    ).then(first_page, [*filters, key_state], table_outputs, api_visibility="private").then(
         show_first, [*filters, key_state], [record_id, *record_outputs], api_visibility="private"
-    ).then(summary_of, [*filters, key_state], summary_plot, api_visibility="private")
+    ).then(summary_of, [*filters, key_state], plot_outputs, api_visibility="private")
     reset_btn.click(clear_filters, None, filters, api_visibility="private").then(
         first_page, [*filters, key_state], table_outputs, api_visibility="private"
     )
@@ -388,12 +463,19 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
     return {
         "startup": startup,
         "startup_inputs": [key_state],
-        "startup_outputs": [key_state, message, ctx.banner, report, f_neighbourhood],
+        "startup_outputs": [
+            key_state,
+            message,
+            ctx.banner,
+            report,
+            f_neighbourhood,
+            *availability_outputs,
+        ],
         "first_page": first_page,
         "summary_of": summary_of,
         "show_first": show_first,
         "record_outputs": [record_id, *record_outputs],
         "filter_inputs": [*filters, key_state],
         "table_outputs": table_outputs,
-        "summary_plot": summary_plot,
+        "summary_plot": plot_outputs,
     }

@@ -8,6 +8,10 @@ Nothing here imports Gradio, so tests call these directly:
     entry = load_entry(DataCache(), "synthetic", split_method="time")
     rows = filter_frame(entry.frame, split="test", label="No-show", age_min=60)
     table, page, n_pages = page_of(table_view(rows), page=1)
+    figure, caption = summary_view(entry.frame, {"label": "No-show"}, entry.label)
+
+Everything shown names the data by `entry.label` (an upload's own file name), never by the
+path the server stored it under.
 """
 
 from __future__ import annotations
@@ -59,6 +63,43 @@ KIND_NAMES = {
     "statements": "Statement/NoShow file",
     "synthetic": "synthetic demo data",
 }
+# The column each filter reads (keywords of filter_frame); a filter whose column the loaded
+# data lacks (a Statement/NoShow file has no age, gender, ...) is hidden, not silently ignored.
+FILTER_COLUMNS = {
+    "split": "split",
+    "label": "no_show",
+    "age_min": "age",
+    "age_max": "age",
+    "gender": "gender",
+    "sms": "sms_received",
+    "scholarship": "scholarship",
+    "neighbourhood": "neighbourhood",
+    "lead_min": "lead_days",
+    "lead_max": "lead_days",
+}
+FILTER_TITLES = {"age": "age", "sms_received": "SMS", "lead_days": "lead days"}
+FILTER_DEFAULTS = {
+    "split": ALL,
+    "label": ALL,
+    "age_min": 0,
+    "age_max": AGE_MAX,
+    "gender": ALL,
+    "sms": ALL,
+    "scholarship": ALL,
+    "neighbourhood": ALL,
+    "lead_min": 0,
+    "lead_max": LEAD_MAX,
+}
+# The record view's field names, as the table's headers say them.
+FIELD_NAMES = {
+    "sms_received": "SMS",
+    "lead_days": "lead days",
+    "prior_no_shows": "earlier no-shows",
+    "prior_appointments": "earlier appointments",
+    "handicap": "disabilities",
+    "scheduled_at": "booked at",
+}
+YES_NO_COLUMNS = ("sms_received", "scholarship", "hypertension", "diabetes", "alcoholism")
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
 LEAD_BUCKETS = [(0, 0, "same day"), (1, 2, "1-2"), (3, 7, "3-7"), (8, 14, "8-14")]
 LEAD_BUCKETS += [(15, 30, "15-30"), (31, 60, "31-60"), (61, 10**9, "61+")]
@@ -135,8 +176,9 @@ def report_markdown(entry: DataEntry) -> str:
     """The cleaning report and split sizes as Markdown."""
     loaded = entry.loaded
     r = loaded.report
+    # entry.label, not loaded.source: an upload's source is the server's temporary path.
     lines = [
-        f"**Source:** `{loaded.source}` ({KIND_NAMES.get(loaded.kind, loaded.kind)})",
+        f"**Source:** `{entry.label.replace('`', '')}` ({KIND_NAMES.get(loaded.kind, loaded.kind)})",
         f"**Rows:** {r.rows_kept:,} kept of {r.rows_read:,} read"
         + (
             f" (dropped {r.dropped_negative_age} with negative age, "
@@ -170,6 +212,45 @@ def neighbourhood_choices(frame: pd.DataFrame) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- filtering
+
+
+def unavailable_filters(frame: pd.DataFrame) -> list[str]:
+    """Names of the filters (filter_frame's keywords) whose column `frame` lacks."""
+    return [name for name, col in FILTER_COLUMNS.items() if col not in frame.columns]
+
+
+def _titles(names: list[str]) -> str:
+    titles = list(dict.fromkeys(FILTER_TITLES.get(FILTER_COLUMNS[n], n) for n in names))
+    return titles[0] if len(titles) == 1 else ", ".join(titles[:-1]) + " and " + titles[-1]
+
+
+def unavailable_filters_note(frame: pd.DataFrame, data_label: str) -> str:
+    """Why some filters are hidden ("" when every filter applies)."""
+    names = unavailable_filters(frame)
+    if not names:
+        return ""
+    return (
+        f"The {_titles(names)} filters are hidden: {data_label} has statements only, "
+        "without those columns. Load the Kaggle file to filter by them."
+    )
+
+
+def filter_is_set(name: str, value: Any) -> bool:
+    """Whether a filter's value narrows the rows (not All, not a slider's open end)."""
+    default = FILTER_DEFAULTS[name]
+    if isinstance(default, str):
+        return bool(value) and value != default
+    v = _number(value)
+    return v is not None and (v > default if name.endswith("_min") else v < default)
+
+
+def ignored_filters_text(frame: pd.DataFrame, values: dict[str, Any]) -> str:
+    """' · not applied: ...' for set filters on columns `frame` lacks (API callers can still
+    send them), so a filter is never ignored without saying so."""
+    names = [n for n in unavailable_filters(frame) if filter_is_set(n, values.get(n))]
+    if not names:
+        return ""
+    return f" · not applied: the {_titles(names)} filter (this data has no such column)"
 
 
 def _number(value: Any) -> float | None:
@@ -309,8 +390,8 @@ def record_views(row: pd.Series, tokenizer: Any | None = None) -> RecordView:
         prompt = render_generative_prompt(statement, tok)
     except Exception as e:  # noqa: BLE001 - the other two views are still useful
         prompt = f"(cannot render the chat prompt: {e})"
-    label = "No-show" if int(row["no_show"]) == 1 else "Showed up"
-    fields = [("label", label)]
+    # The same words as the table: "no-show: Yes", flags as Yes/No, not 1/0.
+    fields: list[tuple[str, Any]] = [("no-show", "Yes" if int(row["no_show"]) == 1 else "No")]
     if "split" in row.index:
         fields.append(("split", row["split"]))
     for col in (
@@ -335,7 +416,9 @@ def record_views(row: pd.Series, tokenizer: Any | None = None) -> RecordView:
             value = row[col]
             if isinstance(value, pd.Timestamp):
                 value = value.strftime("%Y-%m-%d %H:%M") if col == "scheduled_at" else value.date()
-            fields.append((col.replace("_", " "), value))
+            elif col in YES_NO_COLUMNS and not pd.isna(value):
+                value = "Yes" if int(value) == 1 else "No"
+            fields.append((FIELD_NAMES.get(col, col.replace("_", " ")), value))
     details = " · ".join(f"**{k}:** {v}" for k, v in fields)
     return RecordView(
         record_id=int(row["record_id"]),
@@ -349,6 +432,9 @@ def record_views(row: pd.Series, tokenizer: Any | None = None) -> RecordView:
 # ----------------------------------------------------------------------------- plots
 
 
+PLOT_COLUMNS = {"lead_days", "age_band", "weekday", "sms_received"}
+
+
 def lead_bucket(lead_days: pd.Series) -> pd.Categorical:
     labels = [name for _, _, name in LEAD_BUCKETS]
     edges = [-0.5] + [hi + 0.5 for _, hi, _ in LEAD_BUCKETS]
@@ -356,21 +442,35 @@ def lead_bucket(lead_days: pd.Series) -> pd.Categorical:
 
 
 def rate_table(frame: pd.DataFrame, by: pd.Series | str) -> pd.DataFrame:
-    """No-show rate and count per group (groups in their natural order)."""
+    """No-show rate, count, and no-shows per group (groups in their natural order)."""
     key = frame[by] if isinstance(by, str) else by
     g = frame["no_show"].groupby(key, observed=True)
-    return pd.DataFrame({"rate": g.mean(), "n": g.size()})
+    return pd.DataFrame({"rate": g.mean(), "n": g.size(), "no_shows": g.sum()})
 
 
-def _bar_rates(ax: Any, table: pd.DataFrame, title: str, overall: float, xlabel: str) -> None:
+def _bar_rates(
+    ax: Any,
+    table: pd.DataFrame,
+    title: str,
+    overall: float,
+    xlabel: str,
+    count_label: int | None = None,
+) -> None:
+    """Bars of the no-show rate, each marked with its rate and size; with `count_label`
+    (1 = no-show, 0 = showed up) the mark says how many rows of that label the bar holds."""
     x = np.arange(len(table))
     ax.bar(x, table["rate"].to_numpy(), color="#5b8def")
     ax.axhline(overall, color="#d9534f", linestyle="--", linewidth=1, label=f"all {overall:.1%}")
     ax.set_xticks(x, [str(i) for i in table.index], rotation=30 if len(table) > 4 else 0)
     ax.set(title=title, xlabel=xlabel, ylabel="no-show rate")
     ax.yaxis.set_major_formatter(lambda v, _: f"{v:.0%}")
-    for xi, (rate, n) in zip(x, table[["rate", "n"]].to_numpy(), strict=True):
-        ax.annotate(f"{rate:.0%}\nn={int(n):,}", (xi, rate), ha="center", va="bottom", fontsize=7)
+    for xi, (rate, n, misses) in zip(x, table[["rate", "n", "no_shows"]].to_numpy(), strict=True):
+        if count_label is None:
+            text = f"{rate:.0%}\nn={int(n):,}"
+        else:
+            k = int(misses) if count_label == 1 else int(n - misses)
+            text = f"{rate:.0%}\n{k:,}/{int(n):,}"
+        ax.annotate(text, (xi, rate), ha="center", va="bottom", fontsize=7)
     ax.set_ylim(0, max(0.05, float(table["rate"].max()) * 1.35))
     ax.legend(fontsize="small", loc="upper left")
 
@@ -399,10 +499,11 @@ def _class_balance(ax: Any, frame: pd.DataFrame) -> None:
     ax.legend(fontsize="small", loc="upper right")
 
 
-def summary_figure(frame: pd.DataFrame, title: str = "") -> Figure:
+def summary_figure(frame: pd.DataFrame, title: str = "", count_label: int | None = None) -> Figure:
     """No-show rate by lead time, age band, weekday, SMS and earlier no-shows, plus the class
-    balance per split; statements-only data gets the class balance alone."""
-    has_features = {"lead_days", "age_band", "weekday", "sms_received"} <= set(frame.columns)
+    balance per split; statements-only data gets the class balance alone. `count_label`
+    (1 / 0) marks each bar with its rows of that label (see `summary_view`)."""
+    has_features = set(frame.columns) >= PLOT_COLUMNS
     if not has_features or frame.empty:
         fig = Figure(figsize=(6, 3.6), layout="constrained")
         ax = fig.subplots()
@@ -414,27 +515,24 @@ def summary_figure(frame: pd.DataFrame, title: str = "") -> Figure:
     fig = Figure(figsize=(15, 8), layout="constrained")
     axes = fig.subplots(2, 3).ravel()
     overall = float(frame["no_show"].mean())
-    _bar_rates(
+    bar = functools.partial(_bar_rates, overall=overall, count_label=count_label)
+    bar(
         axes[0],
         rate_table(frame, lead_bucket(frame["lead_days"])),
         "By lead time",
-        overall,
-        "days booked ahead",
+        xlabel="days booked ahead",
     )
     bands = rate_table(frame, "age_band")
     band_order = frame.groupby("age_band", observed=True)["age"].min().sort_values().index
-    _bar_rates(axes[1], bands.loc[band_order], "By age band", overall, "age")
+    bar(axes[1], bands.loc[band_order], "By age band", xlabel="age")
     days = rate_table(frame, "weekday")
-    _bar_rates(
-        axes[2], days.loc[[d for d in WEEKDAYS if d in days.index]], "By weekday", overall, ""
-    )
+    bar(axes[2], days.loc[[d for d in WEEKDAYS if d in days.index]], "By weekday", xlabel="")
     sms = rate_table(frame, frame["sms_received"].map({0: "no SMS", 1: "SMS"}))
-    _bar_rates(
+    bar(
         axes[3],
         sms.loc[[s for s in ("no SMS", "SMS") if s in sms.index]],
         "By SMS reminder",
-        overall,
-        "",
+        xlabel="",
     )
     if "prior_no_shows" in frame.columns:
         history = np.select(
@@ -444,10 +542,58 @@ def summary_figure(frame: pd.DataFrame, title: str = "") -> Figure:
         )
         hist = rate_table(frame, pd.Series(history, index=frame.index))
         order = [h for h in ("first visit", "none missed", "missed before") if h in hist.index]
-        _bar_rates(axes[4], hist.loc[order], "By earlier appointments", overall, "")
+        bar(axes[4], hist.loc[order], "By earlier appointments", xlabel="")
     else:
         axes[4].set_axis_off()
     _class_balance(axes[5], frame)
     if title:
         fig.suptitle(title)
     return fig
+
+
+def summary_view(
+    frame: pd.DataFrame, filters: dict[str, Any], data_label: str
+) -> tuple[Figure, str]:
+    """The summary plots of the rows that match `filters`, and a caption saying what they
+    show.
+
+    With the Label filter on one class every no-show rate would read 100% (or 0%), which
+    says nothing. The rates are then computed over the rows that match the *other* filters,
+    and each bar is marked "k/n": k rows of the chosen label among its n rows; the caption
+    and the plot's title say so.
+    """
+    label = filters.get("label") or ALL
+    if not set(frame.columns) >= PLOT_COLUMNS:
+        rows = filter_frame(frame, **filters)
+        figure = summary_figure(rows, title=f"{data_label}: {len(rows):,} rows")
+        return figure, (
+            f"{data_label} has statements only: the class balance per split of the "
+            f"{len(rows):,} matching rows, no rates by feature."
+        )
+    if label == ALL:
+        rows = filter_frame(frame, **filters)
+        where = "matching rows" if len(rows) < len(frame) else "rows"
+        figure = summary_figure(rows, title=f"{data_label}: {len(rows):,} {where}")
+        caption = (
+            f"No-show rate by feature over the {len(rows):,} {where}; each bar: its rate and "
+            "number of rows; dashed line: the rate over all of them."
+        )
+        return figure, caption
+    chosen = 1 if label == "No-show" else 0
+    rows = filter_frame(frame, **{**filters, "label": ALL})
+    k = int((rows["no_show"] == chosen).sum()) if len(rows) else 0
+    figure = summary_figure(
+        rows,
+        title=(
+            f"{data_label}: no-show rates over the {len(rows):,} rows that match the other "
+            f"filters · each bar: rate, then {label} rows / rows"
+        ),
+        count_label=chosen,
+    )
+    caption = (
+        f"**Label = {label}:** within one label every no-show rate would read "
+        f"{'100%' if chosen else '0%'}, so the rates are over the {len(rows):,} rows that "
+        f"match the other filters ({k:,} of them {label}). Under each rate: {label} rows / "
+        "all rows of that bar."
+    )
+    return figure, caption

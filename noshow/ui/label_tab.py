@@ -3,12 +3,16 @@ Back to correct), with keyboard shortcuts, notes, progress, agreement and export
 action is one event in the label store (`noshow.labels.LabelStore`).
 
 Endpoints (for gradio_client and tests); `suggest`, `generative` and `classifier` say which
-adapters suggest a P(no-show) (the Compare tab's choices in the browser):
-- `/label_next(annotator, order, suggest, generative, classifier)`: start a new queue
+adapters suggest a P(no-show) (the Compare tab's choices in the browser); `show_dataset_label`
+(default off) shows the data set's label before the annotator has answered:
+- `/label_next(annotator, order, suggest, generative, classifier, show_dataset_label)`: start
+  a new queue
 - `/label_submit(label, annotator, note, record_id, submission_id, suggest, generative,
-  classifier)`: label is "no_show" or "shows_up" (or a button caption)
-- `/label_skip(...)`, `/label_back(...)`, `/label_forward(...)`: same inputs, no label
-- `/label_export()` -> [CSV, JSONL] files; `/label_agreement()` -> (kappa table, disagreements)
+  classifier, show_dataset_label)`: label is "no_show" or "shows_up" (or a button caption)
+- `/label_skip(...)`, `/label_back(...)`, `/label_forward(...)`: same inputs, no label;
+  `/label_redraw(...)`: the same inputs, draws the current item again (the switch uses it)
+- `/label_export()` -> [CSV, JSONL] files (label names, annotator, statement text);
+  `/label_agreement()` -> (kappa table, disagreements), also drawn when the section opens
 
 Each of the item views returns (item html, fields, suggestions, progress, queue, record_id,
 submission_id, note, message). The submission id is created when an item is shown and sent
@@ -94,12 +98,19 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
                 order = gr.Dropdown(
                     list(lv.QUEUE_ORDERS), value=lv.ORDER_RANDOM, label="Queue order", scale=2
                 )
-                suggest = gr.Checkbox(
-                    True,
-                    label="Show model suggestions",
-                    info="From the adapters chosen in the Compare tab.",
-                    scale=1,
-                )
+                with gr.Column(scale=2, min_width=200):
+                    suggest = gr.Checkbox(
+                        True,
+                        label="Show model suggestions",
+                        info="From the adapters chosen in the Compare tab.",
+                    )
+                    show_label = gr.Checkbox(
+                        False,
+                        label="Show the data set's label",
+                        info="Off: shown once you have answered, so it cannot anchor your "
+                        "judgement. On: review sessions.",
+                        elem_id="label-show-dataset",
+                    )
             start_btn = gr.Button("Start / new queue", variant="primary", elem_id="label-start")
             progress = gr.HTML(elem_id="label-progress")
             item = gr.HTML(
@@ -129,13 +140,31 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             )
     with gr.Accordion("Queue", open=False):
         queue_df = gr.Dataframe(label="Your queue (click a row to go there)", interactive=False)
-    with gr.Accordion("Agreement between annotators", open=False):
+    empty_kappa, empty_disagreements = lv.empty_agreement_views()
+    with gr.Accordion("Agreement between annotators", open=False) as agree_section:
         agree_btn = gr.Button("Refresh agreement", size="sm")
-        kappa_df = gr.Dataframe(label="Cohen's kappa", interactive=False)
-        disagree_df = gr.Dataframe(label="Disagreements to adjudicate", interactive=False)
+        kappa_df = gr.Dataframe(
+            empty_kappa,
+            label="Cohen's kappa (the note says how to read each one)",
+            interactive=False,
+            wrap=True,
+            column_widths=["13%", "13%", "13%", "6%", "9%", "46%"],
+            elem_id="label-kappa",
+        )
+        disagree_df = gr.Dataframe(
+            empty_disagreements,
+            label="Disagreements to adjudicate",
+            interactive=False,
+            wrap=True,
+            elem_id="label-disagreements",
+        )
         agree_msg = gr.HTML()
     with gr.Accordion("Export labels", open=False):
-        gr.Markdown("Every stored event (labels and skips), as CSV and as JSON lines.")
+        gr.Markdown(
+            "Every stored event (labels and skips), as CSV and as JSON lines: the annotator, "
+            "the label (No-show / Shows up) and the statement's text where the loaded data "
+            "still has the statement that was labelled."
+        )
         export_btn = gr.Button("Export CSV + JSONL", size="sm", elem_id="label-export")
         export_files = gr.File(label="Exports", file_count="multiple", interactive=False)
         export_msg = gr.HTML()
@@ -218,6 +247,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             statuses.get(rid, "pending"),
             current,
             state["reasons"].get(str(rid)),
+            show_dataset_label=bool(state.get("show_label")),
         )
         state = {**state, "shown_at": time.time()}
         return (
@@ -241,7 +271,8 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             error_box(user_message(e)),
         )
 
-    def checked_session(name: Any, state: Any) -> tuple[str, dict]:
+    def checked_session(name: Any, state: Any, show: Any = False) -> tuple[str, dict]:
+        """(annotator, session with the switch's current value) or LabelViewError."""
         from noshow.labels import normalize_annotator
 
         who = normalize_annotator(name)
@@ -252,7 +283,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
                 f"The name changed to {who!r}: press Start to get a queue for that name "
                 f"(the current queue belongs to {state['annotator']!r})."
             )
-        return who, state
+        return who, {**state, "show_label": bool(show)}
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -265,6 +296,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         use,
         gen_path,
         clf_path,
+        show,
         state,
         key,
         progress=gr.Progress(),  # noqa: B008 - how Gradio injects a progress bar
@@ -279,7 +311,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             found = scorers(True, gen_path, clf_path) if needs_models else {}
             fns = lv.scorers_with_progress(found, lambda f, text: progress(f, desc=text))
             queue, reasons = lv.build_queue(entry.frame, queue_order, who, s, scores=fns)
-            new = lv.new_session(who, queue_order, queue, reasons)
+            new = lv.new_session(who, queue_order, queue, reasons) | {"show_label": bool(show)}
             statuses = s.status_for(who, queue)
             new["pos"] = lv.next_position(queue, statuses, -1)
             msg = ok_box(f"New queue for {who}: {len(queue)} statements ({queue_order}).")
@@ -287,11 +319,11 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001 - every failure becomes a sentence
             return failure(e, state)
 
-    def record(label, name, note_text, rid, sid, use, gen_path, clf_path, state, key):
+    def record(label, name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
         """Submit (label given) or skip (label None) the item the press was about."""
         try:
             s = need_store()
-            who, state = checked_session(name, state)
+            who, state = checked_session(name, state, show)
             if not str(rid or "").strip():
                 raise lv.LabelViewError("No statement is shown: press Start first.")
             entry = ctx.get_data(key)
@@ -326,16 +358,16 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001
             return failure(e, state)
 
-    def submit(label, name, note_text, rid, sid, use, gen_path, clf_path, state, key):
-        return record(label, name, note_text, rid, sid, use, gen_path, clf_path, state, key)
+    def submit(label, name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
+        return record(label, name, note_text, rid, sid, use, gen_path, clf_path, show, state, key)
 
-    def skip(name, note_text, rid, sid, use, gen_path, clf_path, state, key):
-        return record(None, name, note_text, rid, sid, use, gen_path, clf_path, state, key)
+    def skip(name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
+        return record(None, name, note_text, rid, sid, use, gen_path, clf_path, show, state, key)
 
     def move(step: int):
-        def handler(name, note_text, rid, sid, use, gen_path, clf_path, state, key):
+        def handler(name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
             try:
-                _, state = checked_session(name, state)
+                _, state = checked_session(name, state, show)
                 entry = ctx.get_data(key)
                 current = state["pos"] if state["pos"] is not None else len(state["queue"])
                 here = lv.position_of(state["queue"], rid, current)
@@ -346,9 +378,24 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
 
         return handler
 
-    def jump(name, use, gen_path, clf_path, state, key, evt: gr.SelectData):
+    def redraw(name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
+        """The item on screen drawn again after the switch changed (nothing without a queue);
+        the note being typed and the time already spent on the item stay."""
+        if not isinstance(state, dict) or not state.get("queue"):
+            return (state, *[gr.skip()] * 9)
         try:
-            _, state = checked_session(name, state)
+            _, state = checked_session(name, state, show)
+            state["pos"] = lv.position_of(state["queue"], rid, state["pos"])
+            out = list(view(state, ctx.get_data(key), "", use, gen_path, clf_path))
+            out[0] = {**out[0], "shown_at": state.get("shown_at")}
+            out[item_outputs.index(note)] = gr.skip()
+            return tuple(out)
+        except Exception as e:  # noqa: BLE001
+            return failure(e, state)
+
+    def jump(name, use, gen_path, clf_path, show, state, key, evt: gr.SelectData):
+        try:
+            _, state = checked_session(name, state, show)
             target = int(evt.index[0])
             if not 0 <= target < len(state["queue"]):
                 raise lv.LabelViewError("That row is not in the queue.")
@@ -356,23 +403,25 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001
             return failure(e, state)
 
-    def export():
+    def export(key=None):
         try:
             from noshow.ui.compare_views import export_folder
 
             s = need_store()
+            entry = ctx.get_data(key)
+            texts = lv.statements_for(entry.frame, s.events()["record_id"].unique().tolist())
             stamp = time.strftime("%Y%m%d-%H%M%S")
             folder = export_folder()
+            rows = s.export_rows(texts)
             paths = [
-                s.export_csv(folder / f"labels-{stamp}.csv"),
-                s.export_jsonl(folder / f"labels-{stamp}.jsonl"),
+                s.export_csv(folder / f"labels-{stamp}.csv", texts),
+                s.export_jsonl(folder / f"labels-{stamp}.jsonl", texts),
             ]
-            n = len(s.events())
-            return [str(p) for p in paths], ok_box(f"Exported {n} events.")
+            return [str(p) for p in paths], ok_box(lv.export_message(rows, entry.label))
         except Exception as e:  # noqa: BLE001
             return None, error_box(user_message(e))
 
-    def agreement(key):
+    def agreement(key=None):
         from noshow.labels import cohen_kappa_table, disagreements
 
         try:
@@ -380,16 +429,15 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             entry = ctx.get_data(key)
             labelled = s.current_labels()["record_id"].unique().tolist()
             truth = lv.dataset_labels_for(entry.frame, labelled)
-            kappa = cohen_kappa_table(s, truth).round({"kappa": 3})
-            return kappa, disagreements(s, truth), ""
+            return (*lv.agreement_views(cohen_kappa_table(s, truth), disagreements(s, truth)), "")
         except Exception as e:  # noqa: BLE001
-            return None, None, error_box(user_message(e))
+            return gr.skip(), gr.skip(), error_box(user_message(e))
 
     # -- wiring ------------------------------------------------------------------------------
 
     item_outputs = [session, item, fields, suggestions, progress, queue_df]
     item_outputs += [record_box, submission_box, note, message]
-    extras = [suggest, gen_dd, clf_dd, session, ctx.data_key]
+    extras = [suggest, gen_dd, clf_dd, show_label, session, ctx.data_key]
     press_inputs = [annotator, note, record_box, submission_box, *extras]
     start_btn.click(start, [annotator, order, *extras], item_outputs, api_name="label_next")
     # Labelling is light work: let annotators' presses run side by side instead of queueing
@@ -404,16 +452,18 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     skip_btn.click(skip, press_inputs, item_outputs, api_name="label_skip", **busy)
     back_btn.click(move(-1), press_inputs, item_outputs, api_name="label_back", **busy)
     forward_btn.click(move(+1), press_inputs, item_outputs, api_name="label_forward", **busy)
+    show_label.change(redraw, press_inputs, item_outputs, api_name="label_redraw", **busy)
     queue_df.select(
         jump,
-        [annotator, suggest, gen_dd, clf_dd, session, ctx.data_key],
+        [annotator, suggest, gen_dd, clf_dd, show_label, session, ctx.data_key],
         item_outputs,
         api_visibility="private",
     )
-    export_btn.click(export, None, [export_files, export_msg], api_name="label_export")
-    agree_btn.click(
-        agreement, [ctx.data_key], [kappa_df, disagree_df, agree_msg], api_name="label_agreement"
-    )
+    export_btn.click(export, [ctx.data_key], [export_files, export_msg], api_name="label_export")
+    agree_outputs = [kappa_df, disagree_df, agree_msg]
+    agree_btn.click(agreement, [ctx.data_key], agree_outputs, api_name="label_agreement")
+    # Filled when the section opens: nobody should have to find a Refresh button first.
+    agree_section.expand(agreement, [ctx.data_key], agree_outputs, api_visibility="private")
     # The name is saved when the field loses focus (saving on every keystroke would echo the
     # value back while the user is still typing). BrowserState reads localStorage when it is
     # first drawn, i.e. when this tab is first opened, and then fires `change`.

@@ -44,8 +44,9 @@ BUTTON_LABELS = {"No-show [1]": "no_show", "Shows up [2]": "shows_up"}
 GUIDELINES = """\
 **How to label**
 - Read the statement and answer: *would you expect this patient to miss the appointment?*
-  Use what a clinic would know at booking time; the data set's own label is shown for
-  reference and may be wrong, which is what corrections are for.
+  Use what a clinic would know at booking time. The data set's own label is hidden until
+  you answer, so it cannot anchor your judgement; it may be wrong, which is what corrections
+  are for. Turn on *Show the data set's label* for a review session.
 - **No-show [1]** = will miss it; **Shows up [2]** = will attend. **Skip [s]** when the
   statement is unclear or you cannot judge; skipping is recorded, not counted as a label.
 - **Back [←]** returns to the previous item to correct it (the latest label counts);
@@ -179,7 +180,7 @@ def build_queue(
         who = " + ".join(scores)
         reasons = {
             int(pool["record_id"].iloc[i]): (
-                f"{who} P(no-show)={probs[i]:.2f}, data set says {LABEL_TEXT[int(labels[i])]}"
+                f"{who} P(no-show)={probs[i]:.2f}, against the data set's label"
             )
             for i in idx
         }
@@ -266,7 +267,7 @@ def fields_table(row: Mapping[str, Any]) -> pd.DataFrame:
             continue
         value = row[key]
         if key in _YES_NO:
-            value = "yes" if int(value) else "no"
+            value = "Yes" if int(value) else "No"
         items.append((name, str(value)))
     return pd.DataFrame(items, columns=["field", "value"])
 
@@ -278,11 +279,21 @@ def item_html(
     status: str,
     current_label: int | None = None,
     reason: str | None = None,
+    show_dataset_label: bool = False,
 ) -> str:
-    """The statement card: position, my status for it, the data set's label, why it is here."""
+    """The statement card: position, my status for it, why it is here, and the data set's
+    label once this annotator has labelled the item (or always, with `show_dataset_label`,
+    for review sessions): seen before the decision, it anchors the judgement."""
     esc = html.escape
     label = row.get("no_show")
     original = LABEL_TEXT.get(int(label), "?") if label is not None and not pd.isna(label) else "?"
+    if show_dataset_label or status == "submitted":
+        dataset_line = f"Data set's label: <b>{esc(original)}</b>"
+    else:
+        dataset_line = (
+            '<span style="color:#57606a;">Data set\'s label: hidden until you answer '
+            "(switch <i>Show the data set's label</i> on for a review session)</span>"
+        )
     mine = STATUS_TEXT.get(status, status)
     if status == "submitted" and current_label is not None:
         mine += f" as {LABEL_TEXT[int(current_label)]} (label again to correct it)"
@@ -292,7 +303,7 @@ def item_html(
         '<div class="noshow-label-statement" style="font-size:1.25em;line-height:1.5;'
         'padding:12px 16px;margin:8px 0;border-left:4px solid #2e86c1;background:#f5f8fb;">'
         f"{esc(str(row.get('statement', '')))}</div>",
-        f"<div>Data set's label: <b>{esc(original)}</b></div>",
+        f'<div class="noshow-label-dataset">{dataset_line}</div>',
     ]
     if reason:
         parts.append(f'<div style="color:#57606a;">In the queue because: {esc(reason)}</div>')
@@ -373,6 +384,52 @@ def queue_table(
             "status": [STATUS_TEXT.get(statuses.get(int(r), "pending"), "?") for r in queue],
             "statement": [s[:90] + ("…" if len(s) > 90 else "") for s in statements],
         }
+    )
+
+
+def agreement_views(kappa: pd.DataFrame, disagreements: pd.DataFrame) -> tuple:
+    """The agreement tables as shown: kappa to 3 decimals, or 'undefined' (the note says
+    why); label names as people say them (see noshow.labels.cohen_kappa_table)."""
+    shown = kappa.copy()
+    shown["kappa"] = [
+        "undefined" if pd.isna(k) else f"{k:.3f}".replace("-0.000", "0.000") for k in kappa["kappa"]
+    ]
+    shown["kind"] = shown["kind"].map({"pair": "two annotators", "vs_dataset": "vs data set"})
+    table = disagreements.copy()
+    table["dataset_label"] = table["dataset_label"].fillna("")
+    return shown, table
+
+
+def empty_agreement_views() -> tuple:
+    """Both agreement tables with their real headers and no rows (before anything is read)."""
+    from noshow.labels import DISAGREEMENT_COLUMNS, KAPPA_COLUMNS
+
+    return pd.DataFrame(columns=list(KAPPA_COLUMNS)), pd.DataFrame(
+        columns=list(DISAGREEMENT_COLUMNS)
+    )
+
+
+def export_message(rows: Sequence[Mapping[str, Any]], data_label: str) -> str:
+    """What an export holds, and why some events have no statement text."""
+    text = f"Exported {len(rows)} events (CSV and JSON lines)."
+    missing = sum(1 for r in rows if r.get("statement") is None)
+    if missing:
+        text += (
+            f" {missing} of them have no statement text: their record is not in {data_label}, "
+            "or its statement has changed since it was labelled (the hash is kept)."
+        )
+    return text
+
+
+def statements_for(frame: pd.DataFrame, record_ids: Sequence[int]) -> dict[int, str]:
+    """{record_id: statement} for the given records that are in `frame` (for exports)."""
+    rows = frame[frame["record_id"].isin([int(r) for r in record_ids])]
+    return dict(
+        zip(
+            rows["record_id"].astype(int).tolist(),
+            rows["statement"].astype(str).tolist(),
+            strict=True,
+        )
     )
 
 
