@@ -226,6 +226,36 @@ class RunConfig:
             raise ConfigError(f"Invalid run configuration: {e}") from e
 
 
+# ----------------------------------------------------------------------------- run presets
+
+# Named sets of options a user starts from (the Train tab's preset buttons; the preflight
+# test runs "quick-cpu"): only the values that differ from the defaults.
+RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
+    "quick-cpu": {  # the whole flow in a few minutes on a laptop CPU; the AUC means little
+        "data": {"max_train_rows": 160, "max_eval_rows": 100},
+        "train": {
+            "model": "smollm2-135m-instruct",
+            "quantize": "none",
+            "max_steps": 10,
+            "batch_size": 16,
+            "eval_every": 5,
+        },
+    },
+    "full-gpu": {  # one epoch of every row on a GPU
+        "data": {"max_train_rows": None, "max_eval_rows": None},
+        "train": {"max_steps": None, "eval_every": 200},
+    },
+}
+
+
+def preset_config(name: str, **sections: dict[str, Any]) -> RunConfig:
+    """The RunConfig of run preset `name`, with `sections` (e.g. train={"approach": ...})
+    applied on top."""
+    base = RUN_PRESETS[name]
+    merged = {s: {**base.get(s, {}), **sections.get(s, {})} for s in ("data", "lora", "train")}
+    return RunConfig.from_dict(merged)
+
+
 # ----------------------------------------------------------------------------- options
 
 SECTIONS = (("data", DataConfig), ("lora", LoraSettings), ("train", TrainConfig))

@@ -1,5 +1,5 @@
 """The lean training loop: length-grouped batches, fused AdamW (CUDA), warm-up + cosine,
-one host sync every `LOG_EVERY` steps, cancel checked every step, micro-batches halved on
+one host sync every `log_every(total)` steps, cancel checked every step, micro-batches halved on
 out-of-memory, mid-training validation with early stopping, resumable checkpoints.
 
 In a multi-process run (`session.dist`) each rank trains on its shard of every batch and the
@@ -34,6 +34,13 @@ CHECKPOINT_EVERY_STEPS = 500
 # Mid-training validation uses at most this many rows so evaluation never dominates.
 MID_EVAL_MAX_ROWS = 4_000
 LOG_EVERY = 10
+
+
+def log_every(total_steps: int) -> int:
+    """Steps between loss readings (each one a host sync): every step for a short run, so
+    its curve has a point per step; every LOG_EVERY steps for a long one."""
+    return 1 if total_steps <= 100 else LOG_EVERY
+
 
 LossFn = Callable[[torch.nn.Module, Encoded, np.ndarray, torch.device], tuple[torch.Tensor, int]]
 
@@ -119,6 +126,7 @@ def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -
         flags = StepFlags(group.device)
     lengths = encoded.lengths
     session.loop = state
+    every = log_every(total)
 
     if session.resume:
         state = _load_checkpoint(session, model, optimizer, scheduler, state)
@@ -180,7 +188,7 @@ def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -
                 "elapsed_s": time.time() - session.started,
                 "lr": scheduler.get_last_lr()[0],
             }
-            if state.step % LOG_EVERY == 0 or state.step == total or state.step <= 3:
+            if state.step % every == 0 or state.step == total or state.step <= 3:
                 loss = (running / max(running_n, 1)).item()  # the only host sync in the loop
                 running.zero_()
                 running_n = 0
