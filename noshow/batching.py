@@ -85,6 +85,33 @@ def eval_batches(
         start = end
 
 
+def scoring_batches(
+    enc: Encoded,
+    pad_id: int,
+    device: torch.device,
+    *,
+    single_rows: bool = False,
+    multiple: int = 1,
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
+    """(row indices, input ids (B, T) right-padded, each row's last real position (B,)) for
+    scoring every row: sorted by length, sized by the device's token budget (see
+    `eval_batches`). Right padding needs no attention mask under causal attention, so a row
+    scores as when it is alone."""
+    lengths = enc.lengths
+    for idx in eval_batches(lengths, eval_batch_tokens(device), single_rows=single_rows):
+        longest = bucket_length(int(lengths[idx].max()), multiple)
+        ids = np.full((len(idx), longest), pad_id, dtype=np.int64)
+        for r, i in enumerate(idx):
+            ids[r, : lengths[i]] = enc.input_ids[i]
+        last = torch.from_numpy(lengths[idx] - 1)
+        non_blocking = device.type == "cuda"
+        yield (
+            idx,
+            torch.from_numpy(ids).to(device, non_blocking=non_blocking),
+            last.to(device, non_blocking=non_blocking),
+        )
+
+
 def pad_batch(
     seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device, left: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -126,3 +153,74 @@ def subset_encoded(enc: Encoded, limit: int, seed: int) -> Encoded:
 
 def take_rows(enc: Encoded, idx: np.ndarray) -> Encoded:
     return Encoded([enc.input_ids[i] for i in idx], enc.labels[idx], enc.record_ids[idx])
+
+
+@dataclass
+class Batch:
+    """Training rows as fixed-shape tensors on the device: what one forward/backward reads.
+
+    Rows are right-padded, so causal attention needs no mask (a real token never sees the
+    padding after it) and positions are 0..T-1 as when a row is alone. `weight` carries the
+    loss weighting: each row's share of the whole optimizer step (its class weight over the
+    step's total), 0 for filler rows that only keep the shape fixed. A step's loss is
+    sum(weight * row_loss), so micro-batches, filler rows and several processes add up to
+    the one-process mean over the step's rows."""
+
+    input_ids: torch.Tensor  # (B, T) long
+    last_index: torch.Tensor  # (B,) long: each row's last real token
+    labels: torch.Tensor  # (B,) long 0/1
+    weight: torch.Tensor  # (B,) float32
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.input_ids.shape)
+
+
+def class_row_weights(labels: np.ndarray, class_weight: float | None) -> np.ndarray:
+    """Each row's weight in the loss: `class_weight` for a no-show when class weighting is
+    on, else 1."""
+    labels = np.asarray(labels)
+    if class_weight is None:
+        return np.ones(len(labels), dtype=np.float32)
+    return np.where(labels == 1, class_weight, 1.0).astype(np.float32)
+
+
+def bucket_length(longest: int, multiple: int) -> int:
+    """`longest` rounded up to a multiple: few distinct shapes for compiled or captured steps."""
+    return -(-longest // multiple) * multiple if multiple > 1 else longest
+
+
+def make_batch(
+    enc: Encoded,
+    idx: np.ndarray,
+    pad_id: int,
+    device: torch.device,
+    row_weight: np.ndarray,
+    *,
+    rows: int | None = None,
+    multiple: int = 1,
+) -> Batch:
+    """The rows `idx` of `enc` as a `Batch`: `row_weight[i]` is row idx[i]'s loss weight;
+    `rows` pads the batch with zero-weight copies of its first row (a short last batch keeps
+    the step's shape); `multiple` rounds the length up (see `bucket_length`)."""
+    n = len(idx)
+    total = max(rows or n, n)
+    seqs = [enc.input_ids[i] for i in idx]
+    length = bucket_length(max(len(s) for s in seqs), multiple)
+    ids = np.full((total, length), pad_id, dtype=np.int64)
+    last = np.zeros(total, dtype=np.int64)
+    labels = np.zeros(total, dtype=np.int64)
+    weight = np.zeros(total, dtype=np.float32)
+    for r in range(total):
+        s = seqs[r] if r < n else seqs[0]  # filler rows: a real row, so every value is finite
+        ids[r, : len(s)] = s
+        last[r] = len(s) - 1
+        labels[r] = enc.labels[idx[r]] if r < n else enc.labels[idx[0]]
+    weight[:n] = row_weight
+    non_blocking = device.type == "cuda"
+
+    def put(a: np.ndarray) -> torch.Tensor:
+        t = torch.from_numpy(a)
+        return t.pin_memory().to(device, non_blocking=True) if non_blocking else t
+
+    return Batch(put(ids), put(last), put(labels), put(weight))

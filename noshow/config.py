@@ -30,6 +30,7 @@ from typing import Any, Literal
 Approach = Literal["generative", "classifier"]
 SplitMethod = Literal["time", "patient", "random"]
 Quantize = Literal["auto", "4bit", "none"]
+Engine = Literal["auto", "eager", "cuda-graphs", "compile", "compile+cuda-graphs"]
 
 APPROACHES = ("generative", "classifier")
 SPLITS = ("time", "patient", "random")
@@ -136,7 +137,7 @@ class TrainConfig:
     model: str = "smollm2-135m-instruct"
     """A preset name, a Hugging Face hub id, or a local folder."""
     quantize: Quantize = "auto"
-    """'4bit' (QLoRA, NF4 base; CUDA only), 'none' (bf16 on GPU, fp32 on CPU), 'auto' (4bit on CUDA)."""
+    """'4bit' (QLoRA, NF4 base), 'none' (bf16 on a GPU, fp32 on a CPU), 'auto' (4bit on CUDA for models over 3B parameters, else none: faster, and small bases fit anyway)."""
     epochs: float = 1.0
     """Passes over the training rows (ignored when max_steps is set)."""
     max_steps: int | None = None
@@ -159,6 +160,9 @@ class TrainConfig:
     """Truncate token sequences longer than this."""
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     """Trade compute for memory; 'auto' turns it on only for models over 3B parameters."""
+    engine: Engine = "auto"
+    """How a step runs on CUDA: 'cuda-graphs' (replayed without Python), 'compile' (fused
+    kernels), both, or 'eager'; 'auto' picks the fastest measured (BENCHMARKS.md); always eager on a CPU."""
     seed: int = 0
     """Seed for LoRA initialisation and batch order."""
     wandb: bool = False
@@ -197,6 +201,10 @@ class TrainConfig:
         _check(
             self.gradient_checkpointing in ("auto", "on", "off"),
             "gradient_checkpointing must be 'auto', 'on' or 'off'.",
+        )
+        _check(
+            self.engine in typing.get_args(Engine),
+            f"engine must be one of {', '.join(typing.get_args(Engine))}, got {self.engine!r}.",
         )
 
 

@@ -36,11 +36,13 @@ def pick_device(requested: str | torch.device | None = None) -> torch.device:
 
 
 def autocast_context(device: torch.device):
-    """bf16 autocast on CUDA (4-bit layers compute in bf16 anyway); plain fp32 on the CPU."""
+    """bf16 autocast on CUDA (4-bit layers compute in bf16 anyway); plain fp32 on the CPU.
+    Its cast cache is off: a CUDA graph capture must not keep casts across replays, and a
+    step casts each LoRA weight once anyway."""
     import torch
 
     if device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
+        return torch.autocast("cuda", dtype=torch.bfloat16, cache_enabled=False)
     return contextlib.nullcontext()
 
 

@@ -191,37 +191,13 @@ class Group:
                 p.copy_(flat[offset : offset + n].view_as(p).to(p.dtype))
                 offset += n
 
-    def all_reduce_gradients(
-        self, params: Sequence[torch.Tensor], extras: Sequence[torch.Tensor | float]
-    ) -> torch.Tensor:
-        """Sum every parameter's gradient over the ranks in one flattened all_reduce; the
-        0-d `extras` (loss, votes, counts) ride along in the same buffer.
-
-        A parameter without a gradient on this rank (no rows in its shard) counts as zeros.
-        Each `p.grad` becomes a view into the reduced buffer (no copy back). Returns the
-        summed extras as a 1-D tensor on the collective device (no host sync).
-        """
-        import torch
+    def all_reduce_flat(self, buffer: torch.Tensor) -> torch.Tensor:
+        """Sum `buffer` (the flat gradients and the step's flags, noshow.step.FlatGrads)
+        over the ranks in place, in one collective; returns it."""
         import torch.distributed as dist
 
-        parts = []
-        for p in params:
-            g = p.grad if p.grad is not None else torch.zeros_like(p)
-            parts.append(g.reshape(-1).to(self.device, torch.float32))
-        for e in extras:
-            if isinstance(e, torch.Tensor):
-                parts.append(e.detach().reshape(1).to(self.device, torch.float32))
-            else:  # a fill kernel, not a host-to-device copy: nothing waits here
-                parts.append(torch.full((1,), float(e), device=self.device))
-        flat = torch.cat(parts)
-        dist.all_reduce(flat)
-        offset = 0
-        for p in params:
-            n = p.numel()
-            view = flat[offset : offset + n].view_as(p)
-            p.grad = view if view.dtype == p.dtype and view.device == p.device else view.to(p)
-            offset += n
-        return flat[offset:]
+        dist.all_reduce(buffer)
+        return buffer
 
     def finish(self, barrier: bool) -> None:
         """Leave the run: with `barrier`, wait until every rank got here (so rank 0's final

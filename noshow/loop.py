@@ -24,11 +24,12 @@ import numpy as np
 import torch
 
 from noshow import runs
-from noshow.batching import Encoded, length_grouped_batches
+from noshow.batching import Encoded, length_grouped_batches, make_batch
 from noshow.config import RunConfig
 from noshow.devices import free_accelerator_memory, is_oom
 from noshow.lora import trainable_state
 from noshow.session import TrainingCancelled, TrainingError, TrainingSession
+from noshow.step import FlatGrads, StepRunner, choose_engine
 
 CHECKPOINT_EVERY_STEPS = 500
 # Mid-training validation uses at most this many rows so evaluation never dominates.
@@ -42,7 +43,9 @@ def log_every(total_steps: int) -> int:
     return 1 if total_steps <= 100 else LOG_EVERY
 
 
-LossFn = Callable[[torch.nn.Module, Encoded, np.ndarray, torch.device], tuple[torch.Tensor, int]]
+# The flat gradient buffer's last slots in a multi-process run: the step's loss, the cancel
+# votes, the failures and the out-of-memory failures, summed in the gradients' all_reduce.
+STEP_FLAG_SLOTS = 4
 
 
 @dataclass
@@ -75,62 +78,98 @@ def lr_lambda(total_steps: int, warmup: int) -> Callable[[int], float]:
     return f
 
 
-def make_optimizer(model: torch.nn.Module, config: RunConfig, device: torch.device):
-    params = [p for p in model.parameters() if p.requires_grad]
+def make_optimizer(params: list[torch.nn.Parameter], config: RunConfig, device: torch.device):
     kwargs: dict[str, Any] = {"lr": config.train.lr, "weight_decay": config.train.weight_decay}
     if device.type == "cuda":
         kwargs["fused"] = True  # one kernel for all LoRA tensors instead of one per tensor
     return torch.optim.AdamW(params, **kwargs)
 
 
+# (rows of the step, their loss weights) -> the detached weighted loss, after backward
+StepFn = Callable[[np.ndarray, np.ndarray], torch.Tensor]
+
+
 def fit(
     session: TrainingSession,
     model: torch.nn.Module,
     encoded: Encoded,
-    loss_fn: LossFn,
-    score_fn: Callable[[Encoded], np.ndarray],
+    bound: Any,
     val_encoded: Encoded | None,
     device: torch.device,
 ) -> LoopState:
     """The lean loop: length-grouped batches, fused AdamW, warm-up + cosine, one host sync
     every `log_every` steps, cancel checked every step, micro-batches halved on OOM.
 
-    In a multi-process run (`session.dist`) each rank trains on its shard of every batch and
-    the gradients are summed in one all_reduce per step (see noshow/distributed.py)."""
+    `bound` is the approach bound to this model (`batch_loss`, `row_weights`, `pad_id`,
+    `score`). The forward/backward runs with the engine of `config.train.engine`
+    (noshow/step.py). In a multi-process run (`session.dist`) each rank trains on its
+    shard of every batch and the gradients are summed in one all_reduce per step."""
     from noshow.distributed import dump_rank_state
 
     try:
-        return _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device)
+        return _fit_loop(session, model, encoded, bound, val_encoded, device)
     finally:
         # NOSHOW_DEBUG_RANK_STATE only (tests compare ranks), also after a cancel
         dump_rank_state(session.dist, model, session.loop.step if session.loop else 0)
 
 
-def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -> LoopState:
+def make_step_fn(
+    runner: StepRunner, bound: Any, encoded: Encoded, state: LoopState, device: torch.device
+) -> StepFn:
+    """Rows of one step -> fixed-shape batches (the runner's length multiple; every
+    micro-batch padded to the micro-batch's rows) -> forward + backward."""
+
+    def step_fn(rows: np.ndarray, weights: np.ndarray) -> torch.Tensor:
+        batch = make_batch(
+            encoded,
+            rows,
+            bound.pad_id,
+            device,
+            weights,
+            rows=state.micro_batch if runner.length_multiple > 1 else None,
+            multiple=runner.length_multiple,
+        )
+        return runner(batch)
+
+    return step_fn
+
+
+def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
     from noshow.distributed import StepFlags
     from noshow.evaluate import compute_metrics
 
     cfg = session.config.train
     group = session.dist
     total = total_steps_for(session.config, len(encoded))
-    optimizer = make_optimizer(model, session.config, device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    grads = FlatGrads(
+        params,
+        extra_slots=STEP_FLAG_SLOTS if group is not None else 0,
+        names=[n for n, p in model.named_parameters() if p.requires_grad],
+    )
+    optimizer = make_optimizer(params, session.config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg.warmup_steps))
+    checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
+    engine = choose_engine(cfg.engine, device, checkpointing)
+    runner = StepRunner(model, bound.batch_loss, engine, grads, log=session.warn)
     if group is None:
         state = LoopState(micro_batch=cfg.batch_size)
     else:
         # each rank's share of a batch; halving on OOM starts from there
         state = LoopState(micro_batch=math.ceil(cfg.batch_size / group.world_size))
-        params = [p for p in model.parameters() if p.requires_grad]
         group.broadcast_parameters(params)  # every rank starts from rank 0's weights
         torch.manual_seed(cfg.seed + group.rank)  # but draws its own dropout masks
         flags = StepFlags(group.device)
     lengths = encoded.lengths
+    weights_all = bound.row_weights(encoded.labels)
     session.loop = state
     every = log_every(total)
+    step_fn = make_step_fn(runner, bound, encoded, state, device)
 
     if session.resume:
         state = _load_checkpoint(session, model, optimizer, scheduler, state)
         session.loop = state
+        step_fn = make_step_fn(runner, bound, encoded, state, device)
 
     model.train()
     running = torch.zeros((), device=device)
@@ -138,8 +177,9 @@ def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -
     t_first: float | None = None
     t0 = time.time()
     samples_at_t0 = state.samples_seen
-    # the loop starts: model and data are ready (the preflight times the first step from here)
-    session.emit(phase="training", step=state.step, total_steps=total)
+    # model and data are ready; the preflight times the first step from here
+    session.emit(phase="ready", total_steps=total)
+    session.log(f"Training starts: {total} steps, engine {engine}.")
     while state.step < total:
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed + state.epoch)
         start_batch = state.batch_in_epoch
@@ -147,15 +187,16 @@ def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -
             if state.step >= total:
                 break
             idx = batches[bi]
+            weights = weights_all[idx] / weights_all[idx].sum()  # the step's mean, on the host
             if group is None:
                 session.check_stop()
                 loss_value = _optimizer_step(
-                    model, encoded, idx, loss_fn, optimizer, state, device, session
+                    step_fn, idx, weights, optimizer, grads, state, session
                 )
             else:
                 _check_step_flags(session, flags)  # the previous step's votes: one step late
                 loss_value = _distributed_step(
-                    model, encoded, idx, loss_fn, optimizer, state, device, session, params, flags
+                    step_fn, idx, weights, optimizer, grads, state, session, flags
                 )
                 after = state.step + 1
                 if (
@@ -214,7 +255,7 @@ def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -
             session.emit(**progress)
             if cfg.eval_every and state.step % cfg.eval_every == 0 and state.step < total:
                 stop_early = _mid_eval(
-                    session, model, score_fn, val_encoded, state, compute_metrics
+                    session, model, bound.score, val_encoded, state, compute_metrics
                 )
                 _save_checkpoint(session, model, optimizer, scheduler, state)
                 if stop_early:
@@ -232,35 +273,54 @@ def _fit_loop(session, model, encoded, loss_fn, score_fn, val_encoded, device) -
     return state
 
 
-def _accumulate(model, encoded, rows, batch_rows, loss_fn, state, device) -> torch.Tensor:
-    """Backward over `rows` in micro-batches, each row's loss weighted by 1/batch_rows (the
-    whole step's batch), so the gradients add up to the batch mean; returns that loss."""
-    total = torch.zeros((), device=device)
-    for start in range(0, len(rows), state.micro_batch):
-        part = rows[start : start + state.micro_batch]
-        loss, n = loss_fn(model, encoded, part, device)
-        (loss * (n / batch_rows)).backward()
-        total += loss.detach() * (n / batch_rows)
+def _accumulate(step_fn: StepFn, rows: np.ndarray, weights: np.ndarray, state) -> torch.Tensor:
+    """Forward + backward over `rows` in micro-batches; `weights` (the rows' shares of the
+    whole step) make the micro-batches' gradients add up to the step's mean. Returns the
+    step's loss (detached, on the device)."""
+    total = None
+    for start in range(0, max(len(rows), 1), state.micro_batch):
+        part = slice(start, start + state.micro_batch)
+        if len(rows[part]) == 0:
+            break
+        loss = step_fn(rows[part], weights[part])
+        total = loss if total is None else total + loss
     return total
 
 
-def _optimizer_step(
-    model, encoded, idx, loss_fn, optimizer, state, device, session
-) -> torch.Tensor:
+# NOSHOW_CHECK_FINITE=1: after every backward, name the weights whose gradients are not
+# finite (one host read per step; for finding where a NaN starts, e.g. on a new model).
+CHECK_FINITE = os.environ.get("NOSHOW_CHECK_FINITE", "") not in ("", "0")
+
+
+def check_finite(total: torch.Tensor, grads, state) -> None:
+    """Raise TrainingError naming the first non-finite gradients (see CHECK_FINITE)."""
+    bad = [
+        n
+        for n, p in zip(grads.names, grads.params, strict=True)
+        if not torch.isfinite(p.grad).all()
+    ]
+    if bad or not torch.isfinite(total).all():
+        raise TrainingError(
+            f"Step {state.step + 1}: loss {float(total):.4g}; non-finite gradients in "
+            f"{len(bad)} weights, first {bad[:4]}"
+        )
+
+
+def _optimizer_step(step_fn, idx, weights, optimizer, grads, state, session) -> torch.Tensor:
     """One optimizer step over `idx`, split into micro-batches; on OOM halve and retry."""
     while True:
         try:
-            optimizer.zero_grad(set_to_none=True)
-            total = _accumulate(model, encoded, idx, len(idx), loss_fn, state, device)
-            torch.nn.utils.clip_grad_norm_(
-                (p for p in model.parameters() if p.requires_grad), max_norm=1.0
-            )
+            grads.zero()
+            total = _accumulate(step_fn, idx, weights, state)
+            if CHECK_FINITE:
+                check_finite(total, grads, state)
+            grads.clip_(1.0)
             optimizer.step()
             return total
         except Exception as e:
             if not is_oom(e) or state.micro_batch <= 1:
                 raise
-            optimizer.zero_grad(set_to_none=True)
+            grads.zero()
             free_accelerator_memory()
             state.micro_batch = max(1, state.micro_batch // 2)
             session.log(
@@ -268,27 +328,29 @@ def _optimizer_step(
             )
 
 
-def _distributed_step(
-    model, encoded, idx, loss_fn, optimizer, state, device, session, params, flags
-) -> torch.Tensor:
+def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, flags):
     """One optimizer step of a multi-process run over global batch `idx`: this rank's shard
     in micro-batches (halved on OOM, locally: nothing collective runs in backward), then one
-    all_reduce(SUM) of every gradient with the loss, cancel votes and failures alongside.
+    all_reduce(SUM) of the flat gradient buffer with the loss, cancel votes and failures in
+    its last slots.
 
-    Each row's loss is weighted by 1/len(idx), the global batch, so the summed gradient is
-    the single-process one. A rank that fails still joins the all_reduce (with zero
-    gradients and its failure counted) before raising, so no rank waits for a missing peer.
-    Returns the global batch's mean loss (on the device; no host sync)."""
+    `weights` are the rows' shares of the global batch, so the summed gradient is the
+    single-process one. A rank that fails still joins the all_reduce (with zero gradients and
+    its failure counted) before raising, so no rank waits for a missing peer. Returns the
+    global batch's loss (on the device; no host sync)."""
     group = session.dist
-    mine = group.shard(idx)
+    positions = group.shard(np.arange(len(idx)))
+    mine, my_weights = idx[positions], weights[positions]
     failure: Exception | None = None
+    total = None
     while True:
         try:
-            optimizer.zero_grad(set_to_none=True)
-            total = _accumulate(model, encoded, mine, len(idx), loss_fn, state, device)
+            grads.zero()
+            if len(mine):
+                total = _accumulate(step_fn, mine, my_weights, state)
             break
         except Exception as e:
-            optimizer.zero_grad(set_to_none=True)
+            grads.zero()
             if is_oom(e) and state.micro_batch > 1:
                 free_accelerator_memory()
                 state.micro_batch = max(1, state.micro_batch // 2)
@@ -298,20 +360,25 @@ def _distributed_step(
                 )
                 continue
             failure = e
-            total = torch.zeros((), device=device)
+            grads.zero()
             break
     failed = failure is not None
-    reduced = group.all_reduce_gradients(
-        params,
-        [total, float(session.stop_vote()), float(failed), float(failed and is_oom(failure))],
-    )
-    flags.record(reduced[1:], state.step + 1)
+    extras = grads.extras  # [loss, stop vote, failed, failed by OOM]
+    extras.zero_()
+    if total is not None:
+        extras[0].copy_(total)
+    # fills, not host-to-device copies: nothing waits here
+    extras[1].fill_(float(session.stop_vote()))
+    extras[2].fill_(float(failed))
+    extras[3].fill_(float(failed and is_oom(failure)))
+    reduced = group.all_reduce_flat(grads.buffer)
+    flags.record(reduced[-STEP_FLAG_SLOTS + 1 :], state.step + 1)
     if failure is not None:
         session.failure_shared = True  # the others learn of it from this step's flags
         raise failure
-    torch.nn.utils.clip_grad_norm_(params, max_norm=1.0)
+    grads.clip_(1.0)
     optimizer.step()
-    return reduced[0]
+    return reduced[-STEP_FLAG_SLOTS]
 
 
 def _check_step_flags(session: TrainingSession, flags) -> None:

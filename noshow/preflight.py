@@ -42,15 +42,20 @@ PROBE_BASELINE_ROWS = 4096
 LONG_CPU_MINUTES = 15
 CACHE_FILE = "preflight.json"
 
-# Peak GPU memory measured on an H200 (BENCHMARKS.md, "Preflight against measured peaks"),
-# used only when no measurement can be made here: GB for the weights and per statement of
-# the batch, by model size and quantization, fast path, no checkpointing.
+# Peak GPU memory measured on an H200 (BENCHMARKS.md: 4-bit SmolLM2 runs at batch 32, 64
+# and 256 of the classifier, 2.8 / 5.4 / 20.5 GB, and 64 of the generative, 8.0 GB; the
+# 8B shape from bench_train), used only when no measurement can be made here: GB for the
+# weights and per statement of the batch (the generative prompt is ~1.6x longer).
 MEASURED_GPU_PEAKS = {
-    # (size class, quantize): (fixed GB, GB per statement in the batch)
-    ("small", "4bit"): (0.6, 0.080),
-    ("small", "none"): (0.8, 0.080),
-    ("8b", "4bit"): (7.0, 0.110),
-    ("8b", "none"): (17.5, 0.110),
+    # (size class, quantize, approach): (fixed GB, GB per statement in the batch)
+    ("small", "4bit", "classifier"): (0.6, 0.080),
+    ("small", "4bit", "generative"): (0.6, 0.125),
+    ("small", "none", "classifier"): (0.8, 0.080),
+    ("small", "none", "generative"): (0.8, 0.125),
+    ("8b", "4bit", "classifier"): (7.0, 0.110),
+    ("8b", "4bit", "generative"): (7.5, 0.170),
+    ("8b", "none", "classifier"): (17.5, 0.110),
+    ("8b", "none", "generative"): (18.0, 0.170),
 }
 
 
@@ -101,11 +106,10 @@ def measure_run(
             and p.get("message") != "Loading data"
         ):
             marks["model_start"] = now
-        if p.get("phase") == "training" and "step" in p:
-            if "loop_start" not in marks:
-                marks["loop_start"] = now
-            elif p["step"] > len(steps):
-                steps.append(now)
+        if p.get("phase") == "ready":
+            marks.setdefault("loop_start", now)
+        if p.get("phase") == "training" and p.get("step", 0) > len(steps):
+            steps.append(now)
 
     if kind == "cuda":
         torch.cuda.synchronize()
@@ -161,7 +165,7 @@ def estimate_resources(
     t = config.train
     device = pick_device()
     cuda = device.type == "cuda"
-    quant = "4bit" if t.quantize == "4bit" else choose_quantization(t.quantize, device)
+    quant = "4bit" if t.quantize == "4bit" else choose_quantization(t.quantize, device, t.model)
     steps = total_steps_for(config, max(n["train"], 1))
     key = _cache_key(config, device)
     found = _read_cache().get(key)
@@ -194,7 +198,7 @@ def estimate_resources(
         basis = f"measured on this machine ({m.measured_at}, {m.step_s:.2f} s per step)"
     else:
         phases = None
-        need_gb = _rough_memory_gb(params, quant, t.batch_size, cuda)
+        need_gb = _rough_memory_gb(params, quant, t.approach, t.batch_size, cuda)
         basis = "rough: from peaks measured on an H200 (BENCHMARKS.md), not measured here"
     seconds = sum(phases.values()) if phases else None
     fits = need_gb is None or need_gb < 0.9 * have_gb
@@ -242,12 +246,14 @@ def _row_counts(config: RunConfig, rows: Mapping[str, int] | int) -> dict[str, i
     return n
 
 
-def _rough_memory_gb(params: float | None, quant: str, batch: int, cuda: bool) -> float | None:
+def _rough_memory_gb(
+    params: float | None, quant: str, approach: str, batch: int, cuda: bool
+) -> float | None:
     if params is None:
         return None
     size = "8b" if params > 3e9 else "small"
     if cuda:
-        fixed, per_row = MEASURED_GPU_PEAKS[(size, quant)]
+        fixed, per_row = MEASURED_GPU_PEAKS[(size, quant, approach)]
         return fixed + per_row * batch
     return params * 4 / 1e9 * 3 + 0.05 * batch  # fp32 weights, copies and activations
 

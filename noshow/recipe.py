@@ -70,7 +70,7 @@ def train(
         mid_val = subset_encoded(val_enc, MID_EVAL_MAX_ROWS, config.data.seed)
 
         # 4. fit
-        loop = fit(session, model, train_enc, bound.loss, bound.score, mid_val, device)
+        loop = fit(session, model, train_enc, bound, mid_val, device)
         model.eval()
 
         # 5. evaluate next to the baseline, then save the adapter
@@ -98,7 +98,7 @@ def setup_model(config: RunConfig, approach, device: torch.device, log=print):
 
     t = config.train
     set_seed(t.seed)
-    quantize = choose_quantization(t.quantize, device)
+    quantize = choose_quantization(t.quantize, device, t.model)
     base, tokenizer = load_base(t.model, approach, quantize, device=device)
     model, checkpointing = attach_lora(base, config, approach)
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)

@@ -66,6 +66,7 @@ TRAIN_COLUMNS = (
     "batch",
     "statements",
     "statements/s",
+    "steady statements/s",
     "non-pad tokens/s",
     "peak GPU mem GB",
     "time to first step s",
@@ -307,8 +308,15 @@ def build_random_llama_in_memory(
     return model
 
 
-def build_base(args: argparse.Namespace, approach: str, device, smoke_dir: Path | None):
+def build_base(
+    args: argparse.Namespace,
+    approach: str,
+    device,
+    smoke_dir: Path | None,
+    quantize: str | None = None,
+):
     """(model, tokenizer): a fresh, untrained base for one recipe."""
+    quantize = quantize or args.quantize
     from seed_recipe import load_seed_base
 
     from noshow.models import ModelError, load_tokenizer
@@ -317,12 +325,12 @@ def build_base(args: argparse.Namespace, approach: str, device, smoke_dir: Path 
         tokenizer = load_tokenizer(BUNDLED_MODEL)
         shape = "tiny" if args.smoke else "8b"
         model = build_random_llama_in_memory(
-            shape, approach, args.quantize, device, tokenizer, seed=args.seed
+            shape, approach, quantize, device, tokenizer, seed=args.seed
         )
         return model, tokenizer
     name = str(smoke_dir) if smoke_dir is not None else BUNDLED_MODEL
     try:
-        return load_seed_base(name, approach, args.quantize, device)
+        return load_seed_base(name, approach, quantize, device)
     except ModelError as e:
         raise BenchError(str(e)) from e
 
@@ -340,6 +348,73 @@ def prepare_fast_model(base, tokenizer, approach: str, config):
 
 
 # ----------------------------------------------------------------------------- recipes
+
+STEADY_FROM_STEP = 20  # steady rate: from this step on (captures and compiles are done)
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One ablation row of the fast path: what differs from the project's defaults."""
+
+    engine: str = "auto"
+    dropout: float | None = None
+    quantize: str | None = None
+    batch_size: int | None = None
+    liger: bool = False
+
+    @classmethod
+    def parse(cls, text: str) -> Variant:
+        """'cuda-graphs', 'eager/dropout=0.05', 'compile/quantize=4bit/batch=512/liger'."""
+        engine, *options = text.split("/")
+        kwargs: dict[str, Any] = {"engine": engine or "auto"}
+        for option in options:
+            key, _, value = option.partition("=")
+            if key == "liger":
+                kwargs["liger"] = True
+            elif key == "dropout":
+                kwargs["dropout"] = float(value)
+            elif key == "quantize":
+                kwargs["quantize"] = value
+            elif key == "batch":
+                kwargs["batch_size"] = int(value)
+            else:
+                raise BenchError(f"Unknown variant option {option!r} in {text!r}.")
+        return cls(**kwargs)
+
+    def label(self, quantize: str, batch: int) -> str:
+        base = "4-bit base" if quantize == "4bit" else "bf16 base"
+        parts = [self.engine, base, f"batch {batch}"]
+        if self.dropout is not None:
+            parts.append(f"dropout {self.dropout:g}")
+        if self.liger:
+            parts.append("Liger kernels")
+        return ", ".join(parts)
+
+
+def apply_liger(model) -> None:
+    """Liger-Kernel's fused RMSNorm, RoPE and SwiGLU on this Llama instance (GPU only)."""
+    try:
+        from liger_kernel.transformers import apply_liger_kernel_to_llama
+    except ImportError as e:
+        raise BenchError(f"Liger-Kernel is not installed (pip install liger-kernel): {e}") from e
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    apply_liger_kernel_to_llama(
+        rope=True,
+        rms_norm=True,
+        swiglu=True,
+        cross_entropy=False,
+        fused_linear_cross_entropy=False,
+        model=base,
+    )
+
+
+def _engine_used(session) -> str | None:
+    if any("continues with the eager engine" in line for line in session.log_lines):
+        return "eager (fell back)"
+    for line in reversed(session.log_lines):
+        if "engine " in line:
+            return line.rsplit("engine ", 1)[1].rstrip(".")
+    return None
 
 
 def roc_auc(labels, p) -> float | None:
@@ -360,7 +435,7 @@ def run_seed(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[st
             tokenizer,
             approach,
             rows.train,
-            max_statements=args.statements,
+            max_statements=args.seed_statements or args.statements,
             device=device,
             seed=args.seed,
         )
@@ -373,44 +448,62 @@ def run_seed(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[st
     return stats
 
 
-def run_fast(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[str, Any]:
-    """The fast path exactly as `noshow.recipe.train` runs it (same encoding,
-    loss, loop and scoring), inside a TrainingSession whose run folder is thrown away."""
+def run_fast(
+    args, approach: str, rows: BenchRows, device, smoke_dir, variant: Variant | None = None
+) -> dict[str, Any]:
+    """The fast path exactly as `noshow.recipe.train` runs it (same encoding, loss, loop and
+    scoring), inside a TrainingSession whose run folder is thrown away; `variant` sets the
+    engine, LoRA dropout, quantization, batch size and Liger kernels of one ablation row."""
     import numpy as np
     import torch
 
-    from noshow.config import RunConfig, TrainConfig
+    from noshow.config import LoraSettings, RunConfig, TrainConfig
     from noshow.loop import fit
     from noshow.lora import set_seed
     from noshow.session import TrainingSession
 
+    variant = variant or Variant()
+    quantize = variant.quantize or args.quantize
     set_seed(args.seed)  # as setup_* does before loading: the head's init draws from it
-    base, tokenizer = build_base(args, approach, device, smoke_dir)
+    base, tokenizer = build_base(args, approach, device, smoke_dir, quantize=quantize)
+    if variant.liger:
+        apply_liger(base)
     free_memory()
-    batch = args.batch_size or TrainConfig().batch_size
+    batch = variant.batch_size or args.batch_size or TrainConfig().batch_size
     n = args.statements
     timing: dict[str, float] = {}
     t_start = time.perf_counter()
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
+    steady_from = max(STEADY_FROM_STEP, 1)
 
     def on_progress(p: dict[str, Any]) -> None:
-        if p.get("phase") == "training" and p.get("step") == 1 and "first" not in timing:
+        if p.get("phase") != "training" or "step" not in p:
+            return
+        if p["step"] == 1 and "first" not in timing:
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             timing["first"] = time.perf_counter() - t_start
+        if p["step"] == steady_from and "loss" in p:  # a reading: the host waited for the GPU
+            timing["steady_t"] = time.perf_counter()
+        if "loss" in p:
+            timing["last_t"], timing["last_step"] = time.perf_counter(), p["step"]
 
     with tempfile.TemporaryDirectory(prefix="noshow-bench-") as tmp:
         config = RunConfig(
             train=TrainConfig(
                 approach=approach,
                 model=BUNDLED_MODEL if args.model == "bundled" else args.model,
-                quantize=args.quantize,
+                quantize=quantize,
                 max_steps=math.ceil(n / batch),  # one pass over exactly n statements
                 batch_size=batch,
                 seed=args.seed,
                 output_dir=tmp,
-            )
+                engine=variant.engine,
+            ),
+            lora=LoraSettings(
+                dropout=variant.dropout if variant.dropout is not None else args.lora_dropout
+            ),
         )
         session = TrainingSession(config, None, on_progress, None)
         result: dict[str, Any] = {}
@@ -418,21 +511,28 @@ def run_fast(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[st
         with session:
             model, checkpointing = prepare_fast_model(base, tokenizer, approach, config)
             del base
-            train_enc, test_enc, loss_fn, score_fn = _fast_path_functions(
+            train_enc, test_enc, bound = _fast_path_functions(
                 approach, model, tokenizer, rows, config, device
             )
             t0 = time.perf_counter()
-            loop = fit(session, model, train_enc, loss_fn, score_fn, None, device)
+            loop = fit(session, model, train_enc, bound, None, device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             seconds = time.perf_counter() - t0
             peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
             model.eval()
-            p = score_fn(test_enc)
+            p = bound.score(test_enc)
+            steady = None
+            if "steady_t" in timing and timing.get("last_step", 0) > steady_from:
+                steady_rows = (timing["last_step"] - steady_from) * batch
+                steady = steady_rows / max(timing["last_t"] - timing["steady_t"], 1e-9)
             result = {
                 "statements": loop.samples_seen,
                 "seconds": seconds,
                 "statements_per_s": loop.samples_seen / max(seconds, 1e-9),
+                "steady_statements_per_s": steady,
+                "engine": _engine_used(session),
+                "label": variant.label(quantize, batch),
                 "tokens_per_s": loop.tokens_seen / max(seconds, 1e-9),
                 "time_to_first_step_s": timing.get("first"),
                 "peak_gpu_mem_gb": peak,
@@ -458,7 +558,7 @@ def _fast_path_functions(approach, model, tokenizer, rows: BenchRows, config, de
         model, tokenizer, max_length=config.train.max_length, device=device
     )
     train_enc = encode_frame(bound, rows.train, train=True)
-    return train_enc, encode_frame(bound, rows.test, train=False), bound.loss, bound.score
+    return train_enc, encode_frame(bound, rows.test, train=False), bound
 
 
 # ----------------------------------------------------------------------------- main
@@ -502,6 +602,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the fast path's statements per step (default: TrainConfig's)",
     )
+    p.add_argument(
+        "--variants",
+        default="auto",
+        help="comma-separated fast-path rows: ENGINE[/dropout=X][/quantize=4bit|none]"
+        "[/batch=N][/liger], ENGINE in auto, eager, cuda-graphs, compile, compile+cuda-graphs "
+        "(default: auto, the project's defaults)",
+    )
+    p.add_argument(
+        "--lora-dropout",
+        type=float,
+        default=None,
+        help="LoRA dropout of the fast rows (default: the config's)",
+    )
+    p.add_argument(
+        "--seed-statements",
+        type=int,
+        default=None,
+        help="training statements of the seed recipe (default: --statements; it is slow)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--smoke",
@@ -517,7 +636,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.statements = SMOKE_STATEMENTS if args.smoke else 4096
     if args.test_rows is None:
         args.test_rows = SMOKE_TEST_ROWS if args.smoke else 5000
-    for name in ("statements", "test_rows", "batch_size"):
+    if args.lora_dropout is None:
+        from noshow.config import LoraSettings
+
+        args.lora_dropout = LoraSettings().dropout
+    try:
+        args.variant_list = [
+            Variant.parse(v.strip()) for v in args.variants.split(",") if v.strip()
+        ]
+    except BenchError as e:
+        p.error(str(e))
+    for name in ("statements", "test_rows", "batch_size", "seed_statements"):
         value = getattr(args, name)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {value}.")
@@ -572,17 +701,22 @@ def main(argv: list[str] | None = None) -> int:
                 x = torch.randn(256, 256, device=device, dtype=torch.bfloat16)
                 (x @ x).sum().item()
             results: list[tuple[str, str, dict[str, Any]]] = []
+            runs = [("seed", None)] if "seed" in recipes else []
+            if "fast" in recipes:
+                runs += [("fast", v) for v in args.variant_list]
             for approach in approaches:
-                for recipe in recipes:
+                for recipe, variant in runs:
                     in_use = (
                         f", {torch.cuda.memory_allocated(device) / 1e9:.2f} GB in use"
                         if cuda
                         else ""
                     )
                     say(f"{approach}: {recipe} recipe ...{in_use}")
-                    runner = run_seed if recipe == "seed" else run_fast
                     try:
-                        stats = runner(args, approach, rows, device, smoke_dir)
+                        if recipe == "seed":
+                            stats = run_seed(args, approach, rows, device, smoke_dir)
+                        else:
+                            stats = run_fast(args, approach, rows, device, smoke_dir, variant)
                     except Exception as e:  # one failed recipe (e.g. out of memory) must not
                         # cost the GPU time the others already spent: report it and go on
                         if isinstance(e, BenchError):
@@ -619,7 +753,9 @@ def table_rows(results: list[tuple[str, str, dict[str, Any]]]) -> list[list[str]
     }
     out = []
     for approach, recipe, s in results:
-        label = "seed (HF Trainer)" if recipe == "seed" else "fast (noshow.recipe)"
+        label = "seed (HF Trainer)" if recipe == "seed" else f"fast: {s.get('label', '')}"
+        if recipe == "fast" and s.get("engine") and s["engine"] not in label:
+            label += f" (ran {s['engine']})"
         if "error" in s:
             out.append(
                 [approach, label, *["-"] * (len(TRAIN_COLUMNS) - 3), f"FAILED: {s['error']}"]
@@ -639,6 +775,7 @@ def table_rows(results: list[tuple[str, str, dict[str, Any]]]) -> list[list[str]
                 format_value(s["batch"]),
                 format_value(s["statements"]),
                 format_value(s["statements_per_s"]),
+                format_value(s.get("steady_statements_per_s")),
                 format_value(s["tokens_per_s"], 0),
                 format_value(s["peak_gpu_mem_gb"], 2),
                 format_value(s["time_to_first_step_s"], 1),

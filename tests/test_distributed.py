@@ -90,9 +90,28 @@ def make_linear_problem():
     return model, Encoded(x, rng.integers(0, 2, ROWS), np.arange(ROWS))
 
 
-def linear_loss(model, enc, part, device):
+def linear_loss(model, enc, part, weights):
+    """sum(weight * cross-entropy) of rows `part`: what a step function back-propagates."""
     x = torch.tensor([enc.input_ids[i] for i in part], dtype=torch.float32)
-    return F.cross_entropy(model(x), torch.as_tensor(enc.labels[part])), len(part)
+    rows = F.cross_entropy(model(x), torch.as_tensor(enc.labels[part]), reduction="none")
+    return (rows * torch.as_tensor(weights, dtype=torch.float32)).sum()
+
+
+def linear_step_fn(model, enc, guard=None):
+    """A loop step function for the linear problem (see noshow.loop.StepFn)."""
+
+    def step_fn(part, weights):
+        if guard is not None:
+            guard(part)
+        loss = linear_loss(model, enc, part, weights)
+        loss.backward()
+        return loss.detach()
+
+    return step_fn
+
+
+def uniform(idx):
+    return np.full(len(idx), 1.0 / len(idx), dtype=np.float32)
 
 
 class RecordingOptimizer:
@@ -101,10 +120,6 @@ class RecordingOptimizer:
     def __init__(self, params):
         self.params = list(params)
         self.seen: list[torch.Tensor] = []
-
-    def zero_grad(self, set_to_none=True):
-        for p in self.params:
-            p.grad = None
 
     def step(self):
         self.seen.append(torch.cat([p.grad.reshape(-1) for p in self.params]).clone())
@@ -119,22 +134,25 @@ import torch
 sys.path.insert(0, {tests!r})
 import test_distributed as t
 from noshow.distributed import StepFlags, init_group
-from noshow.loop import LoopState, _distributed_step
+from noshow.loop import STEP_FLAG_SLOTS, LoopState, _distributed_step
+from noshow.step import FlatGrads
 
 group = init_group()
 model, enc = t.make_linear_problem()
 params = list(model.parameters())
+grads = FlatGrads(params, extra_slots=STEP_FLAG_SLOTS)
 opt = t.RecordingOptimizer(params)
 ooms = []
 
-def loss_fn(m, e, part, device):
+def guard(part):
     # rank 1 runs out of memory once on more than 2 rows, and fails on BATCH_FAILS
     if group.rank == 1 and len(part) > 2 and not ooms:
         ooms.append(len(part))
         raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
     if group.rank == 1 and 6 in part:
         raise ValueError("boom on rank 1")
-    return t.linear_loss(m, e, part, device)
+
+step_fn = t.linear_step_fn(model, enc, guard)
 
 session = SimpleNamespace(dist=group, stop_vote=lambda: False, warn=print, failure_shared=False,
                           run_dir=__import__("pathlib").Path({out!r}))
@@ -146,7 +164,7 @@ for idx in (t.BATCH_UNEVEN, t.BATCH_ONE_ROW, t.BATCH_FAILS):
         from noshow.loop import _check_step_flags
         _check_step_flags(session, flags)
         losses.append(float(_distributed_step(
-            model, enc, idx, loss_fn, opt, state, torch.device("cpu"), session, params, flags)))
+            step_fn, idx, t.uniform(idx), opt, grads, state, session, flags)))
         state.step += 1
     except Exception as e:
         error = f"{{type(e).__name__}}: {{e}}"
@@ -165,6 +183,7 @@ group.finish(barrier=session.failure_shared)
 
 def test_gradient_summed_over_two_processes_equals_one_process_gradient(tmp_path):
     from noshow.loop import LoopState, _optimizer_step
+    from noshow.step import FlatGrads
 
     out = tmp_path / "ranks"
     out.mkdir()
@@ -176,13 +195,13 @@ def test_gradient_summed_over_two_processes_equals_one_process_gradient(tmp_path
     # one process, the whole global batch at once
     model, enc = make_linear_problem()
     opt = RecordingOptimizer(model.parameters())
+    grads = FlatGrads(list(model.parameters()))
     session = SimpleNamespace(log=print)
     single_losses = []
     for idx in (BATCH_UNEVEN, BATCH_ONE_ROW):
         state = LoopState(micro_batch=len(idx))
-        loss = _optimizer_step(
-            model, enc, idx, linear_loss, opt, state, torch.device("cpu"), session
-        )
+        step_fn = linear_step_fn(model, enc)
+        loss = _optimizer_step(step_fn, idx, uniform(idx), opt, grads, state, session)
         single_losses.append(float(loss))
     for g in opt.seen:
         assert 0 < g.norm() < 0.9  # below the clipping norm, so a wrong scale would show
@@ -261,7 +280,8 @@ def test_torchrun_two_processes_train_like_one_process(
     assert not list(run_dir.glob("*.partial"))
     log = (run_dir / "train.log").read_text()
     assert log.count("adapter saved to") == 1  # saved once, by rank 0
-    assert output.count("ended: completed") == 1  # one summary, from rank 0
+    assert output.count("Run folder:") == 1  # one closing line, from rank 0
+    assert "Test ROC-AUC" in output
     steps = runs.read_metrics(run_dir).dropna(subset=["loss"])["step"].tolist()
     assert steps == [1, 2, 3, 4]  # one metrics line per step, not one per rank
     preds = runs.read_predictions(run_dir)

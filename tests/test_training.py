@@ -193,8 +193,8 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
 ):
     """Train on one fixed batch: loss goes down; LoRA (and the head) change, the base does not."""
     from noshow.approaches import get_approach
-    from noshow.approaches.classifier import classifier_loss, encode_inputs
-    from noshow.approaches.generative import build_prompt_layout, encode_prompts, generative_loss
+    from noshow.approaches.classifier import encode_inputs
+    from noshow.approaches.generative import build_prompt_layout, encode_prompts
     from noshow.recipe import setup_model
 
     cfg = _config(tiny_model_dir, tmp_path, approach=approach, lr=3e-2, max_steps=80, batch_size=8)
@@ -209,15 +209,10 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
         enc = encode_prompts(
             tok, layout, statements, labels, np.arange(8), with_answer=True, max_length=256
         )
-
-        def loss_fn(m, e, idx, dev):
-            return generative_loss(m, e, idx, dev, layout)
     else:
         model, tok, _ = setup_model(cfg, get_approach(approach), device)
         enc = encode_inputs(tok, statements, labels, np.arange(8), max_length=256)
-
-        def loss_fn(m, e, idx, dev):
-            return classifier_loss(m, e, idx, dev, tok.pad_token_id)
+    bound = get_approach(approach).bind(model, tok, max_length=256, device=device)
 
     # A random tiny model's 49k-wide head can barely move the full-vocabulary loss, so
     # judge learning by what the app reads: the binary loss of P(no-show) on this batch.
@@ -242,7 +237,7 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
     first = binary_loss()
     session = TrainingSession(cfg, None, None, None)
     with session:
-        fit(session, model, enc, loss_fn, lambda e: np.zeros(len(e)), None, device)
+        fit(session, model, enc, bound, None, device)
     assert session.state == "completed"
     model.eval()
     last = binary_loss()
@@ -386,16 +381,16 @@ def test_out_of_memory_lowers_micro_batch_then_fails_clearly(
     does not fit, the run fails with the setting to lower, and the process keeps going."""
     import noshow.approaches.classifier as clf
 
-    real = clf.classifier_loss
+    real = clf.classifier_batch_loss
     sizes = []
 
-    def oom_above_4(model, enc, idx, device, pad_id, w=None):
-        sizes.append(len(idx))
-        if len(idx) > 4:
+    def oom_above_4(model, batch):
+        sizes.append(batch.shape[0])
+        if batch.shape[0] > 4:
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2 GiB")
-        return real(model, enc, idx, device, pad_id, w)
+        return real(model, batch)
 
-    monkeypatch.setattr(clf, "classifier_loss", oom_above_4)
+    monkeypatch.setattr(clf, "classifier_batch_loss", oom_above_4)
     ok = train(_config(tiny_model_dir, tmp_path, source=str(statements_csv), approach="classifier"))
     assert ok.state == "completed", ok.error
     assert sizes[:3] == [16, 8, 4]
@@ -403,7 +398,7 @@ def test_out_of_memory_lowers_micro_batch_then_fails_clearly(
     def always_oom(*a, **k):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory.")
 
-    monkeypatch.setattr(clf, "classifier_loss", always_oom)
+    monkeypatch.setattr(clf, "classifier_batch_loss", always_oom)
     bad = train(
         _config(tiny_model_dir, tmp_path, source=str(statements_csv), approach="classifier")
     )
@@ -490,6 +485,8 @@ def test_preflight_estimate_covers_the_measured_gpu_peaks(monkeypatch, approach,
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (140e9, 143e9))
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a: "NVIDIA H200")
     config = RunConfig(train=TrainConfig(approach=approach, batch_size=batch, quantize="4bit"))
-    estimate = estimate_resources(config, n_train_rows=63_532)
+    rows = {"train": 63_532, "validation": 11_746, "test": 35_243}
+    estimate = estimate_resources(config, rows, measure=False)
+    assert "rough" in estimate["basis"]
     assert peak_gb <= estimate["gpu_mem_gb"] <= 2 * peak_gb
     assert estimate["fits"] is True

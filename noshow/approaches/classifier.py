@@ -21,7 +21,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noshow.batching import Encoded, eval_batch_tokens, eval_batches, last_token_index, pad_batch
+from noshow.batching import (
+    Batch,
+    Encoded,
+    class_row_weights,
+    last_token_index,
+    pad_batch,
+    scoring_batches,
+)
 from noshow.devices import autocast_context
 
 
@@ -80,16 +87,34 @@ def classifier_loss(
     return F.cross_entropy(logits, y, weight=weight), len(idx)
 
 
+def classifier_batch_loss(model, batch: Batch) -> torch.Tensor:
+    """sum(weight * cross-entropy) over a right-padded `Batch` (no attention mask, no host
+    read: compilable and capturable; see generative_batch_loss)."""
+    decoder, head = _decoder_and_head(model)
+    ids = batch.input_ids
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    with autocast_context(ids.device):
+        hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
+        last = hidden[rows, batch.last_index]  # (B, H)
+        logits = head(last.to(next(head.parameters()).dtype)).float()  # (B, 2)
+    loss = F.cross_entropy(logits, batch.labels, reduction="none")
+    return (loss * batch.weight).sum()
+
+
 @torch.inference_mode()
 def score_inputs(
     model, enc: Encoded, device: torch.device, pad_id: int, *, single_rows: bool = False
 ) -> np.ndarray:
     """P(no-show) per row; batches sorted by length (`single_rows`: one row each, see
-    `eval_batches`), one host sync at the end."""
+    `eval_batches`), right-padded without a mask, one host sync at the end."""
+    decoder, head = _decoder_and_head(model)
     out = torch.empty(len(enc), dtype=torch.float32, device=device)
-    for idx in eval_batches(enc.lengths, eval_batch_tokens(device), single_rows=single_rows):
-        ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], pad_id, device)
-        logits = classifier_logits(model, ids, mask, pos, device)
+    for idx, ids, last in scoring_batches(enc, pad_id, device, single_rows=single_rows):
+        rows = torch.arange(ids.shape[0], device=device)
+        with autocast_context(device):
+            hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
+            h = hidden[rows, last]  # (B, H)
+            logits = head(h.to(next(head.parameters()).dtype)).float()  # (B, 2)
         out[torch.as_tensor(idx, device=device)] = logits.softmax(-1)[:, 1]
     return out.cpu().numpy()
 
@@ -111,7 +136,16 @@ class ClassifierBound:
         )
 
     def loss(self, model, enc: Encoded, idx: np.ndarray, device) -> tuple[torch.Tensor, int]:
+        """The masked-batch loss of rows `idx` (the seed-comparable reference)."""
         return classifier_loss(model, enc, idx, device, self.pad_id, self.class_weight)
+
+    def batch_loss(self, model, batch: Batch) -> torch.Tensor:
+        """What one training step back-propagates: see `classifier_batch_loss`."""
+        return classifier_batch_loss(model, batch)
+
+    def row_weights(self, labels: np.ndarray) -> np.ndarray:
+        """Each row's weight in the loss: the class weight for no-shows when it is on."""
+        return class_row_weights(labels, self.class_weight)
 
     def score(self, enc: Encoded, *, single_rows: bool = False, answers: bool = False) -> Any:
         """P(no-show) per row; with `answers`, (p, no tokens): a head says no words."""

@@ -23,7 +23,14 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from noshow.batching import Encoded, eval_batch_tokens, eval_batches, last_token_index, pad_batch
+from noshow.batching import (
+    Batch,
+    Encoded,
+    class_row_weights,
+    last_token_index,
+    pad_batch,
+    scoring_batches,
+)
 from noshow.devices import autocast_context
 
 IGNORE_INDEX = -100
@@ -161,6 +168,24 @@ def generative_loss(
     return loss.mean(), len(idx)
 
 
+def generative_batch_loss(model, batch: Batch, layout: PromptLayout) -> torch.Tensor:
+    """sum(weight * row loss) over a right-padded `Batch`, the row loss being the mean
+    cross-entropy of the answer and end-of-turn tokens: the loss the optimizer steps on.
+    No attention mask (right padding: real tokens never see the padding after them), so
+    attention runs its causal kernel, and nothing here reads a value back to the host: the
+    step can be compiled or captured in a CUDA graph."""
+    decoder, head = _decoder_and_head(model)
+    ids, at = batch.input_ids, batch.last_index  # (B, T), (B,): the answer token's position
+    rows = torch.arange(ids.shape[0], device=ids.device)
+    with autocast_context(ids.device):
+        hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
+        picked = torch.stack([hidden[rows, at - 1], hidden[rows, at]], dim=1)  # (B, 2, H)
+        logits = head(picked).float()  # (B, 2, V)
+    targets = torch.stack([ids[rows, at], torch.full_like(at, layout.end_id)], dim=1)
+    loss = F.cross_entropy(logits.flatten(0, 1), targets.flatten(), reduction="none")
+    return (loss.view(-1, 2).mean(1) * batch.weight).sum()
+
+
 def answer_logits(head, hidden: torch.Tensor, layout: PromptLayout) -> torch.Tensor:
     """The [No, Yes] logits (B, 2) from answer-position hidden states: two rows of the head
     instead of all 49k (on a CPU the full head is a quarter of one statement's time)."""
@@ -185,19 +210,18 @@ def score_prompts(
     With `greedy`, also the model's own most likely answer token per row (full head);
     `single_rows` scores one row per batch (see `eval_batches`)."""
     decoder, head = _decoder_and_head(model)
-    lengths = enc.lengths
     out = torch.empty(len(enc), dtype=torch.float32, device=device)
     tokens = torch.empty(len(enc), dtype=torch.long, device=device)
-    for idx in eval_batches(lengths, eval_batch_tokens(device), single_rows=single_rows):
-        ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], layout.pad_id, device)
+    batches = scoring_batches(enc, layout.pad_id, device, single_rows=single_rows)
+    for idx, ids, last in batches:
         rows = torch.arange(ids.shape[0], device=device)
         at = torch.as_tensor(idx, device=device)
         with autocast_context(device):
-            hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-            last = hidden.last_hidden_state[rows, last_token_index(mask)]  # (B, H)
-            out[at] = answer_logits(head, last, layout).softmax(-1)[:, 1]
+            hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
+            h = hidden[rows, last]  # (B, H): the answer position
+            out[at] = answer_logits(head, h, layout).softmax(-1)[:, 1]
             if greedy:
-                tokens[at] = head(last).argmax(-1)
+                tokens[at] = head(h).argmax(-1)
     if greedy:
         return out.cpu().numpy(), tokens.cpu().numpy()
     return out.cpu().numpy()  # one host sync for the whole set
@@ -226,7 +250,16 @@ class GenerativeBound:
         )
 
     def loss(self, model, enc: Encoded, idx: np.ndarray, device) -> tuple[torch.Tensor, int]:
+        """The masked-batch loss of rows `idx` (the seed-comparable reference)."""
         return generative_loss(model, enc, idx, device, self.layout, self.class_weight)
+
+    def batch_loss(self, model, batch: Batch) -> torch.Tensor:
+        """What one training step back-propagates: see `generative_batch_loss`."""
+        return generative_batch_loss(model, batch, self.layout)
+
+    def row_weights(self, labels: np.ndarray) -> np.ndarray:
+        """Each row's weight in the loss: the class weight for no-shows when it is on."""
+        return class_row_weights(labels, self.class_weight)
 
     def score(self, enc: Encoded, *, single_rows: bool = False, answers: bool = False) -> Any:
         """P(no-show) per row; with `answers` also (p, answer tokens) for `answer_texts`."""

@@ -28,7 +28,7 @@ import torch
 from robust_helpers import REPO, half_written
 
 from noshow import runs
-from noshow.approaches.classifier import classifier_loss as _real_classifier_loss
+from noshow.approaches.classifier import classifier_batch_loss as _real_batch_loss
 from noshow.config import ConfigError, DataConfig, LoraSettings, RunConfig, TrainConfig
 from noshow.recipe import train
 
@@ -127,9 +127,8 @@ def _oom(*args, **kwargs):
     raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
 
 
-def _nan_loss(model, enc, idx, device, pad_id, weight=None):
-    loss, n = _real_classifier_loss(model, enc, idx, device, pad_id, weight)
-    return loss * float("nan"), n
+def _nan_loss(model, batch):
+    return _real_batch_loss(model, batch) * float("nan")
 
 
 def _disk_full(what: str):
@@ -147,12 +146,12 @@ def _disk_full_after_a_partial_file(self, folder, *args, **kwargs):
 FAILURES = {
     "out of memory in every step": (
         {},
-        lambda mp: mp.setattr("noshow.approaches.classifier.classifier_loss", _oom),
+        lambda mp: mp.setattr("noshow.approaches.classifier.classifier_batch_loss", _oom),
         "Out of GPU memory (batch size 16, max length 256, quantize none). Lower --batch-size",
     ),
     "loss becomes NaN": (
         {},
-        lambda mp: mp.setattr("noshow.approaches.classifier.classifier_loss", _nan_loss),
+        lambda mp: mp.setattr("noshow.approaches.classifier.classifier_batch_loss", _nan_loss),
         "The loss became nan at step 1: lower the learning rate",
     ),
     "disk full while saving the adapter": (
@@ -390,7 +389,7 @@ def test_a_failed_job_reports_its_message_and_the_manager_starts_again(
     from noshow.jobs import JobManager
 
     jobs = JobManager(runs_dir=tmp_path)
-    monkeypatch.setattr("noshow.approaches.classifier.classifier_loss", _oom)
+    monkeypatch.setattr("noshow.approaches.classifier.classifier_batch_loss", _oom)
     failed = jobs.start(tiny_config(tiny_model_dir, tmp_path))
     assert jobs.wait(120)
     snap = jobs.snapshot()
