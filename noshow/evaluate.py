@@ -15,20 +15,18 @@ its interval says so.
 - `build_report` puts the model (raw and calibrated), the tuned and untuned tabular
   baselines and the hybrid side by side: thresholds from validation, metrics and intervals on
   test; `noshow.runs.write_eval` saves it as eval.json.
+- `evaluate_run` is the end of every training run, written once: it fits the calibrator
+  (noshow.calibration), tunes the baseline (noshow.baseline), fits the hybrid (noshow.hybrid),
+  all on train/validation rows, then calls `build_report` on test.
 - `plot_*` return matplotlib Figures (Agg rendering, no pyplot state) for Gradio or files.
 - The tabular baseline lives in `noshow.baseline`; `fit_tabular_baseline`, `baseline_predict`
-  and `BaselineError` are re-exported here for older callers.
+  and `BaselineError` are still importable from here for older callers.
 
-    from noshow.baseline import tune_tabular_baseline, fit_tabular_baseline, baseline_predict
-    from noshow.calibration import fit_calibrator
-    tuned = tune_tabular_baseline(train, val)
-    report = build_report(
-        y_val, p_val, y_test, p_test,
-        baseline=(tuned.predict(val), tuned.predict(test)),
-        untuned_baseline=(baseline_predict(untuned, val), baseline_predict(untuned, test)),
-        calibrator=fit_calibrator(p_val, y_val),
-        groups=test["patient_id"],
-    )
+    from noshow.evaluate import evaluate_run
+    run = evaluate_run(train, validation, test, p_val, p_test, seed=0)   # adapter's raw P
+    run.report                      # eval.json
+    run.calibrator.save(adapter_dir); run.hybrid.save(adapter_dir)
+    run.scores                      # every model's P per validation/test row
 """
 
 from __future__ import annotations
@@ -59,20 +57,6 @@ from noshow.baseline import (
 )
 from noshow.calibration import Calibrator, calibration_error, fit_calibrator, reliability_table
 from noshow.hybrid import Hybrid, HybridError, fit_hybrid
-
-__all__ = [
-    "BaselineError",
-    "baseline_predict",
-    "build_report",
-    "choose_threshold",
-    "compare_auc",
-    "compute_metrics",
-    "describe_difference",
-    "evaluate_run",
-    "expected_calibration_error",
-    "fit_tabular_baseline",
-    "format_auc",
-]
 
 ECE_BINS = 10
 THRESHOLD_OBJECTIVES = ("f1", "youden")
@@ -550,6 +534,7 @@ def evaluate_run(
     p_val: Sequence | np.ndarray,
     p_test: Sequence | np.ndarray,
     *,
+    tuning_rows: pd.DataFrame | None = None,
     seed: int = 0,
     interval_method: str = "delong",
 ) -> RunEvaluation:
@@ -558,8 +543,9 @@ def evaluate_run(
     fit the hybrid on validation, then build the report on test.
 
     `validation` and `test` are the rows the adapter scored, in the order of `p_val` and
-    `p_test` (its raw P). Test labels are read only by `build_report`, after every model is
-    fitted. Without the tabular columns (Statement/NoShow files) the baselines and the hybrid
+    `p_test` (its raw P). `tuning_rows` are the validation rows the baseline is tuned on
+    (default `validation`; pass the whole validation split when the adapter scored only part
+    of it). Test labels are read only by `build_report`, after every model is fitted. Without the tabular columns (Statement/NoShow files) the baselines and the hybrid
     are left out and a note says so. Intervals count a patient's appointments as one unit
     when the rows carry patient_id.
     """
@@ -580,7 +566,8 @@ def evaluate_run(
     baseline = untuned = blend = None
     try:
         t0 = time.perf_counter()
-        tuned = tune_tabular_baseline(train, validation, seed=seed)
+        tuning = validation if tuning_rows is None else tuning_rows
+        tuned = tune_tabular_baseline(train, tuning, seed=seed)
         timings["baseline_tuning_s"] = time.perf_counter() - t0
         baseline = (tuned.predict(validation), tuned.predict(test))
         t0 = time.perf_counter()

@@ -345,6 +345,22 @@ def test_evaluate_run_reports_every_model_and_what_it_fitted():
     json.dumps(report)
 
 
+def test_evaluate_run_tunes_the_baseline_on_all_validation_rows_when_given():
+    parts = _synthetic_splits()
+    scored = parts["validation"].iloc[::3]  # the adapter scored a third of validation
+    run = evaluate_run(
+        parts["train"],
+        scored,
+        parts["test"],
+        _adapter_scores(scored, 5),
+        _adapter_scores(parts["test"], 6),
+        tuning_rows=parts["validation"],
+    )
+    alone = baseline.tune_tabular_baseline(parts["train"], parts["validation"])
+    assert run.baseline.trials[0]["validation_auc"] == alone.trials[0]["validation_auc"]
+    assert run.report["validation"]["model"]["n"] == len(scored)
+
+
 def test_evaluate_run_on_text_only_rows_leaves_the_tabular_models_out():
     rng = np.random.default_rng(4)
     text = lambda n: pd.DataFrame(  # noqa: E731
