@@ -77,6 +77,7 @@ class Calibrator:
     log_loss_before: float | None = None  # on validation (in-sample for "after")
     log_loss_after: float | None = None
     cv_log_loss: Mapping[str, float] | None = None  # per candidate method, 5-fold on validation
+    cv_ece: float | None = None  # ECE of the chosen method on held-out validation folds
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -179,19 +180,20 @@ def _fit_params(x: np.ndarray, y: np.ndarray, method: str) -> tuple[float, float
     return slope, intercept
 
 
-def _cv_log_loss(x: np.ndarray, y: np.ndarray, method: str, folds: int, seed: int) -> float:
-    """Log-loss of `method` on held-out folds of the validation rows (stratified, seeded)."""
+def _cross_fitted(x: np.ndarray, y: np.ndarray, method: str, folds: int, seed: int) -> np.ndarray:
+    """Calibrated logits of the validation rows, each from a scaler fitted on the other folds
+    (stratified, seeded): what the scaler does on rows it has not seen."""
     rng = np.random.default_rng(seed)
     fold = np.empty(len(y), dtype=int)
     for label in (0, 1):  # stratified: every fold holds both classes in the usual ratio
         idx = np.flatnonzero(y == label)
         fold[rng.permutation(idx)] = np.arange(len(idx)) % folds
-    total = 0.0
+    out = np.empty(len(y))
     for k in range(folds):
         held = fold == k
         slope, intercept = _fit_params(x[~held], y[~held], method)
-        total += _log_loss(y[held], slope * x[held] + intercept) * held.sum()
-    return total / len(y)
+        out[held] = slope * x[held] + intercept
+    return out
 
 
 def fit_calibrator(
@@ -225,9 +227,10 @@ def fit_calibrator(
         )
     x = _logit(p)
     cv = None
+    folds = max(2, min(folds, int(y.sum()), int(len(y) - y.sum())))
+    held_out = {m: _cross_fitted(x, y, m, folds, seed) for m in METHODS}
+    cv = {m: _log_loss(y, z) for m, z in held_out.items()}
     if method == "auto":
-        folds = max(2, min(folds, int(y.sum()), int(len(y) - y.sum())))
-        cv = {m: _cv_log_loss(x, y, m, folds, seed) for m in METHODS}
         method = min(METHODS, key=lambda m: (cv[m], METHODS.index(m)))  # ties: fewer numbers
     slope, intercept = _fit_params(x, y, method)
     return Calibrator(
@@ -238,6 +241,7 @@ def fit_calibrator(
         log_loss_before=_log_loss(y, x),
         log_loss_after=_log_loss(y, slope * x + intercept),
         cv_log_loss=cv,
+        cv_ece=calibration_error(reliability_table(y, _sigmoid(held_out[method]))),
     )
 
 

@@ -239,8 +239,9 @@ def print_adapter(name: str, report: dict[str, Any]) -> None:
     cal = report["calibration"]
     say(
         f"  calibration: {cal['method']} slope {cal['slope']:.3f} intercept {cal['intercept']:.3f}"
-        f" (validation ECE {report['validation']['model_uncalibrated']['ece']:.4f} -> "
-        f"{report['validation']['model']['ece']:.4f})"
+        f"; validation ECE {report['validation']['model_uncalibrated']['ece']:.4f} -> "
+        f"{report['validation']['model']['ece']:.4f} (held-out folds {cal['cv_ece']:.4f}); "
+        f"threshold {report['model_uncalibrated']['threshold']:.3f} -> {report['threshold']:.3f}"
     )
     if report.get("hybrid_model"):
         h = report["hybrid_model"]

@@ -49,6 +49,8 @@ def test_temperature_recovers_an_overconfident_model():
     assert expected_calibration_error(y, cal.apply(p)) < expected_calibration_error(y, p) / 3
     assert cal.log_loss_after < cal.log_loss_before
     assert cal.cv_log_loss["temperature"] < cal.cv_log_loss["identity"]
+    # on validation rows each fold's scaler did not see
+    assert cal.cv_ece < expected_calibration_error(y, p) / 3
 
 
 def test_platt_is_chosen_when_the_average_is_off():
