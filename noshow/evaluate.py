@@ -523,6 +523,16 @@ def _scored_rows(frame: pd.DataFrame, p: Any, what: str) -> tuple[np.ndarray, np
     return y, q
 
 
+def _in_order(frame: pd.DataFrame, ids: Sequence, what: str) -> pd.DataFrame:
+    """`frame`'s rows in the order of the record ids the adapter scored."""
+    wanted = pd.Index(np.asarray(ids))
+    position = pd.Index(frame["record_id"]).get_indexer(wanted)
+    if (position < 0).any():
+        missing = wanted[position < 0][:5].tolist()
+        raise ValueError(f"{what} rows lack scored record_id(s) {missing}.")
+    return frame.iloc[position]
+
+
 def _patients(frame: pd.DataFrame) -> np.ndarray | None:
     return frame["patient_id"].to_numpy() if "patient_id" in frame.columns else None
 
@@ -534,6 +544,7 @@ def evaluate_run(
     p_val: Sequence | np.ndarray,
     p_test: Sequence | np.ndarray,
     *,
+    record_ids: tuple[Sequence, Sequence] | None = None,
     tuning_rows: pd.DataFrame | None = None,
     seed: int = 0,
     interval_method: str = "delong",
@@ -542,14 +553,19 @@ def evaluate_run(
     validation scores, tune the tabular baseline on train + validation, fit the untuned one,
     fit the hybrid on validation, then build the report on test.
 
-    `validation` and `test` are the rows the adapter scored, in the order of `p_val` and
-    `p_test` (its raw P). `tuning_rows` are the validation rows the baseline is tuned on
-    (default `validation`; pass the whole validation split when the adapter scored only part
-    of it). Test labels are read only by `build_report`, after every model is fitted. Without the tabular columns (Statement/NoShow files) the baselines and the hybrid
-    are left out and a note says so. Intervals count a patient's appointments as one unit
-    when the rows carry patient_id.
+    `p_val` and `p_test` are the adapter's raw P for the rows of `validation` and `test`, in
+    the frames' order, or in the order of `record_ids` = (validation ids, test ids) when
+    given (the frames are then put in that order; an id missing from a frame is an error).
+    `tuning_rows` are the validation rows the baseline is tuned on (default `validation`;
+    pass the whole validation split when the adapter scored only part of it). Test labels are
+    read only by `build_report`, after every model is fitted. Without the tabular columns
+    (Statement/NoShow files) the baselines and the hybrid are left out and a note says so.
+    Intervals count a patient's appointments as one unit when the rows carry patient_id.
     """
     started = time.perf_counter()
+    if record_ids is not None:
+        validation = _in_order(validation, record_ids[0], "validation")
+        test = _in_order(test, record_ids[1], "test")
     y_val, p_val = _scored_rows(validation, p_val, "validation")
     y_test, p_test = _scored_rows(test, p_test, "test")
     notes: list[str] = []

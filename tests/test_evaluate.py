@@ -6,6 +6,7 @@ Run with `.venv/bin/python -m pytest -q tests/test_evaluate.py`."""
 from __future__ import annotations
 
 import json
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -290,16 +291,6 @@ def test_build_report_holds_every_row_with_intervals_and_differences():
     json.dumps(report)  # eval.json: plain numbers and strings only
 
 
-def _synthetic_splits() -> dict[str, pd.DataFrame]:
-    from noshow.data import load_data, split_data
-
-    frame = split_data(load_data("synthetic").frame, "time")
-    return {
-        s: frame[frame["split"] == s].reset_index(drop=True)
-        for s in ("train", "validation", "test")
-    }
-
-
 def _adapter_scores(rows: pd.DataFrame, seed: int) -> np.ndarray:
     """A stand-in adapter: P from a few columns plus noise (no labels involved)."""
     rng = np.random.default_rng(seed)
@@ -307,12 +298,25 @@ def _adapter_scores(rows: pd.DataFrame, seed: int) -> np.ndarray:
     return 1 / (1 + np.exp(-(z.to_numpy() - 1.8 + rng.normal(0, 0.7, len(rows)))))
 
 
-def test_evaluate_run_fits_nothing_on_test_labels():
-    parts = _synthetic_splits()
-    p_val, p_test = _adapter_scores(parts["validation"], 0), _adapter_scores(parts["test"], 1)
-    run = evaluate_run(parts["train"], parts["validation"], parts["test"], p_val, p_test)
-    flipped = parts["test"].assign(no_show=1 - parts["test"]["no_show"])
-    other = evaluate_run(parts["train"], parts["validation"], flipped, p_val, p_test)
+@pytest.fixture(scope="module")
+def synthetic_run() -> SimpleNamespace:
+    """The synthetic data's time split, stand-in adapter scores and one evaluate_run on them
+    (shared: each run tunes a baseline)."""
+    from noshow.data import load_data, split_data
+
+    frame = split_data(load_data("synthetic").frame, "time")
+    train, val, test = (
+        frame[frame["split"] == s].reset_index(drop=True) for s in ("train", "validation", "test")
+    )
+    p_val, p_test = _adapter_scores(val, 0), _adapter_scores(test, 1)
+    run = evaluate_run(train, val, test, p_val, p_test)
+    return SimpleNamespace(train=train, val=val, test=test, p_val=p_val, p_test=p_test, run=run)
+
+
+def test_evaluate_run_fits_nothing_on_test_labels(synthetic_run):
+    s, run = synthetic_run, synthetic_run.run
+    flipped = s.test.assign(no_show=1 - s.test["no_show"])
+    other = evaluate_run(s.train, s.val, flipped, s.p_val, s.p_test)
     assert other.calibrator == run.calibrator  # scaler: validation only
     assert other.hybrid == run.hybrid  # hybrid: validation only
     assert other.baseline.params == run.baseline.params  # tuning: validation only
@@ -326,14 +330,12 @@ def test_evaluate_run_fits_nothing_on_test_labels():
         assert other.report[key]["roc_auc"] == pytest.approx(1 - run.report[key]["roc_auc"])
 
 
-def test_evaluate_run_reports_every_model_and_what_it_fitted():
-    parts = _synthetic_splits()
-    p_val, p_test = _adapter_scores(parts["validation"], 2), _adapter_scores(parts["test"], 3)
-    run = evaluate_run(parts["train"], parts["validation"], parts["test"], p_val, p_test)
-    report = run.report
+def test_evaluate_run_reports_every_model_and_what_it_fitted(synthetic_run):
+    run, report = synthetic_run.run, synthetic_run.run.report
     assert report["intervals"]["unit"] == "group"  # synthetic rows carry patient ids
     for key in ("model", "model_uncalibrated", "baseline", "baseline_untuned", "hybrid"):
-        assert report[key]["n"] == len(parts["test"]) and report[key]["roc_auc_low"] is not None
+        m = report[key]
+        assert m["n"] == len(synthetic_run.test) and m["roc_auc_low"] is not None
     assert report["baseline_tuning"]["params"] == run.baseline.params
     assert report["hybrid_model"] == run.hybrid.to_dict()
     assert report["calibration"] == run.calibrator.to_dict()
@@ -341,24 +343,29 @@ def test_evaluate_run_reports_every_model_and_what_it_fitted():
     assert run.hybrid.threshold == report["hybrid"]["threshold"]
     assert set(report["quality_timings"]) >= {"baseline_tuning_s", "hybrid_s", "total_s"}
     assert list(run.scores["split"].unique()) == ["validation", "test"]
-    np.testing.assert_allclose(run.scores["p_no_show"], run.calibrator.apply(np.r_[p_val, p_test]))
+    raw = np.r_[synthetic_run.p_val, synthetic_run.p_test]
+    np.testing.assert_allclose(run.scores["p_no_show"], run.calibrator.apply(raw))
     json.dumps(report)
 
 
-def test_evaluate_run_tunes_the_baseline_on_all_validation_rows_when_given():
-    parts = _synthetic_splits()
-    scored = parts["validation"].iloc[::3]  # the adapter scored a third of validation
-    run = evaluate_run(
-        parts["train"],
-        scored,
-        parts["test"],
-        _adapter_scores(scored, 5),
-        _adapter_scores(parts["test"], 6),
-        tuning_rows=parts["validation"],
-    )
-    alone = baseline.tune_tabular_baseline(parts["train"], parts["validation"])
-    assert run.baseline.trials[0]["validation_auc"] == alone.trials[0]["validation_auc"]
+def test_evaluate_run_tunes_the_baseline_on_all_validation_rows_when_given(synthetic_run):
+    s = synthetic_run
+    scored = s.val.iloc[::3]  # the adapter scored a third of validation
+    run = evaluate_run(s.train, scored, s.test, s.p_val[::3], s.p_test, tuning_rows=s.val)
+    settings = lambda trials: [{k: v for k, v in t.items() if k != "seconds"} for t in trials]  # noqa: E731
+    assert settings(run.baseline.trials) == settings(s.run.baseline.trials)
     assert run.report["validation"]["model"]["n"] == len(scored)
+
+
+def test_evaluate_run_puts_the_rows_in_the_order_they_were_scored(synthetic_run):
+    s = synthetic_run
+    ids = (s.val["record_id"], s.test["record_id"])
+    flip = lambda frame: frame.iloc[::-1]  # noqa: E731
+    shuffled = evaluate_run(s.train, flip(s.val), flip(s.test), s.p_val, s.p_test, record_ids=ids)
+    assert shuffled.report["model"] == s.run.report["model"]
+    assert shuffled.report["hybrid"] == s.run.report["hybrid"]
+    with pytest.raises(ValueError, match="test rows lack scored record_id"):
+        evaluate_run(s.train, s.val, s.test.iloc[1:], s.p_val, s.p_test, record_ids=ids)
 
 
 def test_evaluate_run_on_text_only_rows_leaves_the_tabular_models_out():
@@ -375,10 +382,10 @@ def test_evaluate_run_on_text_only_rows_leaves_the_tabular_models_out():
     assert run.report["model"]["roc_auc_low"] is not None
 
 
-def test_evaluate_run_refuses_scores_that_do_not_match_the_rows():
-    parts = _synthetic_splits()
+def test_evaluate_run_refuses_scores_that_do_not_match_the_rows(synthetic_run):
+    s = synthetic_run
     with pytest.raises(ValueError, match="differ in length"):
-        evaluate_run(parts["train"], parts["validation"], parts["test"], [0.5], [0.5])
+        evaluate_run(s.train, s.val, s.test, [0.5], [0.5])
 
 
 def test_evaluate_reexports_the_baseline_for_older_callers():
