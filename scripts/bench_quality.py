@@ -9,6 +9,8 @@ training run calls (`noshow.evaluate.evaluate_run`).
         adapters/generative-smollm2-135m --rows 0 --device cuda      # full splits, on a GPU
     python scripts/bench_quality.py --split time --adapters ... --rows 3000 --cache /tmp/q
         # CPU preview: a seeded sample of 3,000 validation and 3,000 test rows per adapter
+    ... --rows 0 --save-to /tmp/fitted   # also write each adapter's calibration.json and
+        # hybrid.json (for the shipped adapters, trained before these files existed)
 
 Adapter scores are cached as <cache>/scores_<adapter folder name>.csv (record_id, p) so an
 interrupted preview resumes. Prints tables; --json writes every figure to a file.
@@ -41,7 +43,7 @@ def say(*parts: Any) -> None:
     print(*parts, flush=True)
 
 
-def load_splits(data: Path, split: str) -> dict[str, pd.DataFrame]:
+def load_splits(data: str, split: str) -> dict[str, pd.DataFrame]:
     from noshow.data import load_data, split_data
 
     frame = split_data(load_data(data).frame, split)
@@ -154,7 +156,7 @@ def hybrid_alternatives(
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
-    from noshow.baseline import _categorical_mask, _column_transformer, _feature_frame
+    from noshow.baseline import _categorical_mask, _column_transformer, _feature_frame, _one_thread
     from noshow.hybrid import _folds, _logit
 
     scores = run.scores
@@ -188,7 +190,8 @@ def hybrid_alternatives(
                 early_stopping=True,  # on a random 10% of the fitting rows
                 random_state=seed,
             )
-            return model.fit(x, y)
+            with _one_thread():  # OpenMP threads spin-wait on a busy machine
+                return model.fit(x, y)
 
         cv = [
             roc_auc_score(
@@ -223,6 +226,15 @@ def bench_adapter(
     report = run.report
     if run.hybrid is not None and "patient_id" in val.columns:
         report["hybrid_alternatives"] = hybrid_alternatives(val, test, run, args.seed)
+    if args.save_to:
+        # calibration.json / hybrid.json for an adapter trained before they existed; copy
+        # them into its folder (and its threshold into noshow.json) when the rows were all
+        folder = args.save_to / adapter.name
+        folder.mkdir(parents=True, exist_ok=True)
+        run.calibrator.save(folder)
+        if run.hybrid is not None:
+            run.hybrid.save(folder)
+        say(f"  saved {folder}/ (calibrated threshold {run.calibrator.threshold:.4f})")
     return report
 
 
@@ -261,7 +273,9 @@ def print_adapter(name: str, report: dict[str, Any]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
+    parser.add_argument(
+        "--data", default=str(DEFAULT_DATA), help="data file, or 'synthetic' for the demo data"
+    )
     parser.add_argument("--split", nargs="+", default=["time", "patient"])
     parser.add_argument("--adapters", nargs="*", type=Path, default=[])
     parser.add_argument(
@@ -277,8 +291,13 @@ def main() -> None:
         help="score nothing: evaluate the sampled rows already in --cache (a running preview)",
     )
     parser.add_argument("--json", type=Path, help="write every figure here")
+    parser.add_argument(
+        "--save-to",
+        type=Path,
+        help="write each adapter's fitted calibration.json and hybrid.json to <dir>/<adapter>/",
+    )
     args = parser.parse_args()
-    if not args.data.exists():
+    if args.data != "synthetic" and not Path(args.data).exists():
         sys.exit(f"data file not found: {args.data} (pass --data)")
     if args.cache:
         args.cache.mkdir(parents=True, exist_ok=True)
