@@ -2,20 +2,20 @@
 same columns the statements hold (`BASELINE_FEATURES`, the leak-free patient history
 included), fitted on the train split.
 
-- `tune_tabular_baseline(train, validation)`: the tuned baseline the reports show. A small grid
-  (how the neighbourhood is encoded x tree size), each point early-stopped on the validation
-  rows' log-loss and scored by validation ROC-AUC; the best point is kept. Test rows are never
-  seen. About 15-25 s on one busy CPU core for the 63k-row time split (BENCHMARKS: see
-  scripts/bench_quality.py).
+- `tune_tabular_baseline(train, validation)`: the tuned baseline the reports show. A 4-point
+  grid (how the neighbourhood is encoded x tree size), each point early-stopped on the
+  validation rows' log-loss and scored by validation ROC-AUC; the best point is kept. Test
+  rows are never seen. ~30-36 s for the real splits on a busy 2-core machine, one point after
+  the other; with >= 8 CPUs the points fit in parallel processes (about the longest fit).
 - `fit_tabular_baseline(train)`: the untuned model (fixed settings, early stopping on a random
   10% of the train rows), kept as a second row and for the app's quick baseline.
 - `baseline_predict(model, rows)`: P(no-show) for each row, for either model.
-- `refit_tuned_baseline(train, validation, params)`: the tuned model again from its stored
+- `refit_tuned_baseline(train, params)`: the tuned model again from its stored
   settings (one fit, no grid), for an app that needs the same baseline a run reported.
 
     from noshow.baseline import tune_tabular_baseline, baseline_predict
     tuned = tune_tabular_baseline(frame[frame.split == "train"], frame[frame.split == "validation"])
-    p_test = baseline_predict(tuned.model, frame[frame.split == "test"])
+    p_test = tuned.predict(frame[frame.split == "test"])
     tuned.to_dict()   # settings, iterations, validation ROC-AUC of every grid point, seconds
 
 Run `python scripts/bench_quality.py` for the tuned and untuned figures with 95% intervals.
