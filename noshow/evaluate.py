@@ -674,15 +674,24 @@ def _label(name: str, value: float | None, what: str) -> str:
     return f"{name} ({what} {value:.3f})" if value is not None else f"{name} ({what} n/a)"
 
 
-def plot_roc(curves: Mapping[str, tuple[Any, Any]]) -> Figure:
-    """ROC curves, one per name -> (labels, probabilities); the legend gives each ROC-AUC."""
+def plot_roc(
+    curves: Mapping[str, tuple[Any, Any]], intervals: Mapping[str, Mapping[str, Any]] | None = None
+) -> Figure:
+    """ROC curves, one per name -> (labels, probabilities); the legend gives each ROC-AUC, with
+    its 95% interval when `intervals` (compare_auc(...)["auc"], same names) has it."""
     fig, (ax,) = _new_axes()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance (AUC 0.500)")
     for name, (y_true, p) in curves.items():
         y, q = _as_arrays(y_true, p)
         if 0 < y.sum() < len(y):
             fpr, tpr, _ = roc_curve(y, q)
-            ax.plot(fpr, tpr, label=_label(name, float(roc_auc_score(y, q)), "AUC"))
+            auc = float(roc_auc_score(y, q))
+            ci = (intervals or {}).get(name) or {}
+            if ci.get("low") is not None and ci.get("high") is not None:
+                label = f"{name} (AUC {auc:.3f}, 95% CI {ci['low']:.3f}-{ci['high']:.3f})"
+            else:
+                label = _label(name, auc, "AUC")
+            ax.plot(fpr, tpr, label=label)
         else:
             ax.plot([], [], label=_label(name, None, "AUC"))
     ax.set(

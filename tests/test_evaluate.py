@@ -414,6 +414,15 @@ def test_plots_return_figures_with_auc_legends():
         assert isinstance(fig, Figure)
 
 
+def test_roc_legend_carries_the_interval_when_given():
+    y, p = _scores(600, seed=9)
+    intervals = compare_auc(y, {"classifier": p})["auc"]
+    fig = plot_roc({"classifier": (y, p)}, intervals=intervals)
+    ci = intervals["classifier"]
+    expected = f"classifier (AUC {ci['estimate']:.3f}, 95% CI {ci['low']:.3f}-{ci['high']:.3f})"
+    assert expected in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
 def test_training_curves_plot_loss_and_validation_auc(tmp_path):
     metrics = pd.DataFrame(
         [
