@@ -300,9 +300,9 @@ def describe_difference(estimate: float, low: float, high: float, a: str, b: str
     ci = f"95% CI {low:+.3f} to {high:+.3f}"
     if low <= 0 <= high:
         return f"No clear difference between {a} and {b}: {estimate:+.3f} ROC-AUC ({ci})."
-    if low > 0:
-        return f"{a} is ahead of {b} by {estimate:.3f} ROC-AUC ({ci})."
-    return f"{a} is behind {b} by {-estimate:.3f} ROC-AUC ({ci})."
+    word, gap = ("ahead of", estimate) if low > 0 else ("behind", -estimate)
+    text = f"{a} is {word} {b} by {gap:.3f} ROC-AUC ({ci})."
+    return text[:1].upper() + text[1:]  # names may start in lower case ("this adapter")
 
 
 def _verdict(low: float, high: float) -> str:

@@ -205,10 +205,10 @@ def test_describe_difference_says_no_clear_difference_when_the_interval_covers_z
         "(95% CI -0.002 to +0.010)."
     )
     assert describe_difference(0.012, 0.004, 0.020, "hybrid", "baseline") == (
-        "hybrid is ahead of baseline by 0.012 ROC-AUC (95% CI +0.004 to +0.020)."
+        "Hybrid is ahead of baseline by 0.012 ROC-AUC (95% CI +0.004 to +0.020)."
     )
     assert describe_difference(-0.012, -0.020, -0.004, "generative", "baseline") == (
-        "generative is behind baseline by 0.012 ROC-AUC (95% CI -0.020 to -0.004)."
+        "Generative is behind baseline by 0.012 ROC-AUC (95% CI -0.020 to -0.004)."
     )
 
 
@@ -219,7 +219,7 @@ def test_compare_auc_wording_and_verdicts_follow_the_interval():
         y, {"strong": p, "weak": weak, "same": p}, [("strong", "weak"), ("same", "strong")]
     )
     ahead, tie = r["differences"]
-    assert ahead["verdict"] == "ahead" and ahead["text"].startswith("strong is ahead of weak")
+    assert ahead["verdict"] == "ahead" and ahead["text"].startswith("Strong is ahead of weak")
     assert tie["verdict"] == "no clear difference" and tie["estimate"] == 0.0
 
 
