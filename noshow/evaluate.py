@@ -55,7 +55,13 @@ from noshow.baseline import (
     fit_tabular_baseline,
     tune_tabular_baseline,
 )
-from noshow.calibration import Calibrator, calibration_error, fit_calibrator, reliability_table
+from noshow.calibration import (
+    CalibrationError,
+    Calibrator,
+    calibration_error,
+    fit_calibrator,
+    reliability_table,
+)
 from noshow.hybrid import Hybrid, HybridError, fit_hybrid
 
 ECE_BINS = 10
@@ -572,7 +578,11 @@ def evaluate_run(
     timings: dict[str, float] = {}
 
     t0 = time.perf_counter()
-    calibrator = fit_calibrator(p_val, y_val, seed=seed)
+    try:
+        calibrator = fit_calibrator(p_val, y_val, seed=seed)
+    except CalibrationError as e:  # e.g. validation rows of one class: P is shown unchanged
+        calibrator = Calibrator()
+        notes.append(f"calibration skipped: {e}")
     calibrator = replace(calibrator, threshold=choose_threshold(y_val, calibrator.apply(p_val)))
     timings["calibration_s"] = time.perf_counter() - t0
     # The hybrid and the table take the adapter's P as predict_proba shows it: calibrated.
@@ -586,6 +596,9 @@ def evaluate_run(
         tuned = tune_tabular_baseline(train, tuning, seed=seed)
         timings["baseline_tuning_s"] = time.perf_counter() - t0
         baseline = (tuned.predict(validation), tuned.predict(test))
+    except BaselineError as e:  # Statement/NoShow data has no tabular columns
+        notes.append(f"tabular baseline unavailable: {e}")
+    try:  # the untuned one needs train rows only
         t0 = time.perf_counter()
         untuned_model = fit_tabular_baseline(train, seed=seed)
         timings["baseline_untuned_s"] = time.perf_counter() - t0
@@ -593,8 +606,9 @@ def evaluate_run(
             baseline_predict(untuned_model, validation),
             baseline_predict(untuned_model, test),
         )
-    except BaselineError as e:  # Statement/NoShow data has no tabular columns
-        notes.append(f"tabular baseline unavailable: {e}")
+    except BaselineError as e:
+        if baseline is not None:  # else the note above already says why
+            notes.append(f"untuned tabular baseline unavailable: {e}")
     if baseline is not None:
         try:
             t0 = time.perf_counter()

@@ -382,6 +382,18 @@ def test_evaluate_run_on_text_only_rows_leaves_the_tabular_models_out():
     assert run.report["model"]["roc_auc_low"] is not None
 
 
+def test_evaluate_run_with_one_class_validation_still_reports(synthetic_run):
+    s = synthetic_run
+    attended = s.val.assign(no_show=0)
+    run = evaluate_run(s.train, attended, s.test, s.p_val, s.p_test)
+    assert run.calibrator.method == "identity" and run.hybrid is None
+    assert any("calibration skipped" in n for n in run.notes)
+    assert any("tabular baseline unavailable" in n for n in run.notes)
+    assert run.report["baseline"] is None  # tuning needs both classes in validation ...
+    assert run.report["baseline_untuned"]["roc_auc"] > 0.5  # ... the untuned one does not
+    assert run.report["model"]["roc_auc_low"] is not None  # test rows hold both classes
+
+
 def test_evaluate_run_refuses_scores_that_do_not_match_the_rows(synthetic_run):
     s = synthetic_run
     with pytest.raises(ValueError, match="differ in length"):
