@@ -1,79 +1,90 @@
-"""Metrics, a tabular baseline and plots, so every model is reported next to what a user
-would pick instead.
+"""Metrics with 95% intervals, the report every run writes, and plots, so every model is
+reported next to what a user would pick instead, and a difference is called a win only when
+its interval says so.
 
 - `choose_threshold` picks the decision threshold on the validation split (max F1).
 - `compute_metrics` gives ROC-AUC, PR-AUC (average precision), Brier score, calibration error
-  and, at a threshold, F1, sensitivity, specificity, precision, accuracy and the confusion
-  matrix.
-- `fit_tabular_baseline` / `baseline_predict`: scikit-learn HistGradientBoosting on the
-  tabular columns, trained on the same rows and split as the LLM.
-- `build_report` puts the model and the baseline side by side (thresholds from validation,
-  metrics on test); `noshow.runs.write_eval` saves it.
+  (ECE), mean P and, at a threshold, F1, sensitivity, specificity, precision, accuracy and the
+  confusion matrix.
+- `compare_auc` gives each model's ROC-AUC with a 95% interval and the paired differences
+  between models scored on the same rows, each with an interval and a sentence
+  (`describe_difference`: "no clear difference" when the interval covers 0). DeLong's method
+  by default (exact, ~0.1 s for 35k rows); `method="bootstrap"` resamples (seeded). With
+  `groups` (patient ids) both treat a patient's appointments as one unit: clustered DeLong
+  (Obuchowski 1997) or a patient bootstrap.
+- `build_report` puts the model (raw and calibrated), the tuned and untuned tabular
+  baselines and the hybrid side by side: thresholds from validation, metrics and intervals on
+  test; `noshow.runs.write_eval` saves it as eval.json.
+- `evaluate_run` is the end of every training run, written once: it fits the calibrator
+  (noshow.calibration), tunes the baseline (noshow.baseline), fits the hybrid (noshow.hybrid),
+  all on train/validation rows, then calls `build_report` on test.
 - `plot_*` return matplotlib Figures (Agg rendering, no pyplot state) for Gradio or files.
+- The tabular baseline lives in `noshow.baseline`; `fit_tabular_baseline`, `baseline_predict`
+  and `BaselineError` are still importable from here for older callers.
 
-    from noshow.evaluate import build_report, fit_tabular_baseline, baseline_predict
-    base = fit_tabular_baseline(frame[frame.split == "train"])
-    report = build_report(y_val, p_val, y_test, p_test,
-                          baseline=(baseline_predict(base, val), baseline_predict(base, test)))
+    from noshow.evaluate import evaluate_run
+    run = evaluate_run(train, validation, test, p_val, p_test, seed=0)   # adapter's raw P
+    run.report                      # eval.json
+    run.calibrator.save(adapter_dir); run.hybrid.save(adapter_dir)
+    run.scores                      # every model's P per validation/test row
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
-from sklearn.compose import ColumnTransformer
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import (
     average_precision_score,
     precision_recall_curve,
     roc_auc_score,
     roc_curve,
 )
-from sklearn.pipeline import Pipeline
-from sklearn.preprocessing import OrdinalEncoder
-from threadpoolctl import threadpool_limits
 
-CATEGORICAL_COLUMNS = ["gender", "neighbourhood", "weekday"]
-NUMERIC_COLUMNS = [
-    "age",
-    "scholarship",
-    "hypertension",
-    "diabetes",
-    "alcoholism",
-    "handicap",
-    "sms_received",
-    "lead_days",
-    "booking_hour",
-    "prior_appointments",
-    "prior_no_shows",
-]
-FEATURE_COLUMNS = [
-    "age",
-    "gender",
-    "neighbourhood",
-    "scholarship",
-    "hypertension",
-    "diabetes",
-    "alcoholism",
-    "handicap",
-    "sms_received",
-    "lead_days",
-    "weekday",
-    "booking_hour",
-    "prior_appointments",
-    "prior_no_shows",
-]
-LABEL_COLUMN = "no_show"
+# fit_tabular_baseline, baseline_predict and BaselineError are imported from here by older
+# callers (training.py, compare_views.py); new code imports noshow.baseline.
+from noshow.baseline import (
+    BaselineError,
+    TunedBaseline,
+    baseline_predict,
+    fit_tabular_baseline,
+    tune_tabular_baseline,
+)
+from noshow.calibration import (
+    CalibrationError,
+    Calibrator,
+    calibration_error,
+    fit_calibrator,
+    reliability_table,
+)
+from noshow.hybrid import Hybrid, HybridError, fit_hybrid
+
 ECE_BINS = 10
 THRESHOLD_OBJECTIVES = ("f1", "youden")
-
-
-class BaselineError(ValueError):
-    """The tabular baseline cannot be fitted or applied to this data (e.g. text-only files)."""
+INTERVAL_METHODS = ("delong", "bootstrap")
+LEVEL = 0.95
+RESAMPLES = 1000
+# The rows of a report, in the order tables show them, with the names people read.
+REPORT_NAMES = {
+    "model": "this adapter",
+    "model_uncalibrated": "this adapter, before calibration",
+    "hybrid": "hybrid (adapter + tabular)",
+    "baseline": "tuned tabular baseline",
+    "baseline_untuned": "untuned tabular baseline",
+}
+# Paired ROC-AUC differences a report states (first minus second), when both rows exist.
+REPORT_PAIRS = (
+    ("model", "baseline"),
+    ("hybrid", "baseline"),
+    ("hybrid", "model"),
+    ("model", "baseline_untuned"),
+    ("baseline", "baseline_untuned"),
+)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -137,14 +148,7 @@ def expected_calibration_error(
     y, q = _as_arrays(y_true, p)
     if len(y) == 0:
         raise ValueError("no rows to compute a calibration error on.")
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.digitize(q, edges[1:-1], right=False), 0, bins - 1)
-    ece = 0.0
-    for b in range(bins):
-        mask = index == b
-        if mask.any():
-            ece += mask.sum() / len(y) * abs(y[mask].mean() - q[mask].mean())
-    return float(ece)
+    return calibration_error(reliability_table(y, q, bins))
 
 
 def compute_metrics(
@@ -152,8 +156,8 @@ def compute_metrics(
 ) -> dict[str, Any]:
     """Return threshold-free and thresholded metrics of P(no-show) `p` against labels.
 
-    Keys: n, positives, prevalence, roc_auc, pr_auc (average precision), brier, ece (10
-    equal-width bins), threshold, f1, sensitivity, specificity, precision, accuracy, tn, fp,
+    Keys: n, positives, prevalence, mean_p (next to prevalence it shows calibration in the
+    large), roc_auc, pr_auc (average precision), brier, ece (10 equal-width bins), threshold, f1, sensitivity, specificity, precision, accuracy, tn, fp,
     fn, tp, note. Ratios with a zero denominator are None; with one class only the AUCs are
     None and `note` says why.
     """
@@ -179,6 +183,7 @@ def compute_metrics(
         "n": n,
         "positives": positives,
         "prevalence": positives / n,
+        "mean_p": float(q.mean()),
         "roc_auc": roc_auc,
         "pr_auc": pr_auc,
         "brier": float(np.mean((q - y) ** 2)),
@@ -197,107 +202,476 @@ def compute_metrics(
     }
 
 
+# ---------------------------------------------------------------------------------------------
+# intervals
+
+
+def _z(level: float) -> float:
+    from scipy.stats import norm
+
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1 (e.g. 0.95), got {level}.")
+    return float(norm.ppf(0.5 + level / 2))
+
+
+def _midranks(x: np.ndarray) -> np.ndarray:
+    from scipy.stats import rankdata
+
+    return rankdata(x, axis=-1)  # ties share their mean rank, as the AUC counts them half
+
+
+def _delong(
+    y: np.ndarray, scores: np.ndarray, groups: np.ndarray | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """AUCs (k,) and their covariance (k, k) by DeLong et al. (1988) with the fast midrank
+    form of Sun & Xu (2014); with `groups`, the clustered form of Obuchowski (1997), where
+    the placement values of one cluster (a patient's appointments) are summed before the
+    variance is taken, so correlated rows are not counted as independent evidence."""
+    pos, neg = scores[:, y == 1], scores[:, y == 0]  # (k, m), (k, n)
+    m, n = pos.shape[1], neg.shape[1]
+    all_ranks = _midranks(np.concatenate([pos, neg], axis=1))  # (k, m + n)
+    v10 = (all_ranks[:, :m] - _midranks(pos)) / n  # per positive: share of negatives below it
+    v01 = 1.0 - (all_ranks[:, m:] - _midranks(neg)) / m  # per negative: share of positives above
+    aucs = v10.mean(axis=1)
+    if groups is None:
+        cov = np.atleast_2d(np.cov(v10)) / m + np.atleast_2d(np.cov(v01)) / n
+        return aucs, cov
+    _, cluster = np.unique(groups, return_inverse=True)
+    n_clusters = int(cluster.max()) + 1
+    c_pos, c_neg = cluster[y == 1], cluster[y == 0]
+    m_c = np.bincount(c_pos, minlength=n_clusters)  # positives per cluster
+    n_c = np.bincount(c_neg, minlength=n_clusters)
+    # (k, clusters): summed placements minus what they would be at the AUC itself
+    d10 = np.stack([np.bincount(c_pos, w, minlength=n_clusters) for w in v10]) - np.outer(aucs, m_c)
+    d01 = np.stack([np.bincount(c_neg, w, minlength=n_clusters) for w in v01]) - np.outer(aucs, n_c)
+    f = n_clusters / (n_clusters - 1)
+    s10 = f * (d10 @ d10.T) / m
+    s01 = f * (d01 @ d01.T) / n
+    s11 = f * (d10 @ d01.T)
+    return aucs, s10 / m + s01 / n + (s11 + s11.T) / (m * n)
+
+
+def _bootstrap_aucs(
+    y: np.ndarray,
+    scores: np.ndarray,
+    resamples: int,
+    seed: int,
+    groups: np.ndarray | None,
+) -> np.ndarray:
+    """(resamples, k) ROC-AUCs of the k score rows on the same resamples (rows, or whole
+    clusters when `groups` is given), drawn from one seeded generator in a fixed order.
+
+    Sorted once per model, a resample is a vector of counts w: AUC = sum over score levels
+    of w_pos x (w_neg below + half of w_neg tied) / (W_pos x W_neg), a cumulative sum instead of
+    a sort. Resamples without both classes give NaN."""
+    rng = np.random.default_rng(seed)
+    n = len(y)
+    prepared = []
+    for s in scores:
+        order = np.argsort(s, kind="stable")
+        ordered = s[order]
+        starts = np.r_[0, np.flatnonzero(np.diff(ordered)) + 1]  # first row of each score level
+        prepared.append((order, y[order].astype(float), starts if len(starts) < n else None))
+    if groups is not None:
+        _, cluster = np.unique(groups, return_inverse=True)
+        units = int(cluster.max()) + 1
+    else:
+        cluster, units = None, n
+    out = np.empty((resamples, len(scores)))
+    chunk = max(1, 4_000_000 // max(n, units))  # ~32 MB per (chunk, n) array
+    for first in range(0, resamples, chunk):
+        b = min(chunk, resamples - first)
+        draws = rng.integers(0, units, size=(b, units)) + (np.arange(b) * units)[:, None]
+        counts = np.bincount(draws.ravel(), minlength=b * units).reshape(b, units).astype(float)
+        weights = counts if cluster is None else counts[:, cluster]  # (b, n)
+        for k, (order, y_sorted, starts) in enumerate(prepared):
+            w = np.take(weights, order, axis=1)
+            pos = w * y_sorted
+            neg = w - pos
+            if starts is not None:  # tied scores form one level
+                pos = np.add.reduceat(pos, starts, axis=1)
+                neg = np.add.reduceat(neg, starts, axis=1)
+            below = np.cumsum(neg, axis=1)
+            below -= 0.5 * neg  # strictly below, plus half of the ties
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[first : first + b, k] = np.einsum("ij,ij->i", pos, below) / (
+                    pos.sum(axis=1) * neg.sum(axis=1)
+                )
+    return out
+
+
+def describe_difference(estimate: float, low: float, high: float, a: str, b: str) -> str:
+    """One sentence on a paired ROC-AUC difference a - b with its interval: "no clear
+    difference" when the interval covers 0, else who is ahead and by how much."""
+    ci = f"95% CI {low:+.3f} to {high:+.3f}"
+    if low <= 0 <= high:
+        return f"No clear difference between {a} and {b}: {estimate:+.3f} ROC-AUC ({ci})."
+    word, gap = ("ahead of", estimate) if low > 0 else ("behind", -estimate)
+    text = f"{a} is {word} {b} by {gap:.3f} ROC-AUC ({ci})."
+    return text[:1].upper() + text[1:]  # names may start in lower case ("this adapter")
+
+
+def _verdict(low: float, high: float) -> str:
+    return "no clear difference" if low <= 0 <= high else ("ahead" if low > 0 else "behind")
+
+
+def compare_auc(
+    y_true: Sequence | np.ndarray,
+    scores: Mapping[str, Sequence | np.ndarray],
+    pairs: Sequence[tuple[str, str]] = (),
+    *,
+    method: str = "delong",
+    level: float = LEVEL,
+    groups: Sequence | np.ndarray | None = None,
+    resamples: int = RESAMPLES,
+    seed: int = 0,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """ROC-AUC with a `level` interval for each model in `scores` (all scored on the same rows
+    `y_true`), and for each (a, b) in `pairs` the paired difference AUC_a - AUC_b.
+
+    method "delong": normal intervals from DeLong's covariance (clustered by `groups` when
+    given); "bootstrap": percentile intervals over `resamples` resamples of rows (or of whole
+    groups), reproducible for a `seed`. Returns {"method", "level", "unit", "resamples",
+    "seed", "auc": {name: {estimate, low, high, se}}, "differences": [{a, b, estimate, low,
+    high, se, verdict, text}]}; `names` gives the display names the sentences use. With one
+    class only, estimates and bounds are None.
+    """
+    if method not in INTERVAL_METHODS:
+        raise ValueError(f"method must be one of {', '.join(INTERVAL_METHODS)}, got {method!r}.")
+    keys = list(scores)
+    if not keys:
+        raise ValueError("no models to compare; pass at least one name -> probabilities.")
+    unknown = sorted({k for pair in pairs for k in pair} - set(keys))
+    if unknown:
+        raise ValueError(f"pairs name model(s) not in scores: {', '.join(unknown)}.")
+    arrays = [_as_arrays(y_true, scores[k]) for k in keys]
+    y = arrays[0][0]
+    matrix = np.stack([q for _, q in arrays])  # (k, n)
+    g = None
+    if groups is not None:
+        g = np.asarray(groups).ravel()
+        if len(g) != len(y):
+            raise ValueError(f"groups and labels differ in length ({len(g)} vs {len(y)}).")
+    z = _z(level)
+    result: dict[str, Any] = {
+        "method": method,
+        "level": level,
+        "unit": "row" if g is None else "group",
+        "resamples": resamples if method == "bootstrap" else None,
+        "seed": seed if method == "bootstrap" else None,
+        "auc": {},
+        "differences": [],
+    }
+    label = dict(names or {})
+    positives = int(y.sum())
+    if not 0 < positives < len(y):
+        empty = {"estimate": None, "low": None, "high": None, "se": None}
+        result["auc"] = {k: dict(empty) for k in keys}
+        result["differences"] = [
+            {"a": a, "b": b, **empty, "verdict": None, "text": "ROC-AUC is undefined here."}
+            for a, b in pairs
+        ]
+        return result
+    estimates = np.array([roc_auc_score(y, q) for q in matrix])
+    index = {k: i for i, k in enumerate(keys)}
+    tail = (1 - level) / 2 * 100
+    if method == "delong":
+        if g is not None and len(np.unique(g)) < 2:
+            raise ValueError("clustered intervals need at least two groups.")
+        _, cov = _delong(y, matrix, g)
+        se = np.sqrt(np.clip(np.diag(cov), 0, None))
+        lows, highs = np.clip(estimates - z * se, 0, 1), np.clip(estimates + z * se, 0, 1)
+    else:
+        if resamples < 2:
+            raise ValueError(f"resamples must be at least 2, got {resamples}.")
+        boot = _bootstrap_aucs(y, matrix, resamples, seed, g)
+        se = np.nanstd(boot, axis=0, ddof=1)
+        lows, highs = np.nanpercentile(boot, [tail, 100 - tail], axis=0)
+    for k, i in index.items():
+        result["auc"][k] = {
+            "estimate": float(estimates[i]),
+            "low": float(lows[i]),
+            "high": float(highs[i]),
+            "se": float(se[i]),
+        }
+    for a, b in pairs:
+        i, j = index[a], index[b]
+        estimate = float(estimates[i] - estimates[j])
+        if method == "delong":
+            d_se = float(np.sqrt(max(cov[i, i] + cov[j, j] - 2 * cov[i, j], 0.0)))
+            low, high = estimate - z * d_se, estimate + z * d_se
+        else:
+            diff = boot[:, i] - boot[:, j]
+            d_se = float(np.nanstd(diff, ddof=1))
+            low, high = (float(v) for v in np.nanpercentile(diff, [tail, 100 - tail]))
+        result["differences"].append(
+            {
+                "a": a,
+                "b": b,
+                "estimate": estimate,
+                "low": float(low),
+                "high": float(high),
+                "se": d_se,
+                "verdict": _verdict(low, high),
+                "text": describe_difference(estimate, low, high, label.get(a, a), label.get(b, b)),
+            }
+        )
+    return result
+
+
+def format_auc(metrics: Mapping[str, Any]) -> str:
+    """ "0.728 (95% CI 0.722-0.734)" from a metrics dict with roc_auc(_low/_high); "n/a"
+    without an AUC; the bare figure when no interval was computed."""
+    auc = metrics.get("roc_auc")
+    if auc is None:
+        return "n/a"
+    low, high = metrics.get("roc_auc_low"), metrics.get("roc_auc_high")
+    if low is None or high is None:
+        return f"{auc:.3f}"
+    return f"{auc:.3f} (95% CI {low:.3f}-{high:.3f})"
+
+
+# ---------------------------------------------------------------------------------------------
+# the report
+
+
 def build_report(
     y_val: Sequence | np.ndarray,
     p_val: Sequence | np.ndarray,
     y_test: Sequence | np.ndarray,
     p_test: Sequence | np.ndarray,
     baseline: tuple[Sequence | np.ndarray, Sequence | np.ndarray] | None = None,
+    *,
+    untuned_baseline: tuple[Sequence | np.ndarray, Sequence | np.ndarray] | None = None,
+    hybrid: tuple[Sequence | np.ndarray, Sequence | np.ndarray] | None = None,
+    calibrator: Calibrator | None = None,
+    groups: Sequence | np.ndarray | None = None,
+    interval_method: str = "delong",
+    resamples: int = RESAMPLES,
+    seed: int = 0,
 ) -> dict[str, Any]:
-    """Return {"model", "baseline", "threshold", "validation"}: test metrics for the model and
-    (when given as (p_val, p_test)) the baseline, each at its own max-F1 threshold chosen on
-    validation. "validation" holds the same metrics on the validation split, for tuning."""
-    threshold = choose_threshold(y_val, p_val)
-    report: dict[str, Any] = {
-        "model": compute_metrics(y_test, p_test, threshold),
-        "baseline": None,
-        "threshold": threshold,
-        "validation": {"model": compute_metrics(y_val, p_val, threshold), "baseline": None},
-    }
-    if baseline is not None:
-        pb_val, pb_test = baseline
-        tb = choose_threshold(y_val, pb_val)
-        report["baseline"] = compute_metrics(y_test, pb_test, tb)
-        report["validation"]["baseline"] = compute_metrics(y_val, pb_val, tb)
+    """The evaluation report (eval.json): test metrics of every model at its own max-F1
+    threshold chosen on validation, each ROC-AUC with its 95% interval, and the paired
+    differences on the same test rows in numbers and words.
+
+    `p_val`/`p_test` are the adapter's raw P(no-show). With `calibrator` (fitted on validation,
+    noshow.calibration) "model" holds the calibrated scores the adapter will show, its
+    threshold chosen on calibrated validation scores, and "model_uncalibrated" the raw ones.
+    `baseline` is the tuned tabular baseline's (p_val, p_test); `untuned_baseline` and `hybrid`
+    likewise. `groups` (the test rows' patient ids) makes the intervals count a patient's
+    appointments as one unit. Keys: model, model_uncalibrated, baseline, baseline_untuned,
+    hybrid (metrics dicts with roc_auc_low/roc_auc_high, or None), threshold (the model's),
+    calibration, validation {same keys}, intervals {method, level, unit, ...}, differences
+    [{a, b, estimate, low, high, verdict, text}], names {key: display name}.
+    """
+    rows: dict[str, tuple[Any, Any]] = {}
+    if calibrator is not None:
+        rows["model"] = (calibrator.apply(p_val), calibrator.apply(p_test))
+        rows["model_uncalibrated"] = (p_val, p_test)
+    else:
+        rows["model"] = (p_val, p_test)
+    for key, pair in (
+        ("hybrid", hybrid),
+        ("baseline", baseline),
+        ("baseline_untuned", untuned_baseline),
+    ):
+        if pair is not None:
+            rows[key] = pair
+    report: dict[str, Any] = {key: None for key in REPORT_NAMES}
+    report["validation"] = {key: None for key in REPORT_NAMES}
+    for key, (pv, pt) in rows.items():
+        threshold = choose_threshold(y_val, pv)
+        report[key] = compute_metrics(y_test, pt, threshold)
+        report["validation"][key] = compute_metrics(y_val, pv, threshold)
+    report["threshold"] = report["model"]["threshold"]
+    report["calibration"] = calibrator.to_dict() if calibrator is not None else None
+    pairs = [(a, b) for a, b in REPORT_PAIRS if a in rows and b in rows]
+    auc = compare_auc(
+        y_test,
+        {key: pt for key, (_, pt) in rows.items()},
+        pairs,
+        method=interval_method,
+        groups=groups,
+        resamples=resamples,
+        seed=seed,
+        names=REPORT_NAMES,
+    )
+    for key in rows:
+        report[key]["roc_auc_low"] = auc["auc"][key]["low"]
+        report[key]["roc_auc_high"] = auc["auc"][key]["high"]
+    report["intervals"] = {k: auc[k] for k in ("method", "level", "unit", "resamples", "seed")}
+    report["differences"] = auc["differences"]
+    report["names"] = dict(REPORT_NAMES)
     return report
 
 
 # ---------------------------------------------------------------------------------------------
-# tabular baseline
+# everything a finished run reports
 
 
-def _check_features(df: pd.DataFrame, need_label: bool) -> None:
-    need = FEATURE_COLUMNS + ([LABEL_COLUMN] if need_label else [])
-    missing = [c for c in need if c not in df.columns]
-    if missing:
-        raise BaselineError(
-            f"the tabular baseline needs column(s) {', '.join(missing)}; Statement/NoShow "
-            "files have text only, so report the baseline as unavailable for them."
-        )
+@dataclass
+class RunEvaluation:
+    """What `evaluate_run` fitted and measured; the lead's recipe saves the parts."""
+
+    report: dict[str, Any]  # eval.json
+    calibrator: Calibrator  # save with the adapter: calibrator.save(adapter_dir)
+    hybrid: Hybrid | None  # likewise hybrid.save(adapter_dir); None without tabular columns
+    baseline: TunedBaseline | None
+    scores: pd.DataFrame  # one row per validation/test row scored: every model's P
+    notes: list[str] = field(default_factory=list)
 
 
-def _feature_frame(df: pd.DataFrame) -> pd.DataFrame:
-    out = df[FEATURE_COLUMNS].copy()
-    for c in CATEGORICAL_COLUMNS:
-        # One dtype for fit and predict: pandas 3 strings, categories and objects alike.
-        out[c] = out[c].astype(object).where(out[c].notna(), np.nan)
-    for c in NUMERIC_COLUMNS:
-        out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
-    return out
+def _scored_rows(frame: pd.DataFrame, p: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
+    if "no_show" not in frame.columns:
+        raise ValueError(f"the {what} rows have no no_show column to evaluate against.")
+    y, q = _as_arrays(frame["no_show"].to_numpy(), p)
+    return y, q
 
 
-def _one_thread() -> threadpool_limits:
-    # OpenMP threads spin-wait on each other: on a busy 2-core machine (CI, or the app while
-    # it serves) a 60k-row fit took 36-78 s with 2 threads and 3 s with one.
-    return threadpool_limits(limits=1, user_api="openmp")
+def _in_order(frame: pd.DataFrame, ids: Sequence, what: str) -> pd.DataFrame:
+    """`frame`'s rows in the order of the record ids the adapter scored."""
+    wanted = pd.Index(np.asarray(ids))
+    position = pd.Index(frame["record_id"]).get_indexer(wanted)
+    if (position < 0).any():
+        missing = wanted[position < 0][:5].tolist()
+        raise ValueError(f"{what} rows lack scored record_id(s) {missing}.")
+    return frame.iloc[position]
 
 
-def fit_tabular_baseline(train_df: pd.DataFrame, seed: int = 0) -> Pipeline:
-    """Fit HistGradientBoosting on FEATURE_COLUMNS -> `no_show`; return the pipeline.
+def _patients(frame: pd.DataFrame) -> np.ndarray | None:
+    return frame["patient_id"].to_numpy() if "patient_id" in frame.columns else None
 
-    gender, neighbourhood and weekday are ordinal-encoded and treated as native categories;
-    a category unseen in training becomes "missing" at prediction time.
+
+def evaluate_run(
+    train: pd.DataFrame,
+    validation: pd.DataFrame,
+    test: pd.DataFrame,
+    p_val: Sequence | np.ndarray,
+    p_test: Sequence | np.ndarray,
+    *,
+    record_ids: tuple[Sequence, Sequence] | None = None,
+    tuning_rows: pd.DataFrame | None = None,
+    seed: int = 0,
+    interval_method: str = "delong",
+) -> RunEvaluation:
+    """The end-of-run evaluation, written once: fit the calibrator on the adapter's
+    validation scores, tune the tabular baseline on train + validation, fit the untuned one,
+    fit the hybrid on validation, then build the report on test.
+
+    `p_val` and `p_test` are the adapter's raw P for the rows of `validation` and `test`, in
+    the frames' order, or in the order of `record_ids` = (validation ids, test ids) when
+    given (the frames are then put in that order; an id missing from a frame is an error).
+    `tuning_rows` are the validation rows the baseline is tuned on (default `validation`;
+    pass the whole validation split when the adapter scored only part of it). Test labels are
+    read only by `build_report`, after every model is fitted. Without the tabular columns
+    (Statement/NoShow files) the baselines and the hybrid are left out and a note says so.
+    Intervals count a patient's appointments as one unit when the rows carry patient_id.
     """
-    _check_features(train_df, need_label=True)
-    y = pd.to_numeric(train_df[LABEL_COLUMN], errors="coerce")
-    if y.isna().any() or not y.isin([0, 1]).all():
-        raise BaselineError(f"'{LABEL_COLUMN}' must be 0/1 for every training row.")
-    if y.nunique() < 2:
-        raise BaselineError("the training rows hold one class only; the baseline needs both.")
-    encoder = OrdinalEncoder(
-        handle_unknown="use_encoded_value",
-        unknown_value=np.nan,
-        encoded_missing_value=np.nan,
-    )
-    columns = ColumnTransformer(
-        [("categories", encoder, CATEGORICAL_COLUMNS), ("numbers", "passthrough", NUMERIC_COLUMNS)]
-    )
-    is_categorical = [True] * len(CATEGORICAL_COLUMNS) + [False] * len(NUMERIC_COLUMNS)
-    model = HistGradientBoostingClassifier(
-        learning_rate=0.1,
-        max_iter=200,
-        max_leaf_nodes=31,
-        min_samples_leaf=50,
-        l2_regularization=1.0,
-        categorical_features=is_categorical,
-        early_stopping=True,  # on a random 10% of the training rows, never on test
-        random_state=seed,
-    )
-    pipeline = Pipeline([("columns", columns), ("model", model)])
-    with _one_thread():
-        pipeline.fit(_feature_frame(train_df), y.astype(int).to_numpy())
-    return pipeline
+    started = time.perf_counter()
+    if record_ids is not None:
+        validation = _in_order(validation, record_ids[0], "validation")
+        test = _in_order(test, record_ids[1], "test")
+    y_val, p_val = _scored_rows(validation, p_val, "validation")
+    y_test, p_test = _scored_rows(test, p_test, "test")
+    notes: list[str] = []
+    timings: dict[str, float] = {}
 
+    t0 = time.perf_counter()
+    try:
+        calibrator = fit_calibrator(p_val, y_val, seed=seed)
+    except CalibrationError as e:  # e.g. validation rows of one class: P is shown unchanged
+        calibrator = Calibrator()
+        notes.append(f"calibration skipped: {e}")
+    calibrator = replace(calibrator, threshold=choose_threshold(y_val, calibrator.apply(p_val)))
+    timings["calibration_s"] = time.perf_counter() - t0
+    # The hybrid and the table take the adapter's P as predict_proba shows it: calibrated.
+    c_val, c_test = calibrator.apply(p_val), calibrator.apply(p_test)
 
-def baseline_predict(model: Pipeline, df: pd.DataFrame) -> np.ndarray:
-    """Return P(no-show) of the fitted baseline for each row of `df`."""
-    _check_features(df, need_label=False)
-    if len(df) == 0:
-        return np.zeros(0)
-    with _one_thread():
-        proba = model.predict_proba(_feature_frame(df))
-    classes = list(model.classes_)
-    return proba[:, classes.index(1)].astype(float)
+    tuned = hybrid = None
+    baseline = untuned = blend = None
+    try:
+        t0 = time.perf_counter()
+        tuning = validation if tuning_rows is None else tuning_rows
+        tuned = tune_tabular_baseline(train, tuning, seed=seed)
+        timings["baseline_tuning_s"] = time.perf_counter() - t0
+        baseline = (tuned.predict(validation), tuned.predict(test))
+    except BaselineError as e:  # Statement/NoShow data has no tabular columns
+        notes.append(f"tabular baseline unavailable: {e}")
+    try:  # the untuned one needs train rows only
+        t0 = time.perf_counter()
+        untuned_model = fit_tabular_baseline(train, seed=seed)
+        timings["baseline_untuned_s"] = time.perf_counter() - t0
+        untuned = (
+            baseline_predict(untuned_model, validation),
+            baseline_predict(untuned_model, test),
+        )
+    except BaselineError as e:
+        if baseline is not None:  # else the note above already says why
+            notes.append(f"untuned tabular baseline unavailable: {e}")
+    if baseline is not None:
+        try:
+            t0 = time.perf_counter()
+            hybrid = fit_hybrid(c_val, baseline[0], y_val, groups=_patients(validation), seed=seed)
+            h_val = hybrid.predict(c_val, baseline[0])
+            hybrid = replace(hybrid, threshold=choose_threshold(y_val, h_val))
+            blend = (h_val, hybrid.predict(c_test, baseline[1]))
+            timings["hybrid_s"] = time.perf_counter() - t0
+        except HybridError as e:
+            notes.append(f"hybrid unavailable: {e}")
+            hybrid = None
+
+    t0 = time.perf_counter()
+    report = build_report(
+        y_val,
+        p_val,
+        y_test,
+        p_test,
+        baseline=baseline,
+        untuned_baseline=untuned,
+        hybrid=blend,
+        calibrator=calibrator,
+        groups=_patients(test),
+        interval_method=interval_method,
+        seed=seed,
+    )
+    timings["report_s"] = time.perf_counter() - t0
+    timings["total_s"] = time.perf_counter() - started
+    report["baseline_tuning"] = tuned.to_dict() if tuned is not None else None
+    report["hybrid_model"] = hybrid.to_dict() if hybrid is not None else None
+    report["notes"] = notes
+    report["quality_timings"] = {k: round(v, 2) for k, v in timings.items()}
+
+    ids = {
+        name: frame["record_id"].to_numpy()
+        if "record_id" in frame.columns
+        else np.arange(len(frame))
+        for name, frame in (("validation", validation), ("test", test))
+    }
+    scores = pd.DataFrame(
+        {
+            "record_id": np.concatenate([ids["validation"], ids["test"]]),
+            "split": ["validation"] * len(y_val) + ["test"] * len(y_test),
+            "label": np.concatenate([y_val, y_test]),
+            "p_no_show": np.concatenate([c_val, c_test]),
+            "p_no_show_raw": np.concatenate([p_val, p_test]),
+        }
+    )
+    for column, pair in (
+        ("p_baseline", baseline),
+        ("p_baseline_untuned", untuned),
+        ("p_hybrid", blend),
+    ):
+        if pair is not None:
+            scores[column] = np.concatenate(pair)
+    return RunEvaluation(
+        report=report,
+        calibrator=calibrator,
+        hybrid=hybrid,
+        baseline=tuned,
+        scores=scores,
+        notes=notes,
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -314,15 +688,24 @@ def _label(name: str, value: float | None, what: str) -> str:
     return f"{name} ({what} {value:.3f})" if value is not None else f"{name} ({what} n/a)"
 
 
-def plot_roc(curves: Mapping[str, tuple[Any, Any]]) -> Figure:
-    """ROC curves, one per name -> (labels, probabilities); the legend gives each ROC-AUC."""
+def plot_roc(
+    curves: Mapping[str, tuple[Any, Any]], intervals: Mapping[str, Mapping[str, Any]] | None = None
+) -> Figure:
+    """ROC curves, one per name -> (labels, probabilities); the legend gives each ROC-AUC, with
+    its 95% interval when `intervals` (compare_auc(...)["auc"], same names) has it."""
     fig, (ax,) = _new_axes()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="chance (AUC 0.500)")
     for name, (y_true, p) in curves.items():
         y, q = _as_arrays(y_true, p)
         if 0 < y.sum() < len(y):
             fpr, tpr, _ = roc_curve(y, q)
-            ax.plot(fpr, tpr, label=_label(name, float(roc_auc_score(y, q)), "AUC"))
+            auc = float(roc_auc_score(y, q))
+            ci = (intervals or {}).get(name) or {}
+            if ci.get("low") is not None and ci.get("high") is not None:
+                label = f"{name} (AUC {auc:.3f}, 95% CI {ci['low']:.3f}-{ci['high']:.3f})"
+            else:
+                label = _label(name, auc, "AUC")
+            ax.plot(fpr, tpr, label=label)
         else:
             ax.plot([], [], label=_label(name, None, "AUC"))
     ax.set(
@@ -365,17 +748,13 @@ def plot_calibration(curves: Mapping[str, tuple[Any, Any]], bins: int = ECE_BINS
     """Reliability diagram: observed no-show rate vs mean predicted P per equal-width bin."""
     fig, (ax,) = _new_axes()
     ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect calibration")
-    edges = np.linspace(0.0, 1.0, bins + 1)
     for name, (y_true, p) in curves.items():
         y, q = _as_arrays(y_true, p)
         if len(y) == 0:
             continue
-        index = np.clip(np.digitize(q, edges[1:-1]), 0, bins - 1)
-        used = [b for b in range(bins) if (index == b).any()]
-        mean_p = [q[index == b].mean() for b in used]
-        rate = [y[index == b].mean() for b in used]
-        ece = expected_calibration_error(y, q, bins)
-        ax.plot(mean_p, rate, marker="o", label=_label(name, ece, "ECE"))
+        table = reliability_table(y, q, bins)
+        ece = calibration_error(table)
+        ax.plot(table["mean_p"], table["observed"], marker="o", label=_label(name, ece, "ECE"))
     ax.set(
         xlabel="Mean predicted P(no-show)", ylabel="Observed no-show rate", xlim=(0, 1), ylim=(0, 1)
     )

@@ -1,0 +1,103 @@
+"""The hybrid blend: fitted on validation rows only, it recovers known weights, beats each
+input when they carry different signal, keeps P in [0, 1], and round-trips as JSON. That
+it never sees test labels is checked end to end in test_evaluate.py
+(test_evaluate_run_fits_nothing_on_test_labels).
+Run with `.venv/bin/python -m pytest -q tests/test_hybrid.py`."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.metrics import roc_auc_score
+
+from noshow.hybrid import HYBRID_FILE, Hybrid, HybridError, fit_hybrid
+
+
+def _two_views(n: int, seed: int):
+    """Labels from two independent signals; the "adapter" sees one, the "baseline" the other,
+    each P exactly calibrated for its own signal's logit."""
+    rng = np.random.default_rng(seed)
+    a, b = rng.normal(size=n), rng.normal(size=n)
+    z = -1.5 + 1.0 * a + 0.6 * b
+    y = (rng.random(n) < 1 / (1 + np.exp(-z))).astype(int)
+    sig = lambda x: 1 / (1 + np.exp(-x))  # noqa: E731
+    return y, sig(-1.5 + a), sig(-1.5 + b), rng.integers(0, n // 2, n)
+
+
+def test_blend_recovers_the_weights_and_beats_each_input():
+    y, pa, pb, patients = _two_views(30000, seed=0)
+    hybrid = fit_hybrid(pa, pb, y, groups=patients)
+    # z = -1.5 + a + .6 b with logit(pa) = a - 1.5, logit(pb) = b - 1.5 (weights ~attenuated
+    # by the missing other signal, not far off)
+    assert hybrid.w_adapter == pytest.approx(1.0, abs=0.15)
+    assert hybrid.w_baseline == pytest.approx(0.6, abs=0.12)
+    assert hybrid.rows == 30000
+    cv = hybrid.cv_auc
+    assert cv["hybrid"] > cv["adapter"] + 0.02 and cv["hybrid"] > cv["baseline"] + 0.02
+    y2, pa2, pb2, _ = _two_views(20000, seed=1)
+    assert roc_auc_score(y2, hybrid.predict(pa2, pb2)) > roc_auc_score(y2, pa2) + 0.02
+
+
+def test_predictions_stay_in_range_for_extreme_inputs():
+    hybrid = Hybrid(w_adapter=3.0, w_baseline=2.0, intercept=-1.0)
+    p = hybrid.predict([0.0, 1.0, 0.5, 1e-12], [0.0, 1.0, 0.5, 1 - 1e-12])
+    assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
+    assert p[0] < p[2] < p[1]
+
+
+def test_cross_validation_keeps_a_patient_in_one_fold():
+    from noshow.hybrid import _folds
+
+    y, _, _, patients = _two_views(2000, seed=2)
+    fold = _folds(y, patients, 5, seed=0)
+    for patient in np.unique(patients):
+        assert len(set(fold[patients == patient])) == 1
+
+
+def test_hybrid_round_trips_as_json(tmp_path):
+    y, pa, pb, _ = _two_views(3000, seed=3)
+    hybrid = fit_hybrid(pa, pb, y)
+    path = hybrid.save(tmp_path)
+    assert path == tmp_path / HYBRID_FILE
+    assert json.loads(path.read_text())["fitted_on"] == "validation"
+    loaded = Hybrid.load(tmp_path)
+    assert loaded == hybrid
+    np.testing.assert_array_equal(loaded.predict(pa, pb), hybrid.predict(pa, pb))
+    assert Hybrid.load(tmp_path / "elsewhere") is None
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("{oops", "cannot read"),
+        ('"text"', "does not hold a hybrid"),
+        ('{"w_adapter": 1.0}', "malformed"),
+        ('{"w_adapter": 1.0, "w_baseline": "NaN", "intercept": 0}', "finite"),
+        ('{"format_version": 2, "w_adapter": 1, "w_baseline": 1, "intercept": 0}', "format 2"),
+    ],
+)
+def test_a_broken_hybrid_file_says_what_is_wrong(tmp_path, content, message):
+    (tmp_path / HYBRID_FILE).write_text(content)
+    with pytest.raises(HybridError, match=message):
+        Hybrid.load(tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("pa", "pb", "y", "message"),
+    [
+        ([0.2, 0.3], [0.1, 0.4], [1, 1], "both classes"),
+        ([0.2, 0.3], [0.1], [0, 1], "differ in length"),
+        ([0.2, 1.3], [0.1, 0.4], [0, 1], "between 0 and 1"),
+        ([0.2, 0.3], [0.1, 0.4], [0, 3], "labels must be 0"),
+    ],
+)
+def test_fit_refuses_bad_input_clearly(pa, pb, y, message):
+    with pytest.raises(HybridError, match=message):
+        fit_hybrid(pa, pb, y)
+
+
+def test_predict_refuses_mismatched_scores():
+    with pytest.raises(HybridError, match="differ in length"):
+        Hybrid(1.0, 1.0, 0.0).predict([0.2, 0.3], [0.4])
