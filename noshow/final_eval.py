@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from noshow import runs
 from noshow.batching import Encoded
@@ -32,14 +31,12 @@ def evaluate_and_save(
     save_adapter: Callable[[Path, float], None],
     loop: LoopState,
 ) -> dict[str, Any]:
-    """Score validation and test, pick the threshold on validation, compare with the tabular
-    baseline fitted on the same rows, then write eval.json, predictions and the adapter."""
-    from noshow.evaluate import (
-        BaselineError,
-        baseline_predict,
-        build_report,
-        fit_tabular_baseline,
-    )
+    """Score validation and test, then `noshow.evaluate.evaluate_run`: calibrate on
+    validation (the threshold is chosen on calibrated scores), tune the tabular baseline on
+    validation, fit the hybrid on validation, and report every model on test with 95%
+    intervals. Writes eval.json, the predictions and the adapter with its calibration.json
+    and hybrid.json."""
+    from noshow.evaluate import evaluate_run
 
     session.check_stop()
     session.emit(phase="evaluating", message="Scoring validation and test rows")
@@ -53,20 +50,24 @@ def evaluate_and_save(
         session.check_stop()
         session.check_stop()
         return {}
+    session.emit(
+        phase="evaluating",
+        message="Calibrating, tuning the tabular baseline and fitting the hybrid on validation",
+    )
     t_baseline = time.time()
-    baseline = None
-    baseline_note = None
-    try:
-        b_model = fit_tabular_baseline(splits.train, seed=session.config.data.seed)
-        baseline = (
-            baseline_predict(b_model, splits.validation),
-            baseline_predict(b_model, splits.test),
-        )
-    except BaselineError as e:  # Statement/NoShow data has no tabular features
-        baseline_note = f"tabular baseline unavailable: {e}"
-        session.log(baseline_note)
-    report = build_report(val_encoded.labels, p_val, test_encoded.labels, p_test, baseline=baseline)
+    run = evaluate_run(
+        splits.train,
+        splits.validation,
+        splits.test,
+        p_val,
+        p_test,
+        record_ids=(val_encoded.record_ids, test_encoded.record_ids),
+        seed=session.config.data.seed,
+    )
     baseline_s = time.time() - t_baseline
+    report = run.report
+    for note in run.notes:
+        session.log(note)
     report.update(
         {
             "split": splits.split_method,
@@ -83,26 +84,19 @@ def evaluate_and_save(
             "elapsed_s": round(time.time() - session.started, 1),
         }
     )
-    if baseline_note:
-        report["baseline_note"] = baseline_note
-    threshold = float(report["threshold"])
+    if run.notes:
+        report["baseline_note"] = "; ".join(run.notes)
+    threshold = float(run.calibrator.threshold)
     session.check_stop()
     session.emit(phase="saving", message="Saving the adapter")
     staging = runs.adapter_staging_dir(session.run_dir)
     t_save = time.time()
     save_adapter(staging, threshold)
+    run.calibrator.save(staging)  # calibration.json: every P the adapter shows goes through it
+    if run.hybrid is not None:
+        run.hybrid.save(staging)  # hybrid.json: the adapter's P blended with the baseline's
     save_s = time.time() - t_save
-    preds = pd.DataFrame(
-        {
-            "record_id": np.concatenate([val_encoded.record_ids, test_encoded.record_ids]),
-            "split": ["validation"] * len(p_val) + ["test"] * len(p_test),
-            "label": np.concatenate([val_encoded.labels, test_encoded.labels]).astype(int),
-            "p_no_show": np.concatenate([p_val, p_test]).astype(float),
-        }
-    )
-    if baseline is not None:
-        preds["p_baseline"] = np.concatenate(baseline).astype(float)
-    runs.write_predictions(session.run_dir, preds)
+    runs.write_predictions(session.run_dir, run.scores)
     # where the end of the run went (the preflight extrapolates from these)
     report["timing"] = {
         "score_s": round(score_s, 2),
@@ -116,11 +110,13 @@ def evaluate_and_save(
     session.result_metrics = report
     m, b = report["model"], report.get("baseline")
     session.log(
-        f"Test ROC-AUC {_fmt_auc(m.get('roc_auc'))} (tabular baseline "
-        f"{_fmt_auc(b.get('roc_auc')) if b else 'n/a'}); adapter saved to {session.adapter_dir}"
+        f"Test ROC-AUC {_fmt_auc(m)} (tuned tabular baseline {_fmt_auc(b) if b else 'n/a'}); "
+        f"adapter saved to {session.adapter_dir}"
     )
     return report
 
 
-def _fmt_auc(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.3f}"
+def _fmt_auc(metrics: dict[str, Any] | None) -> str:
+    from noshow.evaluate import format_auc
+
+    return "n/a" if not metrics or metrics.get("roc_auc") is None else format_auc(metrics)

@@ -46,6 +46,7 @@ import numpy as np
 import pandas as pd
 
 from noshow.approaches import get_approach
+from noshow.evaluate import format_auc
 from noshow.files import replace_folder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -85,6 +86,15 @@ SPLIT_TEXT = {
     "random": "random: 80/10/10% of rows, stratified by label",
     "given": "the split column of the data file",
 }
+# The rows of the card's metric table, in order (each shown when the run reported it).
+CARD_MODELS = (
+    ("model", "This adapter"),
+    ("model_uncalibrated", "This adapter, uncalibrated"),
+    ("hybrid", "Hybrid (adapter + baseline)"),
+    ("baseline", "Tuned baseline"),
+    ("baseline_untuned", "Untuned baseline"),
+)
+RELIABILITY_PNG = "reliability.png"
 METRIC_ROWS = (
     ("roc_auc", "ROC-AUC"),
     ("pr_auc", "PR-AUC (average precision)"),
@@ -401,8 +411,7 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         f"{_fmt_int(rows.get('validation'))}, test {_fmt_int(rows.get('test'))} |",
         f"| Decision threshold | {_fmt_metric(card['threshold'])} (max F1 on the validation "
         "split) |",
-        f"| Test ROC-AUC | {_fmt_metric(model.get('roc_auc'))} (tabular baseline "
-        f"{_fmt_metric(baseline.get('roc_auc'))}) |",
+        f"| Test ROC-AUC | {format_auc(model)} (tuned tabular baseline {format_auc(baseline)}) |",
         f"| Statement template | {card.get('template_version') or 'n/a'} |",
         f"| Weights | {', '.join(weights['dtypes'])} safetensors, "
         f"{weights['bytes'] / MIB:.1f} MiB |",
@@ -410,28 +419,46 @@ def render_model_card(card: Mapping[str, Any]) -> str:
         "",
         "## Test metrics next to the tabular baseline",
         "",
-        "Both models are scored on the same test rows. The baseline is gradient boosting "
-        "(scikit-learn HistGradientBoosting) on the tabular columns, fitted on the same "
-        "training rows in the same run. Thresholded metrics use each model's own threshold, "
-        "chosen on the validation split.",
+        "Every model is scored on the same test rows. **This adapter** is its calibrated "
+        "P(no-show) (a scaler fitted on the validation split, stored as `calibration.json`); "
+        "the **tuned baseline** is gradient boosting (scikit-learn HistGradientBoosting) on "
+        "the tabular columns, its settings chosen on the validation split, fitted on the same "
+        "training rows in the same run; the **hybrid** blends the two (three numbers fitted on "
+        "validation, `hybrid.json`). Thresholded metrics use each model's own threshold, chosen "
+        "on the validation split. ROC-AUCs carry 95% intervals (DeLong, a patient's "
+        "appointments counted as one unit).",
         "",
-        "| Metric | This adapter | Tabular baseline |",
-        "|---|---|---|",
     ]
+    rows = [(k, t) for k, t in CARD_MODELS if isinstance(card["test_metrics"].get(k), dict)]
+    out.append("| Metric | " + " | ".join(t for _, t in rows) + " |")
+    out.append("|---|" + "---|" * len(rows))
     for key, label in METRIC_ROWS:
-        out.append(
-            f"| {label} | {_fmt_metric(model.get(key))} | {_fmt_metric(baseline.get(key))} |"
-        )
+        cells = []
+        for k, _ in rows:
+            m = card["test_metrics"][k]
+            cells.append(format_auc(m) if key == "roc_auc" else _fmt_metric(m.get(key)))
+        out.append(f"| {label} | " + " | ".join(cells) + " |")
     n, pos = model.get("n"), model.get("positives")
     out += ["", f"Test rows: {_fmt_int(n)}, of which no-shows: {_fmt_int(pos)}."]
-    if isinstance(model.get("roc_auc"), float) and isinstance(baseline.get("roc_auc"), float):
-        gap = model["roc_auc"] - baseline["roc_auc"]
-        word = "above" if gap > 0 else "below"
+    out += [f"- {d['text']}" for d in card.get("differences") or [] if d.get("text")]
+    if card.get("differences"):
         out.append(
-            f"The adapter's ROC-AUC is {abs(gap):.3f} {word} the tabular baseline's. "
-            "For reference, published leak-free results on this data fall between 0.72 and "
+            "- For reference, published leak-free results on this data fall between 0.72 and "
             "0.76 ROC-AUC (LightGBM on the same time split: 0.726)."
         )
+    calibration = card.get("calibration") or {}
+    if calibration:
+        raw = card["test_metrics"].get("model_uncalibrated") or {}
+        out += [
+            "",
+            f"**Calibration**: {calibration.get('method', '?')} scaling of the logit of "
+            f"P(no-show), fitted on {_fmt_int(calibration.get('rows'))} validation rows; expected "
+            f"calibration error on test {_fmt_metric(raw.get('ece'))} before, "
+            f"{_fmt_metric(model.get('ece'))} after (mean P {_fmt_metric(model.get('mean_p'))} "
+            f"against an observed rate of {_fmt_metric(model.get('prevalence'))}).",
+        ]
+        if (card.get("weights") or {}).get("files", {}).get(RELIABILITY_PNG):
+            out += ["", f"![Reliability diagram before and after calibration]({RELIABILITY_PNG})"]
     if card.get("baseline_note"):
         out.append(f"Baseline: {card['baseline_note']}.")
     out += ["", "## CI check figure", ""]
@@ -447,7 +474,10 @@ def render_model_card(card: Mapping[str, Any]) -> str:
             f"than {ci['tolerance']}. It is a fingerprint for regressions, not an evaluation: "
             "use the test metrics above."
         )
-        if (card["config"].get("train") or {}).get("quantize") in ("4bit", "auto"):
+        if card.get("quantize_trained", (card["config"].get("train") or {}).get("quantize")) in (
+            "4bit",
+            "auto",
+        ):
             out.append(
                 "Training (and the test metrics) used the 4-bit NF4 base on CUDA; on the CPU "
                 "the predictor rounds the base's weights through NF4 the same way before "
@@ -583,7 +613,13 @@ def build_card(
         "config": clean_config,
         "command": command or train_command(config),
         "command_reconstructed": not command,
-        "test_metrics": {"model": report.get("model"), "baseline": report.get("baseline")},
+        "test_metrics": {
+            key: report.get(key)
+            for key in ("model", "model_uncalibrated", "hybrid", "baseline", "baseline_untuned")
+        },
+        "differences": report.get("differences") or [],
+        "calibration": report.get("calibration"),
+        "quantize_trained": meta.get("quantize"),
         "baseline_note": report.get("baseline_note"),
         "training": {k: report.get(k) for k in ("steps", "samples_seen", "elapsed_s")},
         "weights": dict(weights),
@@ -687,6 +723,7 @@ def ship_adapter(
                 shutil.copyfile(src, dst)
             _check_size(dst, max_file_bytes)
         _rewrite_adapter_config(staging, base)
+        _write_reliability(run_dir, staging / RELIABILITY_PNG)
         files = {  # as shipped, so a later edit of any of them shows
             p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(staging.iterdir())
@@ -717,6 +754,22 @@ def ship_adapter(
         shutil.rmtree(scratch, ignore_errors=True)
     log(f"Shipped {run_dir.name} -> {dest} ({weights['bytes'] / MIB:.1f} MiB of weights)")
     return dest
+
+
+def _write_reliability(run_dir: Path, path: Path) -> None:
+    """The card's reliability diagram (test rows, before and after calibration) from the
+    run's predictions; nothing when the run kept no uncalibrated scores."""
+    from noshow import runs
+    from noshow.calibration import plot_reliability
+
+    preds = runs.read_predictions(run_dir)
+    if preds is None or "p_no_show_raw" not in preds.columns:
+        return
+    test = preds[preds["split"] == "test"]
+    figure = plot_reliability(
+        {"this adapter": (test["label"], test["p_no_show_raw"], test["p_no_show"])}
+    )
+    figure.savefig(path, dpi=90)
 
 
 def _rewrite_adapter_config(folder: Path, base: Mapping[str, Any]) -> None:

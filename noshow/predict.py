@@ -90,19 +90,27 @@ class AdapterPredictor:
     tokenizer: object
     device: torch.device
     max_length: int = DEFAULT_MAX_LENGTH
+    calibrator: Any = None  # noshow.calibration.Calibrator from calibration.json (or identity)
     spec: Any = None  # the approach object (noshow.approaches)
     bound: Any = None  # the approach bound to this model: encode, score, answer texts
     weights: str = ""  # what scores: "float32, merged", "bf16 linears (fp32 activations)", ...
     single_rows: bool = False  # one statement per forward (bf16 weights): batch == single
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def predict_proba(self, statements: list[str]) -> list[float]:
+    def predict_proba(self, statements: list[str], *, calibrated: bool = True) -> list[float]:
+        """P(no-show) per statement, through the adapter's calibration (calibration.json,
+        fitted on validation; identity for adapters without one) unless `calibrated=False`."""
         if isinstance(statements, str):
             statements = [statements]
         statements = [clean_statement(s) for s in statements]  # keep scores defined
         if not statements:
             return []
-        return self._call(lambda: self._score(statements).tolist())
+        raw = self._call(lambda: self._score(statements))
+        return self._calibrate(raw, calibrated).tolist()
+
+    def _calibrate(self, raw, calibrated: bool = True) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        return self.calibrator.apply(raw) if calibrated and self.calibrator is not None else raw
 
     def _call(self, fn):
         """fn() under this predictor's lock; CPU work on the one CPU inference thread."""
@@ -128,6 +136,7 @@ class AdapterPredictor:
         if not self.spec.answers_in_words:
             return [(p, None) for p in self.predict_proba(statements)]
         probs, tokens = self._call(lambda: self._score(statements, answers=True))
+        probs = self._calibrate(probs)
         texts = self.bound.answer_texts(tokens)
         return [
             (float(p), text if text is not None else self.generate(statement))
@@ -195,6 +204,7 @@ def _load_predictor(
     from peft import PeftModel
 
     from noshow.approaches import get_approach
+    from noshow.calibration import Calibrator
     from noshow.cpu_forward import install_fast_forward
     from noshow.cpu_weights import (
         bf16_linears,
@@ -269,6 +279,7 @@ def _load_predictor(
         max_length=max_length,
         spec=spec,
         bound=bound,
+        calibrator=Calibrator.load(adapter_dir),
         weights=weights,
         single_rows=bf16,
     )

@@ -72,6 +72,8 @@ TRAIN_COLUMNS = (
     "time to first step s",
     "test ROC-AUC",
     "speed-up vs seed",
+    "scoring statements/s",
+    "merged+compiled scoring/s",
 )
 
 
@@ -521,7 +523,10 @@ def run_fast(
             seconds = time.perf_counter() - t0
             peak = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else None
             model.eval()
-            p = bound.score(test_enc)
+            p, score_rate = timed_scoring(bound, test_enc, device)
+            merged_rate = None
+            if quantize != "4bit" and device.type == "cuda":
+                merged_rate = merged_scoring_rate(model, tokenizer, approach, test_enc, device)
             steady = None
             if "steady_t" in timing and timing.get("last_step", 0) > steady_from:
                 steady_rows = (timing["last_step"] - steady_from) * batch
@@ -539,6 +544,8 @@ def run_fast(
                 "test_roc_auc": roc_auc(np.asarray(test_enc.labels), p),
                 "batch": batch,
                 "checkpointing": checkpointing,
+                "scoring_per_s": score_rate,
+                "merged_scoring_per_s": merged_rate,
             }
         if session.state != "completed":
             log = session.run_dir / "error.log"
@@ -547,6 +554,34 @@ def run_fast(
     model = None
     free_memory()
     return result
+
+
+def timed_scoring(bound, enc, device):
+    """(P, statements/s) of the approach's scoring on `enc`, after a warm-up on 256 rows."""
+    import numpy as np
+    import torch
+
+    from noshow.batching import take_rows
+
+    bound.score(take_rows(enc, np.arange(min(256, len(enc)))))
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    t0 = time.perf_counter()
+    p = bound.score(enc)  # ends with a host copy: synchronised
+    return p, len(enc) / max(time.perf_counter() - t0, 1e-9)
+
+
+def merged_scoring_rate(model, tokenizer, approach: str, enc, device) -> float:
+    """Statements/s of a GPU predictor's path: LoRA merged into the bf16 base and the
+    decoder layers compiled (the model is merged in place: call this last)."""
+    from noshow.approaches import get_approach
+    from noshow.step import compile_layers
+
+    merged = model.merge_and_unload()
+    compile_layers(merged)
+    bound = get_approach(approach).bind(merged, tokenizer, max_length=256, device=device)
+    timed_scoring(bound, enc, device)  # first pass compiles every shape
+    return timed_scoring(bound, enc, device)[1]
 
 
 def _fast_path_functions(approach, model, tokenizer, rows: BenchRows, config, device):
@@ -781,6 +816,8 @@ def table_rows(results: list[tuple[str, str, dict[str, Any]]]) -> list[list[str]
                 format_value(s["time_to_first_step_s"], 1),
                 format_value(s["test_roc_auc"], 4),
                 format_value(speedup),
+                format_value(s.get("scoring_per_s"), 0),
+                format_value(s.get("merged_scoring_per_s"), 0),
             ]
         )
     return out

@@ -69,7 +69,8 @@ start)
       --test-rows 256 --statements 1024 --seed-statements 256 --no-write
   ) &
   (
-    run quality 1 python3 scripts/quality_runs.py --data $DATA --out $STAGE/quality
+    run quality 1 python3 scripts/quality_runs.py --data $DATA --out $STAGE/quality \
+      --budget-s ${QUALITY_BUDGET_S:-540} --ship $STAGE/ship
     run gputests 1 python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py
   ) &
   wait
@@ -86,8 +87,13 @@ wait)
   nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
   ;;
 collect)
-  tar -C $STAGE --exclude=checkpoints --exclude=wandb --exclude='*.safetensors.partial' \
-    -czf "$OUT/results.tgz" logs quality scaling 2>/dev/null
+  # figures and reports (no weights, no checkpoints), then each shipped adapter on its own
+  # (a file back is at most 16 MiB; a shipped bf16 adapter is ~10 MB)
+  tar -C $STAGE --exclude=checkpoints --exclude=wandb --exclude='adapter' \
+    --exclude='*.safetensors' -czf "$OUT/results.tgz" logs quality scaling 2>/dev/null
+  for a in $STAGE/ship/*/; do
+    [ -d "$a" ] && tar -C $STAGE/ship -czf "$OUT/ship-$(basename "$a").tgz" "$(basename "$a")"
+  done
   ls -la "$OUT"
   ;;
 *)
