@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Iterator
 from typing import Any
 
 import gradio as gr
@@ -53,10 +52,10 @@ from noshow.ui.train_views import (  # noqa: F401 - re-exported for tests and ca
     build_run_config,
     describe_estimate,
     describe_status,
+    resolve_train_source,
 )
 
 PLOT_EVERY_S = 3.0
-PROGRESS_EVERY_S = 1.0
 # The form is kept in the browser's localStorage under this key. A fixed secret keeps it
 # readable after an app restart (a random one would forget the form each time); it holds
 # only training options, nothing private.
@@ -73,28 +72,6 @@ def gpu_count() -> int:
     from noshow.distributed import visible_gpu_count
 
     return visible_gpu_count()
-
-
-def _in_thread(fn: Callable[[], Any], progress: Callable[[float], str]) -> Iterator[str]:
-    """Run `fn` in a thread, yielding `progress(elapsed_s)` every second until it is done;
-    the generator's return value is fn's (`value = yield from _in_thread(...)`)."""
-    result: dict[str, Any] = {}
-
-    def target() -> None:
-        try:
-            result["value"] = fn()
-        except BaseException as e:  # noqa: BLE001 - re-raised in the handler's thread
-            result["error"] = e
-
-    thread = threading.Thread(target=target, name="noshow-preflight", daemon=True)
-    start = time.time()
-    thread.start()
-    while thread.is_alive():
-        yield info_box(progress(time.time() - start))
-        thread.join(PROGRESS_EVERY_S)
-    if "error" in result:
-        raise result["error"]
-    return result.get("value")
 
 
 def build_train_tab(ctx: UIContext) -> dict[str, Any]:
@@ -217,6 +194,10 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             start_btn = gr.Button("Start training", variant="primary")
             cancel_btn = gr.Button("Cancel", variant="stop")
         action_msg = gr.HTML(elem_id="train-action")
+        # How the job the action box spoke of ended: the timer writes it here, and its change
+        # moves it into the box. (The timer never outputs to the box itself: a tick would
+        # replace the progress a preflight shows there.)
+        job_ended = gr.Textbox(visible="hidden", elem_id="train-job-ended")
 
     gr.Markdown("### Current job")
     status_html = gr.HTML(elem_id="train-status")
@@ -337,7 +318,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         wandb,
         use_clinician_labels,
         data_key=None,
-    ) -> Iterator[str]:
+    ) -> str:
         """Will this configuration fit, and how long will it take? Measures a few steps of
         it on this machine when no measurement is cached (up to a minute on a CPU; never
         while a job trains); says why when it will not fit."""
@@ -359,29 +340,21 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
                         "downloads it first)"
                     )
                 else:
-                    found = yield from _in_thread(
-                        lambda: estimate(config, rows, measure=True), tv.measuring_message
-                    )
+                    found = estimate(config, rows, measure=True)
                     if found["minutes"] is None:
                         not_measured = "; ".join(found.get("failures") or []) or "it failed"
             quick_minutes = None
             quick = quick_of(config)
             if found["fits"] and found.get("long") and quick is not None:
-                measure_quick = not jobs.is_busy()
-                what = f"the {tv.PRESET_LABELS[tv.CPU_PRESET]} preset too, for comparison"
-                quick_found = yield from _in_thread(
-                    lambda: estimate(quick, rows, measure=measure_quick),
-                    lambda s: tv.measuring_message(s, what),
-                )
-                quick_minutes = quick_found["minutes"]
+                # the quick preset's time, for comparison (measured too when nothing trains)
+                quick_minutes = estimate(quick, rows, measure=not jobs.is_busy())["minutes"]
             fits, text = describe_estimate(
                 found, quick_minutes=quick_minutes, not_measured=not_measured
             )
         except Exception as e:  # noqa: BLE001 - shown to the user
-            yield error_box(user_message(e))
-            return
+            return error_box(user_message(e))
         long = found.get("long") or found["minutes"] is None
-        yield (error_box if not fits else info_box if long else ok_box)(text)
+        return (error_box if not fits else info_box if long else ok_box)(text)
 
     def start_training(
         approach,
@@ -401,13 +374,14 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         use_clinician_labels,
         data_key=None,
         gpus=1,
-    ) -> tuple[str, Any]:
+    ) -> tuple[str, str | None]:
         """Check the configuration (no measurement: a cached one or a rough figure) and
-        start it in the background (refused in demo mode)."""
+        start it in the background (refused in demo mode). Returns the message and the run
+        the action box follows from now on (None: no job)."""
         form_now = locals()
         values = {name: form_now[name] for name in tv.FORM_FIELDS}
         if ctx.demo_mode:
-            return error_box(DEMO_REFUSAL), gr.skip()
+            return error_box(DEMO_REFUSAL), None
         try:
             n = tv._whole_or_none(gpus) or 1
             if not 1 <= n <= max(n_gpus, 1):
@@ -415,10 +389,11 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             config = config_from(values, data_key)
             if jobs.is_busy():  # a cheap refusal before the preflight loads anything
                 snap = jobs.snapshot()
-                return error_box(
+                message = (
                     f"A training job is already running (run {snap['run_id']}). "
                     "Cancel it or wait for it to finish before starting another."
-                ), gr.skip()
+                )
+                return error_box(message), snap["run_id"]
             rows = row_counts(config)
             found = estimate(config, rows, measure=False)
             quick = quick_of(config)
@@ -427,22 +402,22 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
                 quick_minutes = estimate(quick, rows, measure=False)["minutes"]
             fits, text = describe_estimate(found, quick_minutes=quick_minutes)
             if not fits:
-                return error_box(text), gr.skip()
+                return error_box(text), None
             run_id = jobs.start(config, gpus=n) if n > 1 else jobs.start(config)
         except Exception as e:  # noqa: BLE001 - JobBusyError names the running job
-            return error_box(user_message(e)), gr.skip()
+            return error_box(user_message(e)), None
         where = f" on {n} GPUs" if n > 1 else ""
         return ok_box(f"Started run {run_id}{where}.\n{text}"), run_id
 
-    def cancel_training() -> tuple[str, Any]:
+    def cancel_training() -> tuple[str, str | None]:
         """Ask the running job to stop after its current step (refused in demo mode)."""
         if ctx.demo_mode:
-            return error_box(DEMO_REFUSAL), gr.skip()
+            return error_box(DEMO_REFUSAL), None
         snap = jobs.snapshot()
         if jobs.cancel():
             message = f"Cancelling run {snap['run_id']}: it stops after the current step."
             return info_box(message), snap["run_id"]
-        return info_box("No training job is running."), gr.skip()
+        return info_box("No training job is running."), None
 
     plot_lock = threading.Lock()
     plot_cache: dict[str, Any] = {}
@@ -466,7 +441,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     def training_status(last_plot: Any = None, waiting_for: Any = None) -> tuple:
         """The job's snapshot, summary (the test ROC-AUC next to the baseline once it has
         ended), log, W&B link, curves (redrawn at most every few seconds while running) and,
-        when the job the action box spoke of has ended, the box's new message."""
+        when the job the action box spoke of has ended, the action box's new message."""
         snap = jobs.snapshot()
         report = read_report(snap)
         ended = bool(waiting_for) and snap.get("run_id") == waiting_for and not snap["active"]
@@ -493,7 +468,10 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         else:
             with plot_lock:  # one figure per change, shared by every open browser
                 if plot_cache.get("key") != key:
-                    total = (snap.get("progress") or {}).get("total_steps")
+                    # A running or completed run's axis spans its planned steps; a
+                    # cancelled one's the steps it made (5000 planned, 70 made: 70).
+                    planned = snap.get("active") or snap.get("state") == "completed"
+                    total = (snap.get("progress") or {}).get("total_steps") if planned else None
                     plot_cache.update(
                         key=key, figure=tv.training_curves_figure(frame, total, report)
                     )
@@ -562,7 +540,15 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         api_visibility="private",
         queue=False,
     )
+    # The box says what is happening at once: a measurement can take a minute on a CPU.
     preflight_btn.click(
+        lambda: info_box(tv.CHECKING_MESSAGE),
+        None,
+        action_msg,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    ).then(
         preflight,
         [*config_inputs, key_state],
         action_msg,
@@ -570,6 +556,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         show_progress="minimal",
     )
     start_inputs = [*config_inputs, key_state] + ([gpus] if gpus is not None else [])
+    # After a start or a cancel the action box follows the job it spoke of until it ends.
     start_btn.click(start_training, start_inputs, [action_msg, awaiting], api_name="start_training")
     cancel_btn.click(cancel_training, None, [action_msg, awaiting], api_name="cancel_training")
     status_inputs = [plot_key, awaiting]
@@ -579,10 +566,18 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         log_box,
         wandb_md,
         curves,
-        action_msg,
+        job_ended,
         plot_key,
         awaiting,
     ]
+    job_ended.change(
+        lambda message: message or gr.skip(),
+        job_ended,
+        action_msg,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
     timer.tick(
         training_status,
         status_inputs,
@@ -604,7 +599,8 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         "controls": controls,
         "form": form,
         "gpus": gpus,
-        "start_training": start_training,
+        # the message alone, as the API answers (tests call it directly)
+        "start_training": lambda *args, **kwargs: start_training(*args, **kwargs)[0],
         "training_status": training_status,
         "status_inputs": status_inputs,
         "status_outputs": status_outputs,

@@ -42,8 +42,9 @@ DEMO_REFUSAL = (
     "Training is turned off in this demo (NOSHOW_DEMO=1): visitors can browse, compare and "
     "label, but not start GPU jobs. Run the app yourself to train."
 )
-RUNS_COLUMNS = ["run_id", "approach", "model", "state", "created", "steps"]
-RUNS_COLUMNS += ["test_roc_auc", "baseline_roc_auc", "adapter", "error"]
+# The AUCs come right after the state: a wide table is cut off at the right.
+RUNS_COLUMNS = ["run_id", "state", "test_roc_auc", "baseline_roc_auc", "approach", "model"]
+RUNS_COLUMNS += ["steps", "created", "adapter", "error"]
 
 # The form's fields, in the order of the /preflight and /start_training parameters, and the
 # option each one sets (data_source is the form's own picker: Data tab, default, synthetic).
@@ -379,13 +380,11 @@ def describe_estimate(
     return fits, "\n".join(lines)
 
 
-def measuring_message(elapsed_s: float, what: str = "this configuration") -> str:
-    """The action box while the preflight measures."""
-    return (
-        f"Measuring {what}: training it for a few steps on this machine to time every phase "
-        f"(up to a minute on a CPU; the answer is kept for next time)... "
-        f"{format_duration(elapsed_s)}"
-    )
+CHECKING_MESSAGE = (
+    "Checking this configuration. The first check of a configuration on this machine "
+    "measures it: a few real training steps time every phase (up to a minute on a CPU; "
+    "the answer is kept for next time)."
+)
 
 
 # ----------------------------------------------------------------------------- the job
@@ -610,5 +609,5 @@ def training_curves_figure(
     high = min(1.0, max([0.8, *(v + 0.03 for v in values)]))
     auc_ax.set_ylim(low, high)
     auc_ax.set(xlabel="Step", ylabel="ROC-AUC", title="Validation ROC-AUC")
-    auc_ax.legend(fontsize="small", loc="lower right")
+    auc_ax.legend(fontsize="small", loc="best")
     return fig
