@@ -569,16 +569,18 @@ def test_app_draws_summary_plots(app):
     assert plot is not None and caption.startswith("No-show rate by feature over the")
 
 
-def test_app_form_defaults_on_this_cpu_are_the_quick_preset(app):
-    """Without a GPU the form (and so the API's defaults) opens on the quick CPU preset."""
-    from noshow.config import preset_config
+def test_app_form_defaults_are_the_quick_preset_without_a_gpu(app):
+    """Without a GPU the form (and so the API's defaults) opens on the quick CPU preset;
+    with one, on the config's defaults."""
+    from noshow.config import RunConfig, preset_config
+    from noshow.ui.train_tab import gpu_count
 
     info = app.client.view_api(return_format="dict", print_info=False)
     params = info["named_endpoints"]["/start_training"]["parameters"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in params}
     form = {name: defaults[name] for name in tv.FORM_FIELDS}
-    quick = preset_config(tv.CPU_PRESET)
-    assert tv.build_run_config(**{**form, "data_source": None}) == quick
+    expected = RunConfig() if gpu_count() else preset_config(tv.CPU_PRESET)
+    assert tv.build_run_config(**{**form, "data_source": None}) == expected
 
 
 @pytest.fixture()
@@ -640,15 +642,20 @@ def test_app_preflight_measures_a_short_run_and_words_the_time(
 def test_app_preflight_calls_a_long_cpu_run_long(
     app, bundled_model_dir, tiny_model_dir, preflight_cache, monkeypatch
 ):
+    from noshow.config import option, preset_config
+
     idle(app)
-    calls = stand_in_measurements(monkeypatch, lambda batch: 30.0 if batch == 64 else 1.0)
+    batch, quick_batch = option("train", "batch_size").default, 16
+    assert preset_config(tv.CPU_PRESET).train.batch_size == quick_batch
+    # 30 s a step at the default batch: the default form's one epoch takes about 25 min here.
+    calls = stand_in_measurements(monkeypatch, lambda b: 30.0 if b == batch else 1.0)
     full = {**QUICK, "model": str(tiny_model_dir), "max_train_rows": 0, "max_eval_rows": 0}
-    full.update(max_steps=0, batch_size=64, eval_every=0)
+    full.update(max_steps=0, batch_size=batch, eval_every=0)
     message = app.client.predict(**full, api_name="/preflight")
     assert message.count("Long: about") == 1 and "Fits" not in message.split(".")[0]
     assert "on this CPU (measured)" in message
     assert "the quick CPU demo preset takes about" in message
-    assert calls == [64, 16]  # the run, then the quick preset for comparison
+    assert calls == [batch, quick_batch]  # the run, then the quick preset for comparison
 
 
 def test_app_preflight_does_not_measure_while_a_job_trains(
@@ -673,6 +680,16 @@ def test_app_start_does_not_measure(app, tiny_model_dir, preflight_cache, monkey
     assert "Started run" in message and "time unknown: not measured" in message
     assert calls == [] and not preflight_cache.exists()
     wait_for(app.client, lambda s: not s["active"])
+
+
+def test_app_start_waits_for_a_running_measurement(app):
+    from noshow.ui import train_tab
+
+    idle(app)
+    with train_tab._MEASURE_LOCK:  # as while another browser's preflight measures
+        message = app.client.predict(**QUICK, api_name="/start_training")
+    assert "A preflight check is measuring" in message
+    assert not app.jobs.is_busy()
 
 
 def test_app_start_reports_progress_and_completes(app):

@@ -65,6 +65,10 @@ RESTORED_NOTE = "_The form shows the values you last used in this browser._"
 
 # One measurement at a time: two would compete for the machine and time each other.
 _MEASURE_LOCK = threading.Lock()
+MEASURING_REFUSAL = (
+    "A preflight check is measuring a configuration on this machine (up to a minute on a "
+    "CPU); a job started now would skew its figures. Start again once it has answered."
+)
 
 
 def gpu_count() -> int:
@@ -387,6 +391,8 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             if not 1 <= n <= max(n_gpus, 1):
                 raise ValueError(f"GPUs must be between 1 and {max(n_gpus, 1)}, got {n}.")
             config = config_from(values, data_key)
+            if _MEASURE_LOCK.locked():  # the job would slow the probe and skew its figures
+                return error_box(MEASURING_REFUSAL), None
             if jobs.is_busy():  # a cheap refusal before the preflight loads anything
                 snap = jobs.snapshot()
                 message = (
