@@ -302,11 +302,11 @@ TRAIN_STEPS = 100_000  # more than any window lasts: the job is cancelled at the
 def training_job_settings() -> dict[str, Any]:
     """/start_training's arguments: the Train tab's quick CPU preset, classifier head on the
     bundled model, synthetic data, steps enough to outlast the window."""
-    from noshow.ui.train_tab import QUICK_CPU, SOURCE_SYNTHETIC
+    from noshow.config import preset_config
+    from noshow.ui.train_views import SOURCE_SYNTHETIC, form_values
 
     return {
-        **{k: QUICK_CPU[k] for k in ("model", "quantize", "max_train_rows", "max_eval_rows")},
-        **{k: QUICK_CPU[k] for k in ("epochs", "lr", "batch_size", "eval_every")},
+        **form_values(preset_config("quick-cpu")),
         "approach": "classifier",
         "data_source": SOURCE_SYNTHETIC,
         "split": "time",

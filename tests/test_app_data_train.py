@@ -1,8 +1,10 @@
 """The Data and Train tabs: pure view functions, and the running app driven by gradio_client.
 
 The app is launched on a free localhost port with a fake train function (same signature as
-noshow.recipe.train; reports progress every 50 ms and honours should_stop), real run
-folders, the real preflight estimate and the bundled synthetic data.
+noshow.recipe.train; reports progress every 50 ms, writes a loss line per step to
+metrics.jsonl and an eval.json at the end, and honours should_stop), real run folders, the
+real preflight estimate (measured with the tiny random Llama, or a stand-in measurement where
+a test needs a slow machine) and the bundled synthetic data.
 
     .venv/bin/python -m pytest -q tests/test_app_data_train.py
 """
@@ -18,23 +20,29 @@ import pytest
 
 from noshow.config import ConfigError
 from noshow.ui import data_views as dv
+from noshow.ui import train_views as tv
 from noshow.ui.common import DataCache, error_box, user_message
 from noshow.ui.data_tab import SOURCE_PATH, SOURCE_SYNTHETIC, SOURCE_UPLOAD, resolve_source
-from noshow.ui.train_tab import (
+from noshow.ui.train_views import (
     DEMO_REFUSAL,
     build_run_config,
     describe_estimate,
     describe_status,
 )
-from noshow.ui.train_tab import (
+from noshow.ui.train_views import (
     SOURCE_SYNTHETIC as TRAIN_SYNTHETIC,
 )
 
 STEP_S = 0.05
+# What the fake run reports at its end (eval.json): the adapter and the tabular baseline.
+FAKE_TEST_AUC, FAKE_BASELINE_AUC = 0.612, 0.701
 
 
 def fake_train(config, *, run_dir=None, on_progress=None, should_stop=None):
-    """Reports one progress point per 50 ms for config.train.max_steps steps (20 = 1 s)."""
+    """Reports one progress point per 50 ms for config.train.max_steps steps (20 = 1 s),
+    appends a loss line per step to metrics.jsonl and writes eval.json when it completes."""
+    from noshow.runs import append_metrics, write_eval
+
     total = config.train.max_steps or 20
     start = time.time()
     for step in range(1, total + 1):
@@ -42,20 +50,31 @@ def fake_train(config, *, run_dir=None, on_progress=None, should_stop=None):
             on_progress({"phase": "done", "message": "Cancelled"})
             return SimpleNamespace(run_dir=run_dir, state="cancelled", error=None)
         time.sleep(STEP_S)
+        point = {"step": step, "loss": 1.0 / step, **({"val_auc": 0.6} if step % 10 == 0 else {})}
+        append_metrics(run_dir, point)
         on_progress(
             {
                 "phase": "training",
-                "step": step,
                 "total_steps": total,
                 "epoch": step / total,
-                "loss": 1.0 / step,
                 "samples_per_s": 320.0,
                 "eta_s": (total - step) * STEP_S,
                 "elapsed_s": time.time() - start,
                 "message": f"step {step}/{total}",
-                **({"val_auc": 0.6} if step % 10 == 0 else {}),
+                **point,
             }
         )
+    metrics = {"n": 100, "roc_auc": FAKE_TEST_AUC}
+    write_eval(
+        run_dir,
+        {
+            "model": metrics,
+            "baseline": {"n": 100, "roc_auc": FAKE_BASELINE_AUC},
+            "validation": {"model": {"roc_auc": 0.63}, "baseline": {"roc_auc": 0.69}},
+            "steps": total,
+            "synthetic": True,
+        },
+    )
     return SimpleNamespace(run_dir=run_dir, state="completed", error=None)
 
 
@@ -129,6 +148,18 @@ def wait_for(client, predicate, timeout: float = 20.0) -> dict:
             return snap
         time.sleep(0.1)
     raise AssertionError(f"condition not met in {timeout} s; last status: {snap}")
+
+
+def wait_for_action(client, timeout: float = 20.0) -> tuple[dict, str]:
+    """Poll /training_status until the action box gets a new message (it is sent once, when
+    the job it spoke of ends); returns (status, message)."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        snap, *_, action = client.predict(api_name="/training_status")
+        if isinstance(action, str) and action:
+            return snap, action
+        time.sleep(0.1)
+    raise AssertionError(f"no new action message in {timeout} s; last status: {snap}")
 
 
 def idle(app) -> None:
@@ -310,21 +341,62 @@ def test_build_run_config_refuses_bad_values():
         build_run_config(**{**QUICK, "max_steps": 2.5})
 
 
+def estimate_answer(**changes):
+    """An answer of noshow.preflight.estimate_resources for a measured CPU run."""
+    return {
+        "device": "CPU (2 cores)",
+        "quantize": "none",
+        "mem_gb": 5.46,
+        "available_gb": 11.4,
+        "steps": 10,
+        "rows": {"train": 160, "validation": 100, "test": 100},
+        "minutes": 3.2,
+        "phases_s": {"data": 0.4, "model": 9.1, "training": 120.0, "evaluation": 60.0},
+        "basis": "measured on this machine (2026-11-30 03:23, 1.20 s per step)",
+        "fits": True,
+        "long": False,
+        "reason": "",
+        **changes,
+    }
+
+
+def test_describe_estimate_gives_the_measured_time_and_phases():
+    fits, text = describe_estimate(estimate_answer())
+    assert fits
+    assert text.startswith("Fits in memory; about 3 min on this CPU (measured).")
+    assert "160 training rows, 100 validation, 100 test; 10 steps" in text
+    assert "Phases: data 0s · model 9s · training 2m 00s · evaluation 1m 00s." in text
+    assert "Basis: measured on this machine (2026-11-30 03:23, 1.20 s per step)." in text
+
+
+def test_describe_estimate_calls_a_multi_hour_cpu_run_long_not_fits():
+    fits, text = describe_estimate(estimate_answer(minutes=130.0, long=True), quick_minutes=4)
+    assert fits and not text.startswith("Fits")
+    assert text.startswith("Long: about 2 h 10 min on this CPU (measured).")
+    assert "the quick CPU demo preset takes about 4 min" in text
+
+
+def test_describe_estimate_without_a_measurement_says_the_time_is_unknown():
+    rough = estimate_answer(minutes=None, phases_s=None, basis="rough: from peaks")
+    fits, text = describe_estimate(rough, not_measured="the model is not here")
+    assert fits
+    assert text.startswith("Fits in memory (rough estimate, about 5.46 GB of 11.4 GB free)")
+    assert "time unknown: not measured (the model is not here)" in text
+    assert "Phases" not in text
+
+
 def test_describe_estimate_says_why_it_will_not_fit():
     fits, text = describe_estimate(
-        {
-            "gpu_mem_gb": 90.0,
-            "available_gb": 79.0,
-            "device": "H100",
-            "steps": 10,
-            "minutes": 3,
-            "fits": False,
-            "reason": "needs about 90 GB but H100 has 79 GB free",
-        },
-        1000,
+        estimate_answer(
+            gpu_mem_gb=90.0,
+            available_gb=79.0,
+            device="H100",
+            fits=False,
+            reason="needs about 90 GB but H100 has 79 GB free",
+        )
     )
     assert not fits
-    assert text.startswith("Will not fit: needs about 90 GB but H100 has 79 GB free")
+    assert text.startswith("Will not fit: needs about 90 GB but H100 has 79 GB free.")
 
 
 def test_describe_status_shows_step_eta_and_speed():
@@ -340,6 +412,86 @@ def test_describe_status_shows_step_eta_and_speed():
     )
     assert "step 5/20" in html and "ETA 2m 05s" in html and "12.5 statements/s" in html
     assert "width:25.0%" in html
+
+
+def test_describe_status_says_at_which_step_the_loss_was_read():
+    snap = {
+        "state": "running",
+        "active": True,
+        "run_id": "r1",
+        "progress": {"step": 15, "total_steps": 500, "loss": 0.52},
+        "history": [{"step": 10, "loss": 0.52}],
+    }
+    assert "loss 0.5200 (step 10)" in describe_status(snap)
+    snap["progress"]["step"] = 10
+    assert "loss 0.5200 ·" in describe_status(snap)
+
+
+def test_describe_status_of_an_ended_run_gives_its_test_auc_next_to_the_baseline():
+    snap = {
+        "state": "completed",
+        "active": False,
+        "run_id": "r1",
+        "run_dir": "/runs/r1",
+        "progress": {"step": 10, "total_steps": 10},
+    }
+    report = {
+        "model": {"n": 1688, "roc_auc": 0.7012, "roc_auc_low": 0.68, "roc_auc_high": 0.72},
+        "baseline": {"n": 1688, "roc_auc": 0.7241},
+        "differences": [{"a": "model", "b": "baseline", "text": "No clear difference."}],
+    }
+    html = describe_status(snap, report)
+    assert (
+        "Test ROC-AUC 0.701 (95% CI 0.680-0.720) next to the tabular baseline&#x27;s 0.724 "
+        "on the same 1,688 test rows." in html
+    )
+    assert "No clear difference." in html and "Run folder: /runs/r1" in html
+
+
+def test_training_curves_of_one_point_span_the_run():
+    frame = pd.DataFrame([{"step": 10, "val_auc": 0.61}, {"step": 10, "loss": 0.7}])
+    fig = tv.training_curves_figure(frame, total_steps=10)
+    loss_ax, auc_ax = fig.axes
+    for ax in (loss_ax, auc_ax):
+        left, right = ax.get_xlim()
+        assert left == 0 and 10 <= right <= 11
+    low, high = auc_ax.get_ylim()
+    assert low <= 0.5 and high >= 0.8
+    assert loss_ax.get_ylim()[0] == 0
+
+
+def test_training_curves_add_the_final_validation_auc_and_the_baseline():
+    frame = pd.DataFrame([{"step": s, "loss": 1 / s} for s in range(1, 11)])
+    frame.loc[4, "val_auc"] = 0.58
+    report = {"steps": 10, "validation": {"model": {"roc_auc": 0.64}, "baseline": {"roc_auc": 0.7}}}
+    loss_ax, auc_ax = tv.training_curves_figure(frame, 10, report).axes
+    assert len(loss_ax.lines[0].get_xdata()) == 10  # a point per loss reading
+    adapter = auc_ax.lines[-1]
+    assert list(adapter.get_xdata()) == [5, 10] and list(adapter.get_ydata()) == [0.58, 0.64]
+    assert any("tabular baseline (0.700)" in str(line.get_label()) for line in auc_ax.lines)
+
+
+def test_restore_form_keeps_the_valid_fields_only():
+    saved = {
+        "approach": "generative",
+        "split": "nonsense",
+        "max_steps": 7,
+        "lr": "0.1",
+        "batch_size": -4,
+        "epochs": 0.5,
+        "wandb": True,
+        "data_source": "/data/mine.csv",
+        "unknown": 1,
+    }
+    assert tv.restore_form(saved) == {
+        "approach": "generative",
+        "max_steps": 7,
+        "epochs": 0.5,
+        "wandb": True,
+        "data_source": "/data/mine.csv",
+    }
+    assert "data_source" not in tv.restore_form(saved, demo_mode=True)
+    assert tv.restore_form("not a form") == {}
 
 
 # ----------------------------------------------------------------------------- the app
@@ -417,9 +569,127 @@ def test_app_draws_summary_plots(app):
     assert plot is not None and caption.startswith("No-show rate by feature over the")
 
 
-def test_app_preflight_refuses_what_will_not_fit(app):
-    (message,) = [app.client.predict(**{**QUICK, "batch_size": 100_000}, api_name="/preflight")]
+def test_app_form_defaults_are_the_quick_preset_without_a_gpu(app):
+    """Without a GPU the form (and so the API's defaults) opens on the quick CPU preset;
+    with one, on the config's defaults."""
+    from noshow.config import RunConfig, preset_config
+    from noshow.ui.train_tab import gpu_count
+
+    info = app.client.view_api(return_format="dict", print_info=False)
+    params = info["named_endpoints"]["/start_training"]["parameters"]
+    defaults = {p["parameter_name"]: p["parameter_default"] for p in params}
+    form = {name: defaults[name] for name in tv.FORM_FIELDS}
+    expected = RunConfig() if gpu_count() else preset_config(tv.CPU_PRESET)
+    assert tv.build_run_config(**{**form, "data_source": None}) == expected
+
+
+@pytest.fixture()
+def preflight_cache(tmp_path, monkeypatch):
+    """The preflight's measurements go to a scratch file, not the machine's cache."""
+    import noshow.preflight
+
+    path = tmp_path / "preflight.json"
+    monkeypatch.setattr(noshow.preflight, "_cache_path", lambda: path)
+    return path
+
+
+def stand_in_measurements(monkeypatch, seconds_per_step) -> list:
+    """Replace the preflight's short run with figures of a slow CPU; returns the calls."""
+    import noshow.preflight
+    from noshow.preflight import Measurement
+
+    calls = []
+
+    def measure_run(config, log=None, device=None):
+        calls.append(config.train.batch_size)
+        step_s = seconds_per_step(config.train.batch_size)
+        return Measurement(
+            device="CPU (2 cores)",
+            data_s=0.5,
+            setup_s=5.0,
+            first_step_s=step_s,
+            step_s=step_s,
+            score_rows_per_s=60.0,
+            baseline_s_per_row=1e-4,
+            save_s=0.5,
+            peak_gb=1.0,
+            measured_at="2026-11-30 09:00",
+        )
+
+    monkeypatch.setattr(noshow.preflight, "measure_run", measure_run)
+    return calls
+
+
+def test_app_preflight_refuses_what_will_not_fit(app, preflight_cache):
+    message = app.client.predict(**{**QUICK, "batch_size": 100_000}, api_name="/preflight")
     assert "Will not fit" in message
+    assert not preflight_cache.exists()  # refused before any measurement
+
+
+def test_app_preflight_measures_a_short_run_and_words_the_time(
+    app, tiny_model_dir, preflight_cache
+):
+    idle(app)
+    form = {**QUICK, "model": str(tiny_model_dir)}
+    message = app.client.predict(**form, api_name="/preflight")
+    assert "Fits in memory; about" in message and "on this CPU (measured)." in message
+    assert "Phases: data" in message and "training" in message and "baseline" in message
+    assert "measured on this machine" in message
+    assert str(tiny_model_dir) in preflight_cache.read_text()  # kept for next time
+    assert app.client.predict(**form, api_name="/preflight") == message
+
+
+def test_app_preflight_calls_a_long_cpu_run_long(
+    app, bundled_model_dir, tiny_model_dir, preflight_cache, monkeypatch
+):
+    from noshow.config import option, preset_config
+
+    idle(app)
+    batch, quick_batch = option("train", "batch_size").default, 16
+    assert preset_config(tv.CPU_PRESET).train.batch_size == quick_batch
+    # 30 s a step at the default batch: the default form's one epoch takes about 25 min here.
+    calls = stand_in_measurements(monkeypatch, lambda b: 30.0 if b == batch else 1.0)
+    full = {**QUICK, "model": str(tiny_model_dir), "max_train_rows": 0, "max_eval_rows": 0}
+    full.update(max_steps=0, batch_size=batch, eval_every=0)
+    message = app.client.predict(**full, api_name="/preflight")
+    assert message.count("Long: about") == 1 and "Fits" not in message.split(".")[0]
+    assert "on this CPU (measured)" in message
+    assert "the quick CPU demo preset takes about" in message
+    assert calls == [batch, quick_batch]  # the run, then the quick preset for comparison
+
+
+def test_app_preflight_does_not_measure_while_a_job_trains(
+    app, tiny_model_dir, preflight_cache, monkeypatch
+):
+    idle(app)
+    calls = stand_in_measurements(monkeypatch, lambda batch: 1.0)
+    app.client.predict(**{**QUICK, "max_steps": 1000}, api_name="/start_training")
+    snap = wait_for(app.client, lambda s: s["active"])
+    message = app.client.predict(**{**QUICK, "model": str(tiny_model_dir)}, api_name="/preflight")
+    assert f"run {snap['run_id']} is training on this machine" in message
+    assert "time unknown" in message and calls == []
+    idle(app)
+
+
+def test_app_start_does_not_measure(app, tiny_model_dir, preflight_cache, monkeypatch):
+    idle(app)
+    calls = stand_in_measurements(monkeypatch, lambda batch: 1.0)
+    message = app.client.predict(
+        **{**QUICK, "model": str(tiny_model_dir), "max_steps": 5}, api_name="/start_training"
+    )
+    assert "Started run" in message and "time unknown: not measured" in message
+    assert calls == [] and not preflight_cache.exists()
+    wait_for(app.client, lambda s: not s["active"])
+
+
+def test_app_start_waits_for_a_running_measurement(app):
+    from noshow.ui import train_tab
+
+    idle(app)
+    with train_tab._MEASURE_LOCK:  # as while another browser's preflight measures
+        message = app.client.predict(**QUICK, api_name="/start_training")
+    assert "A preflight check is measuring" in message
+    assert not app.jobs.is_busy()
 
 
 def test_app_start_reports_progress_and_completes(app):
@@ -430,10 +700,39 @@ def test_app_start_reports_progress_and_completes(app):
     assert 1 <= snap["progress"]["step"] < 60
     snap = wait_for(app.client, lambda s: s["state"] == "completed")
     assert snap["progress"]["step"] == 60 and "step 60/60" in snap["log"]
-    _, headline, log_text, _, _ = app.client.predict(api_name="/training_status")
+    _, headline, log_text, _, _, _ = app.client.predict(api_name="/training_status")
     assert "completed" in headline and "step 60/60" in log_text
     runs = app.client.predict(api_name="/list_runs")
     assert snap["run_id"] in [row[0] for row in runs["data"]]
+
+
+def test_app_job_summary_gives_the_test_auc_next_to_the_baseline_when_it_ends(app):
+    idle(app)
+    app.client.predict(**{**QUICK, "max_steps": 12}, api_name="/start_training")
+    # The action box that said "Started run ..." says how it ended ...
+    snap, action = wait_for_action(app.client)
+    assert snap["state"] == "completed"
+    assert f"Run {snap['run_id']} completed at step 12 of 12." in action
+    assert f"Test ROC-AUC {FAKE_TEST_AUC:.3f}" in action
+    # ... and the job summary gives the test ROC-AUC next to the baseline, and the folder.
+    _, summary, *_ = app.client.predict(api_name="/training_status")
+    expected = (
+        f"Test ROC-AUC {FAKE_TEST_AUC:.3f} next to the tabular baseline&#x27;s "
+        f"{FAKE_BASELINE_AUC:.3f} on the same 100 test rows."
+    )
+    assert expected in summary
+    assert f"Run folder: {snap['run_dir']}" in summary
+    assert "Synthetic data: these figures say nothing about real no-shows." in summary
+
+
+def test_app_status_shows_each_loss_reading_of_a_short_run(app):
+    """The summary's loss is the latest reading and the curves get one point per step."""
+    idle(app)
+    app.client.predict(**{**QUICK, "max_steps": 8}, api_name="/start_training")
+    snap = wait_for(app.client, lambda s: s["state"] == "completed")
+    _, summary, *_ = app.client.predict(api_name="/training_status")
+    assert f"loss {1 / 8:.4f} ·" in summary  # step 8's reading, no "(step n)"
+    assert tv.curves_frame(snap)["loss"].tolist() == [1 / s for s in range(1, 9)]
 
 
 def test_app_second_start_is_refused_naming_the_running_job(app):
@@ -453,6 +752,17 @@ def test_app_cancel_stops_the_job(app):
     assert "Cancelling run" in message
     snap = wait_for(app.client, lambda s: s["state"] == "cancelled", timeout=5)
     assert snap["progress"]["step"] < 1000
+
+
+def test_app_cancel_message_follows_the_status(app):
+    idle(app)
+    app.client.predict(**{**QUICK, "max_steps": 1000}, api_name="/start_training")
+    wait_for(app.client, lambda s: s["progress"].get("step", 0) >= 2)
+    assert "Cancelling run" in app.client.predict(api_name="/cancel_training")
+    snap, action = wait_for_action(app.client, timeout=10)
+    assert snap["state"] == "cancelled"
+    assert f"Run {snap['run_id']} cancelled at step {snap['progress']['step']} of 1000." in action
+    assert "Cancelling" not in action
 
 
 def test_app_status_reattaches_from_a_new_session(app):

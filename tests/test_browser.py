@@ -226,10 +226,16 @@ def test_browser_compare_scores_an_example_with_both_adapters(page, app):
 def test_browser_train_starts_a_quick_job_and_cancels_it(page, app):
     from playwright.sync_api import expect
 
+    from noshow.config import preset_config
+
     open_tab(page, "Train")
-    page.get_by_role("button", name="Preset: quick CPU demo").click()
+    # No GPU here: the form opens on the quick CPU preset and says so.
+    note = page.locator("#train-form-note")
+    expect(note).to_contain_text("No GPU on this machine: the form opens on the quick CPU demo")
+    expect(note).to_contain_text("python scripts/train.py --approach classifier")
     steps = page.get_by_label("Max steps")
-    expect(steps).to_have_value("20")  # the preset has landed (0 before), so typing wins
+    expect(steps).to_have_value(str(preset_config("quick-cpu").train.max_steps))
+    shot(page, "3-train-form-cpu")
     model = page.get_by_label("Model", exact=True)
     expect(model).to_have_value("smollm2-135m-instruct")
     model.fill(app.model)  # the tiny random Llama: steps take milliseconds
@@ -241,12 +247,77 @@ def test_browser_train_starts_a_quick_job_and_cancels_it(page, app):
     expect(page.get_by_text(re.compile(r"step \d+/5000")).first).to_be_visible()
     shot(page, "3-train-running")
     page.get_by_role("button", name="Cancel", exact=True).click()
-    status = page.locator(".noshow-msg-info, .noshow-msg-ok, .noshow-msg-error")
-    expect(status.filter(has_text=re.compile(r"Run \S+: cancelled"))).to_have_count(1)
+    status = page.locator("#train-status")
+    expect(status).to_contain_text(re.compile(r"Run \S+: cancelled"))
+    # The message box follows: no "Cancelling..." left once the status says cancelled.
+    action = page.locator("#train-action")
+    expect(action).to_contain_text(re.compile(r"Run \S+ cancelled at step \d+ of 5000"))
+    expect(action).not_to_contain_text("Cancelling")
     snap = app.jobs.snapshot()
     assert snap["state"] == "cancelled"
     assert snap["config"]["train"]["model"] == app.model
     shot(page, "4-train-cancelled")
+
+
+def test_browser_train_form_survives_a_reload(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Train")
+    page.get_by_label("generative").check()
+    steps = page.get_by_label("Max steps")
+    steps.fill("7")
+    steps.press("Tab")
+    lr = page.get_by_label("Learning rate")
+    lr.fill("0.001")
+    lr.press("Tab")
+    page.get_by_label("Log to Weights & Biases").check()
+    page.wait_for_timeout(500)  # BrowserState writes localStorage after the save event
+    page.reload()
+    open_tab(page, "Train")
+    expect(page.get_by_label("Max steps")).to_have_value("7")
+    expect(page.get_by_label("Learning rate")).to_have_value("0.001")
+    expect(page.get_by_label("generative")).to_be_checked()
+    expect(page.get_by_label("Log to Weights & Biases")).to_be_checked()
+    expect(page.locator("#train-form-note")).to_contain_text("last used in this browser")
+    shot(page, "13-train-form-after-reload")
+    # A preset still resets the hyperparameters (and is kept in turn).
+    page.get_by_role("button", name="Preset: quick CPU demo").click()
+    expect(page.get_by_label("Max steps")).to_have_value("10")
+
+
+def test_browser_train_short_run_shows_its_auc_next_to_the_baseline(
+    page, app, tmp_path, monkeypatch
+):
+    from playwright.sync_api import expect
+
+    import noshow.preflight
+    from noshow.runs import read_metrics
+
+    monkeypatch.setattr(noshow.preflight, "_cache_path", lambda: tmp_path / "preflight.json")
+    open_tab(page, "Train")
+    model = page.get_by_label("Model", exact=True)
+    model.fill(app.model)
+    model.press("Enter")
+    page.get_by_role("button", name="Preflight check").click()
+    action = page.locator("#train-action")
+    # A few real steps are timed (seconds with the tiny Llama): the box says so meanwhile.
+    expect(action).to_contain_text("Checking this configuration")
+    shot(page, "14-train-preflight-measuring")
+    expect(action).to_contain_text(re.compile(r"Fits in memory; about .* on this CPU \(measured\)"))
+    expect(action).to_contain_text("Phases: data")
+    shot(page, "14-train-preflight")
+    page.get_by_role("button", name="Start training").click()
+    status = page.locator("#train-status")
+    expect(status).to_contain_text(re.compile(r"Run \S+: completed"))
+    expect(status).to_contain_text(re.compile(r"Test ROC-AUC \S+ next to the tabular baseline"))
+    expect(status).to_contain_text("Run folder: ")
+    expect(action).to_contain_text(re.compile(r"Run \S+ completed at step 10 of 10"))
+    snap = app.jobs.snapshot()
+    # The real loop reads the loss at every step of a short run: the curves have them all.
+    assert read_metrics(snap["run_dir"])["loss"].notna().sum() == 10
+    page.locator("#train-status").scroll_into_view_if_needed()
+    page.wait_for_timeout(4000)  # the curves are redrawn at most every 3 s
+    shot(page, "15-train-completed")
 
 
 def test_browser_label_three_statements_by_keyboard_and_export(page, app):

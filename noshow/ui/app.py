@@ -165,8 +165,15 @@ def build_demo(
         )
         demo.load(
             train["training_status"],
-            train["plot_key"],
+            train["status_inputs"],
             train["status_outputs"],
+            api_visibility="private",
+        )
+        # The Train form as last used in this browser (also restored when its tab is drawn).
+        demo.load(
+            train["restore_form"],
+            train["restore_inputs"],
+            train["restore_outputs"],
             api_visibility="private",
         )
         demo.load(train["list_runs"], None, train["runs_df"], api_visibility="private")

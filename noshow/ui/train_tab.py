@@ -1,5 +1,16 @@
 """The Train tab: configure a run, check it fits (preflight), start it in the background,
-watch it live, cancel it, and list past runs.
+watch it live, cancel it, and list past runs. Layout and wiring only; the pure parts (form
+<-> RunConfig, wording, curves, runs table) are in `noshow/ui/train_views.py`.
+
+The form's fields, defaults, choices and help text derive from `noshow.config.options()` and
+its preset buttons from `noshow.config.RUN_PRESETS`, like scripts/train.py's flags. On a
+machine without a GPU the form opens on the quick CPU preset and says so. The form's values
+are kept in the browser (`gr.BrowserState`), so a reload keeps them.
+
+Preflight check measures (`noshow.preflight.estimate_resources(measure=True)`: a few steps of
+the real recipe, up to a minute on a CPU, shown as it goes; the answer is cached per machine
+and configuration); Start training never measures (cached or rough), and no measurement
+runs while a job trains (it would compete with the job).
 
 Training runs in the `JobManager`'s thread, never in a Gradio handler; the page polls
 `JobManager.snapshot()` with a `gr.Timer`, so reloading the page or opening it in another
@@ -11,342 +22,166 @@ takes a last `gpus` parameter): with n > 1 the JobManager runs torchrun with n p
 the same run folder, and the page shows its progress and cancels it the same way.
 
 Endpoints: `/preflight`, `/start_training`, `/cancel_training`, `/training_status`,
-`/list_runs`. The pure helpers (`build_run_config`, `describe_estimate`, `describe_status`,
-`runs_table`) are tested without a browser.
+`/list_runs`.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from noshow.config import RunConfig
+from noshow.config import RUN_PRESETS, RunConfig, preset_config
+from noshow.ui import train_views as tv
 from noshow.ui.common import (
     SYNTHETIC_SOURCE,
     UIContext,
-    check_server_data_path,
     error_box,
-    format_duration,
     info_box,
     ok_box,
     user_message,
 )
-
-SOURCE_DATA_TAB = "Same as the Data tab"
-SOURCE_DEFAULT = "Default (NOSHOW_DATA, data/, synthetic)"
-SOURCE_SYNTHETIC = "Bundled synthetic"
-DEMO_REFUSAL = (
-    "Training is turned off in this demo (NOSHOW_DEMO=1): visitors can browse, compare and "
-    "label, but not start GPU jobs. Run the app yourself to train."
+from noshow.ui.train_views import (  # noqa: F401 - re-exported for tests and callers
+    DEMO_REFUSAL,
+    SOURCE_DATA_TAB,
+    SOURCE_DEFAULT,
+    SOURCE_SYNTHETIC,
+    build_run_config,
+    describe_estimate,
+    describe_status,
+    resolve_train_source,
 )
-RUNS_COLUMNS = ["run_id", "approach", "model", "state", "created", "steps"]
-RUNS_COLUMNS += ["test_roc_auc", "baseline_roc_auc", "adapter", "error"]
-
-QUICK_CPU = {
-    "model": "smollm2-135m-instruct",
-    "quantize": "none",
-    "max_train_rows": 256,
-    "max_eval_rows": 256,
-    "epochs": 1,
-    "max_steps": 20,
-    "batch_size": 16,
-    "eval_every": 10,
-    "lr": 2e-4,
-}
-FULL_GPU = {
-    "quantize": "4bit",
-    "max_train_rows": 0,
-    "max_eval_rows": 0,
-    "epochs": 1,
-    "max_steps": 0,
-    "batch_size": 64,
-    "eval_every": 200,
-    "lr": 2e-4,
-}
-PRESET_FIELDS = ("model", "quantize", "max_train_rows", "max_eval_rows", "epochs", "max_steps")
-PRESET_FIELDS += ("batch_size", "eval_every", "lr")
-# The seed project's models for a full run, per approach.
-FULL_GPU_MODELS = {"generative": "llama-3.1-8b-instruct", "classifier": "llama-3.1-8b"}
 
 PLOT_EVERY_S = 3.0
-# Inputs of preflight/start_training, in order (names double as the API's parameter names).
-CONFIG_FIELDS = (
-    "approach",
-    "model",
-    "data_source",
-    "split",
-    "max_train_rows",
-    "max_eval_rows",
-    "epochs",
-    "max_steps",
-    "lr",
-    "batch_size",
-    "lora_r",
-    "eval_every",
-    "quantize",
-    "wandb",
-    "use_clinician_labels",
+# The form is kept in the browser's localStorage under this key. A fixed secret keeps it
+# readable after an app restart (a random one would forget the form each time); it holds
+# only training options, nothing private.
+FORM_STORAGE_KEY = "noshow-train-form"
+FORM_STORAGE_SECRET = "noshow-train-tab"
+RESTORED_NOTE = "_The form shows the values you last used in this browser._"
+
+# One measurement at a time: two would compete for the machine and time each other.
+_MEASURE_LOCK = threading.Lock()
+MEASURING_REFUSAL = (
+    "A preflight check is measuring a configuration on this machine (up to a minute on a "
+    "CPU); a job started now would skew its figures. Start again once it has answered."
 )
 
 
-def _whole_or_none(value: Any) -> int | None:
-    """0, empty or None mean "no limit"."""
-    if value in (None, ""):
-        return None
-    number = float(value)
-    if number != int(number):
-        raise ValueError(f"Expected a whole number, got {value!r}.")
-    return int(number) or None
+def gpu_count() -> int:
+    """CUDA devices visible to the app (no torch import on a machine without one)."""
+    from noshow.distributed import visible_gpu_count
 
-
-def resolve_train_source(choice: str | None, data_tab_source: str | None) -> str | None:
-    """DataConfig.source for the picker's choice (None = discovery order)."""
-    if choice in (None, "", SOURCE_DEFAULT):
-        return None
-    if choice == SOURCE_SYNTHETIC:
-        return SYNTHETIC_SOURCE
-    if choice == SOURCE_DATA_TAB:
-        return data_tab_source
-    return check_server_data_path(choice)  # typed by the user
-
-
-def build_run_config(
-    *,
-    approach: str,
-    model: str,
-    data_source: str | None,
-    split: str,
-    max_train_rows: Any,
-    max_eval_rows: Any,
-    epochs: Any,
-    max_steps: Any,
-    lr: Any,
-    batch_size: Any,
-    lora_r: Any,
-    eval_every: Any,
-    quantize: str,
-    wandb: bool,
-    use_clinician_labels: bool,
-    output_dir: str | Path = "runs",
-) -> RunConfig:
-    """A validated RunConfig from the form's values; ConfigError/ValueError say what to fix."""
-    r = _whole_or_none(lora_r) or 16
-    return RunConfig.from_dict(
-        {
-            "data": {
-                "source": data_source,
-                "split": split,
-                "max_train_rows": _whole_or_none(max_train_rows),
-                "max_eval_rows": _whole_or_none(max_eval_rows),
-                "use_clinician_labels": bool(use_clinician_labels),
-            },
-            # alpha = 2r keeps the update scale of the seed recipe (r16, alpha 32) as r changes
-            "lora": {"r": r, "alpha": 2 * r},
-            "train": {
-                "approach": approach,
-                "model": (model or "").strip(),
-                "quantize": quantize,
-                "epochs": float(epochs) if epochs not in (None, "") else 1.0,
-                "max_steps": _whole_or_none(max_steps),
-                "lr": float(lr) if lr not in (None, "") else 2e-4,
-                "batch_size": _whole_or_none(batch_size) or 0,
-                "eval_every": _whole_or_none(eval_every) or 0,
-                "wandb": bool(wandb),
-                "output_dir": str(output_dir),
-            },
-        }
-    )
-
-
-def describe_model_choice(name: str | None, presets: dict[str, Any]) -> str:
-    """One line under the model picker: the preset's description, or what a custom entry needs."""
-    preset = presets.get((name or "").strip())
-    if preset is not None:
-        return f"_{preset.description}._"
-    return (
-        "_Custom model: a hub id (org/name) needs network access, and a token (HF_TOKEN) for "
-        "gated models; a local folder must hold a Hugging Face model and tokenizer._"
-    )
-
-
-def describe_estimate(estimate: dict[str, Any], n_train_rows: int) -> tuple[bool, str]:
-    """(fits, one-paragraph message) from training.estimate_resources' answer."""
-    mem = estimate.get("gpu_mem_gb", estimate.get("mem_gb"))
-    where = estimate.get("device", "this machine")
-    parts = [
-        f"{n_train_rows:,} training rows, about {estimate.get('steps', '?')} steps",
-        f"about {mem} GB of {estimate.get('available_gb', '?')} GB free on {where}"
-        if mem is not None
-        else f"on {where}",
-        f"about {format_duration(60 * float(estimate.get('minutes', 0) or 0))}",
-        f"quantization {estimate.get('quantize', '?')}",
-    ]
-    fits = bool(estimate.get("fits"))
-    reason = estimate.get("reason") or ""
-    if fits:
-        text = "Fits: " + "; ".join(parts) + "." + (f" Note: {reason}" if reason else "")
-    else:
-        text = f"Will not fit: {reason or 'not enough memory'} (" + "; ".join(parts) + ")."
-    return fits, text
-
-
-def describe_status(snap: dict[str, Any]) -> str:
-    """The live view's headline as HTML: state, step/total with a bar, ETA, speed, metrics."""
-    state = snap.get("state", "idle")
-    if state == "idle":
-        return info_box("No training job has run since the app started. Configure one above.")
-    p = snap.get("progress") or {}
-    step, total = p.get("step"), p.get("total_steps")
-    pieces = [f"Run {snap.get('run_id')}: {state}"]
-    if p.get("phase") and snap.get("active"):
-        pieces.append(f"phase {p['phase']}")
-    if step is not None:
-        pieces.append(f"step {step}/{total or '?'}")
-    if p.get("epoch") is not None:
-        pieces.append(f"epoch {float(p['epoch']):.2f}")
-    if p.get("loss") is not None:
-        pieces.append(f"loss {float(p['loss']):.4f}")
-    if p.get("val_auc") is not None:
-        pieces.append(f"validation AUC {float(p['val_auc']):.3f}")
-    if p.get("samples_per_s") is not None:
-        pieces.append(f"{float(p['samples_per_s']):.1f} statements/s")
-    if snap.get("active") and p.get("eta_s") is not None:
-        pieces.append(f"ETA {format_duration(p['eta_s'])}")
-    pieces.append(f"elapsed {format_duration(snap.get('elapsed_s'))}")
-    text = " · ".join(pieces)
-    if snap.get("error"):
-        text += f"\nError: {snap['error']}"
-    box = {"completed": ok_box, "failed": error_box}.get(state, info_box)(text)
-    if step is not None and total:
-        pct = max(0.0, min(100.0, 100.0 * float(step) / float(total)))
-        box += (
-            '<div style="background:#e5e7eb;border-radius:6px;height:10px;margin-top:6px">'
-            f'<div style="width:{pct:.1f}%;background:#3b82f6;height:10px;border-radius:6px">'
-            "</div></div>"
-        )
-    return box
-
-
-def runs_table(runs_dir: str | Path) -> pd.DataFrame:
-    """Past runs (newest first) with the columns worth a glance."""
-    from noshow.runs import list_runs
-
-    frame = list_runs(runs_dir)
-    frame = frame[[c for c in RUNS_COLUMNS if c in frame.columns]].copy()
-    if "created" in frame.columns:
-        frame["created"] = frame["created"].map(
-            lambda t: "" if pd.isna(t) else pd.Timestamp(t).strftime("%Y-%m-%d %H:%M")
-        )
-    for col in ("test_roc_auc", "baseline_roc_auc"):
-        if col in frame.columns:
-            frame[col] = frame[col].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    return frame
-
-
-def wandb_markdown(run_dir: str | None, config: dict | None) -> str:
-    """A link (online) or folder (offline) for the run's W&B log, if W&B is on."""
-    if not run_dir or not config or not (config.get("train") or {}).get("wandb"):
-        return ""
-    from noshow.runs import read_status
-
-    status = read_status(run_dir)
-    if status.get("wandb_url"):
-        return f"**W&B:** [{status['wandb_url']}]({status['wandb_url']})"
-    if status.get("wandb_dir"):
-        return f"**W&B (offline):** `{status['wandb_dir']}` - sync with `wandb sync`"
-    return "**W&B:** starting…"
-
-
-def curves_frame(snap: dict[str, Any]) -> pd.DataFrame:
-    """Metric lines for the curves: the run's metrics.jsonl, else the in-memory history."""
-    from noshow.runs import read_metrics
-
-    if snap.get("run_dir"):
-        metrics = read_metrics(snap["run_dir"])
-        if not metrics.empty and "step" in metrics.columns:
-            return metrics
-    return pd.DataFrame.from_records(snap.get("history") or [])
+    return visible_gpu_count()
 
 
 def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     """Lay out the Train tab inside the current Blocks and wire its events."""
-    from noshow.distributed import visible_gpu_count
-    from noshow.models import DEFAULT_MODEL, PRESETS
+    from noshow.models import PRESETS
 
     jobs = ctx.jobs
     runs_dir = ctx.runs_dir
-    n_gpus = visible_gpu_count()  # no torch import: the app starts fast
+    n_gpus = gpu_count()
+    first_preset = tv.start_preset(cuda=n_gpus > 0)
+    start = tv.form_defaults(cuda=n_gpus > 0)
+    opt, info = tv.form_option, tv.form_info
+    start_note = tv.cpu_start_note(start["approach"]) if first_preset else ""
 
     if ctx.demo_mode:
         gr.HTML(info_box(DEMO_REFUSAL))
     with gr.Column(visible=not ctx.demo_mode) as controls:
+        form_note = gr.Markdown(start_note, visible=bool(start_note), elem_id="train-form-note")
         with gr.Row():
-            preset_quick = gr.Button("Preset: quick CPU demo", size="sm")
-            preset_full = gr.Button("Preset: full GPU run", size="sm")
+            preset_buttons = {
+                name: gr.Button(f"Preset: {tv.PRESET_LABELS.get(name, name)}", size="sm")
+                for name in RUN_PRESETS
+            }
         with gr.Row():
             approach = gr.Radio(
-                ["classifier", "generative"],
-                value="classifier",
+                list(opt("approach").choices),
+                value=start["approach"],
                 label="Approach",
-                info="classifier: a linear head on the last token; generative: answers Yes/No.",
+                info=info("approach"),
             )
             model = gr.Dropdown(
                 list(PRESETS),
-                value=DEFAULT_MODEL,
+                value=start["model"],
                 label="Model",
                 allow_custom_value=True,
-                info="A preset, a Hugging Face hub id or a local folder.",
+                info=info("model"),
             )
             quantize = gr.Radio(
-                ["auto", "4bit", "none"],
-                value="auto",
+                list(opt("quantize").choices),
+                value=start["quantize"],
                 label="Quantization",
-                info="auto: 4-bit (QLoRA) on a GPU, none on the CPU.",
+                info=info("quantize"),
             )
-        model_note = gr.Markdown(describe_model_choice(DEFAULT_MODEL, PRESETS))
+        model_note = gr.Markdown(tv.describe_model_choice(start["model"], PRESETS))
         with gr.Row():
             data_source = gr.Dropdown(
-                [SOURCE_DATA_TAB, SOURCE_DEFAULT, SOURCE_SYNTHETIC],
+                list(tv.SOURCE_CHOICES),
                 value=SOURCE_DATA_TAB,
                 label="Training data",
                 allow_custom_value=not ctx.demo_mode,
                 info="Or type the path of a CSV/Parquet file on the server.",
             )
-            split = gr.Radio(["time", "patient", "random"], value="time", label="Split")
+            split = gr.Radio(
+                list(opt("split").choices), value=start["split"], label="Split", info=info("split")
+            )
             max_train_rows = gr.Number(
-                value=0, label="Max training rows", precision=0, minimum=0, info="0 = all"
+                value=start["max_train_rows"],
+                label="Max training rows",
+                precision=0,
+                minimum=0,
+                info=info("max_train_rows"),
             )
             max_eval_rows = gr.Number(
-                value=0,
+                value=start["max_eval_rows"],
                 label="Max validation/test rows",
                 precision=0,
                 minimum=0,
-                info="0 = all",
+                info=info("max_eval_rows"),
             )
         with gr.Row():
-            epochs = gr.Number(value=1, label="Epochs", minimum=0.01)
-            max_steps = gr.Number(
-                value=0, label="Max steps", precision=0, minimum=0, info="0 = use epochs"
+            epochs = gr.Number(
+                value=start["epochs"], label="Epochs", minimum=0.01, info=info("epochs")
             )
-            lr = gr.Number(value=2e-4, label="Learning rate")
-            batch_size = gr.Number(value=64, label="Batch size", precision=0, minimum=1)
-            lora_r = gr.Number(value=16, label="LoRA r", precision=0, minimum=1, info="alpha = 2r")
+            max_steps = gr.Number(
+                value=start["max_steps"],
+                label="Max steps",
+                precision=0,
+                minimum=0,
+                info=info("max_steps"),
+            )
+            lr = gr.Number(value=start["lr"], label="Learning rate", info=info("lr"))
+            batch_size = gr.Number(
+                value=start["batch_size"],
+                label="Batch size",
+                precision=0,
+                minimum=1,
+                info=info("batch_size"),
+            )
+            lora_r = gr.Number(
+                value=start["lora_r"], label="LoRA r", precision=0, minimum=1, info=info("lora_r")
+            )
             eval_every = gr.Number(
-                value=0, label="Evaluate every", precision=0, minimum=0, info="steps; 0 = end"
+                value=start["eval_every"],
+                label="Evaluate every",
+                precision=0,
+                minimum=0,
+                info=info("eval_every"),
             )
         with gr.Row():
             wandb = gr.Checkbox(
-                value=False, label="Log to Weights & Biases", info="offline without an API key"
+                value=start["wandb"], label="Log to Weights & Biases", info=info("wandb")
             )
             use_labels = gr.Checkbox(
-                value=False,
+                value=start["use_clinician_labels"],
                 label="Use clinician labels",
-                info="labels from the Label tab override the data set's",
+                info=info("use_clinician_labels"),
             )
             gpus = None
             if n_gpus > 1:  # one GPU or none: nothing to choose, so no control
@@ -362,10 +197,14 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             preflight_btn = gr.Button("Preflight check", variant="secondary")
             start_btn = gr.Button("Start training", variant="primary")
             cancel_btn = gr.Button("Cancel", variant="stop")
-        action_msg = gr.HTML()
+        action_msg = gr.HTML(elem_id="train-action")
+        # How the job the action box spoke of ended: the timer writes it here, and its change
+        # moves it into the box. (The timer never outputs to the box itself: a tick would
+        # replace the progress a preflight shows there.)
+        job_ended = gr.Textbox(visible="hidden", elem_id="train-job-ended")
 
     gr.Markdown("### Current job")
-    status_html = gr.HTML()
+    status_html = gr.HTML(elem_id="train-status")
     with gr.Row():
         curves = gr.Plot(label="Loss and validation ROC-AUC", show_label=False, scale=3)
         with gr.Column(scale=2):
@@ -386,55 +225,83 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         )
     refresh_runs = gr.Button("Refresh runs", size="sm")
     plot_key = gr.State(None)
+    # The run the action box spoke of last (started or cancelling): when it ends, the box says so.
+    awaiting = gr.State(None)
+    saved_form = gr.BrowserState({}, storage_key=FORM_STORAGE_KEY, secret=FORM_STORAGE_SECRET)
+    form_restored = gr.State(False)
     timer = gr.Timer(1.0)
 
-    config_inputs = [
-        approach,
-        model,
-        data_source,
-        split,
-        max_train_rows,
-        max_eval_rows,
-        epochs,
-        max_steps,
-        lr,
-        batch_size,
-        lora_r,
-        eval_every,
-        quantize,
-        wandb,
-        use_labels,
-    ]
+    form = {
+        "approach": approach,
+        "model": model,
+        "data_source": data_source,
+        "split": split,
+        "max_train_rows": max_train_rows,
+        "max_eval_rows": max_eval_rows,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "lora_r": lora_r,
+        "eval_every": eval_every,
+        "quantize": quantize,
+        "wandb": wandb,
+        "use_clinician_labels": use_labels,
+    }
+    config_inputs = [form[name] for name in tv.FORM_FIELDS]
+    ctx.extras["train_form"] = form  # tests compare the form as built with the config
 
     # -- helpers ------------------------------------------------------------------------
 
     def config_from(values: dict[str, Any], key: str | None) -> RunConfig:
-        listed = (None, "", SOURCE_DATA_TAB, SOURCE_DEFAULT, SOURCE_SYNTHETIC)
-        if ctx.demo_mode and values["data_source"] not in listed:
+        if ctx.demo_mode and values["data_source"] not in (None, "", *tv.SOURCE_CHOICES):
             raise ValueError("Reading files from the server is turned off in demo mode.")
         data_tab_source = None
         if values["data_source"] == SOURCE_DATA_TAB:
-            entry = ctx.get_data(key)
-            loaded = entry.loaded
+            loaded = ctx.get_data(key).loaded
             data_tab_source = SYNTHETIC_SOURCE if loaded.is_synthetic else str(loaded.source)
         values = {
             **values,
-            "data_source": resolve_train_source(values["data_source"], data_tab_source),
+            "data_source": tv.resolve_train_source(values["data_source"], data_tab_source),
         }
         if ctx.demo_mode and values["data_source"] not in (None, SYNTHETIC_SOURCE):
             raise ValueError("Reading files from the server is turned off in demo mode.")
         return build_run_config(**values, output_dir=runs_dir)
 
-    def check(config: RunConfig) -> tuple[bool, str]:
-        from noshow.preflight import estimate_resources
+    def row_counts(config: RunConfig) -> dict[str, int]:
         from noshow.ui.data_views import load_entry
 
-        # The same load + split as training, so the row count is the one that will be used.
+        # The same load + split as training, so the row counts are the ones that will be used.
         entry = load_entry(ctx.cache, config.data.source, split_method=config.data.split)
-        n_train = int((entry.frame["split"] == "train").sum())
-        if config.data.max_train_rows:
-            n_train = min(n_train, config.data.max_train_rows)
-        return describe_estimate(estimate_resources(config, n_train), n_train)
+        counts = entry.frame["split"].value_counts()
+        return {k: int(counts.get(k, 0)) for k in ("train", "validation", "test")}
+
+    def quick_of(config: RunConfig) -> RunConfig | None:
+        """The quick CPU preset on the same data and approach (None when `config` is it)."""
+        quick = preset_config(
+            tv.CPU_PRESET,
+            data={"source": config.data.source, "split": config.data.split},
+            train={"approach": config.train.approach, "output_dir": config.train.output_dir},
+        )
+        return None if quick.to_dict() == config.to_dict() else quick
+
+    def estimate(config: RunConfig, rows: dict[str, int], measure: bool) -> dict[str, Any]:
+        from noshow.preflight import estimate_resources
+
+        if not measure:
+            return estimate_resources(config, rows, measure=False)
+        failures: list[str] = []
+        with _MEASURE_LOCK:
+            found = estimate_resources(config, rows, measure=True, log=failures.append)
+        found["failures"] = failures
+        return found
+
+    def busy_reason() -> str:
+        snap = jobs.snapshot()
+        return (
+            f"run {snap['run_id']} is training on this machine and a measurement would "
+            "compete with it; Preflight check measures once it has ended"
+        )
 
     # -- handlers (named parameters become the API's parameter names) -------------------
 
@@ -456,14 +323,42 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         use_clinician_labels,
         data_key=None,
     ) -> str:
-        """Estimate memory and time for this configuration; says why when it will not fit."""
-        form = locals()
-        values = {name: form[name] for name in CONFIG_FIELDS}
+        """Will this configuration fit, and how long will it take? Measures a few steps of
+        it on this machine when no measurement is cached (up to a minute on a CPU; never
+        while a job trains); says why when it will not fit."""
+        from noshow.models import local_folder
+
+        form_now = locals()
+        values = {name: form_now[name] for name in tv.FORM_FIELDS}
         try:
-            fits, text = check(config_from(values, data_key))
+            config = config_from(values, data_key)
+            rows = row_counts(config)
+            found = estimate(config, rows, measure=False)
+            not_measured = ""
+            if found["fits"] and found["minutes"] is None:
+                if jobs.is_busy():
+                    not_measured = busy_reason()
+                elif local_folder(config.train.model) is None:
+                    not_measured = (
+                        f"{config.train.model} is not on this machine yet (training "
+                        "downloads it first)"
+                    )
+                else:
+                    found = estimate(config, rows, measure=True)
+                    if found["minutes"] is None:
+                        not_measured = "; ".join(found.get("failures") or []) or "it failed"
+            quick_minutes = None
+            quick = quick_of(config)
+            if found["fits"] and found.get("long") and quick is not None:
+                # the quick preset's time, for comparison (measured too when nothing trains)
+                quick_minutes = estimate(quick, rows, measure=not jobs.is_busy())["minutes"]
+            fits, text = describe_estimate(
+                found, quick_minutes=quick_minutes, not_measured=not_measured
+            )
         except Exception as e:  # noqa: BLE001 - shown to the user
             return error_box(user_message(e))
-        return (ok_box if fits else error_box)(text)
+        long = found.get("long") or found["minutes"] is None
+        return (error_box if not fits else info_box if long else ok_box)(text)
 
     def start_training(
         approach,
@@ -483,122 +378,215 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         use_clinician_labels,
         data_key=None,
         gpus=1,
-    ) -> str:
-        """Check the configuration and start it in the background (refused in demo mode)."""
-        form = locals()
-        values = {name: form[name] for name in CONFIG_FIELDS}
+    ) -> tuple[str, str | None]:
+        """Check the configuration (no measurement: a cached one or a rough figure) and
+        start it in the background (refused in demo mode). Returns the message and the run
+        the action box follows from now on (None: no job)."""
+        form_now = locals()
+        values = {name: form_now[name] for name in tv.FORM_FIELDS}
         if ctx.demo_mode:
-            return error_box(DEMO_REFUSAL)
+            return error_box(DEMO_REFUSAL), None
         try:
-            n = _whole_or_none(gpus) or 1
+            n = tv._whole_or_none(gpus) or 1
             if not 1 <= n <= max(n_gpus, 1):
                 raise ValueError(f"GPUs must be between 1 and {max(n_gpus, 1)}, got {n}.")
             config = config_from(values, data_key)
+            if _MEASURE_LOCK.locked():  # the job would slow the probe and skew its figures
+                return error_box(MEASURING_REFUSAL), None
             if jobs.is_busy():  # a cheap refusal before the preflight loads anything
                 snap = jobs.snapshot()
-                return error_box(
+                message = (
                     f"A training job is already running (run {snap['run_id']}). "
                     "Cancel it or wait for it to finish before starting another."
                 )
-            fits, text = check(config)
+                return error_box(message), snap["run_id"]
+            rows = row_counts(config)
+            found = estimate(config, rows, measure=False)
+            quick = quick_of(config)
+            quick_minutes = None
+            if found.get("long") and quick is not None:
+                quick_minutes = estimate(quick, rows, measure=False)["minutes"]
+            fits, text = describe_estimate(found, quick_minutes=quick_minutes)
             if not fits:
-                return error_box(text)
+                return error_box(text), None
             run_id = jobs.start(config, gpus=n) if n > 1 else jobs.start(config)
         except Exception as e:  # noqa: BLE001 - JobBusyError names the running job
-            return error_box(user_message(e))
+            return error_box(user_message(e)), None
         where = f" on {n} GPUs" if n > 1 else ""
-        return ok_box(f"Started run {run_id}{where}. {text}")
+        return ok_box(f"Started run {run_id}{where}.\n{text}"), run_id
 
-    def cancel_training() -> str:
+    def cancel_training() -> tuple[str, str | None]:
         """Ask the running job to stop after its current step (refused in demo mode)."""
         if ctx.demo_mode:
-            return error_box(DEMO_REFUSAL)
+            return error_box(DEMO_REFUSAL), None
         snap = jobs.snapshot()
         if jobs.cancel():
-            return info_box(f"Cancelling run {snap['run_id']}: it stops after the current step.")
-        return info_box("No training job is running.")
+            message = f"Cancelling run {snap['run_id']}: it stops after the current step."
+            return info_box(message), snap["run_id"]
+        return info_box("No training job is running."), None
 
     plot_lock = threading.Lock()
     plot_cache: dict[str, Any] = {}
+    report_cache: dict[str, Any] = {}
 
-    def training_status(last_plot: Any = None) -> tuple:
-        """The job's snapshot, headline, curves (redrawn at most every few seconds while
-        running), log and W&B link."""
-        from noshow.evaluate import plot_training_curves
+    def read_report(snap: dict[str, Any]) -> dict[str, Any] | None:
+        """The ended run's eval.json (read once per run and state)."""
+        from noshow.runs import read_eval
 
+        if snap.get("active") or not snap.get("run_dir"):
+            return None
+        key = f"{snap['run_dir']}|{snap.get('state')}"
+        if report_cache.get("key") != key:
+            try:
+                report = read_eval(snap["run_dir"])
+            except Exception:  # noqa: BLE001 - a damaged eval.json: the Runs table says why
+                report = None
+            report_cache.update(key=key, report=report)
+        return report_cache["report"]
+
+    def training_status(last_plot: Any = None, waiting_for: Any = None) -> tuple:
+        """The job's snapshot, summary (the test ROC-AUC next to the baseline once it has
+        ended), log, W&B link, curves (redrawn at most every few seconds while running) and,
+        when the job the action box spoke of has ended, the action box's new message."""
         snap = jobs.snapshot()
-        frame = curves_frame(snap) if snap.get("run_id") else pd.DataFrame()
-        key = f"{snap.get('run_id')}|{len(frame)}|{snap.get('state')}"
+        report = read_report(snap)
+        ended = bool(waiting_for) and snap.get("run_id") == waiting_for and not snap["active"]
+        if ended:
+            action, still_waiting = tv.describe_job_end(snap, report), None
+        else:
+            action, still_waiting = gr.skip(), gr.skip()
+        parts = (
+            snap,
+            describe_status(snap, report),
+            "\n".join(snap.get("log") or []),
+            tv.wandb_markdown(snap.get("run_dir"), snap.get("config")),
+        )
+        frame = tv.curves_frame(snap) if snap.get("run_id") else pd.DataFrame()
+        key = f"{snap.get('run_id')}|{len(frame)}|{snap.get('state')}|{report is not None}"
         last = last_plot if isinstance(last_plot, dict) else {}
         same_view = last.get("view") == (snap.get("run_id"), snap.get("state"))
         now = time.time()
         if key == last.get("key") or (same_view and now - last.get("t", 0) < PLOT_EVERY_S):
             # Unchanged, or changed too recently: a PNG per second per browser is wasted work.
-            return (*status_parts(snap), gr.skip(), last)
+            return (*parts, gr.skip(), action, last, still_waiting)
         if not snap.get("run_id"):
             figure = None
         else:
             with plot_lock:  # one figure per change, shared by every open browser
                 if plot_cache.get("key") != key:
-                    plot_cache.update(key=key, figure=plot_training_curves(frame))
+                    # A running or completed run's axis spans its planned steps; a
+                    # cancelled one's the steps it made (5000 planned, 70 made: 70).
+                    planned = snap.get("active") or snap.get("state") == "completed"
+                    total = (snap.get("progress") or {}).get("total_steps") if planned else None
+                    plot_cache.update(
+                        key=key, figure=tv.training_curves_figure(frame, total, report)
+                    )
                 figure = plot_cache["figure"]
         new_last = {"key": key, "view": (snap.get("run_id"), snap.get("state")), "t": now}
-        return (*status_parts(snap), figure, new_last)
-
-    def status_parts(snap: dict[str, Any]) -> tuple:
-        return (
-            snap,
-            describe_status(snap),
-            "\n".join(snap.get("log") or []),
-            wandb_markdown(snap.get("run_dir"), snap.get("config")),
-        )
+        return (*parts, figure, action, new_last, still_waiting)
 
     def list_runs() -> pd.DataFrame:
         """Past runs in the runs folder, newest first."""
-        return runs_table(runs_dir)
+        return tv.runs_table(runs_dir)
 
-    def apply_preset(which: str, current_approach: str) -> list:
-        values = dict(QUICK_CPU if which == "quick" else FULL_GPU)
-        if which == "full":
-            values["model"] = FULL_GPU_MODELS.get(current_approach, DEFAULT_MODEL)
-        return [values[name] for name in PRESET_FIELDS]
+    def apply_preset(name: str, current_approach: str) -> list:
+        values = tv.preset_values(name, current_approach)
+        return [values[field] for field in tv.PRESET_FIELDS]
 
-    preset_outputs = [
-        model,
-        quantize,
-        max_train_rows,
-        max_eval_rows,
-        epochs,
-        max_steps,
-        batch_size,
-        eval_every,
-        lr,
-    ]
+    def save_form(*values: Any) -> tuple[dict[str, Any], bool]:
+        # Saving counts as restored: a later change of the stored value is this save's echo.
+        return dict(zip(tv.FORM_FIELDS, values, strict=True)), True
+
+    def restore_form(saved: Any, done: bool) -> list:
+        """The form as last used in this browser, once per page (later changes of the
+        stored value are the page's own saves)."""
+        values = tv.restore_form(saved, demo_mode=ctx.demo_mode)
+        if done or not values:
+            return [gr.skip()] * (len(config_inputs) + 1) + [done]
+        note = "\n\n".join(part for part in (start_note, RESTORED_NOTE) if part)
+        restored = [values.get(name, gr.skip()) for name in tv.FORM_FIELDS]
+        return [*restored, gr.update(value=note, visible=True), True]
 
     # -- wiring -------------------------------------------------------------------------
 
     key_state = ctx.data_key
     model.change(
-        lambda name: describe_model_choice(name, PRESETS),
+        lambda name: tv.describe_model_choice(name, PRESETS),
         model,
         model_note,
         api_visibility="private",
         queue=False,
     )
-    preset_quick.click(
-        lambda a: apply_preset("quick", a), approach, preset_outputs, api_visibility="private"
+    preset_outputs = [form[name] for name in tv.PRESET_FIELDS]
+    form_saved = [saved_form, form_restored]
+    for name, button in preset_buttons.items():
+        button.click(
+            lambda a, name=name: apply_preset(name, a),
+            approach,
+            preset_outputs,
+            api_visibility="private",
+        ).then(save_form, config_inputs, form_saved, api_visibility="private", queue=False)
+    # `input` fires on the user's edits only, not on a restore or a preset: no echo loop.
+    gr.on(
+        [c.input for c in config_inputs],
+        save_form,
+        config_inputs,
+        form_saved,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
     )
-    preset_full.click(
-        lambda a: apply_preset("full", a), approach, preset_outputs, api_visibility="private"
+    restore_outputs = [*config_inputs, form_note, form_restored]
+    # BrowserState reads localStorage when it is first drawn (when this tab first opens) and
+    # then fires `change`; the page's load covers a tab that is drawn at once.
+    saved_form.change(
+        restore_form,
+        [saved_form, form_restored],
+        restore_outputs,
+        api_visibility="private",
+        queue=False,
     )
-    preflight_btn.click(preflight, [*config_inputs, key_state], action_msg, api_name="preflight")
+    # The box says what is happening at once: a measurement can take a minute on a CPU.
+    preflight_btn.click(
+        lambda: info_box(tv.CHECKING_MESSAGE),
+        None,
+        action_msg,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    ).then(
+        preflight,
+        [*config_inputs, key_state],
+        action_msg,
+        api_name="preflight",
+        show_progress="minimal",
+    )
     start_inputs = [*config_inputs, key_state] + ([gpus] if gpus is not None else [])
-    start_btn.click(start_training, start_inputs, action_msg, api_name="start_training")
-    cancel_btn.click(cancel_training, None, action_msg, api_name="cancel_training")
-    status_outputs = [status_json, status_html, log_box, wandb_md, curves, plot_key]
+    # After a start or a cancel the action box follows the job it spoke of until it ends.
+    start_btn.click(start_training, start_inputs, [action_msg, awaiting], api_name="start_training")
+    cancel_btn.click(cancel_training, None, [action_msg, awaiting], api_name="cancel_training")
+    status_inputs = [plot_key, awaiting]
+    status_outputs = [
+        status_json,
+        status_html,
+        log_box,
+        wandb_md,
+        curves,
+        job_ended,
+        plot_key,
+        awaiting,
+    ]
+    job_ended.change(
+        lambda message: message or gr.skip(),
+        job_ended,
+        action_msg,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
     timer.tick(
         training_status,
-        plot_key,
+        status_inputs,
         status_outputs,
         api_name="training_status",
         show_progress="hidden",
@@ -615,11 +603,17 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     )
     return {
         "controls": controls,
+        "form": form,
         "gpus": gpus,
-        "start_training": start_training,
+        # the message alone, as the API answers (tests call it directly)
+        "start_training": lambda *args, **kwargs: start_training(*args, **kwargs)[0],
         "training_status": training_status,
+        "status_inputs": status_inputs,
         "status_outputs": status_outputs,
         "plot_key": plot_key,
+        "restore_form": restore_form,
+        "restore_inputs": [saved_form, form_restored],
+        "restore_outputs": restore_outputs,
         "list_runs": list_runs,
         "runs_df": runs_df,
     }
