@@ -138,7 +138,7 @@ class TrainConfig:
     model: str = "smollm2-135m-instruct"
     """A preset name, a Hugging Face hub id, or a local folder."""
     quantize: Quantize = "auto"
-    """'4bit' (QLoRA, NF4 base), 'none' (bf16 on a GPU, fp32 on a CPU), 'auto' (4bit on CUDA for models over 3B parameters, else none: faster, and small bases fit anyway)."""
+    """'4bit' (QLoRA, NF4 base), 'none' (bf16 on a GPU, fp32 on a CPU), 'auto' (4bit on CUDA, none on a CPU)."""
     epochs: float = 1.0
     """Passes over the training rows (ignored when max_steps is set)."""
     max_steps: int | None = None

@@ -14,6 +14,7 @@
 #   bash scripts/gpu_session.sh stage1   # call 1 (carry .gpu1)
 #   bash scripts/gpu_session.sh stage2   # call 2 (carry .gpu2)
 #   bash scripts/gpu_session.sh setup    # call 3 (carry .gpu3): join, install, convert, check
+#   bash scripts/gpu_session.sh probe    # a short first look (setsid): engines, 8B, 2 GPUs
 #   bash scripts/gpu_session.sh start    # every job below in the background (setsid)
 #   bash scripts/gpu_session.sh wait     # until the jobs end or WAIT_S; prints their tails
 #   bash scripts/gpu_session.sh collect  # figures, eval.json files, logs, adapters -> $OUT
@@ -75,6 +76,23 @@ start)
   ) &
   wait
   run scaling 0,1 python3 scripts/bench_scaling.py --data $DATA --out $STAGE/scaling
+  touch $STAGE/logs/ALL_DONE
+  ;;
+probe)
+  # a short first look: every engine on both approaches, the 8B shape with gradient checks,
+  # the engines' equality tests, a short 1-vs-2-GPU run
+  BENCH="python3 scripts/bench_train.py --data $DATA --test-rows 4096 --no-write"
+  (
+    run probe-ablation 0 $BENCH --recipes fast --statements 8192 --variants \
+      "eager/quantize=4bit/batch=64/dropout=0.05,eager/quantize=none,cuda-graphs/quantize=none,compile/quantize=none,compile+cuda-graphs/quantize=none,cuda-graphs/quantize=4bit,cuda-graphs/quantize=none/liger"
+    run probe-scaling 0,1 python3 scripts/bench_scaling.py --data $DATA --steps 60 --out $STAGE/scaling
+  ) &
+  (
+    NOSHOW_CHECK_FINITE=1 run probe-llama8b 1 python3 scripts/bench_train.py --model llama-8b-random \
+      --data $DATA --test-rows 128 --statements 256 --seed-statements 128 --no-write
+    run probe-engines 1 python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k engines
+  ) &
+  wait
   touch $STAGE/logs/ALL_DONE
   ;;
 wait)

@@ -256,9 +256,9 @@ def test_tokenizer_has_a_pad_token_and_the_requested_side(bundled_model_dir):
 # ----------------------------------------------------------------------------- loading
 
 
-def test_quantize_auto_quantizes_only_big_models_on_cuda():
+def test_quantize_auto_is_4bit_on_cuda_for_every_model_size():
     cuda = torch.device("cuda")  # a device name only: nothing runs on it
-    assert choose_quantization("auto", cuda, "smollm2-135m-instruct") == "none"
+    assert choose_quantization("auto", cuda, "smollm2-135m-instruct") == "4bit"
     assert choose_quantization("auto", cuda, "llama-3.1-8b") == "4bit"
     assert choose_quantization("none", cuda, "llama-3.1-8b") == "none"
 
