@@ -449,13 +449,29 @@ def render_model_card(card: Mapping[str, Any]) -> str:
     calibration = card.get("calibration") or {}
     if calibration:
         raw = card["test_metrics"].get("model_uncalibrated") or {}
+        before = calibration.get("ece_test_before", raw.get("ece"))
+        after = calibration.get("ece_test_after", model.get("ece"))
+        mean_p = calibration.get("mean_p_after", model.get("mean_p"))
+        rate = calibration.get("prevalence", model.get("prevalence"))
         out += [
             "",
-            f"**Calibration**: {calibration.get('method', '?')} scaling of the logit of "
-            f"P(no-show), fitted on {_fmt_int(calibration.get('rows'))} validation rows; expected "
-            f"calibration error on test {_fmt_metric(raw.get('ece'))} before, "
-            f"{_fmt_metric(model.get('ece'))} after (mean P {_fmt_metric(model.get('mean_p'))} "
-            f"against an observed rate of {_fmt_metric(model.get('prevalence'))}).",
+            f"**Calibration** (`calibration.json`, applied to every P(no-show) noshow shows): "
+            f"{calibration.get('method', '?')} scaling of the logit of P(no-show), fitted on "
+            f"{_fmt_int(calibration.get('rows'))} validation rows; expected calibration error on "
+            f"test {_fmt_metric(before)} before, {_fmt_metric(after)} after (mean P "
+            f"{_fmt_metric(mean_p)} against an observed rate of {_fmt_metric(rate)}; the "
+            "no-show rate of the test days is lower than the validation days', which no "
+            "scaler fitted on validation can know)."
+            + (f" Note: {calibration['note']}." if calibration.get("note") else ""),
+        ]
+    preview = card.get("hybrid_preview")
+    if preview:
+        out += [
+            "",
+            f"**Hybrid** (`hybrid.json`: this adapter's calibrated P blended with the tuned "
+            f"tabular baseline's, weights fitted on validation): ROC-AUC "
+            f"{format_auc(preview)} on {_fmt_int(preview.get('test_rows'))} sampled test rows, "
+            f"where the tuned baseline reached {_fmt_metric(preview.get('tuned_baseline_roc_auc'))}.",
         ]
         if (card.get("weights") or {}).get("files", {}).get(RELIABILITY_PNG):
             out += ["", f"![Reliability diagram before and after calibration]({RELIABILITY_PNG})"]

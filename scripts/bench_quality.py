@@ -132,7 +132,7 @@ def score_adapter(
         started = time.perf_counter()
         for first in range(0, len(todo), SCORE_CHUNK):
             chunk = todo.iloc[first : first + SCORE_CHUNK]
-            p = predictor.predict_proba(chunk["statement"].tolist())
+            p = predictor.predict_proba(chunk["statement"].tolist(), calibrated=False)
             known.update(zip(chunk["record_id"].astype(int), p, strict=True))
             if path is not None:
                 out = pd.DataFrame({"record_id": chunk["record_id"], "p": p})

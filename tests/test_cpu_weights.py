@@ -366,13 +366,16 @@ def test_shipped_adapters_on_the_cpu_score_like_on_the_gpu_they_were_trained_on(
 
     rows = json.loads(GPU_SCORES.read_text())["rows"]
     predictor = load_predictor(SHIPPED[approach], device="cpu")  # the app's default weights
-    cpu = np.array(predictor.predict_proba([r["statement"] for r in rows]))
+    statements = [r["statement"] for r in rows]
+    cpu = np.array(predictor.predict_proba(statements, calibrated=False))  # as stored: raw
     gpu = np.array([r["p_gpu"][approach] for r in rows])
     assert np.abs(cpu - gpu).mean() < 0.03
     assert np.abs(cpu - gpu).max() < 0.1
     assert np.corrcoef(cpu, gpu)[0, 1] > 0.97
-    # the validation threshold carries over: the same rows fall on the same side of it
-    same_side = (cpu >= predictor.threshold) == (gpu >= predictor.threshold)
+    # the calibrated threshold carries over: the same rows fall on the same side of it
+    cpu_cal, gpu_cal = predictor.calibrator.apply(cpu), predictor.calibrator.apply(gpu)
+    assert np.allclose(predictor.predict_proba(statements[:3]), cpu_cal[:3], atol=1e-9)
+    same_side = (cpu_cal >= predictor.threshold) == (gpu_cal >= predictor.threshold)
     assert same_side.mean() >= 0.9
 
 
