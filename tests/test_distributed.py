@@ -302,9 +302,10 @@ def test_torchrun_two_processes_train_like_one_process(
     one = torch.load(tmp_path / "single" / "rank0.pt")
     for k, v in one["trainable"].items():
         torch.testing.assert_close(r0["trainable"][k], v, atol=1e-6, rtol=1e-5)
-    # scores gathered from both ranks' shards land on the right rows
+    # scores gathered from both ranks' shards land on the right rows (raw scores: on this
+    # random model the calibration method is a near-tie that 1e-7 can flip)
     single_preds = runs.read_predictions(single.run_dir)
-    np.testing.assert_allclose(preds["p_no_show"], single_preds["p_no_show"], atol=1e-5)
+    np.testing.assert_allclose(preds["p_no_show_raw"], single_preds["p_no_show_raw"], atol=1e-5)
     assert preds["record_id"].tolist() == single_preds["record_id"].tolist()
     print(f"torchrun 2 processes, 4 steps, end to end: {elapsed:.1f}s")
 

@@ -258,7 +258,7 @@ def test_train_command_is_rebuilt_from_the_config_without_defaults():
     ).to_dict()
     assert mc.train_command(config) == (
         "python scripts/train.py --approach generative --data data/KaggleV2-May-2016.csv "
-        "--max-train-rows 1000 --batch-size 16 --lora-r 8 --quantize 4bit --wandb"
+        "--max-train-rows 1000 --lora-r 8 --quantize 4bit --batch-size 16 --wandb"
     )
 
 
