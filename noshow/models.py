@@ -636,64 +636,46 @@ def describe_model(model: Any) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- random models
 
 
-def random_llama_config(
-    shape: Literal["tiny", "8b"] = "tiny", vocab_size: int | None = None
-) -> Any:
-    """A LlamaConfig of a known shape: "tiny" (2 layers, hidden 16) or "8b" (Llama 3.1 8B)."""
+def random_llama_config(vocab_size: int | None = None) -> Any:
+    """The tiny test Llama's config: 2 layers, hidden 16, the bundled vocabulary. (The 8B
+    shape the benchmarks use lives with them, in scripts/bench_train.py.)"""
     from transformers import LlamaConfig
 
-    if shape == "tiny":
-        return LlamaConfig(
-            vocab_size=vocab_size or _BUNDLED_EXPECT["vocab_size"],
-            hidden_size=16,
-            intermediate_size=32,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=1,
-            max_position_embeddings=512,
-            tie_word_embeddings=True,
-        )
-    if shape == "8b":
-        return LlamaConfig(
-            vocab_size=vocab_size or 128_256,
-            hidden_size=4096,
-            intermediate_size=14_336,
-            num_hidden_layers=32,
-            num_attention_heads=32,
-            num_key_value_heads=8,
-            max_position_embeddings=131_072,
-            rms_norm_eps=1e-5,
-            rope_theta=500_000.0,
-            tie_word_embeddings=False,
-        )
-    raise ModelError(f"shape must be 'tiny' or '8b', got {shape!r}.")
+    return LlamaConfig(
+        vocab_size=vocab_size or _BUNDLED_EXPECT["vocab_size"],
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        num_key_value_heads=1,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+    )
 
 
 def build_random_llama(
     folder: str | Path,
-    shape: Literal["tiny", "8b"] = "tiny",
+    shape: Literal["tiny"] = "tiny",
     tokenizer_from: str | Path | None = None,
     seed: int = 0,
 ) -> Path:
-    """Save a randomly initialised Llama + a real tokenizer into `folder` (empty or new).
-
-    Only "tiny" is written to disk; the 8B shape (16 GB in bf16) is for benchmarks, which
-    build it in memory from `random_llama_config("8b", ...)`. `tokenizer_from` defaults to
-    the bundled model, so "Yes"/"No" are real single tokens.
+    """Save a randomly initialised tiny Llama + a real tokenizer into `folder` (empty or
+    new), for tests. `tokenizer_from` defaults to the bundled model, so "Yes"/"No" are real
+    single tokens. (The 8B shape, 16 GB in bf16, is built in memory by the benchmarks.)
     """
     from transformers import LlamaForCausalLM
 
     if shape != "tiny":
         raise ModelError(
-            f"build_random_llama writes only shape='tiny' to disk; for {shape!r} build the model "
-            f"in memory: LlamaForCausalLM(random_llama_config({shape!r}, vocab_size=...))."
+            f"build_random_llama writes only shape='tiny' to disk, got {shape!r}; the 8B shape "
+            "is built in memory by scripts/bench_train.py."
         )
     target = Path(folder).expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ModelError(f"{target} is not an empty folder: choose a new or empty folder.")
     tokenizer = load_tokenizer(tokenizer_from if tokenizer_from is not None else DEFAULT_MODEL)
 
-    config = random_llama_config("tiny", vocab_size=len(tokenizer))
+    config = random_llama_config(vocab_size=len(tokenizer))
     config.pad_token_id = tokenizer.pad_token_id
     config.eos_token_id = tokenizer.eos_token_id
     config.bos_token_id = tokenizer.bos_token_id

@@ -265,6 +265,24 @@ def quantize_decoder_linears(model, compute_dtype) -> int:
     return swapped
 
 
+def llama_8b_config():
+    """Llama 3.1 8B's shape (random weights are built from it in memory; 16 GB in bf16)."""
+    from transformers import LlamaConfig
+
+    return LlamaConfig(
+        vocab_size=128_256,
+        hidden_size=4096,
+        intermediate_size=14_336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        max_position_embeddings=131_072,
+        rms_norm_eps=1e-5,
+        rope_theta=500_000.0,
+        tie_word_embeddings=False,
+    )
+
+
 def build_random_llama_in_memory(
     shape: str, approach: str, quantize: str, device, tokenizer, seed: int = 0
 ):
@@ -279,7 +297,7 @@ def build_random_llama_in_memory(
 
     # "8b" keeps Llama 3.1's 128,256-row embedding and head (the seed pays for the head over
     # every token, so its width matters); the bundled tokenizer's ids all fall inside it.
-    config = random_llama_config(shape, vocab_size=None if shape == "8b" else len(tokenizer))
+    config = llama_8b_config() if shape == "8b" else random_llama_config(len(tokenizer))
     if len(tokenizer) > config.vocab_size:
         raise BenchError(
             f"The tokenizer has {len(tokenizer)} tokens, more than the model's {config.vocab_size}."

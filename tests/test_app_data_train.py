@@ -744,7 +744,7 @@ def test_app_second_start_is_refused_naming_the_running_job(app):
     idle(app)
 
 
-def test_app_cancel_stops_the_job(app):
+def test_app_cancel_stops_the_job_long_before_its_end(app):
     idle(app)
     app.client.predict(**{**QUICK, "max_steps": 1000}, api_name="/start_training")
     wait_for(app.client, lambda s: s["progress"].get("step", 0) >= 2)

@@ -165,6 +165,21 @@ def test_seed_collator_pads_right_with_pad_id_zero_mask_and_ignored_labels():
 # ----------------------------------------------------------------------------- models
 
 
+def test_the_8b_shape_is_llama_3_1_8b(bench_train):
+    config = bench_train.llama_8b_config()
+    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers) == (
+        4096,
+        14_336,
+        32,
+    )
+    assert (config.num_attention_heads, config.num_key_value_heads, config.vocab_size) == (
+        32,
+        8,
+        128_256,
+    )
+    assert config.rope_parameters["rope_theta"] == 500_000.0
+
+
 def test_random_llama_in_memory_4bit_quantizes_every_decoder_linear_and_no_head(bench_train):
     bnb = pytest.importorskip("bitsandbytes")
     from noshow.models import load_tokenizer

@@ -99,16 +99,31 @@ def test_second_start_while_running_is_refused_naming_the_running_job(tmp_path):
 
 
 def test_cancel_stops_the_job_within_one_step(tmp_path):
-    jobs = JobManager(train_fn=make_fake_train(steps=1000, step_s=0.005), runs_dir=tmp_path)
+    """The step that runs when the cancel arrives is the last one: the training function's
+    next stop check sees the request and no further step starts."""
+    seen: dict[str, int] = {}
+    fake = make_fake_train(steps=1000, step_s=0.2)  # a thread switch never spans a step
+
+    def train_fn(config, *, run_dir=None, on_progress=None, should_stop=None):
+        def watched_stop() -> bool:
+            stop = should_stop()
+            if stop and "stop_seen_after" not in seen:
+                seen["stop_seen_after"] = jobs.snapshot()["progress"].get("step", 0)
+            return stop
+
+        return fake(config, run_dir=run_dir, on_progress=on_progress, should_stop=watched_stop)
+
+    jobs = JobManager(train_fn=train_fn, runs_dir=tmp_path)
     job_id = jobs.start(quick_config())
     wait_until(lambda: jobs.snapshot()["progress"].get("step", 0) >= 3)
+    step_at_cancel = jobs.snapshot()["progress"]["step"]
     assert jobs.cancel(job_id) is True
-    assert jobs.wait(
-        30
-    )  # the thread ends after cleanup (gc in a big test process); the step count below is the one-step check
+    assert jobs.wait(30)  # the thread ends after cleanup (gc in a big test process)
     snap = jobs.snapshot()
     assert snap["state"] == "cancelled"
-    assert snap["progress"]["step"] < 1000
+    # at most the step in flight finished after the request; nothing ran after the check
+    assert snap["progress"]["step"] <= step_at_cancel + 1
+    assert seen["stop_seen_after"] == snap["progress"]["step"]
     assert any("Cancel requested" in line for line in snap["log"])
 
 
