@@ -1,11 +1,11 @@
 """Which form of the CPU forward scores statements, chosen by timing at load.
 
-Which products are fastest depends on the CPU, and no rule read from its flags held: bf16
-weights halve the bytes read and, with AMX tiles, cost a third of fp32; with AVX512-BF16
-alone they were 18-27% SLOWER than fp32 on one CPU through `F.linear` (which reorders the
-weight on every call), while oneDNN-packed bf16 weights ran 2.4x faster than fp32 per core
-on another; and torch's fp32 `F.linear` calls MKL, which on AMD CPUs takes slower kernels
-than oneDNN's. So `choose_cpu_path` builds the lean forward (`noshow.cpu_forward`) in each
+Which products are fastest depends on the CPU, and no rule read from its flags held up.
+Measured on 2 cores: on an Intel Xeon with AMX, oneDNN-packed bf16 weights took half the
+time of fp32; the same Xeon capped to AVX512-BF16 (`ONEDNN_MAX_CPU_ISA`) ran bf16 12-23%
+SLOWER than fp32; on an AMD EPYC (Zen 4, AVX512-BF16, no AMX) packed bf16 products ran 2.4x
+faster than fp32 per core, while torch's fp32 `F.linear` (MKL) was 1.34x slower there than
+oneDNN's fp32. So `choose_cpu_path` builds the lean forward (`noshow.cpu_forward`) in each
 candidate form and times them on one real-length statement, alternating, and keeps the
 fastest; ties (within `TIE`) go to the more exact form, so the choice is never slower than
 fp32 and is fp32 where nothing beats it:
@@ -17,9 +17,10 @@ fp32 and is fp32 where nothing beats it:
   P(no-show) moves by ~0.01 against fp32 (tests/test_cpu_runtime.py).
 
 The timing (~2 s) runs once per process and model shape: the second adapter on the same
-base reuses the choice. Statements share one forward (`predict_proba(list)`) where that
-gives the same scores as one at a time (`CpuPath.batch_equals_single`). `NOSHOW_CPU_WEIGHTS` (or `load_predictor(cpu_weights=...)`) names
-one form and skips the timing.
+base reuses the choice. It is not kept on disk: timed under a passing load it may pick a
+form that is not the quiet machine's best, and the next start times again. Statements share one forward (`predict_proba(list)`) where that gives the same
+scores as one at a time (`CpuPath.batch_equals_single`). `NOSHOW_CPU_WEIGHTS` (or
+`load_predictor(cpu_weights=...)`) names one form and skips the timing.
 
     from noshow.cpu_runtime import choose_cpu_path
     path = choose_cpu_path(model.get_decoder(), sample_ids, prefix_ids=prefix)

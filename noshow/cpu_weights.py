@@ -4,18 +4,13 @@ fp32 activations, the NF4 round trip of a 4-bit-trained adapter's base, and huge
 Which form scores is chosen by timing at load (`noshow.cpu_runtime`); this module reads the
 override and holds the weight transforms.
 
-Single-statement scoring on a CPU is bound by reading the weights (~106M linear weights per
-forward, 424 MB in fp32), so halving their bytes nearly halves the time, and AMX makes
-the bf16 matmuls themselves cheap. Only the matmul inputs and weights are rounded: the
-residual stream, norms, attention softmax and the heads stay fp32. Measured on the shipped
-adapters and 400 real test statements: max |dP| 0.011 (generative) / 0.02 (classifier)
-against fp32, ROC-AUC unchanged within noise; a full bf16 model moved P by up to 0.05 and
-cost the generative adapter 0.036 AUC, so it is not offered (see BENCHMARKS.md).
-
-bf16 matmul kernels round differently for different row counts, so a statement in a batch
-would score up to 0.006 away from the same statement alone; predictors with these weights
-score one statement per forward (`single_rows`), which keeps batch == single bit-for-bit
-and, weight-bound as the CPU is, costs about what fp32 batches did.
+bf16 linears: only the matmul inputs and weights are rounded; the residual stream, norms,
+attention softmax and the heads stay fp32. Measured on the shipped adapters and 400 real
+test statements: max |dP| 0.011 (generative) / 0.02 (classifier) against fp32, ROC-AUC
+unchanged within noise; a full bf16 model moved P by up to 0.05 and cost the generative
+adapter 0.036 AUC, so it is not offered (see BENCHMARKS.md). Whether bf16 is faster depends
+on the CPU: with AMX about half the time of fp32, with AVX512-BF16 alone 12-23% slower on
+one CPU and faster on another, hence the timing at load.
 
 `NOSHOW_CPU_WEIGHTS`: `auto` (default: time the candidates at load, see noshow.cpu_runtime),
 `float32` (exact fp32, what the model cards were scored in), `float32-onednn` (fp32 weights
