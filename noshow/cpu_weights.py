@@ -1,21 +1,21 @@
-"""CPU inference weights: bf16 linear layers with fp32 activations, where the CPU has native
-bf16 (AVX512-BF16 or AMX), else plain fp32.
+"""CPU inference weights: the choice of form (`NOSHOW_CPU_WEIGHTS`), bf16 linear layers with
+fp32 activations, the NF4 round trip of a 4-bit-trained adapter's base, and huge pages.
 
-Single-statement scoring on a CPU is bound by reading the weights (~106M linear weights per
-forward, 424 MB in fp32), so halving their bytes nearly halves the time, and AMX makes
-the bf16 matmuls themselves cheap. Only the matmul inputs and weights are rounded: the
-residual stream, norms, attention softmax and the heads stay fp32. Measured on the shipped
-adapters and 400 real test statements: max |dP| 0.011 (generative) / 0.02 (classifier)
-against fp32, ROC-AUC unchanged within noise; a full bf16 model moved P by up to 0.05 and
-cost the generative adapter 0.036 AUC, so it is not offered (see BENCHMARKS.md).
+Which form scores is chosen by timing at load (`noshow.cpu_runtime`); this module reads the
+override and holds the weight transforms.
 
-bf16 matmul kernels round differently for different row counts, so a statement in a batch
-would score up to 0.006 away from the same statement alone; predictors with these weights
-score one statement per forward (`single_rows`), which keeps batch == single bit-for-bit
-and, weight-bound as the CPU is, costs about what fp32 batches did.
+bf16 linears: only the matmul inputs and weights are rounded; the residual stream, norms,
+attention softmax and the heads stay fp32. Measured on the shipped adapters and 400 real
+test statements: max |dP| 0.011 (generative) / 0.02 (classifier) against fp32, ROC-AUC
+unchanged within noise; a full bf16 model moved P by up to 0.05 and cost the generative
+adapter 0.036 AUC, so it is not offered (see BENCHMARKS.md). Whether bf16 is faster depends
+on the CPU: with AMX about half the time of fp32, with AVX512-BF16 alone 12-23% slower on
+one CPU and faster on another, hence the timing at load.
 
-`NOSHOW_CPU_WEIGHTS=float32` keeps exact fp32 weights (what the model cards were scored in);
-`bfloat16` forces bf16 even where the CPU would emulate it (slow, for tests).
+`NOSHOW_CPU_WEIGHTS`: `auto` (default: time the candidates at load, see noshow.cpu_runtime),
+`float32` (exact fp32, what the model cards were scored in), `float32-onednn` (fp32 weights
+prepacked for oneDNN) or `bfloat16` (bf16 even where the CPU would emulate it: slow, for
+tests).
 
 Huge pages (`hugepage_weights`): with transparent huge pages in `madvise` mode (common on
 VMs), torch's weights sit in 4 KiB pages and a forward that streams ~200 MB of them is bound
@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 
 ENV_VAR = "NOSHOW_CPU_WEIGHTS"
-CHOICES = ("auto", "float32", "bfloat16")
+CHOICES = ("auto", "float32", "float32-onednn", "bfloat16")
 HUGEPAGES_ENV_VAR = "NOSHOW_HUGEPAGES"
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 HUGE_PAGE = 2 << 20  # x86-64 / arm64 (4 KiB base pages) PMD size
@@ -53,15 +53,13 @@ def native_bf16() -> bool:
 
 
 def cpu_weights_choice(requested: str | None = None) -> str:
-    """'float32' or 'bfloat16' for CPU inference, from the argument, else the env var, else
-    'auto' (bf16 only where native). An unknown value is an error that names the choices."""
+    """One of CHOICES for CPU inference, from the argument, else the env var, else 'auto'
+    (time the candidates at load). An unknown value is an error that names the choices."""
     value = (requested or os.environ.get(ENV_VAR) or "auto").strip().lower()
     aliases = {"fp32": "float32", "bf16": "bfloat16"}
     value = aliases.get(value, value)
     if value not in CHOICES:
         raise ValueError(f"{ENV_VAR}={value!r}: use one of {', '.join(CHOICES)}.")
-    if value == "auto":
-        return "bfloat16" if native_bf16() else "float32"
     return value
 
 
@@ -111,15 +109,48 @@ def _blockwise_snap(values: torch.Tensor, code: torch.Tensor, blocksize: int):
     return code[torch.bucketize(scaled, (code[:-1] + code[1:]) / 2)], absmax
 
 
+# bitsandbytes' NF4 code (`get_4bit_type("nf4")`): quantiles of N(0, 1), equal mass per bin.
+NF4_CODE = (
+    -1.0,
+    -0.6961928009986877,
+    -0.5250730514526367,
+    -0.39491748809814453,
+    -0.28444138169288635,
+    -0.18477343022823334,
+    -0.09105003625154495,
+    0.0,
+    0.07958029955625534,
+    0.16093020141124725,
+    0.24611230194568634,
+    0.33791524171829224,
+    0.44070982933044434,
+    0.5626170039176941,
+    0.7229568362236023,
+    1.0,
+)
+
+
+def dynamic_code() -> torch.Tensor:
+    """bitsandbytes' signed 8-bit dynamic code (`create_dynamic_map()`, 7 exponent bits), the
+    code QLoRA's double quantization stores the block absmaxes in; sorted, 256 values."""
+    data: list[float] = []
+    for i in range(7):  # exponent 10^(i - 6), 2^i fraction steps between 0.1 and 1
+        bounds = torch.linspace(0.1, 1, 2**i + 1, dtype=torch.float32)
+        means = (bounds[:-1] + bounds[1:]) / 2.0  # scaled in float32, as bitsandbytes does
+        data += (10 ** (i - 6) * means).tolist() + (-(10 ** (i - 6)) * means).tolist()
+    data += [0.0, 1.0]
+    data += [0.0] * (256 - len(data))
+    return torch.tensor(sorted(data), dtype=torch.float32)
+
+
 def nf4_round(weight: torch.Tensor) -> torch.Tensor:
     """`weight` as QLoRA's 4-bit base holds it: bitsandbytes NF4 from bf16, blocks of 64,
     the block absmaxes double-quantized (8-bit dynamic code, blocks of 256, mean offset),
     dequantized to bf16. Same arithmetic as bitsandbytes' reference kernels, vectorized
-    (its CPU path takes ~12 s for SmolLM2's decoder; this, about a second)."""
-    import bitsandbytes.functional as bnb_f
-
-    nf4 = bnb_f.get_4bit_type("nf4", device="cpu").float()
-    dynamic = bnb_f.create_dynamic_map().float()
+    (its CPU path takes ~12 s for SmolLM2's decoder; this, about a second), and without
+    bitsandbytes itself, so a CPU-only install scores 4-bit-trained adapters too."""
+    nf4 = torch.tensor(NF4_CODE, dtype=torch.float32)
+    dynamic = dynamic_code()
     flat = weight.detach().to(torch.bfloat16).float().reshape(-1)
     snapped, absmax = _blockwise_snap(flat, nf4, 64)
     offset = absmax.mean()

@@ -2,12 +2,13 @@
 P(no-show) per statement, whether the adapter is generative or a classifier head.
 
 On the CPU the LoRA weights are merged into the base (no adapter overhead per layer; an
-adapter trained on a 4-bit base gets that base: its weights rounded through NF4 first) and,
-where the CPU has native bf16, the decoder's linear layers hold bf16 weights with fp32
-activations (`noshow.cpu_weights`: about half the time, |dP| ~0.01; `NOSHOW_CPU_WEIGHTS=
-float32` for exact fp32) and one statement runs through a lean fused forward
-(`noshow.cpu_forward`, ~20% less time). On CUDA the base is loaded 4-bit (or bf16) and the adapter kept
-separate, as trained.
+adapter trained on a 4-bit base gets that base: its weights rounded through NF4 first), and
+statements run through a lean fused forward (`noshow.cpu_forward`; several statements share
+one pass) whose products take the form timed fastest on this CPU at load: fp32, fp32
+prepacked for oneDNN, or bf16 weights with fp32 activations (|dP| ~0.01), never slower than
+fp32 (`noshow.cpu_runtime`; `NOSHOW_CPU_WEIGHTS=float32` for exact fp32). `predictor.weights`
+says which. On CUDA the base is loaded 4-bit (or bf16) and the adapter kept separate, as
+trained.
 
     from noshow.predict import load_predictor
     p = load_predictor("runs/<run_id>")          # or an adapter folder
@@ -28,6 +29,14 @@ import torch
 from noshow.cpu_thread import run_on_cpu_thread
 
 DEFAULT_MAX_LENGTH = 256
+# One statement of typical length (68 tokens; ~110 with the chat template) that the CPU
+# forms are timed on at load.
+SAMPLE_STATEMENT = (
+    "A 52-year-old woman from Maria Ortiz has an appointment on a Tuesday, booked 14 days "
+    "ahead at 9 a.m. She has hypertension; no diabetes, no alcoholism and no disability. She "
+    "receives no welfare scholarship. She got an SMS reminder. This is her first appointment "
+    "on record."
+)
 
 
 class PredictError(ValueError):
@@ -205,13 +214,9 @@ def _load_predictor(
 
     from noshow.approaches import get_approach
     from noshow.calibration import Calibrator
-    from noshow.cpu_forward import install_fast_forward
-    from noshow.cpu_weights import (
-        bf16_linears,
-        cpu_weights_choice,
-        hugepage_weights,
-        nf4_round_trip,
-    )
+    from noshow.cpu_forward import install_fast_forward, supported
+    from noshow.cpu_runtime import choose_cpu_path
+    from noshow.cpu_weights import cpu_weights_choice, hugepage_weights, nf4_round_trip
     from noshow.models import ModelError, load_base, scoring_quantization
     from noshow.quiet import silence_third_party
 
@@ -250,22 +255,32 @@ def _load_predictor(
     if nf4_base:
         weights += ", NF4-rounded base"
     try:
-        cpu_bf16 = cpu_weights_choice(cpu_weights) == "bfloat16"
+        requested = cpu_weights_choice(cpu_weights)
     except ValueError as e:
         raise PredictError(str(e)) from e
-    bf16 = merged and dev.type == "cpu" and cpu_bf16
-    if bf16:
-        bf16_linears(model.get_decoder())  # weight-bound: half the bytes, AMX matmuls
-        weights = "bf16 linears (fp32 activations), merged" + (
-            ", NF4-rounded base" if nf4_base else ""
-        )
     if merged and dev.type == "cpu" and hugepage_weights(model):
         weights += ", huge pages"  # TLB-bound weight reads; NOSHOW_HUGEPAGES=0 turns it off
     max_length = int(meta.get("max_length", DEFAULT_MAX_LENGTH))
     bound = spec.bind(model, tokenizer, max_length=max_length, device=dev)
-    # one statement per call: fewer, larger ops; the chat template's fixed start computed once
-    if bf16 and install_fast_forward(model.get_decoder(), prefix_ids=bound.prefix_ids):
-        weights += ", fused forward"
+    single_rows = False
+    if merged and dev.type == "cpu" and supported(model.get_decoder()) is None:
+        # the chat template's fixed start is computed once; the form of the products is
+        # the fastest of the candidates on one real-length statement (noshow.cpu_runtime)
+        prefix = tuple(bound.prefix_ids)
+        suffix = tuple(bound.suffix_ids)
+        sample = tokenizer(SAMPLE_STATEMENT, add_special_tokens=False)["input_ids"]
+        path = choose_cpu_path(
+            model.get_decoder(),
+            [*prefix, *sample, *suffix],
+            prefix_ids=prefix,
+            requested=requested,
+        )
+        install_fast_forward(model.get_decoder(), state=path.state)
+        weights = weights.replace(weights.split(",")[0], path.label, 1)
+        weights += f", fused forward; {path.describe()}"
+        # where bf16 products round differently for different row counts, one statement
+        # per forward keeps a statement's score the same in a batch as alone
+        single_rows = not path.batch_equals_single
     return AdapterPredictor(
         approach=approach,
         threshold=float(meta.get("threshold", 0.5)),
@@ -281,7 +296,7 @@ def _load_predictor(
         bound=bound,
         calibrator=Calibrator.load(adapter_dir),
         weights=weights,
-        single_rows=bf16,
+        single_rows=single_rows,
     )
 
 

@@ -1,6 +1,8 @@
-"""Which weights to score with on the CPU: exact fp32, the default bf16 linear layers with
-fp32 activations, a whole-bf16 model, and int8 dynamic quantization of the decoder's linear
-layers, on the same test statements for each adapter: ROC-AUC, the largest and mean change
+"""Which weights to score with on the CPU: exact fp32 (transformers' forward), the candidate
+forms the app times at load (fp32 oneDNN-packed, bf16 linear layers with fp32 activations,
+oneDNN-packed; noshow/cpu_runtime.py), and two forms tried and not adopted (a whole-bf16
+model, int8 dynamic quantization of the decoder's linear layers), on the same test
+statements for each adapter: ROC-AUC, the largest and mean change
 in P(no-show) against fp32 (dP, absolute), and the seconds the batch took.
 
     python scripts/bench_cpu_weights.py                    # shipped adapters, 400 real test rows
@@ -44,14 +46,15 @@ def variants(path: Path):
     """(label, predictor) for each way of holding the weights, built from one fp32 load."""
     import torch
 
+    from noshow.cpu_forward import uninstall_fast_forward
     from noshow.predict import load_predictor
 
     exact = load_predictor(path, device="cpu", cpu_weights="float32")
+    uninstall_fast_forward(exact.model.get_decoder())  # the reference: transformers' forward
     yield "float32 (exact)", exact
-    yield (
-        "bf16 linears, fp32 activations (default)",
-        load_predictor(path, device="cpu", cpu_weights="bfloat16"),
-    )
+    for name in ("float32-onednn", "bfloat16"):
+        candidate = load_predictor(path, device="cpu", cpu_weights=name)
+        yield candidate.weights.split(", merged")[0] + " (candidate)", candidate
     whole = copy.copy(exact)
     whole.model = copy.deepcopy(exact.model).to(torch.bfloat16)
     yield "whole model bf16", whole

@@ -4,20 +4,31 @@ latency on the CPU, in one run, through the same `noshow.predict` interface the 
 - GPU batch: `load_predictor(adapter, device="cuda")` (the base as trained, 4-bit or bf16,
   adapter kept separate), then one `predict_proba(statements)` call over `--rows` test
   statements, tokenization included; statements/s after a warm-up call.
-- CPU latency: `load_predictor(adapter, device="cpu")` (LoRA merged into the base) in exact
-  fp32 and in the app's default CPU weights (bf16 linear layers, fp32 activations, huge
-  pages and the fused one-row forward, where the CPU has native bf16; see
-  noshow/cpu_weights.py, noshow/cpu_forward.py), plus that default without huge pages and
-  without the fused forward, `--repeats` calls of one statement each after warm-up, all
-  timed in alternation so machine noise hits them alike; p50/p95/min in ms and the largest
-  change in P(no-show) against fp32.
+- CPU latency: `load_predictor(adapter, device="cpu")` as the app loads it (LoRA merged,
+  the form of the products timed fastest at load, see noshow/cpu_runtime.py), then every
+  candidate form on that same model: fp32 through transformers' own forward (the plain
+  reference), and through the lean fused forward (noshow/cpu_forward.py) fp32, fp32
+  oneDNN-packed, bf16 linears and bf16 oneDNN-packed; `--repeats` calls of one statement
+  each after warm-up, the forms taking turns so machine noise hits them alike; p50/p95 in
+  ms, the ratio to fp32 (transformers) and the largest change in P(no-show) against it.
+  The form the app chose is marked. bf16 forms are skipped where the CPU emulates bf16.
+- CPU batches (`--batch-sizes`, default 1 2 4 8 16): the app's form scoring B statements in
+  one `predict_proba` call (one padded forward, as concurrent Compares share it): ms per
+  statement, and the largest |dP| between a statement in a batch and alone.
 - Compare: both adapters in the app's default weights, one statement each, as the Compare
   tab scores it (`predict_with_answer`: P and the generative answer text in one pass).
   torch's thread count is left at its default unless --threads is given.
 
+Runs on any x86 or Arm CPU with torch, transformers and peft: bitsandbytes and gguf are not
+needed once the bundled model is converted (NOSHOW_HOME/models/...). To compare kinds of
+CPU on one machine, cap oneDNN's instructions (`ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16` or
+`AVX2` makes an AMX CPU stand in for one without) and pin two cores (`taskset -c 0,1`).
+
     python scripts/bench_predict.py                      # shipped adapters, else newest runs
     python scripts/bench_predict.py --device cpu         # CPU latency and Compare only
     python scripts/bench_predict.py --smoke --no-write   # two tiny adapters, CPU OK
+    ONEDNN_MAX_CPU_ISA=AVX2 taskset -c 0,1 python scripts/bench_predict.py --device cpu \
+        --threads 2 --no-write                           # a 2-core AVX2 CPU, compact table
 
 Prints one table and appends it to BENCHMARKS.md with the machine, versions and command.
 """
@@ -64,7 +75,6 @@ SMOKE_REPEATS = 10
 
 PREDICT_COLUMNS = (
     "adapter",
-    "approach",
     "mode",
     "device",
     "weights",
@@ -72,9 +82,10 @@ PREDICT_COLUMNS = (
     "statements/s",
     "p50 ms",
     "p95 ms",
-    "min ms",
+    "x fp32",
     "max dP vs fp32",
 )
+BATCH_SIZES = (1, 2, 4, 8, 16)
 
 
 # ----------------------------------------------------------------------------- adapters
@@ -169,21 +180,22 @@ def measure_batch(predictor, statements: list[str]) -> dict[str, Any]:
     return {"statements": len(statements), "statements_per_s": len(statements) / max(seconds, 1e-9)}
 
 
-def measure_latencies(predictors: list, statements: list[str], repeats: int) -> list[dict]:
-    """Single-statement calls, the predictors taking turns on each statement (the order
-    alternating), so noise from other work on the machine lands on all of them alike."""
+def measure_latencies(variants: list, statements: list[str], repeats: int) -> list[dict]:
+    """Single-statement calls, the variants (functions statement -> P) taking turns on each
+    statement (the order alternating), so noise from other work on the machine lands on all
+    of them alike."""
     for s in statements[-WARMUP_CALLS:]:  # not the timed ones, so no cache can flatter them
-        for predictor in predictors:
-            predictor.predict_proba([s])
-    times: list[list[float]] = [[] for _ in predictors]
-    probs: list[list[float]] = [[] for _ in predictors]
+        for score in variants:
+            score(s)
+    times: list[list[float]] = [[] for _ in variants]
+    probs: list[list[float]] = [[] for _ in variants]
     for i in range(repeats):
-        order = range(len(predictors)) if i % 2 == 0 else reversed(range(len(predictors)))
+        order = range(len(variants)) if i % 2 == 0 else reversed(range(len(variants)))
         for k in order:
             t0 = time.perf_counter()
-            p = predictors[k].predict_proba([statements[i]])
+            p = variants[k](statements[i])
             times[k].append((time.perf_counter() - t0) * 1000)
-            probs[k].append(p[0])
+            probs[k].append(p)
     return [latency_stats(t) | {"probs": pr} for t, pr in zip(times, probs, strict=True)]
 
 
@@ -194,7 +206,6 @@ def latency_stats(times_ms: list[float]) -> dict[str, Any]:
         "statements_per_s": len(times_ms) / (sum(times_ms) / 1000),
         "p50_ms": statistics.median(times_ms),
         "p95_ms": times_ms[min(len(times_ms) - 1, int(round(0.95 * (len(times_ms) - 1))))],
-        "min_ms": times_ms[0],
     }
 
 
@@ -238,50 +249,126 @@ def bench_batch(name: str, path: Path, approach: str, args, statements: list[str
     return {"mode": "batch", "device": device, "weights": weights, **stats}
 
 
-def load_cpu_variants(path: Path, approach: str) -> list[Any]:
-    """Predictors to time in alternation: exact fp32 first, the app's default CPU weights
-    last and, where the default is bf16, the default without huge pages and without the
-    fused forward in between (what each of the two contributes). Only fp32 where the CPU
-    has no native bf16."""
-    from noshow.cpu_forward import uninstall_fast_forward
-    from noshow.cpu_weights import HUGEPAGES_ENV_VAR, cpu_weights_choice
-    from noshow.predict import PredictError, load_predictor
+def cpu_forms(predictor) -> list[tuple[str, Any]]:
+    """(label, lean-forward state or None for transformers' forward) for every candidate form
+    this CPU can run, built on the predictor's own merged fp32 model."""
+    import torch
 
-    def load(**kw):
-        return load_predictor(path, device="cpu", expected_approach=approach, **kw)
+    from noshow.cpu_forward import Matmuls, build_fast_path, onednn_available
+    from noshow.cpu_weights import native_bf16
 
-    try:
-        variants = [load(cpu_weights="float32")]
-        if cpu_weights_choice() == "float32":
-            return variants
-        saved = os.environ.get(HUGEPAGES_ENV_VAR)
-        os.environ[HUGEPAGES_ENV_VAR] = "0"
-        try:
-            variants.append(load())
-        finally:
-            if saved is None:
-                os.environ.pop(HUGEPAGES_ENV_VAR)
-            else:
-                os.environ[HUGEPAGES_ENV_VAR] = saved
-        unfused = load()
-        if uninstall_fast_forward(unfused.model.get_decoder()):
-            unfused.weights = unfused.weights.replace(", fused forward", "")
-            variants.append(unfused)
-        return [*variants, load()]
-    except PredictError as e:
-        raise BenchError(str(e)) from e
+    decoder = predictor.model.get_decoder()
+    prefix = predictor.layout.prefix_ids if predictor.layout is not None else ()
+    forms: list[tuple[str, Any]] = [("float32, transformers forward", None)]
+    for dtype in (torch.float32, torch.bfloat16):
+        if dtype == torch.bfloat16 and not native_bf16():
+            say("this CPU has no native bf16: the bf16 forms are skipped (emulated, very slow)")
+            continue
+        for onednn in (False, True):
+            matmuls = Matmuls(dtype, onednn)
+            why_not = onednn_available(dtype) if onednn else None
+            if why_not:
+                say(f"{matmuls.label}: skipped ({why_not})")
+                continue
+            forms.append((matmuls.label + ", fused", build_fast_path(decoder, matmuls, prefix)))
+    return forms
+
+
+def use_form(predictor, state) -> None:
+    """Score through `state` (None: transformers' own forward)."""
+    from noshow.cpu_forward import install_fast_forward, uninstall_fast_forward
+
+    decoder = predictor.model.get_decoder()
+    if state is None:
+        uninstall_fast_forward(decoder)
+    else:
+        install_fast_forward(decoder, state=state)
 
 
 def bench_cpu(name: str, path: Path, approach: str, args, statements: list[str]):
-    """Single-statement latency rows (fp32, ablations, then the default) and the default."""
-    say(f"{name}: single-statement latency on the CPU, {args.repeats} calls per weights ...")
-    predictors = load_cpu_variants(path, approach)
-    stats = measure_latencies(predictors, statements, args.repeats)
+    """Single-statement latency rows, one per candidate form, on the model the app loads;
+    then the app's form in batches. Returns (rows, the predictor in the app's form)."""
+    from noshow.cpu_forward import FUSED_ATTR
+    from noshow.predict import PredictError, load_predictor
+
+    say(f"{name}: single-statement latency on the CPU, {args.repeats} calls per form ...")
+    try:
+        t0 = time.perf_counter()
+        predictor = load_predictor(path, device="cpu", expected_approach=approach)
+        load_s = time.perf_counter() - t0
+    except PredictError as e:
+        raise BenchError(str(e)) from e
+    say(f"{name}: loaded in {load_s:.1f} s as {predictor.weights}")
+    decoder = predictor.model.get_decoder()
+    chosen = getattr(decoder, FUSED_ATTR, None)
+    forms = cpu_forms(predictor)
+    if chosen is not None:  # the app's own state stands in for the candidate it equals
+        forms = [
+            (label + " (app)", chosen)
+            if state is not None and state.matmuls == chosen.matmuls
+            else (label, state)
+            for label, state in forms
+        ]
+
+    def scorer(state):
+        def score(statement: str) -> float:
+            use_form(predictor, state)
+            return predictor.predict_proba([statement])[0]
+
+        return score
+
+    stats = measure_latencies([scorer(state) for _, state in forms], statements, args.repeats)
+    reference = stats[0]
     rows = []
-    for predictor, st in zip(predictors, stats, strict=True):
-        st["max_dp"] = max(abs(a - b) for a, b in zip(stats[0]["probs"], st["probs"], strict=True))
-        rows.append({"mode": "single", "device": "cpu", "weights": weights_label(predictor), **st})
-    return rows, predictors[-1]
+    for (label, _), st in zip(forms, stats, strict=True):
+        st["max_dp"] = max(abs(a - b) for a, b in zip(reference["probs"], st["probs"], strict=True))
+        st["x_fp32"] = st["p50_ms"] / reference["p50_ms"]
+        rows.append({"mode": "single", "device": "cpu", "weights": label, **st})
+    use_form(predictor, chosen)
+    if args.batch_sizes:
+        rows += bench_batches(predictor, statements, args)
+    return rows, predictor
+
+
+def bench_batches(predictor, statements: list[str], args) -> list[dict[str, Any]]:
+    """The app's form scoring B statements per call, B taking turns: ms per statement and
+    the largest |dP| of a statement in a batch against the same statement alone."""
+    sizes = sorted(set(args.batch_sizes))
+    calls = max(3, args.repeats // max(sizes))
+    say(f"batches of {', '.join(map(str, sizes))} statements, {calls} calls each ...")
+    pool = statements[: max(sizes) * calls]
+    alone = {s: predictor.predict_proba([s])[0] for s in pool[: max(sizes)]}
+    for size in sizes:  # warm-up
+        predictor.predict_proba(pool[-size:])
+    per_statement: dict[int, list[float]] = {size: [] for size in sizes}
+    max_dp = dict.fromkeys(sizes, 0.0)
+    for i in range(calls):
+        for size in sizes if i % 2 == 0 else reversed(sizes):
+            batch = pool[i * size : (i + 1) * size] if i else pool[:size]
+            t0 = time.perf_counter()
+            probs = predictor.predict_proba(batch)
+            per_statement[size].append((time.perf_counter() - t0) * 1000 / size)
+            for s, p in zip(batch, probs, strict=True):
+                if s in alone:
+                    max_dp[size] = max(max_dp[size], abs(p - alone[s]))
+    base = statistics.median(per_statement[sizes[0]])
+    rows = []
+    for size in sizes:
+        st = latency_stats(per_statement[size])
+        st["statements"] = size * calls
+        st["statements_per_s"] = 1000 / st["p50_ms"]
+        rows.append(
+            {
+                "mode": f"batch of {size}",
+                "device": "cpu",
+                "weights": f"app's form; ms per statement; x = vs batch of {sizes[0]}",
+                **st,
+                "x_fp32": st["p50_ms"] / base,
+                "max_dp": max_dp[size],
+                "dp_label": "vs alone",
+            }
+        )
+    return rows
 
 
 PROFILE_CALLS = 4
@@ -333,7 +420,7 @@ def failure_row(name: str, approach: str, e: Exception) -> dict[str, Any]:
     else:
         traceback.print_exc()
     first_line = (str(e).splitlines() or [""])[0][:80].replace("|", "/")
-    return {"adapter": name, "approach": approach, "error": f"{type(e).__name__}: {first_line}"}
+    return {"adapter": name, "error": f"{type(e).__name__}: {first_line}"}
 
 
 def _free() -> None:
@@ -348,14 +435,13 @@ def _free() -> None:
 
 def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
     failed = [
-        [r["adapter"], r["approach"], f"FAILED: {r['error']}", *["-"] * (len(PREDICT_COLUMNS) - 3)]
+        [r["adapter"], f"FAILED: {r['error']}", *["-"] * (len(PREDICT_COLUMNS) - 2)]
         for r in results
         if "error" in r
     ]
     return [
         [
             r["adapter"],
-            r["approach"],
             r["mode"],
             r["device"],
             r["weights"],
@@ -363,7 +449,7 @@ def table_rows(results: list[dict[str, Any]]) -> list[list[str]]:
             format_value(r["statements_per_s"]),
             format_value(r.get("p50_ms"), 1),
             format_value(r.get("p95_ms"), 1),
-            format_value(r.get("min_ms"), 1),
+            format_value(r.get("x_fp32"), 2),
             format_value(r.get("max_dp"), 4),
         ]
         for r in results
@@ -405,6 +491,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="CPU threads for torch (default: torch's own choice); e.g. 2 to mimic a 2-core machine",
     )
     p.add_argument(
+        "--batch-sizes",
+        type=int,
+        nargs="*",
+        default=None,
+        help="CPU: statements per predict_proba call to time (default 1 2 4 8 16; none: skip)",
+    )
+    p.add_argument(
         "--profile",
         action="store_true",
         help="also print where one CPU call's time goes (torch.profiler, by kind of op)",
@@ -424,6 +517,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.rows = SMOKE_ROWS if args.smoke else 20_000
     if args.repeats is None:
         args.repeats = SMOKE_REPEATS if args.smoke else 100
+    if args.batch_sizes is None:
+        args.batch_sizes = [1, 2, 4] if args.smoke else list(BATCH_SIZES)
+    if any(b < 1 for b in args.batch_sizes):
+        p.error(f"--batch-sizes must all be at least 1, got {args.batch_sizes}.")
     for name in ("rows", "repeats", "threads"):
         if getattr(args, name) is not None and getattr(args, name) < 1:
             p.error(f"--{name} must be at least 1, got {getattr(args, name)}.")
@@ -466,7 +563,7 @@ def main(argv: list[str] | None = None) -> int:
             for approach in APPROACHES:
                 if approach not in paths:
                     paths[approach] = find_adapter(approach, Path(args.runs_dir))
-            n = max(args.rows, args.repeats + WARMUP_CALLS)
+            n = max(args.rows, args.repeats + WARMUP_CALLS, 3 * max(args.batch_sizes, default=1))
             statements = load_statements(args.data, n, args.seed)
             results: list[dict[str, Any]] = []
             served: dict[str, Any] = {}  # the app's default CPU predictor per approach
@@ -482,7 +579,7 @@ def main(argv: list[str] | None = None) -> int:
                             name, path, approach, args, statements
                         )
                         rows += cpu_rows
-                    results += [r | {"adapter": name, "approach": approach} for r in rows]
+                    results += [r | {"adapter": name} for r in rows]
                 except Exception as e:  # the other adapter's figures are still worth having
                     results.append(failure_row(name, approach, e))
             if len(served) == len(APPROACHES):
@@ -492,8 +589,7 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 results.append(
                     {
-                        "adapter": "both",
-                        "approach": "compare",
+                        "adapter": "both (Compare)",
                         "mode": "single",
                         "device": "cpu",
                         "weights": weights_label(served["classifier"]),
@@ -504,7 +600,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
 
-    table = format_table(PREDICT_COLUMNS, table_rows(results))
+    table = cpu_summary() + "\n\n" + format_table(PREDICT_COLUMNS, table_rows(results))
     if args.profile and served:
         table += "\n\n" + "\n".join(
             profile_line(approach, predictor, statements) for approach, predictor in served.items()
@@ -517,6 +613,39 @@ def main(argv: list[str] | None = None) -> int:
         )
         say(f"appended to {args.benchmarks_file}")
     return 1 if any("error" in r for r in results) else 0
+
+
+def cpu_summary() -> str:
+    """One line on the CPU the figures come from: model, the bf16/AMX features torch sees,
+    oneDNN's ISA cap, torch threads, the cores this process may use and the load average."""
+    import platform
+
+    import torch
+
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    features = []
+    for label, probe in (
+        ("AVX512-BF16", "_is_avx512_bf16_supported"),
+        ("AMX", "_is_amx_tile_supported"),
+    ):
+        try:
+            features.append(f"{label} {'yes' if getattr(torch.cpu, probe)() else 'no'}")
+        except AttributeError:
+            features.append(f"{label} unknown")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
+    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "none")
+    return (
+        f"CPU: {model}; {', '.join(features)}; ONEDNN_MAX_CPU_ISA={isa}; "
+        f"{torch.get_num_threads()} torch threads on {cores} cores; load average {load}"
+    )
 
 
 def predict_section(args, argv, device, table: str) -> str:

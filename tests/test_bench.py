@@ -77,10 +77,12 @@ def test_bench_train_smoke_prints_one_row_per_approach_and_recipe(bundled_model_
 
 
 def test_bench_predict_smoke_prints_batch_cpu_weights_and_compare(bundled_model_dir):
+    from noshow.cpu_forward import onednn_available
     from noshow.cpu_weights import native_bf16
 
     done = _run_script("bench_predict.py", "--smoke", "--no-write", "--profile")
     assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.startswith("CPU: ")  # the machine line the figures come from
     header, rows = _table(done.stdout)
     profiles = [ln for ln in done.stdout.splitlines() if ln.startswith("- profile, ")]
     assert [ln.split(",")[1].split(" (")[0].strip() for ln in profiles] == [
@@ -88,21 +90,28 @@ def test_bench_predict_smoke_prints_batch_cpu_weights_and_compare(bundled_model_
         "classifier",
     ]
     assert all("matmuls" in ln and "% " not in ln.split(";")[0] for ln in profiles)
-    for column in ("statements/s", "p50 ms", "p95 ms", "min ms", "max dP vs fp32"):
+    for column in ("statements/s", "p50 ms", "p95 ms", "x fp32", "max dP vs fp32"):
         assert column in header
-    modes = [(r[1], r[2], r[4].split(" ")[0].rstrip(",")) for r in rows]
-    # fp32 always; where this CPU has native bf16, the app's default (bf16 linears, huge
-    # pages, fused forward) last, after it without huge pages and without the fused forward
-    cpu = [("single", "float32")] + ([("single", "bf16")] * 3 if native_bf16() else [])
-    expected = []
-    for approach in ("generative", "classifier"):
-        expected += [(approach, "batch", modes[len(expected)][2])]
-        expected += [(approach, mode, weights) for mode, weights in cpu]
-    expected.append(("compare", "single", expected[-1][2]))
-    assert modes == expected
-    singles = [r for r in rows if r[2] == "single"]
-    assert all(float(r[7]) > 0 and float(r[8]) >= float(r[7]) >= float(r[9]) for r in singles)
-    assert rows[-1][0] == "both" and float(rows[-1][5].replace(",", "")) == 10
+    # every candidate form this CPU runs, fp32 through transformers first (the reference),
+    # exactly one of them marked as the app's; then the app's form in batches of 1, 2, 4
+    forms = ["float32, transformers forward", "float32, fused"]
+    forms += ["float32, oneDNN-packed, fused"] if not onednn_available(torch.float32) else []
+    if native_bf16():
+        forms += ["bf16 linears (fp32 activations), fused"]
+        if not onednn_available(torch.bfloat16):
+            forms += ["bf16 linears (fp32 activations), oneDNN-packed, fused"]
+    for name in rows[0][0], rows[len(rows) // 2][0]:
+        mine = [r for r in rows if r[0] == name]
+        assert mine[0][1] == "batch"
+        singles = [r for r in mine if r[1] == "single"]
+        assert [r[3].removesuffix(" (app)") for r in singles] == forms
+        assert sum(r[3].endswith(" (app)") for r in singles) == 1
+        assert float(singles[0][8]) == 1.0 and float(singles[0][9]) == 0.0
+        assert all(float(r[6]) > 0 and float(r[7]) >= float(r[6]) for r in singles)
+        batches = [r for r in mine if r[1].startswith("batch of")]
+        assert [r[1] for r in batches] == ["batch of 1", "batch of 2", "batch of 4"]
+        assert all(float(r[9]) <= 1e-3 for r in batches)  # batched == alone
+    assert rows[-1][0] == "both (Compare)" and float(rows[-1][4].replace(",", "")) == 10
 
 
 def test_bench_cpu_weights_scores_every_variant_against_fp32(adapters):
@@ -115,10 +124,11 @@ def test_bench_cpu_weights_scores_every_variant_against_fp32(adapters):
     header, rows = _table(done.stdout)
     assert "max dP vs fp32" in header
     weights = [r[1].split(" ")[0] for r in rows]
-    assert weights == ["float32", "bf16", "whole", "int8"] * 2
+    assert weights == ["float32", "float32,", "bf16", "whole", "int8"] * 2
     for r in rows:
         assert r[2] == "12" and 0.0 <= float(r[4]) <= 1.0
-    assert float(rows[0][4]) == 0.0 and float(rows[4][4]) == 0.0  # fp32 against itself
+    assert float(rows[0][4]) == 0.0 and float(rows[5][4]) == 0.0  # fp32 against itself
+    assert float(rows[1][4]) < 1e-4  # fp32 oneDNN-packed: the same scores
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message shown without a GPU")

@@ -22,7 +22,6 @@ from noshow.cpu_weights import (
     cpu_weights_choice,
     hugepage_arena,
     hugepage_weights,
-    native_bf16,
     transparent_hugepages,
     uses_bf16_linears,
 )
@@ -30,15 +29,16 @@ from noshow.cpu_weights import (
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_choice_reads_argument_then_env_and_auto_follows_the_cpu(monkeypatch):
+def test_choice_reads_argument_then_env_and_defaults_to_timing(monkeypatch):
     monkeypatch.delenv("NOSHOW_CPU_WEIGHTS", raising=False)
-    assert cpu_weights_choice() == ("bfloat16" if native_bf16() else "float32")
+    assert cpu_weights_choice() == "auto"
     assert cpu_weights_choice("fp32") == "float32"
+    assert cpu_weights_choice("float32-oneDNN") == "float32-onednn"
     assert cpu_weights_choice(" BF16 ") == "bfloat16"
     monkeypatch.setenv("NOSHOW_CPU_WEIGHTS", "float32")
     assert cpu_weights_choice() == "float32"
     assert cpu_weights_choice("bfloat16") == "bfloat16"  # the argument wins
-    with pytest.raises(ValueError, match="auto, float32, bfloat16"):
+    with pytest.raises(ValueError, match="auto, float32, float32-onednn, bfloat16"):
         cpu_weights_choice("int4")
 
 
@@ -79,12 +79,19 @@ def test_tiny_adapter_in_bf16_agrees_batched_and_single_and_near_fp32(adapters, 
     statements = [f"A {20 + i}-year-old patient booked {i * 3} days ahead." for i in range(6)]
     exact = load_predictor(getattr(adapters, approach), device="cpu", cpu_weights="float32")
     fast = load_predictor(getattr(adapters, approach), device="cpu", cpu_weights="bfloat16")
-    assert "float32" in exact.weights and "bf16 linears" in fast.weights
-    assert not uses_bf16_linears(exact.model) and uses_bf16_linears(fast.model)
+    assert exact.weights.startswith("float32") and fast.weights.startswith("bf16 linears")
+    assert fast_form(exact).dtype == torch.float32 and fast_form(fast).dtype == torch.bfloat16
     batched = np.array(fast.predict_proba(statements))
     single = np.array([fast.predict_proba([s])[0] for s in statements])
     assert np.allclose(batched, single, atol=1e-3)
     assert np.abs(batched - np.array(exact.predict_proba(statements))).max() < 0.05
+
+
+def fast_form(predictor):
+    """The form of the products the predictor's lean forward runs."""
+    from noshow.cpu_forward import FUSED_ATTR
+
+    return getattr(predictor.model.get_decoder(), FUSED_ATTR).matmuls
 
 
 def test_answer_logits_are_the_full_heads_no_yes_rows(tiny_model_dir):
@@ -243,12 +250,11 @@ def test_shipped_adapter_bf16_is_within_hundredths_of_fp32(approach, real_statem
     fast = load_predictor(SHIPPED[approach], device="cpu", cpu_weights="bfloat16")
     p_exact = np.array(exact.predict_proba(real_statements))
     p_fast = np.array(fast.predict_proba(real_statements))
-    # 400 statements gave max |dP| 0.011 (generative) and 0.024 (classifier); the order of
-    # the statements by risk barely moves
-    assert np.abs(p_fast - p_exact).max() < 0.04
+    # the issue's bar for a faster form: |dP| <= 0.02 against fp32 on real statements
+    assert np.abs(p_fast - p_exact).max() <= 0.02
     assert np.corrcoef(p_fast, p_exact)[0, 1] > 0.98
     single = np.array([fast.predict_proba([s])[0] for s in real_statements[:6]])
-    assert np.allclose(single, p_fast[:6], atol=1e-6)  # one row per batch: bit-for-bit
+    assert np.abs(single - p_fast[:6]).max() < 1e-4  # a statement in a batch, as alone
 
 
 @pytest.mark.parametrize("cpu_weights", ["float32", "bfloat16"])
@@ -397,8 +403,8 @@ def test_a_model_in_huge_pages_can_be_deep_copied(tiny_model_dir):
 def test_answers_for_several_statements_match_one_at_a_time(approach, real_statements):
     from noshow.predict import load_predictor
 
-    predictor = load_predictor(SHIPPED[approach], device="cpu", cpu_weights="float32")
+    predictor = load_predictor(SHIPPED[approach], device="cpu")  # the app's timed form
     together = predictor.predict_with_answers(real_statements[:5])
     alone = [predictor.predict_with_answer(s) for s in real_statements[:5]]
     assert [a for _, a in together] == [a for _, a in alone]
-    assert np.allclose([p for p, _ in together], [p for p, _ in alone], atol=1e-3)
+    assert np.abs(np.array([p for p, _ in together]) - [p for p, _ in alone]).max() <= 1e-3

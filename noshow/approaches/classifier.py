@@ -123,6 +123,7 @@ class ClassifierBound:
     """The classifier approach bound to one model and tokenizer: encode, loss, score."""
 
     prefix_ids: tuple[int, ...] = ()  # no fixed prompt start to cache
+    suffix_ids: tuple[int, ...] = ()
 
     def __init__(self, model, tokenizer, *, max_length: int, device, class_weight=None):
         self.model, self.tokenizer, self.device = model, tokenizer, device

@@ -236,6 +236,7 @@ class GenerativeBound:
         self.layout = build_prompt_layout(tokenizer)
         self.pad_id = self.layout.pad_id
         self.prefix_ids = self.layout.prefix_ids  # the template's fixed start (CPU cache)
+        self.suffix_ids = self.layout.suffix_ids  # and its end, after the statement
 
     def encode(self, statements, labels, record_ids, *, train: bool) -> Encoded:
         """Prompt ids per row; with `train` the answer token follows the prompt."""
