@@ -127,12 +127,14 @@ def ship(run_dir, dest, **kwargs):
 
 
 def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path):
+    from noshow.evaluate import format_auc
     from noshow.predict import list_adapters
 
     run = Path(adapters.generative)
     dest = ship(run, tmp_path / "adapters" / "generative-tiny", command="python train.py --x 1")
     names = {p.name for p in dest.iterdir()}
     assert {"adapter_config.json", "adapter_model.safetensors", "noshow.json"} <= names
+    assert {"calibration.json", "reliability.png"} <= names  # calibration and its diagram
     assert {"tokenizer.json", "tokenizer_config.json", "README.md", "card.json"} <= names
     assert safetensors_dtypes(run / "adapter" / "adapter_model.safetensors") == {"F32"}
     assert safetensors_dtypes(dest / "adapter_model.safetensors") == {"BF16"}
@@ -162,7 +164,8 @@ def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path)
         "python train.py --x 1",
         "| lora.r | 4 |",
         "| train.max_steps | 3 |",
-        f"| ROC-AUC | {report['model']['roc_auc']:.3f} | {report['baseline']['roc_auc']:.3f} |",
+        f"| ROC-AUC | {format_auc(report['model'])} | {format_auc(report['model_uncalibrated'])} |",
+        f"{format_auc(report['baseline'])} |",  # the tuned baseline's column, with its interval
         f"{report['threshold']:.3f} (max F1",
         "CI check figure",
         "Not computed",
