@@ -92,11 +92,12 @@ def scoring_batches(
     *,
     single_rows: bool = False,
     multiple: int = 1,
-) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """(row indices, input ids (B, T) right-padded, each row's last real position (B,)) for
-    scoring every row: sorted by length, sized by the device's token budget (see
-    `eval_batches`). Right padding needs no attention mask under causal attention, so a row
-    scores as when it is alone."""
+) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor | None]]:
+    """(row indices, input ids (B, T) right-padded, each row's last real position (B,),
+    attention mask or None) for scoring every row: sorted by length, sized by the device's
+    token budget (see `eval_batches`). Right padding needs no attention mask under causal
+    attention, so on CUDA there is none (attention takes its causal kernel); the CPU's fused
+    forward (noshow.cpu_forward) packs a batch's real tokens by the mask, so it gets one."""
     lengths = enc.lengths
     for idx in eval_batches(lengths, eval_batch_tokens(device), single_rows=single_rows):
         longest = bucket_length(int(lengths[idx].max()), multiple)
@@ -105,10 +106,15 @@ def scoring_batches(
             ids[r, : lengths[i]] = enc.input_ids[i]
         last = torch.from_numpy(lengths[idx] - 1)
         non_blocking = device.type == "cuda"
+        mask = None
+        if device.type == "cpu":
+            positions = np.arange(longest)[None, :]
+            mask = torch.from_numpy((positions < lengths[idx][:, None]).astype(np.int64))
         yield (
             idx,
             torch.from_numpy(ids).to(device, non_blocking=non_blocking),
             last.to(device, non_blocking=non_blocking),
+            mask,
         )
 
 

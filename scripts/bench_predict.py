@@ -258,7 +258,7 @@ def cpu_forms(predictor) -> list[tuple[str, Any]]:
     from noshow.cpu_weights import native_bf16
 
     decoder = predictor.model.get_decoder()
-    prefix = predictor.layout.prefix_ids if predictor.layout is not None else ()
+    prefix = tuple(predictor.bound.prefix_ids)
     forms: list[tuple[str, Any]] = [("float32, transformers forward", None)]
     for dtype in (torch.float32, torch.bfloat16):
         if dtype == torch.bfloat16 and not native_bf16():

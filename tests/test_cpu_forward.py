@@ -87,7 +87,7 @@ def test_a_padded_batch_scores_each_statement_as_alone(tiny_model_dir, matmuls, 
     """Concurrent Compares share one forward: the statements of a padded batch (positions
     counting real tokens, as pad_batch builds them) run as one sequence of their tokens;
     each one's last hidden state is what it gets alone, and what transformers gives."""
-    from noshow.training import last_token_index, pad_batch
+    from noshow.batching import last_token_index, pad_batch
 
     if matmuls.onednn and onednn_available(matmuls.dtype):
         pytest.skip(onednn_available(matmuls.dtype))

@@ -105,7 +105,7 @@ def test_every_candidate_scores_within_two_hundredths_of_exact_fp32(approach, re
     decoder = predictor.model.get_decoder()
     uninstall_fast_forward(decoder)
     exact = np.array(predictor.predict_proba(real_statements))  # transformers' fp32 forward
-    prefix = predictor.layout.prefix_ids if predictor.layout is not None else ()
+    prefix = tuple(predictor.bound.prefix_ids)
     for name in candidate_forms("auto"):
         path = choose_cpu_path(decoder, [], prefix_ids=prefix, requested=name)
         install_fast_forward(decoder, state=path.state)

@@ -109,11 +109,11 @@ def score_inputs(
     `eval_batches`), right-padded without a mask, one host sync at the end."""
     decoder, head = _decoder_and_head(model)
     out = torch.empty(len(enc), dtype=torch.float32, device=device)
-    for idx, ids, last in scoring_batches(enc, pad_id, device, single_rows=single_rows):
+    for idx, ids, last, mask in scoring_batches(enc, pad_id, device, single_rows=single_rows):
         rows = torch.arange(ids.shape[0], device=device)
         with autocast_context(device):
-            hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
-            h = hidden[rows, last]  # (B, H)
+            hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False)
+            h = hidden.last_hidden_state[rows, last]  # (B, H)
             logits = head(h.to(next(head.parameters()).dtype)).float()  # (B, 2)
         out[torch.as_tensor(idx, device=device)] = logits.softmax(-1)[:, 1]
     return out.cpu().numpy()

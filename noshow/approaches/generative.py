@@ -213,12 +213,12 @@ def score_prompts(
     out = torch.empty(len(enc), dtype=torch.float32, device=device)
     tokens = torch.empty(len(enc), dtype=torch.long, device=device)
     batches = scoring_batches(enc, layout.pad_id, device, single_rows=single_rows)
-    for idx, ids, last in batches:
+    for idx, ids, last, mask in batches:
         rows = torch.arange(ids.shape[0], device=device)
         at = torch.as_tensor(idx, device=device)
         with autocast_context(device):
-            hidden = decoder(input_ids=ids, use_cache=False).last_hidden_state  # (B, T, H)
-            h = hidden[rows, last]  # (B, H): the answer position
+            hidden = decoder(input_ids=ids, attention_mask=mask, use_cache=False)
+            h = hidden.last_hidden_state[rows, last]  # (B, H): the answer position
             out[at] = answer_logits(head, h, layout).softmax(-1)[:, 1]
             if greedy:
                 tokens[at] = head(h).argmax(-1)
