@@ -8,8 +8,9 @@ it once into a plain Hugging Face folder (bf16 safetensors + tokenizer) under
 loaded from GGUF. Gated hub models (Llama 3.1) need a token; nothing is downloaded when
 offline.
 
+    from noshow.approaches import GENERATIVE
     from noshow.models import load_base, answer_token_ids
-    model, tokenizer = load_base("smollm2-135m-instruct", "generative", quantize="none")
+    model, tokenizer = load_base("smollm2-135m-instruct", GENERATIVE, quantize="none")
     no_id, yes_id = answer_token_ids(tokenizer)
 
 Prepare the bundled model from the shell with `python scripts/prepare_model.py`

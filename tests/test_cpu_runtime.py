@@ -11,6 +11,7 @@ import torch
 from conftest import SHIPPED
 
 from noshow import cpu_runtime
+from noshow.approaches import get_approach
 from noshow.cpu_forward import FUSED_ATTR
 from noshow.cpu_runtime import (
     CANDIDATES,
@@ -49,7 +50,7 @@ def test_auto_times_fp32_and_what_this_cpu_can_run_a_name_builds_one():
 def tiny_decoder(tiny_model_dir):
     from noshow.models import load_base
 
-    model, _ = load_base(tiny_model_dir, "generative", "none", device="cpu")
+    model, _ = load_base(tiny_model_dir, get_approach("generative"), "none", device="cpu")
     return model.eval().get_decoder()
 
 
