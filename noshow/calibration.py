@@ -26,8 +26,6 @@ fit or a figure is asked for).
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -122,17 +120,11 @@ class Calibrator:
 
     def save(self, folder: str | Path) -> Path:
         """Write `folder`/calibration.json atomically; return its path."""
-        folder = Path(folder)
-        path = folder / CALIBRATION_FILE
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".calibration-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        from noshow.files import write_atomic
+
+        return write_atomic(
+            Path(folder) / CALIBRATION_FILE, lambda f: json.dump(self.to_dict(), f, indent=2)
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> Calibrator:

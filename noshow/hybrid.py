@@ -30,8 +30,6 @@ rows (Compare's batch view, examples), not free text typed by a user.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -121,17 +119,11 @@ class Hybrid:
 
     def save(self, folder: str | Path) -> Path:
         """Write `folder`/hybrid.json atomically; return its path."""
-        folder = Path(folder)
-        path = folder / HYBRID_FILE
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".hybrid-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.to_dict(), f, indent=2)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        from noshow.files import write_atomic
+
+        return write_atomic(
+            Path(folder) / HYBRID_FILE, lambda f: json.dump(self.to_dict(), f, indent=2)
+        )
 
     @classmethod
     def load(cls, folder: str | Path) -> Hybrid | None:
