@@ -146,8 +146,10 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 ]
             compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
         with gr.Column(scale=2, min_width=300):
-            with gr.Accordion("Pick a data set row", open=False):
-                record_id = gr.Number(label="Record id (AppointmentID)", precision=0)
+            with gr.Accordion("Pick a data set row", open=False, elem_id="compare-record-box"):
+                record_id = gr.Number(
+                    label="Record id (AppointmentID)", precision=0, elem_id="compare-record-id"
+                )
                 record_btn = gr.Button("Score this record", size="sm", elem_id="compare-record")
             with gr.Accordion("Fill a form", open=False):
                 with gr.Row():
@@ -203,7 +205,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         summary_json = gr.JSON(label="Comparison")
         wi_json = gr.JSON(label="What-if")
 
-    with gr.Accordion("Batch: evaluate on the test split", open=False):
+    with gr.Accordion("Batch: evaluate on the test split", open=False, elem_id="compare-batch"):
         with gr.Row():
             max_rows = gr.Slider(
                 10,
@@ -365,9 +367,10 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             prepared, _ = cv.prepare_statement(text)
             row, _, reason, _ = cv.resolve_facts(prepared, state)
             if row is None:
+                why = str(reason or "").removeprefix("No baseline: ").rstrip(".")
                 raise cv.CompareInputError(
                     "What-if needs the appointment's facts: fill the form, pick a data set row "
-                    f"or an example, or type a statement in the examples' words. {reason}"
+                    f"or an example, or type a statement in the examples' words ({why})."
                 )
             baseline, _ = data_for(key, with_baseline=True)
             result = cv.what_if(
@@ -478,6 +481,14 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     compare_inputs = [statement, gen_dd, clf_dd, row_state, ctx.data_key]
     compare_outputs = [result_html, summary_json, message]
     filled_outputs = [statement, row_state, *compare_outputs]
+    # after a new statement, the what-if offers a value that differs from its current one
+    suggest_value = {
+        "fn": fact_values,
+        "inputs": [wi_fact, statement, row_state],
+        "outputs": wi_value,
+        "api_visibility": "private",
+        "show_progress": "hidden",
+    }
     compare_btn.click(compare, compare_inputs, compare_outputs, api_name="compare", **interactive)
     statement.submit(
         compare, compare_inputs, compare_outputs, api_visibility="private", **interactive
@@ -489,14 +500,14 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         filled_outputs,
         api_name="compare_form",
         **interactive,
-    )
+    ).then(**suggest_value)
     record_btn.click(
         compare_record,
         [record_id, gen_dd, clf_dd, ctx.data_key],
         filled_outputs,
         api_name="compare_record",
         **interactive,
-    )
+    ).then(**suggest_value)
     for index, btn in enumerate(example_btns):
         # one event per click: the statement and its result come back together
         btn.click(
@@ -505,7 +516,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             filled_outputs,
             api_visibility="private",
             **interactive,
-        )
+        ).then(**suggest_value)
     wi_btn.click(
         what_if,
         [statement, wi_fact, wi_value, gen_dd, clf_dd, row_state, ctx.data_key],
@@ -513,13 +524,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         api_name="what_if",
         **interactive,
     )
-    wi_fact.change(
-        fact_values,
-        [wi_fact, statement, row_state],
-        wi_value,
-        api_visibility="private",
-        show_progress="hidden",
-    )
+    wi_fact.change(**suggest_value)
     refresh_btn.click(
         refresh, [gen_dd, clf_dd], [gen_dd, clf_dd, adapters_msg], api_name="compare_adapters"
     )
@@ -533,7 +538,13 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         concurrency_limit=BATCH_CONCURRENCY,
         show_progress="hidden",  # the progress panel in the message says more
     )
-    stop_btn.click(None, None, None, cancels=[batch_event], api_visibility="private")
+    stop_btn.click(
+        lambda: info_box("Batch comparison stopped. Press Run to start a new one."),
+        None,
+        batch_msg,
+        cancels=[batch_event],
+        api_visibility="private",
+    )
     # Other tabs (Label) read the chosen adapters from these, not from the dropdowns.
     for dropdown, chosen in ((gen_dd, gen_chosen), (clf_dd, clf_chosen)):
         dropdown.change(

@@ -547,7 +547,8 @@ def resolve_facts(
     try:
         return parse_statement(statement), "read from the statement", None, None
     except StatementParseError as e:
-        return None, None, f"No baseline for this text: {e}", None
+        where = str(e).split(":", 1)[0].rstrip(".")  # "The text does not follow ... at the booking"
+        return None, None, f"No baseline: {where[:1].lower()}{where[1:]}.", None
 
 
 def _submit_all(
@@ -698,7 +699,7 @@ def timing_line(slot: Mapping[str, Any]) -> str:
     short = str(slot.get("weights") or "").split(",")[0].split(" (")[0]
     weights = f" ({short} weights)" if short else ""
     if slot.get("cached"):
-        return f"Answered from the cache (this statement was scored before){weights}."
+        return f"Answered from the cache: this statement was scored before{weights}."
     if slot.get("latency_ms") is None:
         return ""
     size = int(slot.get("batch_size") or 1)
@@ -741,7 +742,9 @@ def _card(
     )
     kind = esc(str(slot.get("approach") or ""))
     if slot.get("p") is None:
-        body = f'<div class="noshow-msg-error">{esc(str(slot.get("error") or "no score"))}</div>'
+        # a baseline without facts is expected for free text; an adapter without a score is not
+        style = "info" if slot.get("approach") == BASELINE else "error"
+        body = f'<div class="noshow-msg-{style}">{esc(str(slot.get("error") or "no score"))}</div>'
         return f'<div class="noshow-card" data-approach="{kind}" {box}>{head}{body}</div>'
     p, threshold = float(slot["p"]), float(slot["threshold"])
     lines = []
@@ -1179,7 +1182,9 @@ def batch_compare(
         predictor = loaded[approach]
         started = time.perf_counter()
         before = k * n
-        report(BatchProgress(before, total, f"Scoring with the {approach} adapter"))
+        report(
+            BatchProgress(before, total, f"Scoring with the {approach} adapter (0 of {n:,} rows)")
+        )
 
         def on_chunk(
             done: int, _n: int, approach=approach, predictor=predictor, k=k, started=started
@@ -1190,7 +1195,8 @@ def batch_compare(
                 mine = sched.seconds_per_statement(predictor)
                 theirs = sched.seconds_per_statement(loaded[later])
                 eta += n * per_row * (theirs / mine if mine and theirs else 1.0)
-            report(BatchProgress(k * n + done, total, f"Scoring with the {approach} adapter", eta))
+            phase = f"Scoring with the {approach} adapter ({done:,} of {n:,} rows)"
+            report(BatchProgress(k * n + done, total, phase, eta))
 
         p = sched.score_background(
             predictor, statements, owner, on_chunk=on_chunk, should_stop=should_stop
@@ -1234,15 +1240,15 @@ def batch_compare(
 
 
 def progress_html(progress: Mapping[str, Any]) -> str:
-    """A batch job's progress (a `BackgroundJob.snapshot()` or its fields): a bar, rows
-    scored, time so far and the estimate of the time left."""
+    """A batch job's progress (a `BackgroundJob.snapshot()` or its fields): a bar, scores
+    done (rows x adapters), time so far and the estimate of the time left."""
     from noshow.ui.common import format_duration
 
     done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
     fraction = done / total if total else 0.0
     eta = progress.get("eta_s")
     left = f", about {format_duration(eta)} left" if eta is not None and done else ""
-    rows = f"{done:,} of {total:,} rows scored" if total else "starting"
+    rows = f"{done:,} of {total:,} scores" if total else "starting"
     elapsed = format_duration(progress.get("elapsed_s"))
     phase = html.escape(str(progress.get("phase") or ""))
     bar = (
