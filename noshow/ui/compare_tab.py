@@ -442,7 +442,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
 
             job = service.jobs.start(owner, "batch comparison", evaluate)
         except Exception as e:  # noqa: BLE001 - every failure becomes a sentence
-            yield (*empty, error_box(user_message(e)))
+            yield (*keep, error_box(user_message(e)))  # a refused batch leaves results be
             return
         try:
             yield (*empty, cv.progress_html(job.snapshot()))

@@ -35,7 +35,7 @@ import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,37 +220,6 @@ def render_form_statement(**answers: Any) -> tuple[str, dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- adapters
-
-
-def adapter_choices(
-    runs_dir: str | Path, shipped_dir: str | Path
-) -> dict[str, list[tuple[str, str]]]:
-    """Dropdown choices per approach: (label, path), shipped adapters first, newest runs next."""
-    from noshow.serving import AdapterService
-
-    return AdapterService(runs_dir, shipped_dir).choices()
-
-
-def _default_loader(path: str, expected_approach: str) -> Any:
-    from noshow.predict import get_predictor
-
-    return get_predictor(path, expected_approach=expected_approach)
-
-
-def listed_only_loader(list_paths: Callable[[], Collection[str]]) -> Loader:
-    """A loader that refuses any folder not in `list_paths()` (public demo: visitors must not
-    probe the server's file system through the adapter box)."""
-
-    def load(path: str, expected_approach: str) -> Any:
-        from noshow.predict import PredictError
-
-        if str(path) not in set(list_paths()):
-            raise PredictError(
-                "In the public demo only the listed adapters can be used: pick one from the list."
-            )
-        return _default_loader(path, expected_approach=expected_approach)
-
-    return load
 
 
 def as_service(source: Any = None) -> Any:
