@@ -51,7 +51,7 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 16  # statements per interactive forward: ~20 waiting Compares share 2 rounds
-CHUNK_SECONDS = 0.5  # a background chunk's target length: what a Compare may wait behind
+CHUNK_SECONDS = 0.25  # a background chunk's target length: what a Compare may wait behind
 MAX_CHUNK = 64
 BACKGROUND_SHARE = 0.25  # of the model's time for background work while Compares wait
 MAX_PENDING_PER_OWNER = 8  # interactive calls one session may have waiting at once

@@ -518,6 +518,9 @@ def run_users(
     return samples
 
 
+BATCH_ROWS = 500  # the public demo's cap: the batches outlast a 60 s window on a CPU
+
+
 class BatchRunners:
     """`n` sessions each keeping one batch evaluation running (/compare_batch), restarted
     when it finishes, until `stop()`; counts the rows they finished and saw in progress."""
@@ -529,6 +532,7 @@ class BatchRunners:
         self.args = (generative, classifier)
         self._stop = threading.Event()
         self.finished = 0  # batch evaluations that completed
+        self.error: str | None = None  # why a runner stopped early
         self.jobs: list[Any] = [None] * n
         self.threads = [
             threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(n)
@@ -539,11 +543,12 @@ class BatchRunners:
         for thread in self.threads:
             thread.start()
         deadline = time.time() + timeout
-        while time.time() < deadline:
+        while time.time() < deadline and self.error is None:
             if all(job is not None and self.rows_of(job) > 0 for job in self.jobs):
                 return
             time.sleep(0.5)
-        sys.exit(f"The batch evaluations showed no progress within {timeout:.0f} s.")
+        self.stop()
+        sys.exit(f"The batch evaluations showed no progress: {self.error or 'timed out'}")
 
     @staticmethod
     def rows_of(job: Any) -> int:
@@ -557,11 +562,18 @@ class BatchRunners:
 
     def _run(self, k: int) -> None:
         while not self._stop.is_set():
-            job = self.clients[k].submit(*self.args, 5000, False, api_name="/compare_batch")
+            job = self.clients[k].submit(*self.args, BATCH_ROWS, False, api_name="/compare_batch")
             self.jobs[k] = job
             while not job.done() and not self._stop.is_set():
                 time.sleep(0.2)
             if job.done() and not self._stop.is_set():
+                try:
+                    message = job.result()[-1]
+                except Exception as e:  # noqa: BLE001 - reported, and this runner stops
+                    message = f"{type(e).__name__}: {e}"
+                if message:
+                    self.error = str(message)[:300]
+                    return
                 self.finished += 1
 
     def progress(self) -> int:
@@ -794,10 +806,12 @@ def main(argv: list[str] | None = None) -> int:
         if runners is not None:
             still = sum(job is not None and not job.done() for job in runners.jobs)
             report.batches = (
-                f"{args.batches} kept running (/compare_batch, 5,000-row cap, one session "
+                f"{args.batches} kept running (/compare_batch, {BATCH_ROWS} rows, one session "
                 f"each); during the window they advanced {runners.progress() - rows_before:,} "
-                f"rows (a restarted batch counts from 0), {runners.finished} finished, "
+                f"scores (rows x 2 adapters; a restarted batch counts from 0), "
+                f"{runners.finished} finished, "
                 f"{still} running at the end"
+                + (f"; a runner stopped early: {runners.error}" if runners.error else "")
             )
             runners.stop()
         if watcher is not None:

@@ -1120,7 +1120,7 @@ def batch_compare(
 ) -> BatchResult:
     """Score `rows` (from `select_eval_rows`) with each available model and compare them.
 
-    The adapters score as the scheduler's background work (chunks of about half a second,
+    The adapters score as the scheduler's background work (chunks of about a quarter second,
     the first one row, so progress and an ETA show from the first row; Compares go
     first). `baseline` may be a function that returns it: it is called after the adapters,
     so a baseline still being fitted does not hold up their progress. `should_stop()` is
