@@ -10,9 +10,10 @@ and Compares ran one per event, one after another.
 - interactive calls (a Compare, a what-if, a label suggestion) queue per adapter. When the
   model is free, what is waiting for one adapter is scored in one `predict_with_answers`
   call (micro-batching: concurrent Compares share a forward where the predictor batches),
-  taken round-robin by owner (a browser session) up to `max_batch` statements, so one
-  session's burst cannot starve the others; one round serves every adapter that has work
-  waiting, so both halves of a Compare are scored before any background chunk.
+  taken round-robin by owner (a browser session) up to `max_batch` statements (1 for a
+  predictor that scores one statement per forward: see `batch_limit`), so one session's
+  burst cannot starve the others; one round serves every adapter that has work waiting, so
+  both halves of a Compare are scored before any background chunk.
 - answers are cached per adapter and statement (LRU; scores are deterministic), so an
   example that many visitors click is scored once.
 - background work (batch evaluations, ranking a label queue) comes in chunks sized to take
@@ -290,17 +291,18 @@ class Scheduler:
             by_adapter.setdefault(id(r.predictor), []).append(r)
         work = []
         for requests in by_adapter.values():
+            limit = self.batch_limit(requests[0].predictor)
             owners: OrderedDict[str, deque[_Request]] = OrderedDict()
             for r in requests:
                 owners.setdefault(r.owner, deque()).append(r)
             taken: list[_Request] = []
             size = 0
-            while owners and (not taken or size < self.max_batch):
+            while owners and (not taken or size < limit):
                 for owner in list(owners):
                     r = owners[owner].popleft()
                     if not owners[owner]:
                         del owners[owner]
-                    if taken and size + len(r.statements) > self.max_batch:
+                    if taken and size + len(r.statements) > limit:
                         owners.clear()
                         break
                     taken.append(r)
@@ -309,6 +311,13 @@ class Scheduler:
                 self._interactive.remove(r)
             work.append((taken[0].predictor, taken))
         return work
+
+    def batch_limit(self, predictor: Any) -> int:
+        """Statements one interactive call to `predictor` may carry: `max_batch` where a list
+        shares a forward; 1 for a predictor that scores one statement per forward
+        (`single_rows`, today's bf16 CPU path), where sharing a call saves nothing and makes
+        the Compares that ride along wait for all the others (a longer tail)."""
+        return 1 if getattr(predictor, "single_rows", False) else self.max_batch
 
     def _take_background(self) -> tuple[Any, list[_Request]]:
         """The next chunk, owners taking turns."""
