@@ -486,6 +486,23 @@ def score_baseline_rows(
     return slots
 
 
+def score_baseline_rows_on_cpu_thread(
+    baseline: Baseline | None,
+    rows: Sequence[Mapping[str, Any] | None],
+    reason: str | None = None,
+) -> list[dict[str, Any]]:
+    """`score_baseline_rows` on the CPU inference thread, in turn with the adapters' forwards.
+
+    Run beside a forward (in the caller's thread) it took 30-60 ms instead of 11 and slowed
+    the generative forward from ~120 to ~165 ms: it preempts one of the forward's two
+    OpenMP threads, and the whole team waits (2-core VM, browser timing, 2026-11-30)."""
+    if baseline is None or baseline.model is None or all(row is None for row in rows):
+        return score_baseline_rows(baseline, rows, reason)  # nothing to compute
+    from noshow.cpu_thread import run_on_cpu_thread
+
+    return run_on_cpu_thread(score_baseline_rows, baseline, rows, reason)
+
+
 def base_rate(frame: pd.DataFrame) -> float | None:
     """The share of no-shows in the data's train split (all rows without a split)."""
     if "no_show" not in frame.columns or frame.empty:
@@ -594,8 +611,7 @@ def compare_statement(
     paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
     service = as_service(source if source is not None else loader)
     out, pending = _submit_all([statement], paths, service, owner)
-    # the baseline runs here while the scheduler scores the adapters
-    base = score_baseline(baseline, row, reason)
+    base = score_baseline_rows_on_cpu_thread(baseline, [row], reason)[0]
     slots = _collect(out, pending, paths, 1)
     gen, clf = slots[GENERATIVE][0], slots[CLASSIFIER][0]
     agree = None
@@ -943,7 +959,7 @@ def what_if(
     paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
     service = as_service(source)
     out, pending = _submit_all([before, after], paths, service, owner)
-    base = score_baseline_rows(baseline, [row, changed])
+    base = score_baseline_rows_on_cpu_thread(baseline, [row, changed])
     slots = _collect(out, pending, paths, 2)
     slots[BASELINE] = base
     return {
