@@ -26,6 +26,7 @@ Decisions:
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from functools import lru_cache
 from typing import Any
@@ -284,3 +285,151 @@ def render_classifier_input(statement: str) -> str:
     """The classifier's input: the statement itself, without surrounding whitespace (see
     the module docstring for why nothing is added)."""
     return str(statement).strip()
+
+
+# ----------------------------------------------------------------------------- parsing back
+
+
+class StatementParseError(ValueError):
+    """Text that does not follow the statement template; the message names the first part
+    that differs and what was expected there."""
+
+
+_WEEKDAY_NAMES = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+_CONDITION_NAMES = ("hypertension", "diabetes", "alcoholism")
+_NO_CONDITIONS = "no hypertension, diabetes, alcoholism or disability"
+# Each part of the template, in order: (what it is called in a message, an example, regex).
+_PARSE_PARTS = (
+    (
+        "the person",
+        "A 34-year-old woman",
+        r"(?:A baby (?P<baby>girl|boy) under 1 year old"
+        r"|An? (?P<age>\d{1,3})-year-old (?P<noun>girl|boy|woman|man))",
+    ),
+    (
+        "the neighbourhood and weekday",
+        "from Maria Ortiz has an appointment on a Friday,",
+        r"(?: from (?P<place>.+?))? has an appointment on a (?P<weekday>"
+        + "|".join(_WEEKDAY_NAMES)
+        + "),",
+    ),
+    (
+        "the booking",
+        "booked 12 days ahead at 8 a.m.",
+        r" booked (?:(?P<same>the same day)|(?P<lead>\d{1,4}) days? ahead) at "
+        r"(?:(?P<hour>\d{1,2}) (?P<half>a\.m\.|p\.m\.)|(?P<word>noon|midnight)\.)",
+    ),
+    (
+        "the conditions",
+        "She has hypertension; no diabetes, ...",
+        r" (?:She|He) has (?P<cond>[^.]+)\.",
+    ),
+    (
+        "the scholarship",
+        "She receives no welfare scholarship.",
+        r" (?:She|He) receives (?P<scholar>the Bolsa Família welfare scholarship"
+        r"|no welfare scholarship)\.",
+    ),
+    (
+        "the SMS reminder",
+        "She got an SMS reminder.",
+        r" (?:She|He) got (?P<sms>an|no) SMS reminder\.",
+    ),
+    (
+        "the earlier appointments",
+        "She missed 1 of 3 earlier appointments.",
+        r" (?:This is (?:her|his) (?P<first>first) appointment on record"
+        r"|(?:She|He) (?P<one>missed|attended) (?:her|his) one earlier appointment"
+        r"|(?:She|He) (?P<every>missed|attended) (?:both|all (?P<all>\d{1,4})) earlier appointments"
+        r"|(?:She|He) missed (?P<some>\d{1,4}) of (?P<of>\d{1,4}) earlier appointments)\.",
+    ),
+)
+_PARSE_REGEXES = tuple((name, example, re.compile(rx)) for name, example, rx in _PARSE_PARTS)
+
+
+def _parse_conditions(text: str) -> dict[str, int]:
+    flags = {"hypertension": 0, "diabetes": 0, "alcoholism": 0, "handicap": 0}
+    if text == _NO_CONDITIONS:
+        return flags
+    has, _, lacks = text.partition("; ")
+    named = [x for part in has.split(", ") for x in part.split(" and ")]
+    for item in named:
+        count = re.fullmatch(r"(\d+) disabilities", item)
+        if item in _CONDITION_NAMES:
+            flags[item] = 1
+        elif item == "a disability":
+            flags["handicap"] = 1
+        elif count:
+            flags["handicap"] = int(count.group(1))
+        else:
+            raise StatementParseError(f"Could not read the condition {item!r}.")
+    absent = [x for part in lacks.split(", ") for x in part.split(" and ")] if lacks else []
+    for item in absent:
+        name = item.removeprefix("no ")
+        if name not in (*_CONDITION_NAMES, "disability") or item == name:
+            raise StatementParseError(f"Could not read the condition {item!r}.")
+    return flags
+
+
+def parse_statement(text: str) -> dict[str, Any]:
+    """The row a statement was rendered from: the inverse of `render_statement` (whitespace
+    may differ; the neighbourhood comes back in capitals, as the data writes it).
+
+        parse_statement(render_statement(row)) == row   # for the STATEMENT_FIELDS
+
+    Raises StatementParseError naming the first part that does not follow the template.
+    """
+    statement = " ".join(str(text).split())
+    m: dict[str, Any] = {}
+    pos = 0
+    for name, example, regex in _PARSE_REGEXES:
+        match = regex.match(statement, pos)
+        if match is None:
+            seen = statement[pos : pos + 40]
+            raise StatementParseError(
+                f"The text does not follow the statement template at {name}: expected "
+                f"something like {example!r}, found {seen!r}."
+            )
+        m.update({k: v for k, v in match.groupdict().items() if v is not None})
+        pos = match.end()
+    if statement[pos:].strip():
+        raise StatementParseError(
+            f"The text goes on after the statement: {statement[pos : pos + 40]!r}."
+        )
+    if "baby" in m:
+        gender, age = ("F" if m["baby"] == "girl" else "M"), 0
+    else:
+        gender, age = ("F" if m["noun"] in ("girl", "woman") else "M"), int(m["age"])
+        if age < 1 or (age < 18) != (m["noun"] in ("girl", "boy")):
+            raise StatementParseError(f"A {age}-year-old is not called a {m['noun']}.")
+    if "word" in m:
+        hour = 12 if m["word"] == "noon" else 0
+    else:
+        hour = int(m["hour"])
+        if not 1 <= hour <= 11:
+            raise StatementParseError(f"{hour} {m['half']} is not an hour of the clock.")
+        hour += 12 if m["half"] == "p.m." else 0
+    if "first" in m:
+        prior, missed = 0, 0
+    elif "one" in m:
+        prior, missed = 1, int(m["one"] == "missed")
+    elif "every" in m:
+        prior = int(m.get("all", 2))
+        missed = prior if m["every"] == "missed" else 0
+    else:
+        prior, missed = int(m["of"]), int(m["some"])
+        if not 0 < missed < prior:
+            raise StatementParseError(f"Missed {missed} of {prior} earlier appointments?")
+    return {
+        "gender": gender,
+        "age": age,
+        "neighbourhood": m["place"].upper() if "place" in m else "",
+        "weekday": m["weekday"],
+        "lead_days": 0 if "same" in m else int(m["lead"]),
+        "booking_hour": hour,
+        **_parse_conditions(m["cond"]),
+        "scholarship": int(m["scholar"].startswith("the ")),
+        "sms_received": int(m["sms"] == "an"),
+        "prior_appointments": prior,
+        "prior_no_shows": missed,
+    }

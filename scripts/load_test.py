@@ -1,9 +1,12 @@
 """Load test: N concurrent users run Compare (one statement, both adapters) against one app on
-this machine for D seconds; prints a Markdown table (requests, errors, latency, app memory).
+this machine for D seconds, optionally while batch evaluations run; prints a Markdown table
+(requests, errors, latency percentiles, how the scheduler served them, app memory).
 
     python scripts/load_test.py                          # 20 users x 60 s (make bench-load)
     python scripts/load_test.py --users 3 --duration 5   # a quick smoke run
     python scripts/load_test.py --adapters shipped       # the adapters in adapters/
+    python scripts/load_test.py --adapters shipped --batches 2   # with 2 batch evaluations
+    python scripts/load_test.py --statements examples    # the five example buttons' texts
     python scripts/load_test.py --url http://127.0.0.1:7860/ --auth user:password
     python scripts/load_test.py --users 1 --duration 60 --while-training   # issue 5's goal
 
@@ -15,10 +18,19 @@ on the bundled SmolLM2-135M (about a minute; real arithmetic per request), `--ad
 shipped` uses the shipped ones in adapters/, `auto` (default) takes the shipped ones when
 both approaches are there, else tiny. `--runs-dir` uses the finished runs of a folder.
 
-Each user is its own gradio_client session calling /compare in a loop with the example
-statements (noshow.examples), one request at a time. A request is an error unless both
-adapters return a finite P(no-show) in [0, 1]. Latency is the client's wall time for the
-whole call (queueing included); "scoring" is the app's own figure for running both models.
+Each user is its own gradio_client session calling /compare in a loop, one request at a
+time. `--statements rows` (default) sends every request a statement no one sent before
+(rendered from rows of the real data file when present, else from random form rows), so
+the app's answer cache never helps and every Compare is scored; `--statements examples`
+cycles the five example statements (what the example buttons send: after the first round
+the cache answers). A request is an error unless both adapters return a finite
+P(no-show) in [0, 1]. Latency is the client's wall time for the whole call (queueing
+included); "scoring" is the app's own figure for the forwards that served it (both
+adapters); "waited" is the time the app's scheduler held it before its forward, and
+"shared" how many statements that forward scored (noshow.serving).
+`--batches N` starts N batch evaluations (/compare_batch, one per session, each restarted
+when it finishes) before the clock and keeps them running through the window; the report
+gives the rows they scored in it.
 The app's resident memory (with its child processes) is sampled every 0.2 s. The first
 request, which loads both adapters, is made before the clock starts and reported apart.
 `--while-training` starts the app with training allowed (no demo mode) and, before the
@@ -35,6 +47,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import datetime as dt
+import functools
 import math
 import os
 import platform
@@ -61,6 +74,8 @@ class Sample:
     ok: bool
     scoring_ms: float | None = None
     error: str | None = None
+    queue_ms: float | None = None  # the app's scheduler held it this long (longer adapter)
+    shared: int | None = None  # statements in the forward that scored it (largest)
 
 
 @dataclass
@@ -77,6 +92,9 @@ class Report:
     round_trip_s: float | None = None  # p50 of the app's cheapest endpoint: Gradio's own cost
     http_compare_s: float | None = None  # p50 of one Compare over plain HTTP
     http_scoring_s: float | None = None  # ... and of its scoring (both adapters)
+    statements: str = ""  # what the users sent
+    batches: str = ""  # batch evaluations running through the window
+    load: str = ""  # the machine's load average at the start and the end
 
     @property
     def errors(self) -> list[Sample]:
@@ -271,23 +289,20 @@ def measure_http_compare(
     classifier: str,
     auth: tuple[str, str] | None = None,
     calls: int = ROUND_TRIP_CALLS,
+    statements: Statements | None = None,
 ) -> tuple[float | None, float | None]:
     """(p50 seconds of a whole Compare over plain HTTP on one kept-alive connection, p50
-    seconds of its scoring), over the example statements in turn."""
+    seconds of its scoring), each call a statement not scored before (`Statements`)."""
     import httpx
 
-    from noshow.examples import EXAMPLES
-
-    statements = [ex.statement for ex in EXAMPLES]
+    statements = statements or Statements("rows", seed=1)
     totals, scoring = [], []
     with httpx.Client(timeout=120) as http:
         if auth:
             http.post(url.rstrip("/") + "/login", data={"username": auth[0], "password": auth[1]})
-        for i in range(calls):
+        for _ in range(calls):
             start = time.time()
-            answer = http_compare(
-                http, url, statements[i % len(statements)], generative, classifier
-            )
+            answer = http_compare(http, url, statements.next(), generative, classifier)
             totals.append(time.time() - start)
             ok, ms, error = check_answer(answer)
             if not ok:
@@ -367,6 +382,93 @@ def check_answer(answer: Any) -> tuple[bool, float | None, str | None]:
     return True, ms, None
 
 
+def serving_of(answer: Any) -> tuple[float | None, int | None]:
+    """(ms the app's scheduler held the call, statements in its largest forward)."""
+    summary = answer[1] if isinstance(answer, list | tuple) and len(answer) > 1 else None
+    if not isinstance(summary, dict):
+        return None, None
+    slots = [summary.get(a) or {} for a in ("generative", "classifier")]
+    waits = [s["queue_ms"] for s in slots if s.get("queue_ms") is not None]
+    sizes = [s["batch_size"] for s in slots if s.get("batch_size")]
+    return (max(waits) if waits else None), (max(sizes) if sizes else None)
+
+
+# ----------------------------------------------------------------------------- statements
+
+
+class Statements:
+    """Statements for the users: `rows` hands out each one once (real data rows when the
+    file is there, else random form rows), `examples` cycles the five examples."""
+
+    def __init__(self, kind: str = "rows", seed: int = 0) -> None:
+        import random
+
+        from noshow.examples import EXAMPLES
+
+        self.kind = kind
+        self._lock = threading.Lock()
+        self._rng = random.Random(seed)
+        self._i = 0
+        self._texts: list[str] = [ex.statement for ex in EXAMPLES]
+        self.source = "the five example statements, in turn"
+        if kind == "rows":
+            self._texts = list(real_statements(seed))
+            self.source = (
+                f"a new statement per request ({len(self._texts):,} distinct rows of the real "
+                "data file, shuffled)"
+                if self._texts
+                else "a new statement per request (random form rows)"
+            )
+
+    def next(self) -> str:
+        with self._lock:
+            i = self._i
+            self._i += 1
+        if self.kind == "examples":
+            return self._texts[i % len(self._texts)]
+        if i < len(self._texts):
+            return self._texts[i]
+        return self.random_statement(i)
+
+    def random_statement(self, i: int) -> str:
+        from noshow.statements import render_statement
+        from noshow.ui.compare_views import NEIGHBOURHOODS, WEEKDAYS, form_row
+
+        with self._lock:
+            r = self._rng
+            prior = r.randint(0, 8)
+            row = form_row(
+                age=r.randint(0, 95),
+                gender=r.choice("FM"),
+                lead_days=r.randint(0, 90),
+                sms_received=r.random() < 0.3,
+                scholarship=r.random() < 0.1,
+                conditions=[c for c in ("hypertension", "diabetes") if r.random() < 0.2],
+                prior_appointments=prior,
+                prior_no_shows=r.randint(0, prior),
+                weekday=r.choice(WEEKDAYS[:5]),
+                neighbourhood=r.choice(NEIGHBOURHOODS),
+                booking_hour=r.randint(6, 20),
+            )
+        return render_statement(row)
+
+
+@functools.lru_cache(maxsize=4)
+def real_statements(seed: int = 0, limit: int = 50_000) -> list[str]:
+    """Distinct statements of the real data file (shuffled), [] when it is not here."""
+    import random
+
+    from noshow.data import DATA_ENV_VAR, DEFAULT_DATA_PATH, load_data
+
+    shared = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
+    for candidate in (os.environ.get(DATA_ENV_VAR), DEFAULT_DATA_PATH, shared):
+        if candidate and str(candidate) != "synthetic" and Path(candidate).is_file():
+            texts = sorted(set(load_data(candidate).frame["statement"].astype(str)))
+            random.Random(seed).shuffle(texts)
+            return texts[:limit]
+    return []
+
+
 def run_users(
     url: str,
     generative: str,
@@ -374,14 +476,12 @@ def run_users(
     users: int,
     duration: float,
     auth: tuple[str, str] | None = None,
-    statements: list[str] | None = None,
+    statements: Statements | None = None,
 ) -> list[Sample]:
     """`users` sessions calling /compare back to back for `duration` seconds."""
     from gradio_client import Client
 
-    from noshow.examples import EXAMPLES
-
-    statements = statements or [ex.statement for ex in EXAMPLES]
+    statements = statements or Statements("rows")
     clients = [Client(url, auth=auth, verbose=False) for _ in range(users)]
     samples: list[Sample] = []
     lock = threading.Lock()
@@ -390,18 +490,19 @@ def run_users(
 
     def user(index: int, client: Any) -> None:
         barrier.wait()
-        i = index
         while time.time() < deadline[0]:
-            text = statements[i % len(statements)]
-            i += 1
+            text = statements.next()
             start = time.time()
+            queue_ms = shared = None
             try:
                 answer = client.predict(text, generative, classifier, api_name="/compare")
                 ok, scoring_ms, error = check_answer(answer)
+                queue_ms, shared = serving_of(answer)
             except Exception as e:  # noqa: BLE001 - every failure is counted and shown
                 ok, scoring_ms, error = False, None, f"{type(e).__name__}: {e}"[:300]
+            sample = Sample(start, time.time() - start, ok, scoring_ms, error, queue_ms, shared)
             with lock:
-                samples.append(Sample(start, time.time() - start, ok, scoring_ms, error))
+                samples.append(sample)
 
     threads = [
         threading.Thread(target=user, args=(k, c), daemon=True) for k, c in enumerate(clients)
@@ -415,6 +516,78 @@ def run_users(
     for client in clients:
         client.close()
     return samples
+
+
+BATCH_ROWS = 500  # the public demo's cap: the batches outlast a 60 s window on a CPU
+
+
+class BatchRunners:
+    """`n` sessions each keeping one batch evaluation running (/compare_batch), restarted
+    when it finishes, until `stop()`; counts the rows they finished and saw in progress."""
+
+    def __init__(self, url: str, generative: str, classifier: str, n: int, auth=None) -> None:
+        from gradio_client import Client
+
+        self.clients = [Client(url, auth=auth, verbose=False) for _ in range(n)]
+        self.args = (generative, classifier)
+        self._stop = threading.Event()
+        self.finished = 0  # batch evaluations that completed
+        self.error: str | None = None  # why a runner stopped early
+        self.jobs: list[Any] = [None] * n
+        self.threads = [
+            threading.Thread(target=self._run, args=(k,), daemon=True) for k in range(n)
+        ]
+
+    def start(self, timeout: float = 600.0) -> None:
+        """Start them and wait until every one shows progress (its adapters are loaded)."""
+        for thread in self.threads:
+            thread.start()
+        deadline = time.time() + timeout
+        while time.time() < deadline and self.error is None:
+            if all(job is not None and self.rows_of(job) > 0 for job in self.jobs):
+                return
+            time.sleep(0.5)
+        self.stop()
+        sys.exit(f"The batch evaluations showed no progress: {self.error or 'timed out'}")
+
+    @staticmethod
+    def rows_of(job: Any) -> int:
+        import re
+
+        for out in reversed(job.outputs()):
+            m = re.search(r'data-done="(\d+)"', str(out[-1]))
+            if m:
+                return int(m.group(1))
+        return 0
+
+    def _run(self, k: int) -> None:
+        while not self._stop.is_set():
+            job = self.clients[k].submit(*self.args, BATCH_ROWS, False, api_name="/compare_batch")
+            self.jobs[k] = job
+            while not job.done() and not self._stop.is_set():
+                time.sleep(0.2)
+            if job.done() and not self._stop.is_set():
+                try:
+                    message = job.result()[-1]
+                except Exception as e:  # noqa: BLE001 - reported, and this runner stops
+                    message = f"{type(e).__name__}: {e}"
+                if message:
+                    self.error = str(message)[:300]
+                    return
+                self.finished += 1
+
+    def progress(self) -> int:
+        return sum(self.rows_of(job) for job in self.jobs if job is not None)
+
+    def stop(self) -> None:
+        self._stop.set()
+        for job in self.jobs:
+            if job is not None and not job.done():
+                job.cancel()
+        for thread in self.threads:
+            thread.join(30)
+        for client in self.clients:
+            client.close()
 
 
 # ----------------------------------------------------------------------------- report
@@ -454,6 +627,8 @@ def markdown(report: Report, command: str) -> str:
     ok = [s.seconds for s in report.samples if s.ok]
     every = [s.seconds for s in report.samples]
     scoring = [s.scoring_ms / 1000 for s in report.samples if s.scoring_ms is not None]
+    waited = [s.queue_ms / 1000 for s in report.samples if s.queue_ms is not None]
+    shared = [float(s.shared) for s in report.samples if s.shared]
     n = len(report.samples)
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
@@ -473,15 +648,20 @@ def markdown(report: Report, command: str) -> str:
         f"{fmt(report.http_scoring_s)} ms",
         f"- first request (loads both adapters, before the clock): "
         f"{fmt(report.first_request_s)} ms",
+        *([f"- statements: {report.statements}"] if report.statements else []),
+        *([f"- batch evaluations: {report.batches}"] if report.batches else []),
+        *([f"- load average (1 min) at start, end: {report.load}"] if report.load else []),
         "",
         "| users | duration (s) | requests | errors | requests/s | p50 (ms) | p95 (ms) | "
-        "max (ms) | scoring p50 (ms) | app RSS start (MB) | app RSS peak (MB) |",
-        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "max (ms) | scoring p50 (ms) | app RSS start (MB) | app RSS peak (MB) | "
+        "waited p50 (ms) | shared p50 |",
+        "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         f"| {report.users} | {report.duration_s:.0f} | {n:,} | {len(report.errors):,} | "
         f"{n / report.duration_s:,.1f} | {fmt(percentile(every, 0.5))} | "
         f"{fmt(percentile(every, 0.95))} | {fmt(max(every) if every else None)} | "
         f"{fmt(percentile(scoring, 0.5))} | {fmt(report.rss_start_mb, 1)} | "
-        f"{fmt(report.rss_peak_mb, 1)} |",
+        f"{fmt(report.rss_peak_mb, 1)} | {fmt(percentile(waited, 0.5))} | "
+        f"{fmt(percentile(shared, 0.5), 1)} |",
     ]
     if ok and len(ok) != n:
         lines.append(f"\nLatency of successful requests only: p50 {fmt(percentile(ok, 0.5))} ms.")
@@ -514,13 +694,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--generative", default=None, help="adapter path (default: the app's first)")
     p.add_argument("--classifier", default=None, help="adapter path (default: the app's first)")
     p.add_argument(
+        "--statements",
+        choices=["rows", "examples"],
+        default="rows",
+        help="rows: a new statement per request (default); examples: the five examples",
+    )
+    p.add_argument(
+        "--batches",
+        type=int,
+        default=0,
+        help="batch evaluations kept running through the window (one session each)",
+    )
+    p.add_argument(
         "--while-training",
         action="store_true",
         help="start a training job in the app first and measure Compare while it trains",
     )
     args = p.parse_args(argv)
-    if args.users < 1 or args.duration <= 0:
-        p.error("--users must be at least 1 and --duration positive")
+    if args.users < 1 or args.duration <= 0 or args.batches < 0:
+        p.error("--users must be at least 1, --duration positive, --batches 0 or more")
     if args.while_training and args.url:
         p.error("--while-training starts its own app; leave out --url")
     return args
@@ -593,13 +785,35 @@ def main(argv: list[str] | None = None) -> int:
         if sampler is not None:
             sampler.start_mb = sampler.peak_mb = sampler._rss_mb()
             sampler.start()
-        watcher = before = None
+        watcher = before = runners = None
         if args.while_training:
             print("Starting a training job in the app...", file=sys.stderr)
             watcher = Client(url, auth=auth, verbose=False)
             before = start_training_job(watcher)
+        if args.batches:
+            print(f"Starting {args.batches} batch evaluation(s)...", file=sys.stderr)
+            runners = BatchRunners(url, gen, clf, args.batches, auth)
+            runners.start()
+        rows_before = runners.progress() if runners else 0
+        statements = Statements(args.statements)
+        report.statements = statements.source
+        load_start = os.getloadavg()[0]
         print(f"{args.users} users x {args.duration:.0f} s against {url}...", file=sys.stderr)
-        report.samples = run_users(url, gen, clf, args.users, args.duration, auth)
+        report.samples = run_users(
+            url, gen, clf, args.users, args.duration, auth, statements=statements
+        )
+        report.load = f"{load_start:.1f}, {os.getloadavg()[0]:.1f}"
+        if runners is not None:
+            still = sum(job is not None and not job.done() for job in runners.jobs)
+            report.batches = (
+                f"{args.batches} kept running (/compare_batch, {BATCH_ROWS} rows, one session "
+                f"each); during the window they advanced {runners.progress() - rows_before:,} "
+                f"scores (rows x 2 adapters; a restarted batch counts from 0), "
+                f"{runners.finished} finished, "
+                f"{still} running at the end"
+                + (f"; a runner stopped early: {runners.error}" if runners.error else "")
+            )
+            runners.stop()
         if watcher is not None:
             report.training = training_line(before, training_snapshot(watcher), args.duration)
             watcher.predict(api_name="/cancel_training")

@@ -8,6 +8,7 @@ Llama (3 steps on synthetic data, once per session).
 from __future__ import annotations
 
 import csv
+import re
 import threading
 import time
 from pathlib import Path
@@ -42,8 +43,9 @@ def app(tmp_path_factory, adapters):
     )
     port = free_port()
     demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    yield SimpleNamespace(demo=demo, client=client, store=store, ctx=demo.noshow_context)
+    url = f"http://127.0.0.1:{port}/"
+    client = Client(url, verbose=False)
+    yield SimpleNamespace(demo=demo, client=client, store=store, ctx=demo.noshow_context, url=url)
     client.close()
     demo.close()
     store.close()
@@ -134,20 +136,27 @@ def test_examples_are_ordered_by_the_baseline_fitted_on_the_real_data(real_data_
 
 
 class FakePredictor:
-    def __init__(self, p: float, threshold: float, approach: str):
+    """P fixed, or per statement from `by_text` (a function of the statement's text)."""
+
+    def __init__(self, p, threshold: float, approach: str, answer=None, meta=None):
         self.p, self.threshold, self.approach, self.name = p, threshold, approach, "fake"
+        self.answer = answer if answer is not None else "<b>Yes</b>"
+        self.meta = meta or {}
+
+    def _p(self, statement: str) -> float:
+        return self.p(statement) if callable(self.p) else self.p
 
     def predict_proba(self, statements):
-        return [self.p] * len(statements)
+        return [self._p(s) for s in statements]
 
     def predict_with_answer(self, statement):
-        return self.p, ("<b>Yes</b>" if self.approach == "generative" else None)
+        return self._p(statement), (self.answer if self.approach == "generative" else None)
 
 
-def fake_loader(ps: dict[str, tuple[float, float]]):
+def fake_loader(ps: dict, **kwargs):
     def load(path, expected_approach):
         p, t = ps[expected_approach]
-        return FakePredictor(p, t, expected_approach)
+        return FakePredictor(p, t, expected_approach, **kwargs)
 
     return load
 
@@ -180,6 +189,70 @@ def test_card_says_briefly_which_weights_scored_and_how_long_it_took():
     assert cv.compare_summary(result)["generative"]["weights"].startswith("bf16 linears")
 
 
+def test_timing_line_says_when_a_forward_was_shared_or_the_cache_answered():
+    shared = {"latency_ms": 180.4, "queue_ms": 35.2, "batch_size": 4, "cached": False}
+    assert cv.timing_line(shared) == (
+        "Latency: 180 ms, one forward for 4 statements; waited 35 ms for the model."
+    )
+    assert cv.timing_line({"cached": True, "weights": "float32, merged"}) == (
+        "Answered from the cache: this statement was scored before (float32 weights)."
+    )
+
+
+def test_each_card_says_where_its_threshold_came_from_and_the_base_rate():
+    loader = fake_loader({"generative": (0.31, 0.27), "classifier": (0.2, 0.25)})
+    result = cv.compare_statement("A statement.", "g", "c", loader=loader, base_rate=0.2019)
+    html = cv.render_compare_html(result)
+    assert html.count("where F1 peaked") == 2
+    assert "Threshold 0.27: chosen on the adapter&#x27;s validation split, where F1 peaked." in html
+    assert html.count("On average 20% of appointments are missed (train split).") == 2
+
+
+@pytest.mark.parametrize(
+    ("p", "word", "why"),
+    [
+        (
+            0.31,
+            "No",
+            "so P = 0.31, between 0.27 and 0.50, gives the word No and the prediction No-show",
+        ),
+        (0.10, "No", "and here both say the same"),
+        (0.80, "Yes", "and here both say the same"),
+        (0.31, "Maybe", "here the model wrote neither Yes nor No"),
+    ],
+)
+def test_generative_card_says_why_its_word_can_differ_from_the_prediction(p, word, why):
+    slot = {"p": p, "threshold": 0.27, "label": int(p >= 0.27), "generated": word}
+    assert why in cv.answer_line(slot)
+    assert 'The word is the model\'s most likely next word: "Yes" only when P > 0.50' in (
+        cv.answer_line(slot)
+    )
+
+
+def test_card_shows_the_calibrated_probability_when_the_adapter_carries_one():
+    meta = {"calibration": {"method": "isotonic", "x": [0.0, 0.5, 1.0], "y": [0.0, 0.2, 1.0]}}
+    loader = fake_loader({"generative": (0.25, 0.5), "classifier": (0.25, 0.5)}, meta=meta)
+    result = cv.compare_statement("A statement.", "g", "c", loader=loader)
+    assert result["classifier"]["p_calibrated"] == pytest.approx(0.1)
+    assert "Calibrated: 0.100" in cv.render_compare_html(result)
+    plain = cv.compare_statement(
+        "A statement.",
+        "g",
+        "c",
+        loader=fake_loader({"generative": (0.25, 0.5), "classifier": (0.25, 0.5)}),
+    )
+    assert plain["classifier"]["p_calibrated"] is None
+    assert "Calibrated" not in cv.render_compare_html(plain)
+
+
+def test_calibrate_applies_platt_and_isotonic_maps_and_ignores_unknown_ones():
+    assert cv.calibrate(0.5, {"method": "platt", "a": 1.0, "b": 0.0}) == pytest.approx(0.5)
+    assert cv.calibrate(0.5, {"method": "platt", "a": 2.0, "b": np.log(3)}) == pytest.approx(0.75)
+    assert cv.calibrate(0.75, {"method": "isotonic", "x": [0, 1], "y": [0, 0.5]}) == 0.375
+    assert cv.calibrate(0.5, {"method": "beta"}) is None
+    assert cv.calibrate(0.5, None) is None
+
+
 def test_missing_adapter_folder_is_a_message_in_its_slot(tmp_path):
     result = cv.compare_statement("A statement.", str(tmp_path / "nope"), "")
     assert "Adapter folder not found" in result["generative"]["error"]
@@ -187,13 +260,138 @@ def test_missing_adapter_folder_is_a_message_in_its_slot(tmp_path):
     assert result["agree"] is None
 
 
-def test_baseline_scores_rows_and_says_why_it_cannot_score_free_text():
+def test_baseline_scores_rows_and_gives_the_reason_when_it_has_none():
     frame = _toy_frame()
     baseline = cv.fit_baseline(frame)
     row = frame.iloc[0].to_dict()
     scored = cv.score_baseline(baseline, row)
     assert 0 <= scored["p"] <= 1 and scored["label"] in (0, 1)
-    assert "needs the tabular fields" in cv.score_baseline(baseline, None)["error"]
+    assert "where F1 peaked" in scored["threshold_source"]
+    assert "needs the appointment's facts" in cv.score_baseline(baseline, None)["error"]
+    assert cv.score_baseline(baseline, None, "No baseline: why.")["error"] == "No baseline: why."
+
+
+def test_typed_statement_in_the_template_words_gets_its_facts_read_back():
+    example = EXAMPLES[3]
+    row, source, reason, truth = cv.resolve_facts(example.statement, None)
+    assert row == example.row and source == "read from the statement"
+    assert reason is None and truth is None
+
+
+def test_free_text_gets_a_one_line_reason_instead_of_a_baseline():
+    row, source, reason, _ = cv.resolve_facts("Patient seems unreliable.", None)
+    assert row is None and source is None
+    assert reason == "No baseline: the text does not follow the statement template at the person."
+
+
+def test_facts_from_the_form_or_a_row_count_while_the_text_is_unchanged():
+    state = {"statement": "text", "row": {"age": 3}, "source": "record 7", "truth": 1}
+    assert cv.resolve_facts("text", state) == ({"age": 3}, "record 7", None, 1)
+    assert cv.resolve_facts("text edited", state)[0] is None
+
+
+def test_data_set_row_shows_its_true_label_and_whether_each_model_matches_it():
+    loader = fake_loader({"generative": (0.6, 0.5), "classifier": (0.1, 0.5)})
+    result = cv.compare_statement(
+        "A statement.",
+        "g",
+        "c",
+        loader=loader,
+        truth=1,
+        facts_source="record 5, test split",
+        row=EXAMPLES[0].row,
+    )
+    html = cv.render_compare_html(result)
+    assert (
+        "In the data set this patient <b>missed the appointment</b> (record 5, test split)" in html
+    )
+    assert "true label No-show" in html
+    assert (
+        html.count("✓ matches the data set") == 1 and html.count("✗ differs from the data set") >= 1
+    )
+    assert cv.compare_summary(result)["truth"] == 1
+
+
+def test_result_html_carries_the_statement_key_and_the_server_time():
+    loader = fake_loader({"generative": (0.6, 0.5), "classifier": (0.1, 0.5)})
+    result = cv.compare_statement("A statement.", "g", "c", loader=loader)
+    html = cv.render_compare_html(result)
+    assert f'data-key="{cv.statement_key("A statement.")}"' in html
+    assert "Answered in " in html and result["server_ms"] > 0
+
+
+# ----------------------------------------------------------------------------- what-if
+
+
+def sms_loader():
+    """Fake adapters whose P depends on the reminder: 0.4 without, 0.3 with."""
+    return fake_loader(
+        {
+            "generative": (lambda s: 0.3 if "an SMS" in s else 0.4, 0.35),
+            "classifier": (lambda s: 0.25 if "an SMS" in s else 0.45, 0.35),
+        }
+    )
+
+
+class SmsModel:
+    """Stands in for the fitted pipeline: P(no-show) = 0.2 with a reminder, else 0.5."""
+
+    classes_ = [0, 1]
+
+    def predict_proba(self, features: pd.DataFrame) -> np.ndarray:
+        p = np.where(features["sms_received"] == 1, 0.2, 0.5)
+        return np.column_stack([1 - p, p])
+
+
+def test_what_if_shows_each_models_prediction_before_and_after_one_change():
+    row = EXAMPLES[2].row  # SMS reminder: yes
+    baseline = cv.Baseline(model=SmsModel(), threshold=0.3, train_rows=10)
+    result = cv.what_if(row, "SMS reminder", "no", "g", "c", baseline=baseline, source=sms_loader())
+    assert (result["old"], result["new"]) == ("yes", "no")
+    assert (
+        "She got no SMS reminder." in result["after"] and result["before"] == EXAMPLES[2].statement
+    )
+    summary = cv.what_if_summary(result)["models"]
+    assert summary["generative"]["delta"] == pytest.approx(0.1)
+    assert summary["classifier"]["delta"] == pytest.approx(0.2)
+    assert summary["baseline"]["delta"] == pytest.approx(0.3)
+    assert (summary["classifier"]["label_before"], summary["classifier"]["label_after"]) == (0, 1)
+    html = cv.render_what_if_html(result)
+    assert "If <b>SMS reminder</b> were <b>no</b> instead of <b>yes</b>" in html
+    assert "↑ +0.200" in html and "Shows up → No-show" in html
+    assert "not the effect the change would have" in html
+
+
+@pytest.mark.parametrize(
+    ("fact", "value", "message"),
+    [
+        ("Days booked ahead", "-3", "Days booked ahead must be between 0 and 365"),
+        ("Days booked ahead", "soon", "must be a whole number"),
+        ("Weekday", "Funday", "Weekday must be one of"),
+        ("SMS reminder", "maybe", "SMS reminder must be yes or no"),
+        ("Earlier no-shows", "4", r"cannot exceed earlier appointments \(3\)"),
+        ("SMS reminder", "yes", "SMS reminder is already yes"),
+        ("Mood", "happy", "Pick a fact to change"),
+        ("Age", "", "Type or pick the new value of Age"),
+    ],
+)
+def test_what_if_refuses_a_bad_value_or_no_change_naming_the_fact(fact, value, message):
+    row = {**EXAMPLES[2].row, "prior_appointments": 3}
+    with pytest.raises(cv.CompareInputError, match=message):
+        cv.what_if(row, fact, value, "g", "c", source=sms_loader())
+
+
+def test_every_what_if_fact_changes_the_statement_it_names():
+    from noshow.statements import parse_statement, render_statement
+
+    row = {**EXAMPLES[4].row}
+    for fact, (field_name, choices) in cv.WHAT_IF_FACTS.items():
+        value = next(c for c in choices if c.upper() != cv.fact_text(row, fact).upper())
+        if field_name == "prior_appointments":
+            value = "5"  # at least the 2 missed ones
+        changed = cv.change_fact(row, fact, value)
+        assert parse_statement(render_statement(changed))[field_name] == changed[field_name]
+        assert {k for k in row if row[k] != changed[k]} == {field_name}, fact
 
 
 def test_baseline_cache_fits_once_per_data_set_and_does_not_block_past_the_timeout(
@@ -306,6 +504,57 @@ def test_batch_metrics_and_disagreements_follow_the_scores():
     assert set(figures) == {"roc", "calibration", "confusion"}
 
 
+def test_batch_reports_progress_and_an_eta_from_the_first_row():
+    frame = _toy_frame()
+    rows, _ = cv.select_eval_rows(frame, max_rows=60)
+    loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
+    seen: list[cv.BatchProgress] = []
+    fitted = []
+
+    def baseline_when_needed():
+        fitted.append(len(seen))
+        return cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+
+    result = cv.batch_compare(
+        rows, "g", "c", baseline_when_needed, loader=loader, on_progress=seen.append
+    )
+    scoring = [s for s in seen if s.phase.startswith("Scoring")]
+    assert scoring[1].done == 1 and scoring[1].total == 120  # the first chunk is one row
+    assert scoring[1].eta_s is not None and scoring[1].eta_s >= 0
+    assert [s.done for s in scoring] == sorted(s.done for s in scoring)
+    assert fitted and fitted[0] > len(scoring)  # the baseline was waited for last
+    assert seen[-1].phase == "Computing metrics" and seen[-1].done == 120
+    assert "tabular baseline" in list(result.metrics["model"])
+
+
+def test_batch_stops_between_chunks_when_asked():
+    from noshow.serving import Cancelled
+
+    rows, _ = cv.select_eval_rows(_toy_frame(), max_rows=100)
+    loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
+    seen: list[cv.BatchProgress] = []
+    with pytest.raises(Cancelled):
+        cv.batch_compare(
+            rows,
+            "g",
+            "c",
+            loader=loader,
+            on_progress=seen.append,
+            should_stop=lambda: any(s.done >= 3 for s in seen),
+        )
+    assert max(s.done for s in seen) < 200
+
+
+def test_progress_panel_shows_rows_elapsed_time_and_time_left():
+    html = cv.progress_html(
+        {"done": 30, "total": 400, "phase": "Scoring with the generative adapter"}
+        | {"elapsed_s": 12.0, "eta_s": 150.0}
+    )
+    assert "30 of 400 scores (8%)" in html
+    assert "12s so far, about 2m 30s left" in html
+    assert "Closing the page or pressing Stop ends it" in html
+
+
 def test_predictions_csv_neutralises_spreadsheet_formulas_and_keeps_numbers(tmp_path):
     preds = pd.DataFrame(
         {
@@ -336,16 +585,39 @@ def test_app_compares_one_statement_with_both_adapters(app, adapters):
         assert slot["error"] is None, slot["error"]
         assert 0.0 <= slot["p"] <= 1.0
         assert slot["label"] == int(slot["p"] >= slot["threshold"])
-        assert slot["latency_ms"] > 0
+        assert slot["cached"] or slot["latency_ms"] > 0
     assert isinstance(summary["generative"]["generated"], str)
     assert summary["agree"] == (summary["generative"]["label"] == summary["classifier"]["label"])
-    assert "baseline" not in summary  # free text has no tabular fields
     assert f"{summary['classifier']['p']:.3f}" in html
+    assert summary["server_ms"] > 0 and "Answered in " in html
     assert message == ""
 
 
-def test_app_adds_the_baseline_for_a_rendered_form(app, adapters):
-    statement, _ = app.client.predict(
+def test_app_reads_a_typed_statements_facts_for_the_baseline(app, adapters):
+    _, summary, _ = app.client.predict(
+        EXAMPLES[3].statement, adapters.generative, adapters.classifier, api_name="/compare"
+    )
+    assert summary["facts_source"] == "read from the statement"
+    assert summary["row"] == EXAMPLES[3].row
+    assert summary["baseline"]["error"] is None and 0 <= summary["baseline"]["p"] <= 1
+    assert 0 < summary["base_rate"] < 1
+
+
+def test_app_gives_free_text_a_reason_instead_of_a_baseline(app, adapters):
+    html, summary, _ = app.client.predict(
+        "Missed her last two visits; lives far away.",
+        adapters.generative,
+        adapters.classifier,
+        api_name="/compare",
+    )
+    assert summary["baseline"]["p"] is None
+    assert summary["baseline"]["error"].startswith("No baseline: the text does not follow")
+    assert summary["classifier"]["p"] is not None
+    assert "No baseline: the text does not follow" in html
+
+
+def test_app_scores_a_rendered_form_at_once_with_the_baseline(app, adapters):
+    statement, html, summary, message = app.client.predict(
         52,
         "F",
         14,
@@ -357,35 +629,71 @@ def test_app_adds_the_baseline_for_a_rendered_form(app, adapters):
         "Tuesday",
         "MARIA ORTIZ",
         9,
-        api_name="/render_form_statement",
+        adapters.generative,
+        adapters.classifier,
+        api_name="/compare_form",
     )
     assert statement == EXAMPLES[2].statement
-    _, summary, _ = app.client.predict(
-        statement, adapters.generative, adapters.classifier, api_name="/compare"
-    )
+    assert summary["statement"] == statement and summary["facts_source"] == "the form"
     assert summary["baseline"]["error"] is None, summary["baseline"]["error"]
     assert 0.0 <= summary["baseline"]["p"] <= 1.0
-    # Edit the text and the form's row no longer describes it: no baseline.
+    # Edited, the text no longer follows the template: no baseline, and the reason why.
     _, edited, _ = app.client.predict(
         statement + " Edited.", adapters.generative, adapters.classifier, api_name="/compare"
     )
-    assert "baseline" not in edited
+    assert "goes on after the statement" in edited["baseline"]["error"]
 
 
-def test_app_scores_a_data_set_row_by_record_id(app, adapters):
+def test_app_scores_a_data_set_row_at_once_and_shows_its_true_label(app, adapters):
     entry = app.ctx.get_data(None)
     row = entry.frame[entry.frame["split"] == "test"].iloc[3]
-    statement, message = app.client.predict(int(row["record_id"]), api_name="/compare_record")
-    assert statement == row["statement"] and "test split" in message
-    _, summary, _ = app.client.predict(
-        statement, adapters.generative, adapters.classifier, api_name="/compare"
+    statement, html, summary, message = app.client.predict(
+        int(row["record_id"]), adapters.generative, adapters.classifier, api_name="/compare_record"
     )
-    assert summary["baseline"]["p"] is not None
+    assert statement == row["statement"]
+    assert summary["truth"] == int(row["no_show"])
+    assert summary["facts_source"] == f"record {int(row['record_id'])}, test split"
+    assert summary["baseline"]["p"] is not None and summary["classifier"]["p"] is not None
+    assert f"true label {cv.label_text(int(row['no_show']))}" in html
 
 
-def test_app_refuses_an_unknown_record_id_clearly(app):
-    statement, message = app.client.predict(123, api_name="/compare_record")
-    assert "Record 123 is not in the loaded data" in message
+def test_app_refuses_an_unknown_record_id_clearly(app, adapters):
+    out = app.client.predict(
+        123, adapters.generative, adapters.classifier, api_name="/compare_record"
+    )
+    assert "Record 123 is not in the loaded data" in out[-1]
+
+
+def test_app_what_if_scores_the_changed_statement_with_all_three_models(app, adapters):
+    html, summary, message = app.client.predict(
+        EXAMPLES[2].statement,
+        "SMS reminder",
+        "no",
+        adapters.generative,
+        adapters.classifier,
+        api_name="/what_if",
+    )
+    assert message == "", message
+    assert (summary["old"], summary["new"]) == ("yes", "no")
+    assert "She got no SMS reminder." in summary["statement_after"]
+    for model in ("generative", "classifier", "baseline"):
+        slot = summary["models"][model]
+        assert slot["error"] is None, slot["error"]
+        assert slot["delta"] == pytest.approx(slot["p_after"] - slot["p_before"])
+    assert "not the effect the change would have" in html
+
+
+def test_app_what_if_on_free_text_says_it_needs_the_facts(app, adapters):
+    _, summary, message = app.client.predict(
+        "Some free text.",
+        "Weekday",
+        "Friday",
+        adapters.generative,
+        adapters.classifier,
+        api_name="/what_if",
+    )
+    assert summary is None and "What-if needs the appointment" in message
+    assert "at the person" in message  # where the text left the template
 
 
 def test_app_answers_an_empty_statement_with_a_message(app, adapters):
@@ -421,11 +729,15 @@ def test_app_lists_the_trained_adapters_in_their_slots(app, adapters):
     assert note == ""
 
 
-def test_app_batch_compares_on_a_small_test_split(app, adapters):
-    out = app.client.predict(
+def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, adapters):
+    job = app.client.submit(
         adapters.generative, adapters.classifier, 40, False, api_name="/compare_batch"
     )
-    summary, metrics, roc, calibration, confusion, disagreements, csv_path, message = out
+    summary, metrics, roc, calibration, confusion, disagreements, csv_path, message = job.result(
+        300
+    )
+    progress = [out[-1] for out in job.outputs()[:-1]]
+    assert progress and all("noshow-batch-progress" in p for p in progress)
     assert message == "", message
     metrics = table(metrics)
     assert list(metrics["model"]) == ["generative", "classifier", "tabular baseline"]
@@ -455,22 +767,51 @@ def test_app_batch_on_the_gold_set_counts_clinician_labels(app, adapters):
     assert (metrics["rows"] == 6).all()
 
 
+def wait_for_batch_progress(job, timeout: float = 120.0) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if any(re.search(r'data-done="[1-9]', str(out[-1])) for out in job.outputs()):
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"no progress within {timeout} s: {job.outputs()[-1:]}")
+
+
+def test_app_cancelled_batch_stops_its_job_and_a_session_runs_one_batch_at_a_time(app, adapters):
+    from gradio_client import Client
+
+    service = app.ctx.adapters
+    client = Client(app.url, verbose=False)
+    try:
+        job = client.submit(
+            adapters.generative, adapters.classifier, 5000, False, api_name="/compare_batch"
+        )
+        wait_for_batch_progress(job)
+        [running] = service.jobs.running()
+        # the same session asks for a second batch: refused while the first runs
+        out = client.predict(
+            adapters.generative, adapters.classifier, 20, False, api_name="/compare_batch"
+        )
+        assert "already have a batch comparison running" in out[-1]
+        job.cancel()
+        stopped = time.time()
+        assert running.wait(5), "the batch did not stop within 5 s of the cancel"
+        assert running.state == "cancelled" and running.done < running.total
+        assert time.time() - stopped < 5
+    finally:
+        client.close()
+
+
 def test_app_compare_stays_fast_on_the_cpu(app, adapters):
     app.client.predict("warm up", adapters.generative, adapters.classifier, api_name="/compare")
     _, summary, _ = app.client.predict(
-        EXAMPLES[3].statement, adapters.generative, adapters.classifier, api_name="/compare"
+        "A statement never scored before.",
+        adapters.generative,
+        adapters.classifier,
+        api_name="/compare",
     )
     # Tiny models: the scoring itself is milliseconds, so a slow path shows up clearly.
     assert summary["generative"]["latency_ms"] < 500
     assert summary["classifier"]["latency_ms"] < 500
-
-
-def test_listed_only_loader_refuses_folders_that_are_not_listed(tmp_path):
-    from noshow.predict import PredictError
-
-    load = cv.listed_only_loader(lambda: ["/srv/adapters/a"])
-    with pytest.raises(PredictError, match="only the listed adapters"):
-        load(str(tmp_path), expected_approach="classifier")
 
 
 def test_demo_app_scores_listed_adapters_and_refuses_pasted_paths(adapters, tmp_path):
@@ -507,3 +848,47 @@ def test_predictions_csv_is_written_under_the_temp_dir_gradio_serves():
         assert Path(path).parent == cv.export_folder()
     finally:
         Path(path).unlink()
+
+
+def test_label_tab_alone_suggests_with_the_adapter_service(adapters, tmp_path):
+    """The tabs stand on their own: a Blocks with only the Label tab reaches the adapters
+    through `ctx.adapters` (no Compare tab components or loaders in `ctx.extras`)."""
+    import gradio as gr
+    from gradio_client import Client
+
+    from noshow.jobs import JobManager
+    from noshow.labels import LabelStore
+    from noshow.ui.common import UIContext
+    from noshow.ui.label_tab import build_label_tab
+
+    store = LabelStore(tmp_path / "labels.sqlite")
+    ctx = UIContext(
+        jobs=JobManager(runs_dir=adapters.runs),
+        store=store,
+        runs_dir=adapters.runs,
+        data_source="synthetic",
+    )
+    ctx.extras["shipped_dir"] = tmp_path / "no-shipped"
+    with gr.Blocks() as demo:
+        ctx.data_key = gr.State(None)
+        build_label_tab(ctx)
+    assert set(ctx.extras) == {"shipped_dir"}
+    port = free_port()
+    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
+    try:
+        client = Client(f"http://127.0.0.1:{port}/", verbose=False)
+        out = client.predict(
+            "Dr Alone",
+            "random",
+            True,
+            adapters.generative,
+            adapters.classifier,
+            api_name="/label_next",
+        )
+        suggestions = out[2]  # item, fields, suggestions, ...
+        assert "generative: P(no-show) = " in suggestions
+        assert "classifier: P(no-show) = " in suggestions
+        client.close()
+    finally:
+        demo.close()
+        store.close()

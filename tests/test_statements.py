@@ -7,10 +7,13 @@ import pytest
 
 from noshow.statements import (
     QUESTION,
+    STATEMENT_FIELDS,
     SYSTEM_PROMPT,
     TEMPLATE_VERSION,
+    StatementParseError,
     format_neighbourhood,
     generative_messages,
+    parse_statement,
     render_classifier_input,
     render_generative_prompt,
     render_statement,
@@ -275,3 +278,73 @@ def test_render_generative_prompt_explains_a_missing_chat_template():
 
 def test_render_classifier_input_is_the_stripped_statement():
     assert render_classifier_input("  A statement.\n") == "A statement."
+
+
+# ----------------------------------------------------------------------------- parsing back
+
+
+@pytest.mark.parametrize("case", list(GOLDEN))
+def test_parse_statement_reads_back_the_golden_rows(case):
+    values, text = GOLDEN[case]
+    assert parse_statement(text) == {k: values[k] for k in STATEMENT_FIELDS}
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (
+            "A baby boy under 1 year old has an appointment on a Saturday, booked 1 day ahead "
+            "at midnight. He has 2 disabilities; no hypertension, no diabetes and no "
+            "alcoholism. He receives no welfare scholarship. He got no SMS reminder. He "
+            "attended all 4 earlier appointments.",
+            {"gender": "M", "age": 0, "neighbourhood": "", "lead_days": 1, "booking_hour": 0}
+            | {"handicap": 2, "hypertension": 0, "prior_appointments": 4, "prior_no_shows": 0},
+        ),
+        (
+            "An 80-year-old man from Joana D´Arc has an appointment on a Monday, booked the "
+            "same day at noon. He has hypertension, diabetes, alcoholism and a disability. "
+            "He receives the Bolsa Família welfare scholarship. He got an SMS reminder. He "
+            "missed his one earlier appointment.",
+            {"age": 80, "neighbourhood": "JOANA D´ARC", "lead_days": 0, "booking_hour": 12}
+            | {"alcoholism": 1, "handicap": 1, "scholarship": 1, "sms_received": 1}
+            | {"prior_appointments": 1, "prior_no_shows": 1},
+        ),
+        (
+            # pasted with line breaks and double spaces: whitespace does not matter
+            "A 17-year-old girl from Centro has an appointment on a Friday,\n booked 30 days "
+            "ahead at 3 p.m.  She has no hypertension, diabetes, alcoholism or disability. "
+            "She receives no welfare scholarship. She got an SMS reminder. She missed both "
+            "earlier appointments.",
+            {"gender": "F", "age": 17, "booking_hour": 15, "prior_appointments": 2}
+            | {"prior_no_shows": 2, "hypertension": 0, "handicap": 0},
+        ),
+    ],
+)
+def test_parse_statement_reads_every_form_of_each_part(text, expected):
+    parsed = parse_statement(text)
+    assert {k: parsed[k] for k in expected} == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "part"),
+    [
+        ("Will this patient come?", "at the person"),
+        (GOLDEN["woman_with_history"][1].replace("Friday", "Funday"), "at the neighbourhood"),
+        (GOLDEN["woman_with_history"][1].replace("12 days", "twelve days"), "at the booking"),
+        (GOLDEN["woman_with_history"][1].replace("an SMS", "a text"), "at the SMS reminder"),
+        (GOLDEN["woman_with_history"][1] + " She is nice.", "goes on after the statement"),
+        (GOLDEN["woman_with_history"][1].replace("hypertension and", "flu and"), "condition"),
+        (GOLDEN["woman_with_history"][1].replace("34-year-old woman", "4-year-old woman"), "4-"),
+    ],
+)
+def test_parse_statement_names_the_part_that_does_not_follow_the_template(text, part):
+    with pytest.raises(StatementParseError, match=part):
+        parse_statement(text)
+
+
+def test_parse_statement_inverts_render_statement_on_real_rows(real_data_path):
+    from noshow.data import load_data
+
+    frame = load_data(real_data_path).frame.sample(5000, random_state=1)
+    for values, text in zip(frame.to_dict("records"), render_statements(frame), strict=True):
+        assert parse_statement(text) == {k: values[k] for k in STATEMENT_FIELDS}, text

@@ -140,6 +140,39 @@ class UIContext:
     banner: Any = None
     """gr.Markdown at the top of the page: the synthetic-data banner."""
     extras: dict[str, Any] = field(default_factory=dict)
+    adapter_service: Any = None
+    """noshow.serving.AdapterService; None = made on first use of `adapters`."""
+    _adapter_inputs: Any = field(default=None, repr=False)
+
+    @property
+    def adapters(self) -> Any:
+        """The adapters every tab scores with (`noshow.serving.AdapterService`): listed from
+        the runs folder and the shipped adapters, only listed ones loadable in a public demo,
+        every call through the one scheduler."""
+        if self.adapter_service is None:
+            from noshow.serving import AdapterService
+
+            shipped = self.extras.get("shipped_dir") or Path(__file__).resolve().parents[2] / (
+                "adapters"
+            )
+            self.adapter_service = AdapterService(
+                self.runs_dir, shipped, listed_only=self.demo_mode
+            )
+        return self.adapter_service
+
+    def adapter_inputs(self) -> tuple[Any, Any]:
+        """(generative, classifier): hidden Textboxes holding the adapter paths chosen in
+        this browser session, made on first call inside the Blocks. They start at the first
+        listed adapter; the Compare tab keeps them in step with its dropdowns; other tabs
+        take them as inputs (so their API still takes the two paths)."""
+        if self._adapter_inputs is None:
+            import gradio as gr
+
+            self._adapter_inputs = (
+                gr.Textbox(self.adapters.default("generative"), visible=False),
+                gr.Textbox(self.adapters.default("classifier"), visible=False),
+            )
+        return self._adapter_inputs
 
     def get_data(self, key: str | None = None, split_method: str = "time") -> DataEntry:
         """The data set for `key`, or the start-up data when the key is empty or evicted."""

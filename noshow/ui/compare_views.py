@@ -1,6 +1,10 @@
 """Pure functions behind the Compare tab: clean a statement, render one from a small form,
-score it with a generative and a classifier adapter (plus the tabular baseline), and
-evaluate all of them on a test split (metrics, curves, disagreements, a CSV of predictions).
+score it with a generative and a classifier adapter plus the tabular baseline (whose facts
+come from the form, a data set row, an example, or are read back from the statement),
+explain each result (threshold and where it came from, base rate, why the generative word
+can differ from the prediction, the data set's outcome), change one fact and see what the
+models predict then (what-if), and evaluate all of them on a test split (metrics, curves,
+disagreements, a CSV of predictions) with progress and an ETA.
 
 Nothing here imports Gradio, so tests call these directly:
 
@@ -8,24 +12,30 @@ Nothing here imports Gradio, so tests call these directly:
     result = compare_statement("A 34-year-old woman ...", gen_path, clf_path)
     html = render_compare_html(result)
 
-    from noshow.ui.compare_views import batch_compare, BaselineCache
-    batch = batch_compare(entry.frame, gen_path, clf_path, BaselineCache().get(entry))
+    from noshow.ui.compare_views import what_if
+    change = what_if(row, "SMS reminder", "no", gen_path, clf_path, baseline=baseline)
 
-Loading an adapter goes through `noshow.predict.get_predictor` (one load per process); a
-missing folder or an adapter of the wrong approach comes back as a message in its slot,
-never as an exception.
+    from noshow.ui.compare_views import batch_compare, BaselineCache
+    batch = batch_compare(rows, gen_path, clf_path, BaselineCache().get(entry))
+
+Model calls go through `noshow.serving` (an `AdapterService`, or a loader function wrapped
+in one): concurrent Compares share forwards, a batch runs as background chunks behind
+them. A missing folder or an adapter of the wrong approach comes back as a message in its
+slot, never as an exception.
 """
 
 from __future__ import annotations
 
 import csv
+import functools
 import html
+import json
 import os
 import re
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,12 +44,17 @@ import numpy as np
 import pandas as pd
 
 MAX_STATEMENT_CHARS = 2000
+# A batch on a 2-core CPU scores ~5 rows/s with both adapters: 200 rows is ~40 s; a GPU
+# takes the 1,000-row default in seconds.
 DEFAULT_BATCH_ROWS = 1000
+DEFAULT_BATCH_ROWS_CPU = 200
 MAX_BATCH_ROWS = 20_000
 DISAGREEMENT_ROWS = 20
-# Rows scored per call in batch mode: small enough to report progress, large enough that
-# padding and Python overhead stay small.
-BATCH_CHUNK = 256
+INTERACTIVE_TIMEOUT_S = 120.0
+# Where an adapter's threshold comes from: training picks it on the validation split
+# (noshow.evaluate.build_report -> choose_threshold, objective F1).
+THRESHOLD_SOURCE = "chosen on the adapter's validation split, where F1 peaked"
+BASELINE_THRESHOLD_SOURCE = "chosen on the loaded data's validation split, where F1 peaked"
 
 GENERATIVE, CLASSIFIER, BASELINE = "generative", "classifier", "baseline"
 SLOT_TITLES = {
@@ -54,6 +69,23 @@ MODEL_NAMES = {
 }
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
+NEIGHBOURHOODS = [  # the form's list: the 15 with most appointments in the Kaggle file
+    "JARDIM CAMBURI",
+    "MARIA ORTIZ",
+    "RESISTÊNCIA",
+    "JARDIM DA PENHA",
+    "ITARARÉ",
+    "CENTRO",
+    "TABUAZEIRO",
+    "SANTA MARTHA",
+    "JESUS DE NAZARETH",
+    "BONFIM",
+    "SANTO ANTÔNIO",
+    "SANTO ANDRÉ",
+    "CARATOÍRA",
+    "JABOUR",
+    "SÃO PEDRO",
+]
 CONDITIONS = ["hypertension", "diabetes", "alcoholism", "disability"]
 GENDERS = {"F": "F", "M": "M", "female": "F", "male": "M", "woman": "F", "man": "M"}
 FORM_DEFAULTS: dict[str, Any] = {
@@ -190,92 +222,131 @@ def render_form_statement(**answers: Any) -> tuple[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------- adapters
 
 
-def adapter_choices(
-    runs_dir: str | Path, shipped_dir: str | Path
-) -> dict[str, list[tuple[str, str]]]:
-    """Dropdown choices per approach: (label, path), shipped adapters first, newest runs next."""
-    from noshow.predict import list_adapters
+def as_service(source: Any = None) -> Any:
+    """An `AdapterService` from `source`: a service (as is), a loader function (tests, the
+    public demo's listed-only loader) or None (any folder, `get_predictor`)."""
+    from noshow.serving import AdapterService
 
-    choices: dict[str, list[tuple[str, str]]] = {GENERATIVE: [], CLASSIFIER: []}
-    for item in list_adapters(runs_dir, shipped_dir):
-        threshold = item.get("threshold")
-        extra = f", threshold {float(threshold):.2f}" if threshold is not None else ""
-        label = f"{item['name']} ({item['source']}{extra})"
-        choices.setdefault(item["approach"], []).append((label, str(item["path"])))
-    return choices
+    if isinstance(source, AdapterService):
+        return source
+    return AdapterService(loader=source)
 
 
-def _default_loader(path: str, expected_approach: str) -> Any:
-    from noshow.predict import get_predictor
-
-    return get_predictor(path, expected_approach=expected_approach)
-
-
-def listed_only_loader(list_paths: Callable[[], Collection[str]]) -> Loader:
-    """A loader that refuses any folder not in `list_paths()` (public demo: visitors must not
-    probe the server's file system through the adapter box)."""
-
-    def load(path: str, expected_approach: str) -> Any:
-        from noshow.predict import PredictError
-
-        if str(path) not in set(list_paths()):
-            raise PredictError(
-                "In the public demo only the listed adapters can be used: pick one from the list."
-            )
-        return _default_loader(path, expected_approach=expected_approach)
-
-    return load
-
-
-def load_slot(path: Any, approach: str, loader: Loader | None = None) -> tuple[Any, str | None]:
-    """(predictor, None) or (None, message) for the adapter chosen in one slot."""
+def load_slot(
+    path: Any, approach: str, source: Any = None, *, background: bool = False, owner: str = ""
+) -> tuple[Any, str | None]:
+    """(predictor, None) or (None, message) for the adapter chosen in one slot. `source` is an
+    AdapterService or a loader (see `as_service`); the predictor's calls go through the
+    scheduler, as background work (chunked, behind Compares) when `background`."""
     if not path or not str(path).strip():
         return None, (
             f"No {approach} adapter chosen: pick one from the list (press Refresh after a "
             "training run finishes) or train one in the Train tab."
         )
+    service = as_service(source)
     try:
-        return (loader or _default_loader)(str(path).strip(), expected_approach=approach), None
+        predictor = service.load(str(path).strip(), approach)
     except Exception as e:  # noqa: BLE001 - shown in the slot instead of a traceback
         from noshow.ui.common import user_message
 
         return None, user_message(e)
+    return service.wrap(predictor, background=background, owner=owner), None
+
+
+def adapter_meta(predictor: Any) -> dict[str, Any]:
+    """The adapter's noshow.json (threshold, and calibration once training stores one);
+    {} for predictors without a folder (tests' fakes)."""
+    folder = getattr(predictor, "adapter_dir", None)
+    if folder is None:
+        return dict(getattr(predictor, "meta", None) or {})
+    return _read_meta(str(folder))
+
+
+@functools.lru_cache(maxsize=64)
+def _read_meta(folder: str) -> dict[str, Any]:
+    try:
+        return json.loads((Path(folder) / "noshow.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def calibrate(p: float, spec: Mapping[str, Any] | None) -> float | None:
+    """P(no-show) through the adapter's calibration map, or None without one.
+
+    The place where calibrated probabilities enter the cards: `spec` is the adapter's
+    `noshow.json["calibration"]`, {"method": "platt", "a": .., "b": ..} (sigmoid(a * logit(p)
+    + b)) or {"method": "isotonic", "x": [...], "y": [...]} (piecewise linear through the
+    points); any other form is not applied.
+    """
+    if not spec:
+        return None
+    method = str(spec.get("method", "")).lower()
+    try:
+        if method == "platt":
+            q = min(max(float(p), 1e-6), 1 - 1e-6)
+            z = float(spec["a"]) * np.log(q / (1 - q)) + float(spec["b"])
+            return float(1 / (1 + np.exp(-z)))
+        if method == "isotonic":
+            return float(np.interp(p, spec["x"], spec["y"]))
+    except (KeyError, TypeError, ValueError):
+        return None
+    return None
+
+
+def _slot_error(approach: str, error: str) -> dict[str, Any]:
+    return {"approach": approach, "name": None, "p": None, "error": error}
+
+
+def _scored_slot(approach: str, predictor: Any, path: Any, scored: Any) -> dict[str, Any]:
+    """A card's data from one `noshow.serving.Scored`."""
+    threshold = float(getattr(predictor, "threshold", 0.5))
+    meta = adapter_meta(predictor)
+    p = float(scored.p)
+    out: dict[str, Any] = {
+        "approach": approach,
+        "name": getattr(predictor, "name", None) or Path(str(path)).name,
+        "p": p,
+        "threshold": threshold,
+        "threshold_source": meta.get("threshold_source") or THRESHOLD_SOURCE,
+        "label": int(p >= threshold),
+        "p_calibrated": calibrate(p, meta.get("calibration")),
+        "interval": meta.get("interval"),
+        # the forward that scored it (0 when answered from the cache)
+        "latency_ms": 0.0 if scored.cached else scored.run_ms,
+        "queue_ms": scored.queue_ms,
+        "batch_size": 0 if scored.cached else scored.batch_size,
+        "cached": scored.cached,
+        "generated": scored.answer if approach == GENERATIVE else None,
+        "weights": getattr(predictor, "weights", None),
+        "error": None,
+    }
+    return out
+
+
+def score_statements(
+    statements: Sequence[str],
+    paths: Mapping[str, Any],
+    source: Any = None,
+    owner: str = "",
+) -> dict[str, list[dict[str, Any]]]:
+    """Score `statements` with the adapter chosen for each approach in `paths`
+    ({approach: path}); every adapter's call is queued before any is waited for, so they
+    share the scheduler's next round. Returns {approach: [slot per statement]}; a slot
+    whose `error` says why it has no score (missing folder, wrong approach, scoring failed)."""
+    out, pending = _submit_all(statements, paths, as_service(source), owner)
+    return _collect(out, pending, paths, len(statements))
 
 
 def score_slot(
-    path: Any, approach: str, statement: str, loader: Loader | None = None
+    path: Any, approach: str, statement: str, source: Any = None, *, owner: str = ""
 ) -> dict[str, Any]:
-    """P(no-show), label at the adapter's threshold, latency and (generative) the answer text.
+    """P(no-show), label at the adapter's threshold, timing and (generative) the answer text
+    for one statement (`source`: see `as_service`).
 
-    Keys: approach, name, p, threshold, label, latency_ms, generated, weights, error.
+    Keys: approach, name, p, threshold, threshold_source, label, p_calibrated, latency_ms,
+    queue_ms, batch_size, cached, generated, weights, error.
     """
-    out: dict[str, Any] = {"approach": approach, "name": None, "p": None, "error": None}
-    predictor, error = load_slot(path, approach, loader)
-    if predictor is None:
-        out["error"] = error
-        return out
-    try:
-        start = time.perf_counter()
-        if hasattr(predictor, "predict_with_answer"):  # P and the answer text in one pass
-            p, generated = predictor.predict_with_answer(statement)
-        else:
-            p, generated = float(predictor.predict_proba([statement])[0]), None
-        out["latency_ms"] = (time.perf_counter() - start) * 1000
-    except Exception as e:  # noqa: BLE001 - a scoring failure stays inside its slot
-        from noshow.ui.common import user_message
-
-        out["error"] = f"Scoring failed: {user_message(e)}"
-        return out
-    threshold = float(getattr(predictor, "threshold", 0.5))
-    out.update(
-        name=getattr(predictor, "name", Path(str(path)).name),
-        p=p,
-        threshold=threshold,
-        label=int(p >= threshold),
-        generated=generated if approach == GENERATIVE else None,
-        weights=getattr(predictor, "weights", None),
-    )
-    return out
+    return score_statements([statement], {approach: path}, source, owner)[approach][0]
 
 
 # ----------------------------------------------------------------------------- baseline
@@ -347,7 +418,8 @@ class BaselineCache:
         if not done.wait(timeout):
             return Baseline(
                 error="the tabular baseline is still being fitted on this data set's train "
-                "split; its score appears on a later Compare."
+                "split (about half a minute on the full Kaggle file); its score appears on a "
+                "later Compare."
             )
         with self._lock:
             return self._items.get(key) or Baseline(error="the tabular baseline fit was lost.")
@@ -365,32 +437,146 @@ class BaselineCache:
         done.set()
 
 
-def score_baseline(baseline: Baseline | None, row: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The baseline's P for one row (form or data set row); an error when it cannot."""
-    out: dict[str, Any] = {"approach": BASELINE, "name": "tabular baseline", "p": None}
-    if row is None:
-        out["error"] = "The baseline needs the tabular fields: use a record id or the form."
-        return out
-    if baseline is None or baseline.model is None:
-        out["error"] = (baseline.error if baseline else None) or "No baseline for this data."
-        return out
+def score_baseline(
+    baseline: Baseline | None, row: Mapping[str, Any] | None, reason: str | None = None
+) -> dict[str, Any]:
+    """The baseline's P for one row (form, data set row or a parsed statement); without a
+    row, `reason` (why the facts could not be read) becomes the slot's error."""
+    return score_baseline_rows(baseline, [row], reason)[0]
+
+
+def score_baseline_rows(
+    baseline: Baseline | None,
+    rows: Sequence[Mapping[str, Any] | None],
+    reason: str | None = None,
+) -> list[dict[str, Any]]:
+    """`score_baseline` for several rows in one call (a what-if scores two)."""
+    slots: list[dict[str, Any]] = []
+    for row in rows:
+        out: dict[str, Any] = {"approach": BASELINE, "name": "tabular baseline", "p": None}
+        if row is None:
+            out["error"] = reason or (
+                "The baseline needs the appointment's facts: use a record id, the form or a "
+                "statement written like the examples."
+            )
+        elif baseline is None or baseline.model is None:
+            out["error"] = (baseline.error if baseline else None) or "No baseline for this data."
+        slots.append(out)
+    todo = [i for i, slot in enumerate(slots) if "error" not in slot]
+    if not todo:
+        return slots
     start = time.perf_counter()
     try:
-        p = float(baseline.predict(pd.DataFrame([dict(row)]))[0])
+        ps = baseline.predict(pd.DataFrame([dict(rows[i]) for i in todo]))
     except Exception as e:  # noqa: BLE001 - e.g. a Statement/NoShow row without features
-        out["error"] = f"tabular baseline unavailable: {e}"
-        return out
-    out.update(
-        p=p,
-        threshold=baseline.threshold,
-        label=int(p >= baseline.threshold),
-        latency_ms=(time.perf_counter() - start) * 1000,
-        error=None,
-    )
-    return out
+        for i in todo:
+            slots[i]["error"] = f"tabular baseline unavailable: {e}"
+        return slots
+    ms = (time.perf_counter() - start) * 1000
+    for i, p in zip(todo, ps, strict=True):
+        slots[i].update(
+            name=f"gradient boosting, {baseline.train_rows:,} train rows",
+            p=float(p),
+            threshold=baseline.threshold,
+            threshold_source=BASELINE_THRESHOLD_SOURCE,
+            label=int(p >= baseline.threshold),
+            latency_ms=ms,
+            error=None,
+        )
+    return slots
+
+
+def score_baseline_rows_on_cpu_thread(
+    baseline: Baseline | None,
+    rows: Sequence[Mapping[str, Any] | None],
+    reason: str | None = None,
+) -> list[dict[str, Any]]:
+    """`score_baseline_rows` on the CPU inference thread, in turn with the adapters' forwards.
+
+    Run beside a forward (in the caller's thread) it took 30-60 ms instead of 11 and slowed
+    the generative forward from ~120 to ~165 ms: it preempts one of the forward's two
+    OpenMP threads, and the whole team waits (2-core VM, browser timing, 2026-11-30)."""
+    if baseline is None or baseline.model is None or all(row is None for row in rows):
+        return score_baseline_rows(baseline, rows, reason)  # nothing to compute
+    from noshow.cpu_thread import run_on_cpu_thread
+
+    return run_on_cpu_thread(score_baseline_rows, baseline, rows, reason)
+
+
+def base_rate(frame: pd.DataFrame) -> float | None:
+    """The share of no-shows in the data's train split (all rows without a split)."""
+    if "no_show" not in frame.columns or frame.empty:
+        return None
+    rows = frame[frame["split"] == "train"] if "split" in frame.columns else frame
+    if rows.empty:
+        rows = frame
+    return float(pd.to_numeric(rows["no_show"], errors="coerce").mean())
 
 
 # ----------------------------------------------------------------------------- one statement
+
+
+def resolve_facts(
+    statement: str, state: Mapping[str, Any] | None
+) -> tuple[dict[str, Any] | None, str | None, str | None, int | None]:
+    """(row, where the facts came from, why there are none, true label) for `statement`.
+
+    `state` is what produced the text in the box (form, example, data set row) and counts
+    while the text is unchanged; otherwise the facts are read back from the statement
+    (`noshow.statements.parse_statement`), and the reason says where that failed.
+    """
+    from noshow.statements import StatementParseError, parse_statement
+
+    if isinstance(state, Mapping) and state.get("statement") == statement and state.get("row"):
+        truth = state.get("truth")
+        return dict(state["row"]), state.get("source"), None, None if truth is None else int(truth)
+    try:
+        return parse_statement(statement), "read from the statement", None, None
+    except StatementParseError as e:
+        where = str(e).split(":", 1)[0].rstrip(".")  # "The text does not follow ... at the booking"
+        return None, None, f"No baseline: {where[:1].lower()}{where[1:]}.", None
+
+
+def _submit_all(
+    statements: Sequence[str], paths: Mapping[str, Any], service: Any, owner: str
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    out: dict[str, list[dict[str, Any]]] = {}
+    pending: dict[str, Any] = {}
+    for approach, path in paths.items():
+        predictor, error = load_slot(path, approach, service)
+        if predictor is None:
+            out[approach] = [_slot_error(approach, error) for _ in statements]
+            continue
+        try:
+            pending[approach] = (predictor, service.submit(predictor, statements, owner))
+        except Exception as e:  # noqa: BLE001 - BusyError: too many waiting for this user
+            from noshow.ui.common import user_message
+
+            out[approach] = [_slot_error(approach, user_message(e)) for _ in statements]
+    return out, pending
+
+
+def _collect(
+    out: dict[str, list[dict[str, Any]]],
+    pending: Mapping[str, Any],
+    paths: Mapping[str, Any],
+    n: int,
+) -> dict[str, list[dict[str, Any]]]:
+    for approach, (predictor, future) in pending.items():
+        try:
+            answers = future.result(INTERACTIVE_TIMEOUT_S)
+        except TimeoutError:
+            message = "no answer in time: the server is very busy; try again in a minute."
+            out[approach] = [_slot_error(approach, f"Scoring failed: {message}")] * n
+            continue
+        except Exception as e:  # noqa: BLE001 - a scoring failure stays inside its slot
+            from noshow.ui.common import user_message
+
+            message = f"Scoring failed: {user_message(e)}"
+            out[approach] = [_slot_error(approach, message) for _ in range(n)]
+            continue
+        out[approach] = [_scored_slot(approach, predictor, paths[approach], a) for a in answers]
+    return {a: out[a] for a in paths}
 
 
 def compare_statement(
@@ -401,17 +587,33 @@ def compare_statement(
     row: Mapping[str, Any] | None = None,
     baseline: Baseline | None = None,
     loader: Loader | None = None,
+    source: Any = None,
+    owner: str = "",
+    facts_source: str | None = None,
+    reason: str | None = None,
+    truth: int | None = None,
+    base_rate: float | None = None,
 ) -> dict[str, Any]:
-    """Score one statement with both adapters (and the baseline when `row` is given).
+    """Score one statement with both adapters and the tabular baseline.
 
-    Returns {statement, notice, generative, classifier, baseline, agree, agree_text}; each slot
-    is a `score_slot` dict whose `error` says why it has no score. Raises CompareInputError
-    for an empty statement.
+    `row` holds the appointment's facts for the baseline (from the form, a data set row, an
+    example, or read back from the statement: see `resolve_facts`); without it the baseline
+    slot says why (`reason`). `truth` is the data set's label for a data set row;
+    `base_rate` the train split's no-show rate. `source` (or `loader`): see `as_service`;
+    `owner` is the caller's session for the scheduler's fair queue.
+
+    Returns {statement, notice, generative, classifier, baseline, agree, agree_text, row,
+    facts_source, truth, base_rate, server_ms}; each slot is a `score_slot` dict whose
+    `error` says why it has no score. Raises CompareInputError for an empty statement.
     """
+    start = time.perf_counter()
     statement, notice = prepare_statement(text)
-    gen = score_slot(generative_path, GENERATIVE, statement, loader)
-    clf = score_slot(classifier_path, CLASSIFIER, statement, loader)
-    base = score_baseline(baseline, row) if row is not None else None
+    paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
+    service = as_service(source if source is not None else loader)
+    out, pending = _submit_all([statement], paths, service, owner)
+    base = score_baseline_rows_on_cpu_thread(baseline, [row], reason)[0]
+    slots = _collect(out, pending, paths, 1)
+    gen, clf = slots[GENERATIVE][0], slots[CLASSIFIER][0]
     agree = None
     if gen.get("label") is not None and clf.get("label") is not None:
         agree = gen["label"] == clf["label"]
@@ -423,6 +625,11 @@ def compare_statement(
         BASELINE: base,
         "agree": agree,
         "agree_text": agreement_text(agree, gen, clf),
+        "row": dict(row) if row is not None else None,
+        "facts_source": facts_source if row is not None else None,
+        "truth": truth,
+        "base_rate": base_rate,
+        "server_ms": (time.perf_counter() - start) * 1000,
     }
 
 
@@ -442,6 +649,51 @@ def agreement_text(agree: bool | None, gen: Mapping[str, Any], clf: Mapping[str,
     )
 
 
+def threshold_line(slot: Mapping[str, Any], base_rate: float | None) -> str:
+    """One line: what the threshold is, where it came from, and the base rate."""
+    where = slot.get("threshold_source") or THRESHOLD_SOURCE
+    line = f"Threshold {float(slot['threshold']):.2f}: {where}."
+    if base_rate is not None:
+        line += f" On average {base_rate:.0%} of appointments are missed (train split)."
+    return line
+
+
+def answer_line(slot: Mapping[str, Any]) -> str:
+    """Why the generative adapter's word can differ from its prediction."""
+    said = slot.get("generated")
+    p, threshold = float(slot["p"]), float(slot["threshold"])
+    rule = (
+        'The word is the model\'s most likely next word: "Yes" only when P > 0.50. The '
+        f"prediction compares P with the threshold {threshold:.2f} instead"
+    )
+    word_label = {"yes": 1, "no": 0}.get(str(said or "").strip().strip(".").lower())
+    if word_label is None:
+        return rule + "; here the model wrote neither Yes nor No."
+    if word_label == slot["label"]:
+        return rule + ", and here both say the same."
+    if word_label == 0:
+        return (
+            rule + f", so P = {p:.2f}, between {threshold:.2f} and 0.50, gives the word "
+            "No and the prediction No-show."
+        )
+    return rule + f", so P = {p:.2f} above 0.50 but below the threshold gives Yes and Shows up."
+
+
+def timing_line(slot: Mapping[str, Any]) -> str:
+    """How this card's score was served: cached, or the forward's time, size and wait."""
+    short = str(slot.get("weights") or "").split(",")[0].split(" (")[0]
+    weights = f" ({short} weights)" if short else ""
+    if slot.get("cached"):
+        return f"Answered from the cache: this statement was scored before{weights}."
+    if slot.get("latency_ms") is None:
+        return ""
+    size = int(slot.get("batch_size") or 1)
+    shared = f", one forward for {size} statements" if size > 1 else ""
+    wait = slot.get("queue_ms")
+    waited = f"; waited {wait:.0f} ms for the model" if wait is not None else ""
+    return f"Latency: {slot['latency_ms']:.0f} ms{weights}{shared}{waited}."
+
+
 def _bar(p: float, threshold: float) -> str:
     pct = max(0.0, min(1.0, p)) * 100
     mark = max(0.0, min(1.0, threshold)) * 100
@@ -455,58 +707,133 @@ def _bar(p: float, threshold: float) -> str:
     )
 
 
-def _card(slot: Mapping[str, Any] | None, title: str) -> str:
+_NOTE = 'style="color:#57606a;font-size:0.88em;margin-top:3px;"'
+
+
+def _card(
+    slot: Mapping[str, Any] | None,
+    title: str,
+    base_rate: float | None = None,
+    truth: int | None = None,
+    facts_source: str | None = None,
+) -> str:
     esc = html.escape
     if slot is None:
         return ""
     head = f'<div style="font-weight:600;margin-bottom:4px;">{esc(title)}</div>'
     box = (
-        'style="flex:1;min-width:220px;border:1px solid #d0d7de;border-radius:10px;'
+        'style="flex:1;min-width:240px;border:1px solid #d0d7de;border-radius:10px;'
         'padding:10px 14px;"'
     )
+    kind = esc(str(slot.get("approach") or ""))
     if slot.get("p") is None:
-        body = f'<div class="noshow-msg-error">{esc(str(slot.get("error") or "no score"))}</div>'
-        return f'<div class="noshow-card" {box}>{head}{body}</div>'
+        # a baseline without facts is expected for free text; an adapter without a score is not
+        style = "info" if slot.get("approach") == BASELINE else "error"
+        body = f'<div class="noshow-msg-{style}">{esc(str(slot.get("error") or "no score"))}</div>'
+        return f'<div class="noshow-card" data-approach="{kind}" {box}>{head}{body}</div>'
     p, threshold = float(slot["p"]), float(slot["threshold"])
-    lines = [
+    lines = []
+    if slot.get("name"):
+        lines.append(f'<div style="color:#57606a;font-size:0.9em;">{esc(str(slot["name"]))}</div>')
+    lines += [
         f'<div style="font-size:1.6em;font-weight:700;">P(no-show) = '
         f'<span class="noshow-p">{p:.3f}</span></div>',
+    ]
+    if slot.get("p_calibrated") is not None:
+        interval = slot.get("interval")
+        span = ""
+        if isinstance(interval, Sequence) and len(interval) == 2:
+            span = f" (interval {float(interval[0]):.2f}-{float(interval[1]):.2f})"
+        lines.append(
+            f'<div class="noshow-calibrated">Calibrated: {float(slot["p_calibrated"]):.3f}'
+            f"{esc(span)}</div>"
+        )
+    lines += [
         _bar(p, threshold),
         f"<div>Prediction: <b>{esc(label_text(slot['label']))}</b> "
-        f"(threshold {threshold:.2f})</div>",
+        f"(P {'≥' if slot['label'] else '<'} threshold {threshold:.2f})</div>",
+        f'<div class="noshow-why" {_NOTE}>{esc(threshold_line(slot, base_rate))}</div>',
     ]
-    if slot.get("name"):
-        lines.insert(
-            0, f'<div style="color:#57606a;font-size:0.9em;">{esc(str(slot["name"]))}</div>'
-        )
-    if slot.get("latency_ms") is not None:
-        # "bf16 linears (fp32 activations), merged" -> "bf16 linears": the kind, briefly
-        short = str(slot.get("weights") or "").split(",")[0].split(" (")[0]
-        weights = f" ({esc(short)} weights)" if short else ""
-        lines.append(f"<div>Latency: {slot['latency_ms']:.0f} ms{weights}</div>")
     if slot.get("approach") == GENERATIVE:
         said = slot.get("generated")
         shown = esc(said) if said else "<i>(nothing)</i>"
         lines.append(f"<div>Generated answer: <code>{shown}</code></div>")
-    return f'<div class="noshow-card" {box}>{head}{"".join(lines)}</div>'
+        lines.append(f'<div class="noshow-why" {_NOTE}>{esc(answer_line(slot))}</div>')
+    if slot.get("approach") == BASELINE and facts_source:
+        lines.append(f"<div {_NOTE}>Facts: {esc(facts_source)}.</div>")
+    if truth is not None:
+        right = int(slot["label"]) == int(truth)
+        mark = "✓ matches" if right else "✗ differs from"
+        lines.append(
+            f'<div class="noshow-truth-{"ok" if right else "miss"}">{mark} the data set\'s '
+            "outcome</div>"
+        )
+    timing = timing_line(slot)
+    if timing:
+        lines.append(f'<div class="noshow-timing" {_NOTE}>{esc(timing)}</div>')
+    return f'<div class="noshow-card" data-approach="{kind}" {box}>{head}{"".join(lines)}</div>'
+
+
+def statement_key(statement: str) -> str:
+    """A short stable id of a statement (the result's data-key: what a browser test or
+    timing script waits for)."""
+    import hashlib
+
+    return hashlib.sha1(statement.encode("utf-8", "surrogatepass")).hexdigest()[:12]
 
 
 def render_compare_html(result: Mapping[str, Any]) -> str:
-    """Side-by-side cards (P with a gauge, label, latency, generated text) and agreement."""
-    cards = [_card(result.get(GENERATIVE), SLOT_TITLES[GENERATIVE])]
-    cards.append(_card(result.get(CLASSIFIER), SLOT_TITLES[CLASSIFIER]))
+    """Side-by-side cards (P with a gauge, prediction, why, timing, generated text), the
+    data set's outcome for a data set row, agreement and the server's time."""
+    truth = result.get("truth")
+    rate = result.get("base_rate")
+    facts = result.get("facts_source")
+    cards = [
+        _card(result.get(GENERATIVE), SLOT_TITLES[GENERATIVE], rate, truth),
+        _card(result.get(CLASSIFIER), SLOT_TITLES[CLASSIFIER], rate, truth),
+    ]
     if result.get(BASELINE) is not None:
-        cards.append(_card(result[BASELINE], SLOT_TITLES[BASELINE]))
+        cards.append(_card(result[BASELINE], SLOT_TITLES[BASELINE], rate, truth, facts))
     parts = []
     if result.get("notice"):
         parts.append(f'<div class="noshow-msg-info">{html.escape(result["notice"])}</div>')
+    if truth is not None:
+        where = f" ({html.escape(str(facts))})" if facts else ""
+        outcome = "missed the appointment" if int(truth) else "showed up"
+        parts.append(
+            f'<div class="noshow-msg-info noshow-truth">In the data set this patient '
+            f"<b>{outcome}</b>{where}: true label {label_text(int(truth))}.</div>"
+        )
     parts.append(f'<div style="display:flex;gap:12px;flex-wrap:wrap;">{"".join(cards)}</div>')
     kind = "ok" if result.get("agree") else ("error" if result.get("agree") is False else "info")
     parts.append(
         f'<div class="noshow-msg-{kind}" style="margin-top:8px;">'
         f"{html.escape(result.get('agree_text') or '')}</div>"
     )
-    return "".join(parts)
+    if result.get("server_ms") is not None:
+        parts.append(
+            f'<div class="noshow-server-time" {_NOTE}>Answered in '
+            f"{float(result['server_ms']):.0f} ms on the server.</div>"
+        )
+    key = statement_key(str(result.get("statement", "")))
+    return f'<div class="noshow-result" data-key="{key}">{"".join(parts)}</div>'
+
+
+SUMMARY_SLOT_KEYS = (
+    "name",
+    "p",
+    "p_calibrated",
+    "threshold",
+    "threshold_source",
+    "label",
+    "latency_ms",
+    "queue_ms",
+    "batch_size",
+    "cached",
+    "generated",
+    "weights",
+    "error",
+)
 
 
 def compare_summary(result: Mapping[str, Any]) -> dict[str, Any]:
@@ -515,26 +842,203 @@ def compare_summary(result: Mapping[str, Any]) -> dict[str, Any]:
         "statement": result["statement"],
         "notice": result.get("notice"),
         "agree": result.get("agree"),
+        "facts_source": result.get("facts_source"),
+        "row": result.get("row"),
+        "truth": result.get("truth"),
+        "base_rate": result.get("base_rate"),
+        "server_ms": result.get("server_ms"),
     }
     for key in (GENERATIVE, CLASSIFIER, BASELINE):
         slot = result.get(key)
         if slot is None:
             continue
-        out[key] = {
-            k: slot.get(k)
-            for k in (
-                "name",
-                "p",
-                "threshold",
-                "label",
-                "latency_ms",
-                "generated",
-                "weights",
-                "error",
-            )
-            if k in slot
-        }
+        out[key] = {k: slot.get(k) for k in SUMMARY_SLOT_KEYS if k in slot}
     return out
+
+
+# ----------------------------------------------------------------------------- what-if
+
+YES_NO = ["yes", "no"]
+# What the what-if box offers: label -> (row field, suggested values). Values are checked
+# like the form's (`change_fact`), so any in range may be typed.
+WHAT_IF_FACTS: dict[str, tuple[str, list[str]]] = {
+    "SMS reminder": ("sms_received", YES_NO),
+    "Days booked ahead": ("lead_days", ["0", "1", "3", "7", "14", "30", "60"]),
+    "Weekday": ("weekday", WEEKDAYS),
+    "Age": ("age", ["5", "18", "25", "40", "60", "80"]),
+    "Gender": ("gender", ["F", "M"]),
+    "Welfare scholarship": ("scholarship", YES_NO),
+    "Hypertension": ("hypertension", YES_NO),
+    "Diabetes": ("diabetes", YES_NO),
+    "Earlier appointments": ("prior_appointments", ["0", "1", "2", "5", "10"]),
+    "Earlier no-shows": ("prior_no_shows", ["0", "1", "2", "5"]),
+    "Booking hour": ("booking_hour", ["7", "9", "12", "15", "18"]),
+    "Neighbourhood": ("neighbourhood", NEIGHBOURHOODS),
+}
+_FLAGS = {"sms_received", "scholarship", "hypertension", "diabetes", "alcoholism"}
+_RANGES = {
+    "lead_days": ("Days booked ahead", 0, 365),
+    "age": ("Age", 0, 115),
+    "prior_appointments": ("Earlier appointments", 0, 200),
+    "prior_no_shows": ("Earlier no-shows", 0, 200),
+    "booking_hour": ("Booking hour", 0, 23),
+}
+
+
+def fact_text(row: Mapping[str, Any], fact: str) -> str:
+    """How the what-if box shows `fact`'s value in `row` ("yes", "14", "Tuesday", ...)."""
+    field_name = WHAT_IF_FACTS[fact][0]
+    value = row.get(field_name)
+    if field_name in _FLAGS:
+        return "yes" if int(value or 0) else "no"
+    return str(value)
+
+
+def change_fact(row: Mapping[str, Any], fact: str, value: Any) -> dict[str, Any]:
+    """`row` with one fact changed; CompareInputError names what is wrong with `value`."""
+    if fact not in WHAT_IF_FACTS:
+        raise CompareInputError(f"Pick a fact to change: one of {', '.join(WHAT_IF_FACTS)}.")
+    field_name = WHAT_IF_FACTS[fact][0]
+    text = "" if value is None else str(value).strip()
+    if not text:
+        raise CompareInputError(f"Type or pick the new value of {fact}.")
+    new = dict(row)
+    if field_name in _FLAGS:
+        if text.lower() not in ("yes", "no", "1", "0", "true", "false"):
+            raise CompareInputError(f"{fact} must be yes or no, got {text!r}.")
+        new[field_name] = int(text.lower() in ("yes", "1", "true"))
+    elif field_name in _RANGES:
+        name, low, high = _RANGES[field_name]
+        new[field_name] = _whole(text, name, low, high)
+    elif field_name == "weekday":
+        day = text.title()
+        if day not in WEEKDAYS:
+            raise CompareInputError(f"Weekday must be one of {', '.join(WEEKDAYS)}, got {text!r}.")
+        new[field_name] = day
+    elif field_name == "gender":
+        sex = GENDERS.get(text) or GENDERS.get(text.lower())
+        if sex is None:
+            raise CompareInputError(f"Gender must be F or M, got {text!r}.")
+        new[field_name] = sex
+    else:  # neighbourhood
+        if len(text) > 60:
+            raise CompareInputError("Neighbourhood is too long: pick one from the list.")
+        new[field_name] = text.upper()
+    if int(new.get("prior_no_shows", 0)) > int(new.get("prior_appointments", 0)):
+        raise CompareInputError(
+            f"Earlier no-shows ({new['prior_no_shows']}) cannot exceed earlier appointments "
+            f"({new['prior_appointments']}): change that first."
+        )
+    return new
+
+
+def what_if(
+    row: Mapping[str, Any],
+    fact: str,
+    value: Any,
+    generative_path: Any,
+    classifier_path: Any,
+    *,
+    baseline: Baseline | None = None,
+    source: Any = None,
+    owner: str = "",
+) -> dict[str, Any]:
+    """P(no-show) from both adapters and the baseline for `row` and for `row` with `fact`
+    changed to `value`, side by side: what the models predict, not what the change causes.
+
+    Returns {fact, old, new, before, after (statements), models: {approach: (slot before,
+    slot after)}}. Raises CompareInputError for a value out of range or no change.
+    """
+    from noshow.statements import render_statement
+
+    changed = change_fact(row, fact, value)
+    old, new = fact_text(row, fact), fact_text(changed, fact)
+    if changed == dict(row):
+        raise CompareInputError(f"{fact} is already {old}: pick another value to compare.")
+    before, after = render_statement(row), render_statement(changed)
+    paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
+    service = as_service(source)
+    out, pending = _submit_all([before, after], paths, service, owner)
+    base = score_baseline_rows_on_cpu_thread(baseline, [row, changed])
+    slots = _collect(out, pending, paths, 2)
+    slots[BASELINE] = base
+    return {
+        "fact": fact,
+        "old": old,
+        "new": new,
+        "before": before,
+        "after": after,
+        "models": {key: (pair[0], pair[1]) for key, pair in slots.items()},
+    }
+
+
+WHAT_IF_NOTE = (
+    "These are the models' predictions for the changed statement, not the effect the change "
+    "would have: the models learned associations in past appointments (reminders, for "
+    "example, went to appointments booked further ahead), which need not be causes."
+)
+
+
+def render_what_if_html(result: Mapping[str, Any]) -> str:
+    """A table: per model, P(no-show) now, P with the fact changed, and the difference."""
+    esc = html.escape
+    rows = []
+    for key, (before, after) in result["models"].items():
+        name = MODEL_NAMES.get(key, key)
+        if before.get("p") is None or after.get("p") is None:
+            error = before.get("error") or after.get("error") or "no score"
+            rows.append(
+                f'<tr data-model="{esc(key)}"><td>{esc(name)}</td>'
+                f'<td colspan="4" class="noshow-msg-error">{esc(str(error))}</td></tr>'
+            )
+            continue
+        p0, p1 = float(before["p"]), float(after["p"])
+        delta = p1 - p0
+        arrow = "↑" if delta > 0.0005 else ("↓" if delta < -0.0005 else "→")
+        color = "#c0392b" if delta > 0.0005 else ("#2e86c1" if delta < -0.0005 else "#57606a")
+        rows.append(
+            f'<tr data-model="{esc(key)}"><td>{esc(name)}</td>'
+            f'<td class="noshow-p-before">{p0:.3f}</td>'
+            f'<td class="noshow-p-after">{p1:.3f}</td>'
+            f'<td style="color:{color};font-weight:600;">{arrow} {delta:+.3f}</td>'
+            f"<td>{esc(label_text(before.get('label')))} → {esc(label_text(after.get('label')))}"
+            "</td></tr>"
+        )
+    head = (
+        f"<div>If <b>{esc(result['fact'])}</b> were <b>{esc(result['new'])}</b> instead of "
+        f"<b>{esc(result['old'])}</b>, the models would predict:</div>"
+    )
+    table = (
+        '<table class="noshow-what-if" style="border-collapse:collapse;margin:6px 0;">'
+        "<thead><tr><th>model</th><th>P(no-show) now</th><th>P if changed</th>"
+        "<th>change</th><th>prediction</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table>"
+    )
+    note = f'<div class="noshow-why" {_NOTE}>{esc(WHAT_IF_NOTE)}</div>'
+    changed = f"<details><summary>Changed statement</summary>{esc(result['after'])}</details>"
+    return f'<div class="noshow-what-if-result">{head}{table}{note}{changed}</div>'
+
+
+def what_if_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The what-if as flat JSON: per model P before and after and the difference."""
+    models = {}
+    for key, (before, after) in result["models"].items():
+        p0, p1 = before.get("p"), after.get("p")
+        models[key] = {
+            "p_before": p0,
+            "p_after": p1,
+            "delta": None if p0 is None or p1 is None else p1 - p0,
+            "label_before": before.get("label"),
+            "label_after": after.get("label"),
+            "error": before.get("error") or after.get("error"),
+        }
+    return {
+        "fact": result["fact"],
+        "old": result["old"],
+        "new": result["new"],
+        "statement_after": result["after"],
+        "models": models,
+    }
 
 
 # ----------------------------------------------------------------------------- batch
@@ -608,48 +1112,86 @@ def select_eval_rows(
     return rows.sort_index().reset_index(drop=True), notes
 
 
-def _score_in_chunks(
-    predictor: Any,
-    statements: list[str],
-    on_progress: Callable[[float, str], None] | None,
-    what: str,
-) -> np.ndarray:
-    out: list[float] = []
-    for start in range(0, len(statements), BATCH_CHUNK):
-        if on_progress is not None:
-            on_progress(start / max(len(statements), 1), f"Scoring with the {what} adapter")
-        out.extend(predictor.predict_proba(statements[start : start + BATCH_CHUNK]))
-    return np.asarray(out, dtype=float)
+@dataclass
+class BatchProgress:
+    """Where a batch comparison is: rows scored over all adapters, and the time left."""
+
+    done: int
+    total: int
+    phase: str
+    eta_s: float | None = None
 
 
 def batch_compare(
     rows: pd.DataFrame,
     generative_path: Any,
     classifier_path: Any,
-    baseline: Baseline | None = None,
+    baseline: Baseline | Callable[[], Baseline] | None = None,
     *,
     loader: Loader | None = None,
-    on_progress: Callable[[float, str], None] | None = None,
+    source: Any = None,
+    owner: str = "",
+    on_progress: Callable[[BatchProgress], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
 ) -> BatchResult:
     """Score `rows` (from `select_eval_rows`) with each available model and compare them.
 
-    A model that cannot be loaded is left out with a note; raises CompareInputError when no
-    model at all can score.
+    The adapters score as the scheduler's background work (chunks of about a quarter second,
+    the first one row, so progress and an ETA show from the first row; Compares go
+    first). `baseline` may be a function that returns it: it is called after the adapters,
+    so a baseline still being fitted does not hold up their progress. `should_stop()` is
+    checked between chunks (raises noshow.serving.Cancelled). A model that cannot be loaded
+    is left out with a note; raises CompareInputError when no model at all can score.
     """
     labels = rows["no_show"].astype(int).to_numpy()
     statements = rows["statement"].astype(str).tolist()
+    n = len(statements)
+    service = as_service(source if source is not None else loader)
+    report = on_progress or (lambda progress: None)
     scores: dict[str, np.ndarray] = {}
     thresholds: dict[str, float] = {}
     names: dict[str, str] = {}
     notes: list[str] = []
+    loaded: dict[str, Any] = {}
     for approach, path in ((GENERATIVE, generative_path), (CLASSIFIER, classifier_path)):
-        predictor, error = load_slot(path, approach, loader)
+        report(BatchProgress(0, n * 2, f"Loading the {approach} adapter"))
+        predictor, error = load_slot(path, approach, service)
         if predictor is None:
             notes.append(f"{SLOT_TITLES[approach]} left out: {error}")
             continue
-        scores[approach] = _score_in_chunks(predictor, statements, on_progress, approach)
+        loaded[approach] = predictor.predictor  # the scheduler takes the plain predictor
+    total = n * len(loaded)
+    sched = service.scheduler
+    order = list(loaded)
+    for k, approach in enumerate(order):
+        predictor = loaded[approach]
+        started = time.perf_counter()
+        before = k * n
+        report(
+            BatchProgress(before, total, f"Scoring with the {approach} adapter (0 of {n:,} rows)")
+        )
+
+        def on_chunk(
+            done: int, _n: int, approach=approach, predictor=predictor, k=k, started=started
+        ) -> None:
+            per_row = (time.perf_counter() - started) / max(done, 1)  # wall time, waits included
+            eta = (n - done) * per_row
+            for later in order[k + 1 :]:
+                mine = sched.seconds_per_statement(predictor)
+                theirs = sched.seconds_per_statement(loaded[later])
+                eta += n * per_row * (theirs / mine if mine and theirs else 1.0)
+            phase = f"Scoring with the {approach} adapter ({done:,} of {n:,} rows)"
+            report(BatchProgress(k * n + done, total, phase, eta))
+
+        p = sched.score_background(
+            predictor, statements, owner, on_chunk=on_chunk, should_stop=should_stop
+        )
+        scores[approach] = np.asarray(p, dtype=float)
         thresholds[approach] = float(getattr(predictor, "threshold", 0.5))
         names[approach] = str(getattr(predictor, "name", "") or "")
+    if callable(baseline) and not isinstance(baseline, Baseline):
+        report(BatchProgress(total, total, "Waiting for the tabular baseline fit", None))
+        baseline = baseline()
     if baseline is not None and baseline.model is not None:
         try:
             scores[BASELINE] = np.asarray(baseline.predict(rows), dtype=float)
@@ -661,8 +1203,7 @@ def batch_compare(
         notes.append(f"Tabular baseline left out: {baseline.error}")
     if not scores:
         raise CompareInputError("Nothing could score these rows. " + " ".join(notes))
-    if on_progress is not None:
-        on_progress(1.0, "Computing metrics")
+    report(BatchProgress(total, total, "Computing metrics", 0.0))
     from noshow.evaluate import compute_metrics
 
     per_model = {key: compute_metrics(labels, p, thresholds[key]) for key, p in scores.items()}
@@ -680,6 +1221,29 @@ def batch_compare(
         per_model=per_model,
         disagreements=disagreement_table(predictions),
         notes=notes,
+    )
+
+
+def progress_html(progress: Mapping[str, Any]) -> str:
+    """A batch job's progress (a `BackgroundJob.snapshot()` or its fields): a bar, scores
+    done (rows x adapters), time so far and the estimate of the time left."""
+    from noshow.ui.common import format_duration
+
+    done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
+    fraction = done / total if total else 0.0
+    eta = progress.get("eta_s")
+    left = f", about {format_duration(eta)} left" if eta is not None and done else ""
+    rows = f"{done:,} of {total:,} scores" if total else "starting"
+    elapsed = format_duration(progress.get("elapsed_s"))
+    phase = html.escape(str(progress.get("phase") or ""))
+    bar = (
+        '<div style="height:10px;border-radius:5px;background:#e8ecf1;overflow:hidden;">'
+        f'<div style="width:{fraction * 100:.1f}%;height:100%;background:#2e86c1;"></div></div>'
+    )
+    return (
+        f'<div class="noshow-msg-info noshow-batch-progress" data-done="{done}" '
+        f'data-total="{total}">{bar}<div>{phase}: {rows} ({fraction:.0%}), '
+        f"{elapsed} so far{left}. Closing the page or pressing Stop ends it.</div></div>"
     )
 
 

@@ -174,10 +174,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     saved_name = gr.BrowserState("", storage_key=NAME_STORAGE_KEY, secret=NAME_STORAGE_SECRET)
     gr.HTML("", js_on_load=KEYBOARD_JS, elem_id="label-keys")
 
-    gen_dd, clf_dd = ctx.extras.get("compare_adapters") or (
-        gr.Textbox(visible=False),
-        gr.Textbox(visible=False),
-    )
+    gen_dd, clf_dd = ctx.adapter_inputs()  # the adapters chosen in this session
 
     # -- helpers -----------------------------------------------------------------------------
 
@@ -197,7 +194,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             return found
         for approach, path in (("generative", gen_path), ("classifier", clf_path)):
             if path:
-                predictor, _ = load_slot(path, approach, ctx.extras.get("adapter_loader"))
+                predictor, _ = load_slot(path, approach, ctx.adapters, background=True)
                 if predictor is not None:
                     found[approach] = predictor
         return found
@@ -210,7 +207,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         out = {}
         for approach, path in ((GENERATIVE, gen_path), (CLASSIFIER, clf_path)):
             if path:
-                slot = score_slot(path, approach, statement, ctx.extras.get("adapter_loader"))
+                slot = score_slot(path, approach, statement, ctx.adapters)
                 out[approach] = slot
         if not out:
             return info_box("No adapter chosen in the Compare tab, so no suggestions.")

@@ -1,0 +1,212 @@
+"""The Compare tab in a real browser (Debian's headless Chromium driven by Playwright) with the
+shipped SmolLM2-135M adapters: what a user sees after each kind of click, and that a batch
+evaluation stops when its page closes or Stop is pressed. Screenshots land in
+`test-artifacts/` (gitignored).
+
+    .venv/bin/python -m pytest -q -m browser tests/test_browser_compare.py
+
+Never runs `playwright install`: the browser is the system's /usr/bin/chromium.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+from conftest import SHIPPED, free_port
+
+from noshow.examples import EXAMPLES
+
+pytestmark = pytest.mark.browser
+
+CHROMIUM = Path("/usr/bin/chromium")
+ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
+WAIT_MS = 180_000  # the first Compare loads both real adapters on a busy 2-core machine
+STOP_WITHIN_S = 5.0
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.exists():
+        pytest.skip(f"Chromium is not installed at {CHROMIUM}: run `make browser`.")
+    if not all((path / "noshow.json").exists() for path in SHIPPED.values()):
+        pytest.skip("the shipped adapters are not in adapters/")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture(scope="module")
+def app(browser, tmp_path_factory):
+    from noshow.jobs import JobManager
+    from noshow.ui.app import build_demo, style_kwargs
+
+    runs = tmp_path_factory.mktemp("no-runs")
+    demo = build_demo(
+        jobs=JobManager(runs_dir=runs),
+        store=None,
+        runs_dir=runs,
+        data_source="synthetic",
+        shipped_dir=SHIPPED["generative"].parent,
+    )
+    port = free_port()
+    demo.launch(
+        server_name="127.0.0.1",
+        server_port=port,
+        prevent_thread_lock=True,
+        quiet=True,
+        **style_kwargs(),
+    )
+    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", ctx=demo.noshow_context)
+    for job in demo.noshow_context.adapters.jobs.running():
+        job.cancel()
+    demo.close()
+
+
+@pytest.fixture()
+def page(browser, app, request):
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=WAIT_MS)
+    context = browser.new_context(viewport={"width": 1400, "height": 1100})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS)
+    page.goto(app.url)
+    page.get_by_role("tab", name="Compare", exact=True).click()
+    yield page
+    if not page.is_closed():
+        shot(page, f"end-{request.node.name}")
+    context.close()
+
+
+def shot(page, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def cards(page):
+    return page.locator("#compare-result .noshow-card")
+
+
+def test_browser_example_click_scores_and_explains_each_card(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name=EXAMPLES[2].label).click()
+    expect(page.locator("#compare-result .noshow-p")).to_have_count(3)
+    expect(page.locator("#compare-statement textarea")).to_have_value(EXAMPLES[2].statement)
+    for k in range(3):
+        expect(cards(page).nth(k)).to_contain_text("where F1 peaked")
+        expect(cards(page).nth(k)).to_contain_text(re.compile(r"On average \d+% of appointments"))
+    generative = page.locator('#compare-result .noshow-card[data-approach="generative"]')
+    expect(generative).to_contain_text('The word is the model\'s most likely next word: "Yes"')
+    baseline = page.locator('#compare-result .noshow-card[data-approach="baseline"]')
+    expect(baseline).to_contain_text("Facts: example: two weeks ahead with an SMS reminder")
+    # each card says how it was served: its forward's time and wait, or the cache
+    expect(page.locator("#compare-result .noshow-timing")).to_have_count(3)
+    expect(page.locator("#compare-result")).to_contain_text(re.compile(r"Answered in \d+ ms"))
+    shot(page, "compare-1-example")
+
+
+def test_browser_typed_statement_gets_a_baseline_read_from_its_text_or_a_reason(page):
+    from playwright.sync_api import expect
+
+    from noshow.statements import render_statement
+
+    row = {**EXAMPLES[1].row, "age": 71, "lead_days": 45, "weekday": "Friday"}
+    text = render_statement(row)
+    page.locator("#compare-statement textarea").fill(text)
+    page.locator("#compare-run").click()
+    baseline = page.locator('#compare-result .noshow-card[data-approach="baseline"]')
+    expect(baseline.locator(".noshow-p")).to_have_count(1)
+    expect(baseline).to_contain_text("Facts: read from the statement.")
+    page.locator("#compare-statement textarea").fill("She often forgets; lives far away.")
+    page.locator("#compare-run").click()
+    expect(baseline).to_contain_text(
+        "No baseline: the text does not follow the statement template at the person."
+    )
+    expect(page.locator("#compare-result .noshow-p")).to_have_count(2)  # the adapters still score
+    shot(page, "compare-2-free-text")
+
+
+def test_browser_data_set_row_is_scored_at_once_with_its_true_label(page, app):
+    from playwright.sync_api import expect
+
+    frame = app.ctx.get_data(None).frame
+    row = frame[frame["split"] == "test"].iloc[7]
+    page.get_by_role("button", name=re.compile("Pick a data set row")).click()
+    page.locator("#compare-record-id input").fill(str(int(row["record_id"])))
+    page.locator("#compare-record").click()
+    outcome = "missed the appointment" if int(row["no_show"]) else "showed up"
+    expect(page.locator("#compare-result .noshow-truth")).to_contain_text(
+        f"In the data set this patient {outcome} (record {int(row['record_id'])}, test split)"
+    )
+    expect(page.locator("#compare-result .noshow-p")).to_have_count(3)
+    expect(page.locator("#compare-statement textarea")).to_have_value(row["statement"])
+    marks = page.locator('#compare-result [class^="noshow-truth-"]')
+    expect(marks).to_have_count(3)  # each card: matches or differs from the outcome
+    shot(page, "compare-3-record")
+
+
+def test_browser_what_if_shows_all_three_models_before_and_after_one_change(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name=EXAMPLES[2].label).click()  # SMS reminder: yes
+    expect(page.locator("#compare-result .noshow-p")).to_have_count(3)
+    page.locator("#what-if-run").click()
+    result = page.locator("#what-if-result")
+    expect(result).to_contain_text("If SMS reminder were no instead of yes")
+    expect(result.locator("tr[data-model]")).to_have_count(3)
+    for model in ("generative", "classifier", "baseline"):
+        line = result.locator(f'tr[data-model="{model}"]')
+        before = float(line.locator(".noshow-p-before").inner_text())
+        after = float(line.locator(".noshow-p-after").inner_text())
+        assert 0 <= before <= 1 and 0 <= after <= 1
+        change = float(re.search(r"[+-]\d\.\d{3}", line.inner_text()).group())
+        assert change == pytest.approx(after - before, abs=0.0015)  # each shown to 3 places
+    expect(result).to_contain_text("not the effect the change would have")
+    page.locator("#compare-what-if").screenshot(path=str(ARTIFACTS / "compare-4-what-if.png"))
+
+
+def start_batch(page, app):
+    """Open the batch section, start a batch (200 rows of both real adapters: minutes) and
+    wait until it has scored rows; returns its server-side job."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name=re.compile("Batch: evaluate on the test split")).click()
+    page.locator("#batch-run").click()
+    expect(page.locator("#batch-progress .noshow-batch-progress")).to_have_attribute(
+        "data-done", re.compile(r"^[1-9]")
+    )
+    expect(page.locator("#batch-progress")).to_contain_text(re.compile(r"about .+ left"))
+    [job] = app.ctx.adapters.jobs.running()
+    return job
+
+
+def test_browser_closed_page_stops_its_batch_within_5_s(page, app):
+    job = start_batch(page, app)
+    shot(page, "compare-5-batch-progress")
+    page.context.close()
+    closed = time.perf_counter()
+    assert job.wait(30), "the batch went on after its page closed"
+    took = time.perf_counter() - closed
+    assert job.state == "cancelled" and job.done < job.total
+    assert took <= STOP_WITHIN_S, f"stopped {took:.1f} s after the page closed"
+
+
+def test_browser_stop_button_ends_the_batch(page, app):
+    from playwright.sync_api import expect
+
+    job = start_batch(page, app)
+    page.locator("#batch-stop").click()
+    pressed = time.perf_counter()
+    assert job.wait(30)
+    assert job.state == "cancelled" and time.perf_counter() - pressed <= STOP_WITHIN_S
+    expect(page.locator("#batch-progress")).to_contain_text("stopped")
+    assert app.ctx.adapters.jobs.running() == []
