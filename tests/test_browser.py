@@ -18,6 +18,7 @@ Never runs `playwright install`: the browser is the system's /usr/bin/chromium.
 
 from __future__ import annotations
 
+import shutil
 import os
 import re
 from pathlib import Path
@@ -64,11 +65,14 @@ def app(tmp_path_factory, adapters, tiny_model_dir):
     from noshow.ui.app import build_demo, style_kwargs
 
     store = LabelStore(tmp_path_factory.mktemp("browser-labels") / "labels.sqlite")
-    jobs = JobManager(runs_dir=adapters.runs)  # the real noshow.recipe.train
+    # A copy: runs trained here must not become the newest adapters other modules' tests see.
+    runs = tmp_path_factory.mktemp("browser-runs") / "runs"
+    shutil.copytree(adapters.runs, runs)
+    jobs = JobManager(runs_dir=runs)  # the real noshow.recipe.train
     demo = build_demo(
         jobs=jobs,
         store=store,
-        runs_dir=adapters.runs,
+        runs_dir=runs,
         data_source="synthetic",
         # The tiny runs only: adapters/ in the repository would be listed (and picked) first.
         shipped_dir=tmp_path_factory.mktemp("no-shipped"),
@@ -262,27 +266,31 @@ def test_browser_train_starts_a_quick_job_and_cancels_it(page, app):
 def test_browser_train_form_survives_a_reload(page, app):
     from playwright.sync_api import expect
 
+    from noshow.config import preset_config
+    from noshow.ui.train_views import CPU_PRESET
+
     open_tab(page, "Train")
     page.get_by_label("generative").check()
     steps = page.get_by_label("Max steps")
     steps.fill("7")
     steps.press("Tab")
     lr = page.get_by_label("Learning rate")
-    lr.fill("0.001")
+    lr.fill("0.0005")  # not the default
     lr.press("Tab")
     page.get_by_label("Log to Weights & Biases").check()
     page.wait_for_timeout(500)  # BrowserState writes localStorage after the save event
     page.reload()
     open_tab(page, "Train")
     expect(page.get_by_label("Max steps")).to_have_value("7")
-    expect(page.get_by_label("Learning rate")).to_have_value("0.001")
+    expect(page.get_by_label("Learning rate")).to_have_value("0.0005")
     expect(page.get_by_label("generative")).to_be_checked()
     expect(page.get_by_label("Log to Weights & Biases")).to_be_checked()
     expect(page.locator("#train-form-note")).to_contain_text("last used in this browser")
     shot(page, "13-train-form-after-reload")
     # A preset still resets the hyperparameters (and is kept in turn).
     page.get_by_role("button", name="Preset: quick CPU demo").click()
-    expect(page.get_by_label("Max steps")).to_have_value("10")
+    quick_steps = preset_config(CPU_PRESET).train.max_steps
+    expect(page.get_by_label("Max steps")).to_have_value(str(quick_steps))
 
 
 def test_browser_train_short_run_shows_its_auc_next_to_the_baseline(
@@ -291,7 +299,9 @@ def test_browser_train_short_run_shows_its_auc_next_to_the_baseline(
     from playwright.sync_api import expect
 
     import noshow.preflight
+    from noshow.config import preset_config
     from noshow.runs import read_metrics
+    from noshow.ui.train_views import CPU_PRESET
 
     monkeypatch.setattr(noshow.preflight, "_cache_path", lambda: tmp_path / "preflight.json")
     open_tab(page, "Train")
@@ -309,12 +319,14 @@ def test_browser_train_short_run_shows_its_auc_next_to_the_baseline(
     page.get_by_role("button", name="Start training").click()
     status = page.locator("#train-status")
     expect(status).to_contain_text(re.compile(r"Run \S+: completed"))
-    expect(status).to_contain_text(re.compile(r"Test ROC-AUC \S+ next to the tabular baseline"))
+    auc_line = r"Test ROC-AUC \S+ \(95% CI [^)]+\) next to the tabular baseline"
+    expect(status).to_contain_text(re.compile(auc_line))
     expect(status).to_contain_text("Run folder: ")
-    expect(action).to_contain_text(re.compile(r"Run \S+ completed at step 10 of 10"))
+    steps = preset_config(CPU_PRESET).train.max_steps
+    expect(action).to_contain_text(re.compile(rf"Run \S+ completed at step {steps} of {steps}"))
     snap = app.jobs.snapshot()
     # The real loop reads the loss at every step of a short run: the curves have them all.
-    assert read_metrics(snap["run_dir"])["loss"].notna().sum() == 10
+    assert read_metrics(snap["run_dir"])["loss"].notna().sum() == steps
     page.locator("#train-status").scroll_into_view_if_needed()
     page.wait_for_timeout(4000)  # the curves are redrawn at most every 3 s
     shot(page, "15-train-completed")

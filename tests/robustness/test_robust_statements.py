@@ -85,7 +85,7 @@ PREDICTOR_XFAIL: dict[tuple[str, str], str] = {}
 def test_predictor_score_is_defined(name, approach, adapters, monkeypatch, request):
     """The raw scoring API, as scripts and the Label tab call it (no cleaning, no 2,000-character
     cut); each statement is scored as if it were the first in the process."""
-    from noshow import generative
+    from noshow.approaches import generative
     from noshow.predict import get_predictor
 
     if (approach, name) in PREDICTOR_XFAIL:

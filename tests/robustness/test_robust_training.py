@@ -89,7 +89,7 @@ def assert_run_left_consistent(run_dir: Path, state: str, error: str | None = No
 # ----------------------------------------------------------------------------- configuration
 
 INVALID_CONFIGS = {
-    "learning rate 0": (lambda: TrainConfig(lr=0), "lr must be positive (try 2e-4)"),
+    "learning rate 0": (lambda: TrainConfig(lr=0), "lr must be positive (try 1e-3)"),
     "learning rate 5": (lambda: TrainConfig(lr=5), "far too large for fine-tuning"),
     "batch size 0": (lambda: TrainConfig(batch_size=0), "batch_size must be a positive whole"),
     "batch size 2.5": (lambda: TrainConfig(batch_size=2.5), "batch_size must be a positive"),
