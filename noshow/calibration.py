@@ -99,6 +99,14 @@ class Calibrator:
             return q.astype(float, copy=True)
         return _sigmoid(self.slope * _logit(q) + self.intercept)
 
+    def invert(self, p: Sequence | np.ndarray | float) -> np.ndarray:
+        """The raw P that `apply` maps to each calibrated P in `p` (exact: the map is monotone);
+        lets a view that received calibrated scores draw the before/after diagram."""
+        q = _check_probabilities(p)
+        if self.method == "identity":
+            return q.astype(float, copy=True)
+        return _sigmoid((_logit(q) - self.intercept) / self.slope)
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["cv_log_loss"] = dict(self.cv_log_loss) if self.cv_log_loss else None

@@ -614,7 +614,10 @@ def evaluate_run(
             t0 = time.perf_counter()
             hybrid = fit_hybrid(c_val, baseline[0], y_val, groups=_patients(validation), seed=seed)
             h_val = hybrid.predict(c_val, baseline[0])
-            hybrid = replace(hybrid, threshold=choose_threshold(y_val, h_val))
+            params = tuned.params if tuned is not None else None
+            hybrid = replace(
+                hybrid, threshold=choose_threshold(y_val, h_val), baseline_params=params
+            )
             blend = (h_val, hybrid.predict(c_test, baseline[1]))
             timings["hybrid_s"] = time.perf_counter() - t0
         except HybridError as e:

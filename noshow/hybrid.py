@@ -69,6 +69,9 @@ class Hybrid:
     rows: int = 0  # validation rows it was fitted on
     threshold: float | None = None  # max-F1 threshold on its validation scores
     cv_auc: Mapping[str, float] | None = None  # hybrid / adapter / baseline, same folds
+    # The tuned baseline's settings (noshow.baseline.TunedBaseline.params) whose P it blends:
+    # a server refits that baseline (`refit_tuned_baseline`) to score new rows the same way.
+    baseline_params: Mapping[str, Any] | None = None
 
     def predict(
         self, p_adapter: Sequence | np.ndarray, p_baseline: Sequence | np.ndarray
@@ -94,6 +97,7 @@ class Hybrid:
             "rows": self.rows,
             "threshold": self.threshold,
             "cv_auc": dict(self.cv_auc) if self.cv_auc else None,
+            "baseline_params": dict(self.baseline_params) if self.baseline_params else None,
         }
 
     @classmethod
@@ -110,6 +114,7 @@ class Hybrid:
                 rows=int(data.get("rows", 0)),
                 threshold=data.get("threshold"),
                 cv_auc=data.get("cv_auc"),
+                baseline_params=data.get("baseline_params"),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise HybridError(f"hybrid data is malformed: {e!r}") from e

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -100,6 +101,7 @@ class AdapterPredictor:
     device: torch.device
     max_length: int = DEFAULT_MAX_LENGTH
     calibrator: Any = None  # noshow.calibration.Calibrator from calibration.json (or identity)
+    hybrid: Any = None  # noshow.hybrid.Hybrid from hybrid.json (None: the adapter has none)
     spec: Any = None  # the approach object (noshow.approaches)
     bound: Any = None  # the approach bound to this model: encode, score, answer texts
     weights: str = ""  # what scores: "float32, merged", "bf16 linears (fp32 activations)", ...
@@ -295,9 +297,22 @@ def _load_predictor(
         spec=spec,
         bound=bound,
         calibrator=Calibrator.load(adapter_dir),
+        hybrid=_load_hybrid(adapter_dir),
         weights=weights,
         single_rows=single_rows,
     )
+
+
+def _load_hybrid(adapter_dir: Path) -> Any:
+    """The adapter's hybrid, or None: an unreadable hybrid.json costs the hybrid card only,
+    never the adapter (its P does not depend on it)."""
+    from noshow.hybrid import Hybrid, HybridError
+
+    try:
+        return Hybrid.load(adapter_dir)
+    except HybridError as e:
+        warnings.warn(f"{adapter_dir}: hybrid left out: {e}", stacklevel=2)
+        return None
 
 
 _CACHE: dict[tuple[str, str | None], AdapterPredictor] = {}

@@ -79,6 +79,13 @@ def test_calibrated_probabilities_stay_in_range_and_keep_the_ranking():
         assert roc_auc_score(y, q) == pytest.approx(roc_auc_score(y, p))
 
 
+def test_invert_gives_back_the_raw_probability():
+    y, p = _distorted(2000, seed=5, slope=1.6, shift=0.3)
+    calibrator = fit_calibrator(p, y, method="platt")
+    np.testing.assert_allclose(calibrator.invert(calibrator.apply(p)), p, atol=1e-9)
+    assert Calibrator().invert([0.2]).tolist() == [0.2]  # identity
+
+
 def test_scaler_round_trips_through_the_adapter_folder(tmp_path):
     y, p = _distorted(4000, seed=4, slope=0.7, shift=0.3)
     cal = fit_calibrator(p, y)

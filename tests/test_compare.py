@@ -138,10 +138,12 @@ def test_examples_are_ordered_by_the_baseline_fitted_on_the_real_data(real_data_
 class FakePredictor:
     """P fixed, or per statement from `by_text` (a function of the statement's text)."""
 
-    def __init__(self, p, threshold: float, approach: str, answer=None, meta=None):
+    def __init__(
+        self, p, threshold: float, approach: str, answer=None, calibrator=None, hybrid=None
+    ):
         self.p, self.threshold, self.approach, self.name = p, threshold, approach, "fake"
         self.answer = answer if answer is not None else "<b>Yes</b>"
-        self.meta = meta or {}
+        self.calibrator, self.hybrid = calibrator, hybrid
 
     def _p(self, statement: str) -> float:
         return self.p(statement) if callable(self.p) else self.p
@@ -229,28 +231,78 @@ def test_generative_card_says_why_its_word_can_differ_from_the_prediction(p, wor
     )
 
 
-def test_card_shows_the_calibrated_probability_when_the_adapter_carries_one():
-    meta = {"calibration": {"method": "isotonic", "x": [0.0, 0.5, 1.0], "y": [0.0, 0.2, 1.0]}}
-    loader = fake_loader({"generative": (0.25, 0.5), "classifier": (0.25, 0.5)}, meta=meta)
-    result = cv.compare_statement("A statement.", "g", "c", loader=loader)
-    assert result["classifier"]["p_calibrated"] == pytest.approx(0.1)
-    assert "Calibrated: 0.100" in cv.render_compare_html(result)
-    plain = cv.compare_statement(
+def test_card_says_in_words_what_a_calibrated_probability_means():
+    from noshow.calibration import Calibrator
+
+    scaler = Calibrator(method="temperature", slope=1.2, rows=1590)
+    ps = {"generative": (0.25, 0.5), "classifier": (0.25, 0.5)}
+    result = cv.compare_statement(
+        "A statement.", "g", "c", loader=fake_loader(ps, calibrator=scaler)
+    )
+    assert result["classifier"]["calibration"].startswith(
+        "Calibrated on 1,590 validation appointments (temperature scaling)"
+    )
+    assert "about 30 of 100 such appointments were missed" in cv.render_compare_html(result)
+    plain = cv.compare_statement("A statement.", "g", "c", loader=fake_loader(ps))
+    assert plain["classifier"]["calibration"].startswith("Not calibrated")
+    assert cv.compare_summary(plain)["classifier"]["calibration"].startswith("Not calibrated")
+
+
+def _hybrid(params=None):
+    from noshow.hybrid import Hybrid
+    from noshow.predict import resolve_adapter_dir
+
+    params = {"max_leaf_nodes": 15} if params is None else params
+    return Hybrid(1.0, 1.0, 0.0, rows=200, threshold=0.3, baseline_params=params)
+
+
+def test_hybrid_card_blends_the_adapter_with_the_tuned_baseline_it_names():
+    asked = []
+
+    def tuned(params):
+        asked.append(dict(params))
+        return cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+
+    loader = fake_loader({"generative": (0.5, 0.5), "classifier": (0.5, 0.5)}, hybrid=_hybrid())
+    row = dict(_toy_frame().iloc[0], age=20)  # AgeModel: P 0.8 under 30
+    result = cv.compare_statement(
+        "A statement.", "g", "c", loader=loader, row=row, tuned_baselines=tuned
+    )
+    slot = result["hybrid"]["classifier"]
+    # sigmoid(1 * logit(0.5) + 1 * logit(0.8) + 0) = 0.8, labelled at the hybrid's threshold
+    assert slot["p"] == pytest.approx(0.8) and slot["label"] == 1 and slot["threshold"] == 0.3
+    assert asked == [{"max_leaf_nodes": 15}, {"max_leaf_nodes": 15}]  # one per adapter
+    html = cv.render_compare_html(result)
+    assert "Hybrid: classifier + tabular" in html and "Hybrid: generative + tabular" in html
+    assert "weights 1.00 (adapter) and 1.00 (tabular)" in html
+    assert cv.compare_summary(result)["hybrid"]["classifier"]["p"] == pytest.approx(0.8)
+
+    # free text without facts: the card says why, as the baseline's does
+    no_row = cv.compare_statement(
         "A statement.",
         "g",
         "c",
-        loader=fake_loader({"generative": (0.25, 0.5), "classifier": (0.25, 0.5)}),
+        loader=loader,
+        reason="No baseline: no facts.",
+        tuned_baselines=tuned,
     )
-    assert plain["classifier"]["p_calibrated"] is None
-    assert "Calibrated" not in cv.render_compare_html(plain)
-
-
-def test_calibrate_applies_platt_and_isotonic_maps_and_ignores_unknown_ones():
-    assert cv.calibrate(0.5, {"method": "platt", "a": 1.0, "b": 0.0}) == pytest.approx(0.5)
-    assert cv.calibrate(0.5, {"method": "platt", "a": 2.0, "b": np.log(3)}) == pytest.approx(0.75)
-    assert cv.calibrate(0.75, {"method": "isotonic", "x": [0, 1], "y": [0, 0.5]}) == 0.375
-    assert cv.calibrate(0.5, {"method": "beta"}) is None
-    assert cv.calibrate(0.5, None) is None
+    assert no_row["hybrid"]["classifier"]["error"] == "No baseline: no facts."
+    # a hybrid.json from before the settings were stored cannot be served: it says so
+    old = fake_loader({"generative": (0.5, 0.5), "classifier": (0.5, 0.5)}, hybrid=_hybrid({}))
+    stale = cv.compare_statement(
+        "A statement.", "g", "c", loader=old, row=row, tuned_baselines=tuned
+    )
+    assert "does not name its tabular model's settings" in stale["hybrid"]["classifier"]["error"]
+    # adapters without a hybrid.json get no hybrid card
+    none = cv.compare_statement(
+        "A statement.",
+        "g",
+        "c",
+        loader=fake_loader({"generative": (0.5, 0.5), "classifier": (0.5, 0.5)}),
+        row=row,
+        tuned_baselines=tuned,
+    )
+    assert none["hybrid"] == {} and "Hybrid:" not in cv.render_compare_html(none)
 
 
 def test_missing_adapter_folder_is_a_message_in_its_slot(tmp_path):
@@ -400,10 +452,10 @@ def test_baseline_cache_fits_once_per_data_set_and_does_not_block_past_the_timeo
     calls = []
     release = threading.Event()
 
-    def slow_fit(frame):
-        calls.append(len(frame))
+    def slow_fit(frame, params=None):
+        calls.append((len(frame), params))
         release.wait(5)
-        return cv.Baseline(model=None, error="fitted")
+        return cv.Baseline(model=None, error="fitted" if params is None else "tuned")
 
     monkeypatch.setattr(cv, "fit_baseline", slow_fit)
     cache = cv.BaselineCache()
@@ -415,7 +467,11 @@ def test_baseline_cache_fits_once_per_data_set_and_does_not_block_past_the_timeo
     release.set()
     assert cache.get(entry).error == "fitted"
     assert cache.get(entry).error == "fitted"
-    assert calls == [len(entry.frame)]
+    # a hybrid's tuned baseline is kept apart, one fit per settings
+    assert cache.get(entry, params={"max_leaf_nodes": 15}).error == "tuned"
+    assert cache.get(entry, params={"max_leaf_nodes": 15}).error == "tuned"
+    n = len(entry.frame)
+    assert calls == [(n, None), (n, {"max_leaf_nodes": 15})]
 
 
 # ----------------------------------------------------------------------------- batch
@@ -502,6 +558,53 @@ def test_batch_metrics_and_disagreements_follow_the_scores():
     assert len(result.predictions) == len(rows)
     figures = cv.batch_figures(result)
     assert set(figures) == {"roc", "calibration", "confusion"}
+    assert metrics.loc["tabular baseline", "ROC-AUC 95% CI"] == "1.000-1.000"
+
+
+def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_after():
+    from noshow.calibration import Calibrator
+
+    frame = _toy_frame()
+    rows, _ = cv.select_eval_rows(frame, max_rows=100)
+    rng = np.random.default_rng(1)
+    noisy = dict(zip(rows["statement"], rng.uniform(0.05, 0.95, len(rows)), strict=True))
+    scaler = Calibrator(method="temperature", slope=2.0, rows=300)
+    loader = fake_loader(
+        {"generative": (noisy.get, 0.5), "classifier": (noisy.get, 0.5)},
+        calibrator=scaler,
+        hybrid=_hybrid(),
+    )
+    baseline = cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+    result = cv.batch_compare(
+        rows, "g", "c", baseline, loader=loader, tuned_baselines=lambda params: baseline
+    )
+    metrics = result.metrics.set_index("model")
+    assert list(metrics.index) == [
+        "generative",
+        "classifier",
+        "tabular baseline",
+        "hybrid (generative + tabular)",
+        "hybrid (classifier + tabular)",
+    ]
+    assert all(re.fullmatch(r"\d\.\d{3}-\d\.\d{3}", ci) for ci in metrics["ROC-AUC 95% CI"])
+    # the hybrid leans on the baseline (the label is age < 30): it beats the noisy adapter
+    assert (
+        metrics.loc["hybrid (classifier + tabular)", "ROC-AUC"]
+        > metrics.loc["classifier", "ROC-AUC"]
+    )
+    pairs = {(d["a"], d["b"]) for d in result.auc["differences"]}
+    assert ("classifier", "baseline") in pairs and ("hybrid_classifier", "classifier") in pairs
+    summary = cv.batch_summary(result)
+    assert "(95% CI " in summary and "ROC-AUC (" in summary  # the differences, in words
+    preds = result.predictions
+    np.testing.assert_allclose(
+        scaler.apply(preds["p_classifier_uncalibrated"]), preds["p_classifier"], atol=1e-9
+    )
+    figure = cv.batch_figures(result)["calibration"]
+    assert [ax.get_title() for ax in figure.axes] == [
+        "Before calibration (these rows)",
+        "After calibration (these rows)",
+    ]
 
 
 def test_batch_reports_progress_and_an_eta_from_the_first_row():
@@ -523,7 +626,7 @@ def test_batch_reports_progress_and_an_eta_from_the_first_row():
     assert scoring[1].eta_s is not None and scoring[1].eta_s >= 0
     assert [s.done for s in scoring] == sorted(s.done for s in scoring)
     assert fitted and fitted[0] > len(scoring)  # the baseline was waited for last
-    assert seen[-1].phase == "Computing metrics" and seen[-1].done == 120
+    assert seen[-1].phase == "Computing metrics and intervals" and seen[-1].done == 120
     assert "tabular baseline" in list(result.metrics["model"])
 
 
@@ -601,6 +704,30 @@ def test_app_reads_a_typed_statements_facts_for_the_baseline(app, adapters):
     assert summary["row"] == EXAMPLES[3].row
     assert summary["baseline"]["error"] is None and 0 <= summary["baseline"]["p"] <= 1
     assert 0 < summary["base_rate"] < 1
+
+
+def test_app_shows_each_adapters_hybrid_when_the_facts_are_known(app, adapters):
+    from noshow.hybrid import Hybrid
+    from noshow.predict import resolve_adapter_dir
+
+    for approach in ("generative", "classifier"):  # the runs stored the tuned settings
+        assert Hybrid.load(resolve_adapter_dir(getattr(adapters, approach))).baseline_params
+    deadline = time.monotonic() + 120
+    while True:  # the tuned baseline is refitted in the background on first use
+        html, summary, _ = app.client.predict(
+            EXAMPLES[3].statement, adapters.generative, adapters.classifier, api_name="/compare"
+        )
+        hybrids = summary["hybrid"]
+        if all(h["p"] is not None for h in hybrids.values()) or time.monotonic() > deadline:
+            break
+        assert all("still being fitted" in h["error"] for h in hybrids.values() if h["p"] is None)
+        time.sleep(1)
+    assert set(hybrids) == {"generative", "classifier"}
+    for approach, slot in hybrids.items():
+        assert 0 <= slot["p"] <= 1, slot
+        assert slot["label"] == int(slot["p"] >= slot["threshold"])
+        assert f"Hybrid: {approach} + tabular" in html
+    assert "Calibrated on " in html  # the adapters' P carry their calibration
 
 
 def test_app_gives_free_text_a_reason_instead_of_a_baseline(app, adapters):
@@ -740,7 +867,14 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
     assert progress and all("noshow-batch-progress" in p for p in progress)
     assert message == "", message
     metrics = table(metrics)
-    assert list(metrics["model"]) == ["generative", "classifier", "tabular baseline"]
+    assert list(metrics["model"]) == [
+        "generative",
+        "classifier",
+        "tabular baseline",
+        "hybrid (generative + tabular)",
+        "hybrid (classifier + tabular)",
+    ]
+    assert metrics["ROC-AUC 95% CI"].str.fullmatch(r"\d\.\d{3}-\d\.\d{3}").all()
     for column in ("ROC-AUC", "PR-AUC", "F1", "sensitivity", "specificity", "Brier"):
         assert column in metrics.columns
     assert (metrics["rows"] == 40).all()

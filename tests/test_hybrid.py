@@ -7,6 +7,7 @@ Run with `.venv/bin/python -m pytest -q tests/test_hybrid.py`."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -66,6 +67,10 @@ def test_hybrid_round_trips_as_json(tmp_path):
     assert loaded == hybrid
     np.testing.assert_array_equal(loaded.predict(pa, pb), hybrid.predict(pa, pb))
     assert Hybrid.load(tmp_path / "elsewhere") is None
+    # the tuned baseline's settings travel with it, so a server can refit that baseline
+    tuned = replace(hybrid, baseline_params={"max_leaf_nodes": 15, "n_iter": 80})
+    tuned.save(tmp_path)
+    assert Hybrid.load(tmp_path).baseline_params == {"max_leaf_nodes": 15, "n_iter": 80}
 
 
 @pytest.mark.parametrize(

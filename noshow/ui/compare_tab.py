@@ -248,22 +248,38 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             updates.append(gr.update(choices=found[approach], value=keep))
         return *updates, _adapters_note(found)
 
-    def data_for(key: Any, with_baseline: bool) -> tuple[cv.Baseline | None, float | None]:
-        """(baseline, base rate) of the loaded data; a baseline that cannot be had says why."""
+    def tuned_for(entry: Any, timeout: float | None) -> cv.TunedBaselines:
+        """The tuned baselines hybrids blend, fitted once per data set and settings."""
+
+        def tuned(params):
+            try:
+                return baselines.get(entry, timeout=timeout, params=params)
+            except Exception as e:  # noqa: BLE001 - the hybrid card says why
+                return cv.Baseline(error=f"tuned tabular baseline unavailable: {user_message(e)}")
+
+        return tuned
+
+    def data_for(
+        key: Any, with_baseline: bool
+    ) -> tuple[cv.Baseline | None, float | None, cv.TunedBaselines | None]:
+        """(baseline, base rate, tuned baselines) of the loaded data; a baseline that cannot
+        be had says why."""
         try:
             entry = ctx.get_data(key)
         except Exception as e:  # noqa: BLE001 - no data: the adapters still compare
-            return cv.Baseline(error=f"no data loaded: {user_message(e)}"), None
+            return cv.Baseline(error=f"no data loaded: {user_message(e)}"), None, None
         with rates_lock:
             if entry.key not in rates:
                 rates[entry.key] = cv.base_rate(entry.frame)
             rate = rates[entry.key]
         if not with_baseline:
-            return None, rate
+            return None, rate, None
+        tuned = tuned_for(entry, BASELINE_WAIT_S)
         try:
-            return baselines.get(entry, timeout=BASELINE_WAIT_S), rate
+            return baselines.get(entry, timeout=BASELINE_WAIT_S), rate, tuned
         except Exception as e:  # noqa: BLE001 - no baseline, still compare the adapters
-            return cv.Baseline(error=f"tabular baseline unavailable: {user_message(e)}"), rate
+            error = f"tabular baseline unavailable: {user_message(e)}"
+            return cv.Baseline(error=error), rate, tuned
 
     def run_compare(text, gen_path, clf_path, state, key, owner):
         """(html, summary, message) for the statement `text`."""
@@ -272,7 +288,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         except cv.CompareInputError as e:
             return "", None, error_box(str(e))
         row, facts, reason, truth = cv.resolve_facts(prepared, state)
-        baseline, rate = data_for(key, with_baseline=row is not None)
+        baseline, rate, tuned = data_for(key, with_baseline=row is not None)
         try:
             result = cv.compare_statement(
                 text,
@@ -286,6 +302,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 reason=reason,
                 truth=truth,
                 base_rate=rate,
+                tuned_baselines=tuned,
             )
         except cv.CompareInputError as e:
             return "", None, error_box(str(e))
@@ -372,7 +389,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                     "What-if needs the appointment's facts: fill the form, pick a data set row "
                     f"or an example, or type a statement in the examples' words ({why})."
                 )
-            baseline, _ = data_for(key, with_baseline=True)
+            baseline, _, _ = data_for(key, with_baseline=True)
             result = cv.what_if(
                 row,
                 fact,
@@ -428,6 +445,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                     gen_path,
                     clf_path,
                     lambda: baselines.get(entry),
+                    tuned_baselines=tuned_for(entry, None),
                     source=service,
                     owner=owner,
                     on_progress=report,
@@ -470,10 +488,17 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     def warm_up(gen_path, clf_path, key):
         """On page load: load the listed adapters, start the baseline fit and score the
         examples into the cache, so a visitor's first click is answered at once."""
+        paths = {cv.GENERATIVE: gen_path, cv.CLASSIFIER: clf_path}
         with contextlib.suppress(Exception):  # no data: nothing to fit
-            baselines.get(ctx.get_data(key), timeout=0)
+            entry = ctx.get_data(key)
+            baselines.get(entry, timeout=0)
+            for approach, path in paths.items():  # the tuned baselines the hybrids blend
+                predictor, _ = cv.load_slot(path, approach, service)
+                hybrid = getattr(predictor, "hybrid", None)
+                if hybrid is not None and hybrid.baseline_params:
+                    baselines.get(entry, timeout=0, params=hybrid.baseline_params)
         texts = [ex.statement for ex in EXAMPLES]
-        cv.score_statements(texts, {cv.GENERATIVE: gen_path, cv.CLASSIFIER: clf_path}, service)
+        cv.score_statements(texts, paths, service)
 
     # -- wiring ------------------------------------------------------------------------------
 

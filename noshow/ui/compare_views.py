@@ -57,6 +57,7 @@ THRESHOLD_SOURCE = "chosen on the adapter's validation split, where F1 peaked"
 BASELINE_THRESHOLD_SOURCE = "chosen on the loaded data's validation split, where F1 peaked"
 
 GENERATIVE, CLASSIFIER, BASELINE = "generative", "classifier", "baseline"
+HYBRID = "hybrid"  # a result's {approach: slot} of the adapters that carry a hybrid.json
 SLOT_TITLES = {
     GENERATIVE: "Generative adapter",
     CLASSIFIER: "Classifier adapter",
@@ -67,6 +68,19 @@ MODEL_NAMES = {
     CLASSIFIER: "classifier",
     BASELINE: "tabular baseline",
 }
+
+
+def hybrid_key(approach: str) -> str:
+    """A batch result's column key for the hybrid of the `approach` adapter."""
+    return f"{HYBRID}_{approach}"
+
+
+def model_name(key: str) -> str:
+    """The display name of a batch result's model key (adapters, baseline, hybrids)."""
+    if key.startswith(HYBRID + "_"):
+        return f"hybrid ({key[len(HYBRID) + 1 :]} + tabular)"
+    return MODEL_NAMES.get(key, key)
+
 
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 NEIGHBOURHOODS = [  # the form's list: the 15 with most appointments in the Kaggle file
@@ -270,27 +284,27 @@ def _read_meta(folder: str) -> dict[str, Any]:
         return {}
 
 
-def calibrate(p: float, spec: Mapping[str, Any] | None) -> float | None:
-    """P(no-show) through the adapter's calibration map, or None without one.
+def calibration_line(calibrator: Any) -> str:
+    """What P means for this adapter, in a clinician's words: calibrated on validation rows
+    (noshow.calibration, applied by noshow.predict before any P is shown), or not."""
+    if calibrator is None or getattr(calibrator, "method", "identity") == "identity":
+        return (
+            "Not calibrated (no calibration.json with this adapter): read P as a score for "
+            "ranking patients, not as a frequency."
+        )
+    return (
+        f"Calibrated on {int(calibrator.rows):,} validation appointments "
+        f"({calibrator.method} scaling): P = 0.30 means about 30 of 100 such appointments "
+        "were missed."
+    )
 
-    The place where calibrated probabilities enter the cards: `spec` is the adapter's
-    `noshow.json["calibration"]`, {"method": "platt", "a": .., "b": ..} (sigmoid(a * logit(p)
-    + b)) or {"method": "isotonic", "x": [...], "y": [...]} (piecewise linear through the
-    points); any other form is not applied.
-    """
-    if not spec:
-        return None
-    method = str(spec.get("method", "")).lower()
-    try:
-        if method == "platt":
-            q = min(max(float(p), 1e-6), 1 - 1e-6)
-            z = float(spec["a"]) * np.log(q / (1 - q)) + float(spec["b"])
-            return float(1 / (1 + np.exp(-z)))
-        if method == "isotonic":
-            return float(np.interp(p, spec["x"], spec["y"]))
-    except (KeyError, TypeError, ValueError):
-        return None
-    return None
+
+def _answers_in_words(approach: Any) -> bool:
+    """Whether this card's model also answers in words (the baseline and hybrid do not)."""
+    from noshow.approaches import REGISTRY
+
+    spec = REGISTRY.get(str(approach))
+    return bool(spec is not None and spec.answers_in_words)
 
 
 def _slot_error(approach: str, error: str) -> dict[str, Any]:
@@ -309,14 +323,13 @@ def _scored_slot(approach: str, predictor: Any, path: Any, scored: Any) -> dict[
         "threshold": threshold,
         "threshold_source": meta.get("threshold_source") or THRESHOLD_SOURCE,
         "label": int(p >= threshold),
-        "p_calibrated": calibrate(p, meta.get("calibration")),
-        "interval": meta.get("interval"),
+        "calibration": calibration_line(getattr(predictor, "calibrator", None)),
         # the forward that scored it (0 when answered from the cache)
         "latency_ms": 0.0 if scored.cached else scored.run_ms,
         "queue_ms": scored.queue_ms,
         "batch_size": 0 if scored.cached else scored.batch_size,
         "cached": scored.cached,
-        "generated": scored.answer if approach == GENERATIVE else None,
+        "generated": scored.answer if _answers_in_words(approach) else None,
         "weights": getattr(predictor, "weights", None),
         "error": None,
     }
@@ -343,7 +356,7 @@ def score_slot(
     """P(no-show), label at the adapter's threshold, timing and (generative) the answer text
     for one statement (`source`: see `as_service`).
 
-    Keys: approach, name, p, threshold, threshold_source, label, p_calibrated, latency_ms,
+    Keys: approach, name, p, threshold, threshold_source, label, calibration, latency_ms,
     queue_ms, batch_size, cached, generated, weights, error.
     """
     return score_statements([statement], {approach: path}, source, owner)[approach][0]
@@ -369,15 +382,23 @@ class Baseline:
         return baseline_predict(self.model, rows)
 
 
-def fit_baseline(frame: pd.DataFrame, seed: int = 0) -> Baseline:
-    """Fit the baseline on the train split; its threshold is the max-F1 one on validation."""
+def fit_baseline(
+    frame: pd.DataFrame, seed: int = 0, params: Mapping[str, Any] | None = None
+) -> Baseline:
+    """Fit the baseline on the train split; its threshold is the max-F1 one on validation.
+    With `params` (a hybrid's `baseline_params`): the tuned baseline a run reported, refitted
+    with its stored settings (one fit, no grid)."""
+    from noshow.baseline import refit_tuned_baseline
     from noshow.evaluate import baseline_predict, choose_threshold, fit_tabular_baseline
 
     if "split" not in frame.columns:
         return Baseline(error="the data has no split column, so the baseline has no train rows.")
     train_rows = frame[frame["split"] == "train"]
     try:
-        model = fit_tabular_baseline(train_rows, seed=seed)
+        if params:
+            model = refit_tuned_baseline(train_rows, dict(params), seed=seed)
+        else:
+            model = fit_tabular_baseline(train_rows, seed=seed)
     except ValueError as e:  # BaselineError: text-only files, one class, ...
         return Baseline(error=f"tabular baseline unavailable: {e}")
     val = frame[frame["split"] == "validation"]
@@ -398,13 +419,21 @@ class BaselineCache:
         self._pending: dict[str, threading.Event] = {}
         self._lock = threading.Lock()
 
-    def get(self, entry: Any, timeout: float | None = None) -> Baseline:
-        """The baseline for a `DataEntry` (key + frame), fitting it on first use.
+    def get(
+        self,
+        entry: Any,
+        timeout: float | None = None,
+        params: Mapping[str, Any] | None = None,
+    ) -> Baseline:
+        """The baseline for a `DataEntry` (key + frame), fitting it on first use; with
+        `params`, the tuned one with those settings (`fit_baseline`), kept apart.
 
         Waits at most `timeout` seconds (None = until fitted); if the fit is still running
         then, returns a Baseline whose `error` says so (the fit carries on).
         """
         key = str(entry.key)
+        if params:
+            key += "|tuned:" + json.dumps(dict(params), sort_keys=True, default=str)
         with self._lock:
             if key in self._items:
                 return self._items[key]
@@ -413,7 +442,10 @@ class BaselineCache:
                 done = self._pending[key] = threading.Event()
                 frame = entry.frame
                 threading.Thread(
-                    target=self._fit, args=(key, frame, done), name="noshow-baseline", daemon=True
+                    target=self._fit,
+                    args=(key, frame, done, params),
+                    name="noshow-baseline",
+                    daemon=True,
                 ).start()
         if not done.wait(timeout):
             return Baseline(
@@ -424,9 +456,15 @@ class BaselineCache:
         with self._lock:
             return self._items.get(key) or Baseline(error="the tabular baseline fit was lost.")
 
-    def _fit(self, key: str, frame: pd.DataFrame, done: threading.Event) -> None:
+    def _fit(
+        self,
+        key: str,
+        frame: pd.DataFrame,
+        done: threading.Event,
+        params: Mapping[str, Any] | None = None,
+    ) -> None:
         try:
-            baseline = fit_baseline(frame)
+            baseline = fit_baseline(frame, params=params)
         except Exception as e:  # noqa: BLE001 - reported in the baseline's slot
             baseline = Baseline(error=f"tabular baseline unavailable: {e}")
         with self._lock:
@@ -501,6 +539,91 @@ def score_baseline_rows_on_cpu_thread(
     from noshow.cpu_thread import run_on_cpu_thread
 
     return run_on_cpu_thread(score_baseline_rows, baseline, rows, reason)
+
+
+TunedBaselines = Callable[[Mapping[str, Any]], Baseline]  # params -> the tuned baseline
+
+
+def blend_text(hybrid: Any) -> str:
+    """How a hybrid mixes its two inputs, in words."""
+    return (
+        f"Blends the adapter's P with a tuned tabular model's P: weights "
+        f"{hybrid.w_adapter:.2f} (adapter) and {hybrid.w_baseline:.2f} (tabular), fitted on "
+        f"{int(hybrid.rows):,} validation appointments."
+    )
+
+
+def score_hybrids(
+    predictors: Mapping[str, Any],
+    adapter_p: Mapping[str, Sequence[float | None]],
+    rows: Sequence[Mapping[str, Any] | None] | pd.DataFrame,
+    tuned_baselines: TunedBaselines | None,
+    reason: str | None = None,
+) -> dict[str, list[dict[str, Any]]]:
+    """{approach: [hybrid slot per row]} for each adapter that carries a hybrid.json
+    (`noshow.hybrid`): its calibrated P blended with the tuned baseline's P for the row.
+
+    The tuned baseline is the one the adapter's run reported, refitted from the hybrid's
+    `baseline_params` by `tuned_baselines(params)`; without the row's facts (free text that
+    could not be read back), the slot says why, as the baseline's does."""
+    table = rows if isinstance(rows, pd.DataFrame) else None
+    n = len(rows)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for approach, predictor in predictors.items():
+        hybrid = getattr(predictor, "hybrid", None)
+        if hybrid is None:
+            continue
+        slots = [
+            {"approach": HYBRID, "name": f"{approach} adapter + tuned tabular", "p": None}
+            for _ in range(n)
+        ]
+        out[approach] = slots
+        error = None
+        if not hybrid.baseline_params:
+            error = (
+                "this adapter's hybrid.json does not name its tabular model's settings (it "
+                "was made before noshow stored them): evaluate or train the adapter again."
+            )
+        baseline = None
+        if error is None:
+            baseline = tuned_baselines(hybrid.baseline_params) if tuned_baselines else None
+            if baseline is None or baseline.model is None:
+                error = (baseline.error if baseline else None) or "no tuned baseline here."
+        todo = []
+        for i in range(n):
+            row = None if table is not None else rows[i]
+            if error is not None:
+                slots[i]["error"] = error
+            elif adapter_p[approach][i] is None:
+                slots[i]["error"] = "the hybrid needs the adapter's score."
+            elif table is None and row is None:
+                slots[i]["error"] = reason or "the hybrid needs the appointment's facts."
+            else:
+                todo.append(i)
+        if not todo:
+            continue
+        frame = (
+            table.iloc[todo] if table is not None else pd.DataFrame([dict(rows[i]) for i in todo])
+        )
+        try:
+            p_base = baseline.predict(frame)
+            p = hybrid.predict([adapter_p[approach][i] for i in todo], p_base)
+        except Exception as e:  # noqa: BLE001 - e.g. rows without tabular columns
+            for i in todo:
+                slots[i]["error"] = f"hybrid unavailable: {e}"
+            continue
+        threshold = float(hybrid.threshold if hybrid.threshold is not None else 0.5)
+        for i, value in zip(todo, p, strict=True):
+            slots[i].update(
+                p=float(value),
+                threshold=threshold,
+                threshold_source="chosen on the adapter's validation split, where the "
+                "hybrid's F1 peaked",
+                label=int(value >= threshold),
+                blend=blend_text(hybrid),
+                error=None,
+            )
+    return out
 
 
 def base_rate(frame: pd.DataFrame) -> float | None:
@@ -593,8 +716,10 @@ def compare_statement(
     reason: str | None = None,
     truth: int | None = None,
     base_rate: float | None = None,
+    tuned_baselines: TunedBaselines | None = None,
 ) -> dict[str, Any]:
-    """Score one statement with both adapters and the tabular baseline.
+    """Score one statement with both adapters, the tabular baseline and each adapter's
+    hybrid (`score_hybrids`; `tuned_baselines` gives the tuned baseline it blends).
 
     `row` holds the appointment's facts for the baseline (from the form, a data set row, an
     example, or read back from the statement: see `resolve_facts`); without it the baseline
@@ -602,8 +727,8 @@ def compare_statement(
     `base_rate` the train split's no-show rate. `source` (or `loader`): see `as_service`;
     `owner` is the caller's session for the scheduler's fair queue.
 
-    Returns {statement, notice, generative, classifier, baseline, agree, agree_text, row,
-    facts_source, truth, base_rate, server_ms}; each slot is a `score_slot` dict whose
+    Returns {statement, notice, generative, classifier, baseline, hybrid ({approach: slot}),
+    agree, agree_text, row, facts_source, truth, base_rate, server_ms}; each slot is a `score_slot` dict whose
     `error` says why it has no score. Raises CompareInputError for an empty statement.
     """
     start = time.perf_counter()
@@ -613,6 +738,10 @@ def compare_statement(
     out, pending = _submit_all([statement], paths, service, owner)
     base = score_baseline_rows_on_cpu_thread(baseline, [row], reason)[0]
     slots = _collect(out, pending, paths, 1)
+    predictors = {approach: predictor for approach, (predictor, _) in pending.items()}
+    hybrids = score_hybrids(
+        predictors, {a: [slots[a][0].get("p")] for a in predictors}, [row], tuned_baselines, reason
+    )
     gen, clf = slots[GENERATIVE][0], slots[CLASSIFIER][0]
     agree = None
     if gen.get("label") is not None and clf.get("label") is not None:
@@ -623,6 +752,7 @@ def compare_statement(
         GENERATIVE: gen,
         CLASSIFIER: clf,
         BASELINE: base,
+        HYBRID: {approach: hybrid_slots[0] for approach, hybrid_slots in hybrids.items()},
         "agree": agree,
         "agree_text": agreement_text(agree, gen, clf),
         "row": dict(row) if row is not None else None,
@@ -739,27 +869,22 @@ def _card(
         f'<div style="font-size:1.6em;font-weight:700;">P(no-show) = '
         f'<span class="noshow-p">{p:.3f}</span></div>',
     ]
-    if slot.get("p_calibrated") is not None:
-        interval = slot.get("interval")
-        span = ""
-        if isinstance(interval, Sequence) and len(interval) == 2:
-            span = f" (interval {float(interval[0]):.2f}-{float(interval[1]):.2f})"
-        lines.append(
-            f'<div class="noshow-calibrated">Calibrated: {float(slot["p_calibrated"]):.3f}'
-            f"{esc(span)}</div>"
-        )
     lines += [
         _bar(p, threshold),
         f"<div>Prediction: <b>{esc(label_text(slot['label']))}</b> "
         f"(P {'≥' if slot['label'] else '<'} threshold {threshold:.2f})</div>",
         f'<div class="noshow-why" {_NOTE}>{esc(threshold_line(slot, base_rate))}</div>',
     ]
-    if slot.get("approach") == GENERATIVE:
+    if slot.get("calibration"):
+        lines.append(f'<div class="noshow-calibrated" {_NOTE}>{esc(slot["calibration"])}</div>')
+    if slot.get("blend"):
+        lines.append(f'<div class="noshow-blend" {_NOTE}>{esc(slot["blend"])}</div>')
+    if _answers_in_words(slot.get("approach")):
         said = slot.get("generated")
         shown = esc(said) if said else "<i>(nothing)</i>"
         lines.append(f"<div>Generated answer: <code>{shown}</code></div>")
         lines.append(f'<div class="noshow-why" {_NOTE}>{esc(answer_line(slot))}</div>')
-    if slot.get("approach") == BASELINE and facts_source:
+    if slot.get("approach") in (BASELINE, HYBRID) and facts_source:
         lines.append(f"<div {_NOTE}>Facts: {esc(facts_source)}.</div>")
     if truth is not None:
         right = int(slot["label"]) == int(truth)
@@ -794,6 +919,8 @@ def render_compare_html(result: Mapping[str, Any]) -> str:
     ]
     if result.get(BASELINE) is not None:
         cards.append(_card(result[BASELINE], SLOT_TITLES[BASELINE], rate, truth, facts))
+    for approach, slot in (result.get(HYBRID) or {}).items():
+        cards.append(_card(slot, f"Hybrid: {approach} + tabular", rate, truth, facts))
     parts = []
     if result.get("notice"):
         parts.append(f'<div class="noshow-msg-info">{html.escape(result["notice"])}</div>')
@@ -822,7 +949,8 @@ def render_compare_html(result: Mapping[str, Any]) -> str:
 SUMMARY_SLOT_KEYS = (
     "name",
     "p",
-    "p_calibrated",
+    "calibration",
+    "blend",
     "threshold",
     "threshold_source",
     "label",
@@ -853,6 +981,10 @@ def compare_summary(result: Mapping[str, Any]) -> dict[str, Any]:
         if slot is None:
             continue
         out[key] = {k: slot.get(k) for k in SUMMARY_SLOT_KEYS if k in slot}
+    out[HYBRID] = {
+        approach: {k: slot.get(k) for k in SUMMARY_SLOT_KEYS if k in slot}
+        for approach, slot in (result.get(HYBRID) or {}).items()
+    }
     return out
 
 
@@ -1054,6 +1186,8 @@ class BatchResult:
     disagreements: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
+    auc: dict[str, Any] | None = None  # noshow.evaluate.compare_auc: intervals, differences
+    raw: dict[str, np.ndarray] = field(default_factory=dict)  # adapters' P before calibration
 
 
 def select_eval_rows(
@@ -1128,6 +1262,7 @@ def batch_compare(
     classifier_path: Any,
     baseline: Baseline | Callable[[], Baseline] | None = None,
     *,
+    tuned_baselines: TunedBaselines | None = None,
     loader: Loader | None = None,
     source: Any = None,
     owner: str = "",
@@ -1140,8 +1275,11 @@ def batch_compare(
     the first one row, so progress and an ETA show from the first row; Compares go
     first). `baseline` may be a function that returns it: it is called after the adapters,
     so a baseline still being fitted does not hold up their progress. `should_stop()` is
-    checked between chunks (raises noshow.serving.Cancelled). A model that cannot be loaded
-    is left out with a note; raises CompareInputError when no model at all can score.
+    checked between chunks (raises noshow.serving.Cancelled). Each adapter with a hybrid.json
+    adds its hybrid (`score_hybrids`, the tuned baseline from `tuned_baselines`); every ROC-AUC
+    gets a 95% interval and each model's difference to the baseline (`compare_auc`). A model
+    that cannot be loaded is left out with a note; raises CompareInputError when no model at
+    all can score.
     """
     labels = rows["no_show"].astype(int).to_numpy()
     statements = rows["statement"].astype(str).tolist()
@@ -1201,12 +1339,39 @@ def batch_compare(
             notes.append(f"Tabular baseline left out: {e}")
     elif baseline is not None and baseline.error:
         notes.append(f"Tabular baseline left out: {baseline.error}")
+    adapters = {a: loaded[a] for a in loaded if a in scores}
+    if tuned_baselines is not None and any(getattr(p, "hybrid", None) for p in adapters.values()):
+        report(BatchProgress(total, total, "Blending each adapter with the tuned baseline", None))
+        adapter_p = {a: scores[a].tolist() for a in adapters}
+        for approach, slots in score_hybrids(adapters, adapter_p, rows, tuned_baselines).items():
+            if slots and slots[0]["p"] is not None:
+                key = hybrid_key(approach)
+                scores[key] = np.array([slot["p"] for slot in slots], dtype=float)
+                thresholds[key] = float(slots[0]["threshold"])
+                names[key] = "adapter and tuned tabular P, blended"
+            elif slots:
+                notes.append(f"Hybrid of the {approach} adapter left out: {slots[0]['error']}")
+    raw = {}
+    for approach, predictor in adapters.items():
+        calibrator = getattr(predictor, "calibrator", None)
+        if calibrator is not None and calibrator.method != "identity":
+            raw[approach] = calibrator.invert(scores[approach])
     if not scores:
         raise CompareInputError("Nothing could score these rows. " + " ".join(notes))
-    report(BatchProgress(total, total, "Computing metrics", 0.0))
-    from noshow.evaluate import compute_metrics
+    report(BatchProgress(total, total, "Computing metrics and intervals", 0.0))
+    from noshow.evaluate import compare_auc, compute_metrics
 
     per_model = {key: compute_metrics(labels, p, thresholds[key]) for key, p in scores.items()}
+    pairs = [(k, BASELINE) for k in scores if k != BASELINE and BASELINE in scores]
+    pairs += [(hybrid_key(a), a) for a in adapters if hybrid_key(a) in scores]
+    groups = rows["patient_id"].to_numpy() if "patient_id" in rows.columns else None
+    try:
+        auc = compare_auc(
+            labels, scores, pairs, groups=groups, names={k: model_name(k) for k in scores}
+        )
+    except ValueError as e:  # e.g. too few rows for an interval
+        auc = None
+        notes.append(f"No intervals: {e}")
     predictions = pd.DataFrame({"record_id": rows["record_id"].to_numpy()})
     if "split" in rows.columns:
         predictions["split"] = rows["split"].astype(str).to_numpy()
@@ -1215,12 +1380,16 @@ def batch_compare(
         predictions[f"p_{key}"] = p
         predictions[f"pred_{key}"] = (p >= thresholds[key]).astype(int)
     predictions["statement"] = statements
+    for approach, p in raw.items():
+        predictions[f"p_{approach}_uncalibrated"] = p
     return BatchResult(
         predictions=predictions,
-        metrics=metrics_table(per_model, names),
+        metrics=metrics_table(per_model, names, auc),
         per_model=per_model,
         disagreements=disagreement_table(predictions),
         notes=notes,
+        auc=auc,
+        raw=raw,
     )
 
 
@@ -1251,18 +1420,30 @@ def _round(value: Any) -> Any:
     return None if value is None else round(float(value), 4)
 
 
+def interval_text(estimate: Mapping[str, Any] | None) -> str:
+    """ "0.702-0.741" from a compare_auc estimate; "" without bounds."""
+    if not estimate or estimate.get("low") is None or estimate.get("high") is None:
+        return ""
+    return f"{float(estimate['low']):.3f}-{float(estimate['high']):.3f}"
+
+
 def metrics_table(
-    per_model: Mapping[str, Mapping[str, Any]], names: Mapping[str, str] | None = None
+    per_model: Mapping[str, Mapping[str, Any]],
+    names: Mapping[str, str] | None = None,
+    auc: Mapping[str, Any] | None = None,
 ) -> pd.DataFrame:
-    """One row per model: ROC-AUC, PR-AUC, F1, sensitivity, specificity, Brier, threshold."""
+    """One row per model: ROC-AUC with its 95% interval (from `auc`, a compare_auc result),
+    PR-AUC, F1, sensitivity, specificity, Brier, threshold."""
+    intervals = (auc or {}).get("auc") or {}
     rows = []
     for key, m in per_model.items():
         rows.append(
             {
-                "model": MODEL_NAMES.get(key, key),
+                "model": model_name(key),
                 "name": (names or {}).get(key, ""),
                 "rows": int(m["n"]),
                 "ROC-AUC": _round(m["roc_auc"]),
+                "ROC-AUC 95% CI": interval_text(intervals.get(key)),
                 "PR-AUC": _round(m["pr_auc"]),
                 "F1": _round(m["f1"]),
                 "sensitivity": _round(m["sensitivity"]),
@@ -1287,8 +1468,8 @@ def disagreement_table(predictions: pd.DataFrame, limit: int = DISAGREEMENT_ROWS
         {
             "record_id": top["record_id"].to_numpy(),
             "label": top["label"].map(label_text).to_numpy(),
-            f"P {MODEL_NAMES[a]}": top[f"p_{a}"].round(3).to_numpy(),
-            f"P {MODEL_NAMES[b]}": top[f"p_{b}"].round(3).to_numpy(),
+            f"P {model_name(a)}": top[f"p_{a}"].round(3).to_numpy(),
+            f"P {model_name(b)}": top[f"p_{b}"].round(3).to_numpy(),
             "gap": top["gap"].round(3).to_numpy(),
             "statement": top["statement"].to_numpy(),
         }
@@ -1297,18 +1478,32 @@ def disagreement_table(predictions: pd.DataFrame, limit: int = DISAGREEMENT_ROWS
 
 
 def batch_figures(result: BatchResult) -> dict[str, Any]:
-    """ROC curves and a calibration plot (one figure each) and the confusion matrices."""
+    """ROC curves (each AUC with its interval), the calibration plot (the adapters' P before
+    and after their calibration when they carry one; else observed vs predicted for every
+    model) and the confusion matrices."""
+    from noshow.calibration import plot_reliability
     from noshow.evaluate import plot_calibration, plot_confusion, plot_roc
 
     preds = result.predictions
-    curves = {
-        MODEL_NAMES[key]: (preds["label"].to_numpy(), preds[f"p_{key}"].to_numpy())
-        for key in result.per_model
+    labels = preds["label"].to_numpy()
+    curves = {model_name(key): (labels, preds[f"p_{key}"].to_numpy()) for key in result.per_model}
+    intervals = {
+        model_name(key): estimate for key, estimate in ((result.auc or {}).get("auc") or {}).items()
     }
+    if result.raw:
+        calibration = plot_reliability(
+            {
+                model_name(a): (labels, raw, preds[f"p_{a}"].to_numpy())
+                for a, raw in result.raw.items()
+            },
+            split="these rows",
+        )
+    else:
+        calibration = plot_calibration(curves)
     return {
-        "roc": plot_roc(curves),
-        "calibration": plot_calibration(curves),
-        "confusion": plot_confusion({MODEL_NAMES[k]: m for k, m in result.per_model.items()}),
+        "roc": plot_roc(curves, intervals=intervals or None),
+        "calibration": calibration,
+        "confusion": plot_confusion({model_name(k): m for k, m in result.per_model.items()}),
     }
 
 
@@ -1358,7 +1553,18 @@ def write_predictions_csv(predictions: pd.DataFrame, folder: str | Path | None =
 def batch_summary(result: BatchResult) -> str:
     """Markdown: the notes and a one-line verdict per model."""
     lines = [f"- {note}" for note in result.notes]
+    intervals = (result.auc or {}).get("auc") or {}
     for key, m in result.per_model.items():
         auc = "n/a" if m["roc_auc"] is None else f"{m['roc_auc']:.3f}"
-        lines.append(f"- **{MODEL_NAMES[key]}**: ROC-AUC {auc} on {m['n']:,} rows.")
+        span = interval_text(intervals.get(key))
+        span = f" (95% CI {span})" if span else ""
+        lines.append(f"- **{model_name(key)}**: ROC-AUC {auc}{span} on {m['n']:,} rows.")
+    for difference in (result.auc or {}).get("differences") or []:
+        if difference.get("text"):
+            lines.append(f"- {difference['text']}")
+    if result.raw:
+        lines.append(
+            "- The adapters' P are calibrated (fitted on their validation split); the "
+            "calibration plot shows them before and after."
+        )
     return "\n".join(lines)
