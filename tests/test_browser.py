@@ -18,9 +18,9 @@ Never runs `playwright install`: the browser is the system's /usr/bin/chromium.
 
 from __future__ import annotations
 
-import shutil
 import os
 import re
+import shutil
 from pathlib import Path
 from types import SimpleNamespace
 

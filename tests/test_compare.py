@@ -250,7 +250,6 @@ def test_card_says_in_words_what_a_calibrated_probability_means():
 
 def _hybrid(params=None):
     from noshow.hybrid import Hybrid
-    from noshow.predict import resolve_adapter_dir
 
     params = {"max_leaf_nodes": 15} if params is None else params
     return Hybrid(1.0, 1.0, 0.0, rows=200, threshold=0.3, baseline_params=params)
