@@ -95,11 +95,15 @@ def cards(page):
     return page.locator("#compare-result .noshow-card")
 
 
+# The P of the adapters' and the baseline's cards (the hybrids' cards come after them).
+THREE_P = '#compare-result .noshow-card:not([data-approach="hybrid"]) .noshow-p'
+
+
 def test_browser_example_click_scores_and_explains_each_card(page):
     from playwright.sync_api import expect
 
     page.get_by_role("button", name=EXAMPLES[2].label).click()
-    expect(page.locator("#compare-result .noshow-p")).to_have_count(3)
+    expect(page.locator(THREE_P)).to_have_count(3)
     expect(page.locator("#compare-statement textarea")).to_have_value(EXAMPLES[2].statement)
     for k in range(3):
         expect(cards(page).nth(k)).to_contain_text("where F1 peaked")
@@ -111,6 +115,20 @@ def test_browser_example_click_scores_and_explains_each_card(page):
     # each card says how it was served: its forward's time and wait, or the cache
     expect(page.locator("#compare-result .noshow-timing")).to_have_count(3)
     expect(page.locator("#compare-result")).to_contain_text(re.compile(r"Answered in \d+ ms"))
+    expect(page.locator("#compare-result .noshow-calibrated")).to_have_count(2)
+    # each adapter's hybrid: a card with a P once its tuned baseline is fitted (in the
+    # background from the page load; until then the card says so)
+    hybrid_p = page.locator('#compare-result .noshow-card[data-approach="hybrid"] .noshow-p')
+    deadline = time.monotonic() + 120
+    while hybrid_p.count() < 2 and time.monotonic() < deadline:
+        expect(cards(page).nth(3)).to_contain_text("still being fitted")
+        time.sleep(2)
+        page.get_by_role("button", name=EXAMPLES[2].label).click()
+        page.wait_for_timeout(1000)
+    expect(hybrid_p).to_have_count(2)
+    for approach in ("generative", "classifier"):
+        expect(page.locator("#compare-result")).to_contain_text(f"Hybrid: {approach} + tabular")
+    expect(page.locator("#compare-result .noshow-blend").first).to_contain_text("(tabular)")
     shot(page, "compare-1-example")
 
 
@@ -131,7 +149,9 @@ def test_browser_typed_statement_gets_a_baseline_read_from_its_text_or_a_reason(
     expect(baseline).to_contain_text(
         "No baseline: the text does not follow the statement template at the person."
     )
-    expect(page.locator("#compare-result .noshow-p")).to_have_count(2)  # the adapters still score
+    expect(page.locator(THREE_P)).to_have_count(2)  # the adapters still score
+    hybrid = page.locator('#compare-result .noshow-card[data-approach="hybrid"]')
+    expect(hybrid.first).to_contain_text("No hybrid: it needs the appointment's facts")
     shot(page, "compare-2-free-text")
 
 
@@ -147,9 +167,11 @@ def test_browser_data_set_row_is_scored_at_once_with_its_true_label(page, app):
     expect(page.locator("#compare-result .noshow-truth")).to_contain_text(
         f"In the data set this patient {outcome} (record {int(row['record_id'])}, test split)"
     )
-    expect(page.locator("#compare-result .noshow-p")).to_have_count(3)
+    expect(page.locator(THREE_P)).to_have_count(3)
     expect(page.locator("#compare-statement textarea")).to_have_value(row["statement"])
-    marks = page.locator('#compare-result [class^="noshow-truth-"]')
+    marks = page.locator(
+        '#compare-result .noshow-card:not([data-approach="hybrid"]) [class^="noshow-truth-"]'
+    )
     expect(marks).to_have_count(3)  # each card: matches or differs from the outcome
     shot(page, "compare-3-record")
 
@@ -158,7 +180,7 @@ def test_browser_what_if_shows_all_three_models_before_and_after_one_change(page
     from playwright.sync_api import expect
 
     page.get_by_role("button", name=EXAMPLES[2].label).click()  # SMS reminder: yes
-    expect(page.locator("#compare-result .noshow-p")).to_have_count(3)
+    expect(page.locator(THREE_P)).to_have_count(3)
     page.locator("#what-if-run").click()
     result = page.locator("#what-if-result")
     expect(result).to_contain_text("If SMS reminder were no instead of yes")

@@ -276,7 +276,7 @@ def test_hybrid_card_blends_the_adapter_with_the_tuned_baseline_it_names():
     assert "weights 1.00 (adapter) and 1.00 (tabular)" in html
     assert cv.compare_summary(result)["hybrid"]["classifier"]["p"] == pytest.approx(0.8)
 
-    # free text without facts: the card says why, as the baseline's does
+    # free text without facts: the card says so
     no_row = cv.compare_statement(
         "A statement.",
         "g",
@@ -285,7 +285,7 @@ def test_hybrid_card_blends_the_adapter_with_the_tuned_baseline_it_names():
         reason="No baseline: no facts.",
         tuned_baselines=tuned,
     )
-    assert no_row["hybrid"]["classifier"]["error"] == "No baseline: no facts."
+    assert no_row["hybrid"]["classifier"]["error"] == cv.NO_FACTS_FOR_HYBRID
     # a hybrid.json from before the settings were stored cannot be served: it says so
     old = fake_loader({"generative": (0.5, 0.5), "classifier": (0.5, 0.5)}, hybrid=_hybrid({}))
     stale = cv.compare_statement(

@@ -542,6 +542,7 @@ def score_baseline_rows_on_cpu_thread(
 
 
 TunedBaselines = Callable[[Mapping[str, Any]], Baseline]  # params -> the tuned baseline
+NO_FACTS_FOR_HYBRID = "No hybrid: it needs the appointment's facts, as the baseline does."
 
 
 def blend_text(hybrid: Any) -> str:
@@ -558,14 +559,13 @@ def score_hybrids(
     adapter_p: Mapping[str, Sequence[float | None]],
     rows: Sequence[Mapping[str, Any] | None] | pd.DataFrame,
     tuned_baselines: TunedBaselines | None,
-    reason: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """{approach: [hybrid slot per row]} for each adapter that carries a hybrid.json
     (`noshow.hybrid`): its calibrated P blended with the tuned baseline's P for the row.
 
     The tuned baseline is the one the adapter's run reported, refitted from the hybrid's
     `baseline_params` by `tuned_baselines(params)`; without the row's facts (free text that
-    could not be read back), the slot says why, as the baseline's does."""
+    could not be read back), the slot says so."""
     table = rows if isinstance(rows, pd.DataFrame) else None
     n = len(rows)
     out: dict[str, list[dict[str, Any]]] = {}
@@ -578,29 +578,29 @@ def score_hybrids(
             for _ in range(n)
         ]
         out[approach] = slots
-        error = None
+        todo = []
+        for i in range(n):
+            if adapter_p[approach][i] is None:
+                slots[i]["error"] = "the hybrid needs the adapter's score."
+            elif table is None and rows[i] is None:
+                slots[i]["error"] = NO_FACTS_FOR_HYBRID
+            else:
+                todo.append(i)
+        if not todo:
+            continue
+        baseline, error = None, None
         if not hybrid.baseline_params:
             error = (
                 "this adapter's hybrid.json does not name its tabular model's settings (it "
                 "was made before noshow stored them): evaluate or train the adapter again."
             )
-        baseline = None
-        if error is None:
+        else:
             baseline = tuned_baselines(hybrid.baseline_params) if tuned_baselines else None
             if baseline is None or baseline.model is None:
                 error = (baseline.error if baseline else None) or "no tuned baseline here."
-        todo = []
-        for i in range(n):
-            row = None if table is not None else rows[i]
-            if error is not None:
+        if error is not None:
+            for i in todo:
                 slots[i]["error"] = error
-            elif adapter_p[approach][i] is None:
-                slots[i]["error"] = "the hybrid needs the adapter's score."
-            elif table is None and row is None:
-                slots[i]["error"] = reason or "the hybrid needs the appointment's facts."
-            else:
-                todo.append(i)
-        if not todo:
             continue
         frame = (
             table.iloc[todo] if table is not None else pd.DataFrame([dict(rows[i]) for i in todo])
@@ -740,7 +740,7 @@ def compare_statement(
     slots = _collect(out, pending, paths, 1)
     predictors = {approach: predictor for approach, (predictor, _) in pending.items()}
     hybrids = score_hybrids(
-        predictors, {a: [slots[a][0].get("p")] for a in predictors}, [row], tuned_baselines, reason
+        predictors, {a: [slots[a][0].get("p")] for a in predictors}, [row], tuned_baselines
     )
     gen, clf = slots[GENERATIVE][0], slots[CLASSIFIER][0]
     agree = None
