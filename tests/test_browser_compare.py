@@ -230,5 +230,7 @@ def test_browser_stop_button_ends_the_batch(page, app):
     pressed = time.perf_counter()
     assert job.wait(30)
     assert job.state == "cancelled" and time.perf_counter() - pressed <= STOP_WITHIN_S
-    expect(page.locator("#batch-progress")).to_contain_text("stopped")
+    expect(page.locator("#batch-progress")).to_contain_text("Batch comparison stopped")
+    page.wait_for_timeout(2000)  # the last word: no progress line comes after it
+    expect(page.locator("#batch-progress")).to_contain_text("Batch comparison stopped")
     assert app.ctx.adapters.jobs.running() == []

@@ -242,7 +242,9 @@ def test_card_says_in_words_what_a_calibrated_probability_means():
     assert result["classifier"]["calibration"].startswith(
         "Calibrated on 1,590 validation appointments (temperature scaling)"
     )
-    assert "about 30 of 100 such appointments were missed" in cv.render_compare_html(result)
+    assert "of 100 appointments scored like this one, about 25 were missed" in (
+        cv.render_compare_html(result)
+    )
     plain = cv.compare_statement("A statement.", "g", "c", loader=fake_loader(ps))
     assert plain["classifier"]["calibration"].startswith("Not calibrated")
     assert cv.compare_summary(plain)["classifier"]["calibration"].startswith("Not calibrated")

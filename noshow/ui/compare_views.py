@@ -284,8 +284,8 @@ def _read_meta(folder: str) -> dict[str, Any]:
         return {}
 
 
-def calibration_line(calibrator: Any) -> str:
-    """What P means for this adapter, in a clinician's words: calibrated on validation rows
+def calibration_line(calibrator: Any, p: float) -> str:
+    """What this card's P means, in a clinician's words: calibrated on validation rows
     (noshow.calibration, applied by noshow.predict before any P is shown), or not."""
     if calibrator is None or getattr(calibrator, "method", "identity") == "identity":
         return (
@@ -294,8 +294,8 @@ def calibration_line(calibrator: Any) -> str:
         )
     return (
         f"Calibrated on {int(calibrator.rows):,} validation appointments "
-        f"({calibrator.method} scaling): P = 0.30 means about 30 of 100 such appointments "
-        "were missed."
+        f"({calibrator.method} scaling): of 100 appointments scored like this one, about "
+        f"{round(100 * p)} were missed."
     )
 
 
@@ -323,7 +323,7 @@ def _scored_slot(approach: str, predictor: Any, path: Any, scored: Any) -> dict[
         "threshold": threshold,
         "threshold_source": meta.get("threshold_source") or THRESHOLD_SOURCE,
         "label": int(p >= threshold),
-        "calibration": calibration_line(getattr(predictor, "calibrator", None)),
+        "calibration": calibration_line(getattr(predictor, "calibrator", None), p),
         # the forward that scored it (0 when answered from the cache)
         "latency_ms": 0.0 if scored.cached else scored.run_ms,
         "queue_ms": scored.queue_ms,
@@ -884,7 +884,7 @@ def _card(
         shown = esc(said) if said else "<i>(nothing)</i>"
         lines.append(f"<div>Generated answer: <code>{shown}</code></div>")
         lines.append(f'<div class="noshow-why" {_NOTE}>{esc(answer_line(slot))}</div>')
-    if slot.get("approach") in (BASELINE, HYBRID) and facts_source:
+    if slot.get("approach") == BASELINE and facts_source:
         lines.append(f"<div {_NOTE}>Facts: {esc(facts_source)}.</div>")
     if truth is not None:
         right = int(slot["label"]) == int(truth)
@@ -919,8 +919,10 @@ def render_compare_html(result: Mapping[str, Any]) -> str:
     ]
     if result.get(BASELINE) is not None:
         cards.append(_card(result[BASELINE], SLOT_TITLES[BASELINE], rate, truth, facts))
-    for approach, slot in (result.get(HYBRID) or {}).items():
-        cards.append(_card(slot, f"Hybrid: {approach} + tabular", rate, truth, facts))
+    hybrids = [
+        _card(slot, f"Hybrid: {approach} + tabular", rate, truth)
+        for approach, slot in (result.get(HYBRID) or {}).items()
+    ]
     parts = []
     if result.get("notice"):
         parts.append(f'<div class="noshow-msg-info">{html.escape(result["notice"])}</div>')
@@ -931,7 +933,10 @@ def render_compare_html(result: Mapping[str, Any]) -> str:
             f'<div class="noshow-msg-info noshow-truth">In the data set this patient '
             f"<b>{outcome}</b>{where}: true label {label_text(int(truth))}.</div>"
         )
-    parts.append(f'<div style="display:flex;gap:12px;flex-wrap:wrap;">{"".join(cards)}</div>')
+    row = '<div style="display:flex;gap:12px;flex-wrap:wrap;margin-bottom:12px;">{}</div>'
+    parts.append(row.format("".join(cards)))
+    if hybrids:  # a row of their own: each blends a card above with the baseline
+        parts.append(row.format("".join(hybrids)))
     kind = "ok" if result.get("agree") else ("error" if result.get("agree") is False else "info")
     parts.append(
         f'<div class="noshow-msg-{kind}" style="margin-top:8px;">'
