@@ -103,6 +103,9 @@ def open_label_store():
 def main() -> None:
     args = resolve_settings()  # first: sets HF_HOME before gradio imports huggingface_hub
     ensure_bundled_model()
+    from noshow.quiet import silence_third_party
+
+    silence_third_party()  # before any tab imports peft, which imports bitsandbytes
     from noshow.jobs import JobManager
     from noshow.ui.app import build_demo, launch_kwargs, parse_auth
 

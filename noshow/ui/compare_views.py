@@ -569,6 +569,8 @@ def score_hybrids(
     table = rows if isinstance(rows, pd.DataFrame) else None
     n = len(rows)
     out: dict[str, list[dict[str, Any]]] = {}
+    # Adapters trained on one data set share the tuned baseline: predict its rows once.
+    predicted: dict[tuple[int, tuple[int, ...]], np.ndarray] = {}
     for approach, predictor in predictors.items():
         hybrid = getattr(predictor, "hybrid", None)
         if hybrid is None:
@@ -606,7 +608,10 @@ def score_hybrids(
             table.iloc[todo] if table is not None else pd.DataFrame([dict(rows[i]) for i in todo])
         )
         try:
-            p_base = baseline.predict(frame)
+            key = (id(baseline), tuple(todo))
+            if key not in predicted:
+                predicted[key] = baseline.predict(frame)
+            p_base = predicted[key]
             p = hybrid.predict([adapter_p[approach][i] for i in todo], p_base)
         except Exception as e:  # noqa: BLE001 - e.g. rows without tabular columns
             for i in todo:
