@@ -862,8 +862,9 @@ def _card(
     )
     kind = esc(str(slot.get("approach") or ""))
     if slot.get("p") is None:
-        # a baseline without facts is expected for free text; an adapter without a score is not
-        style = "info" if slot.get("approach") == BASELINE else "error"
+        # a baseline or hybrid without facts is expected for free text; an adapter without a
+        # score is not
+        style = "info" if slot.get("approach") in (BASELINE, HYBRID) else "error"
         body = f'<div class="noshow-msg-{style}">{esc(str(slot.get("error") or "no score"))}</div>'
         return f'<div class="noshow-card" data-approach="{kind}" {box}>{head}{body}</div>'
     p, threshold = float(slot["p"]), float(slot["threshold"])
