@@ -285,14 +285,22 @@ def calibration_error(table: Mapping[str, Sequence]) -> float:
 
 
 def plot_reliability(
-    curves: Mapping[str, tuple[Any, Any, Any]], bins: int = RELIABILITY_BINS, split: str = "test"
+    curves: Mapping[str, tuple[Any, Any, Any]],
+    bins: int = RELIABILITY_BINS,
+    split: str = "test",
+    stacked: bool = False,
 ):
-    """Reliability diagrams before (left) and after (right) calibration: name -> (labels,
-    raw P, calibrated P). Each legend gives the ECE; marker area follows the bin's rows."""
+    """Reliability diagrams before (left, or top when `stacked`: for a narrow slot) and after
+    calibration: name -> (labels, raw P, calibrated P). Each legend gives the ECE; marker area
+    follows the bin's rows."""
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(10, 4.4), layout="constrained")
-    axes = fig.subplots(1, 2, sharey=True)
+    if stacked:
+        fig = Figure(figsize=(5.6, 9.0), layout="constrained")
+        axes = fig.subplots(2, 1, sharex=True)
+    else:
+        fig = Figure(figsize=(10, 4.4), layout="constrained")
+        axes = fig.subplots(1, 2, sharey=True)
     for ax, which, title in ((axes[0], 1, "before"), (axes[1], 2, "after")):
         ax.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1, label="perfect")
         for i, (name, parts) in enumerate(curves.items()):
@@ -310,5 +318,6 @@ def plot_reliability(
         ax.set(xlim=(0, 1), ylim=(0, 1), xlabel="Mean predicted P(no-show)")
         ax.set_title(f"{title.capitalize()} calibration ({split})")
         ax.legend(loc="upper left", fontsize="small")
-    axes[0].set_ylabel("Observed no-show rate")
+    for ax in axes if stacked else axes[:1]:  # side by side, the axes share one
+        ax.set_ylabel("Observed no-show rate")
     return fig

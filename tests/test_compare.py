@@ -606,6 +606,9 @@ def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_af
         "Before calibration (these rows)",
         "After calibration (these rows)",
     ]
+    figure.canvas.draw()  # a half-width slot: before above after
+    top, bottom = (ax.get_position().y0 for ax in figure.axes)
+    assert top > bottom
 
 
 def test_batch_reports_progress_and_an_eta_from_the_first_row():

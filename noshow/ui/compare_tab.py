@@ -567,6 +567,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         concurrency_limit=BATCH_CONCURRENCY,
         show_progress="hidden",  # the progress panel in the message says more
     )
+
     def stop_batch(request: gr.Request):
         """Cancel this browser's batch job; its generator then says "stopped" as its last
         message (a second writer of the message box could be overtaken by a progress line)."""

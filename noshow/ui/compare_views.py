@@ -1508,6 +1508,7 @@ def batch_figures(result: BatchResult) -> dict[str, Any]:
                 for a, raw in result.raw.items()
             },
             split="these rows",
+            stacked=True,  # a half-width slot beside the ROC curves
         )
     else:
         calibration = plot_calibration(curves)
