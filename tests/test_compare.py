@@ -562,6 +562,33 @@ def test_batch_metrics_and_disagreements_follow_the_scores():
     assert metrics.loc["tabular baseline", "ROC-AUC 95% CI"] == "1.000-1.000"
 
 
+def test_batch_stopped_during_its_last_chunk_fits_no_baseline():
+    from noshow.serving import Cancelled
+
+    rows, _ = cv.select_eval_rows(_toy_frame(), max_rows=20)
+    loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
+    scored, fitted = [], []
+
+    def stop_after_the_adapters():  # true once both adapters have scored every row
+        return len(scored) and scored[-1].done == scored[-1].total
+
+    def baseline():
+        fitted.append(1)
+        return cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+
+    with pytest.raises(Cancelled):
+        cv.batch_compare(
+            rows,
+            "g",
+            "c",
+            baseline,
+            loader=loader,
+            on_progress=scored.append,
+            should_stop=stop_after_the_adapters,
+        )
+    assert fitted == []
+
+
 def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_after():
     from noshow.calibration import Calibrator
 

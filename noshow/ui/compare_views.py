@@ -1338,6 +1338,10 @@ def batch_compare(
         scores[approach] = np.asarray(p, dtype=float)
         thresholds[approach] = float(getattr(predictor, "threshold", 0.5))
         names[approach] = str(getattr(predictor, "name", "") or "")
+    if should_stop is not None and should_stop():  # Stop during the last chunk: no fits
+        from noshow.serving import Cancelled
+
+        raise Cancelled("the batch comparison was stopped")
     if callable(baseline) and not isinstance(baseline, Baseline):
         report(BatchProgress(total, total, "Waiting for the tabular baseline fit", None))
         baseline = baseline()
