@@ -106,3 +106,22 @@ def test_fit_refuses_bad_input_clearly(pa, pb, y, message):
 def test_predict_refuses_mismatched_scores():
     with pytest.raises(HybridError, match="differ in length"):
         Hybrid(1.0, 1.0, 0.0).predict([0.2, 0.3], [0.4])
+
+
+def test_an_adapter_with_a_broken_hybrid_file_still_scores_without_its_hybrid(adapters, tmp_path):
+    import shutil
+    import warnings
+
+    from noshow.predict import load_predictor, resolve_adapter_dir
+
+    folder = tmp_path / "adapter"
+    shutil.copytree(resolve_adapter_dir(adapters.classifier), folder)
+    assert Hybrid.load(folder) is not None  # the run stored one
+    (folder / HYBRID_FILE).write_text("{not json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        predictor = load_predictor(folder)
+    assert predictor.hybrid is None
+    assert any("hybrid left out" in str(w.message) for w in caught)
+    (p,) = predictor.predict_proba(["A statement."])
+    assert 0.0 <= p <= 1.0
