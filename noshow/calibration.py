@@ -25,7 +25,6 @@ fit or a figure is asked for).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -128,26 +127,20 @@ class Calibrator:
 
     def save(self, folder: str | Path) -> Path:
         """Write `folder`/calibration.json atomically; return its path."""
-        from noshow.files import write_atomic
+        from noshow.files import write_json_atomic
 
-        return write_atomic(
-            Path(folder) / CALIBRATION_FILE, lambda f: json.dump(self.to_dict(), f, indent=2)
-        )
+        return write_json_atomic(Path(folder) / CALIBRATION_FILE, self.to_dict())
 
     @classmethod
     def load(cls, folder: str | Path) -> Calibrator:
         """The calibrator stored in `folder`, or identity when there is none (adapters made
         before calibration existed)."""
-        path = Path(folder) / CALIBRATION_FILE
-        if not path.exists():
-            return cls()
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise CalibrationError(f"cannot read {path}: {e}") from e
-        if not isinstance(data, dict):
-            raise CalibrationError(f"{path} does not hold a calibration object.")
-        return cls.from_dict(data)
+        from noshow.files import read_json_object
+
+        data = read_json_object(
+            Path(folder) / CALIBRATION_FILE, CalibrationError, "a calibration object"
+        )
+        return cls() if data is None else cls.from_dict(data)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -47,6 +47,30 @@ def write_atomic(
     return path
 
 
+def write_json_atomic(path: str | Path, data: Any) -> Path:
+    """`data` as indented JSON at `path`, written atomically (`write_atomic`)."""
+    import json
+
+    return write_atomic(path, lambda f: json.dump(data, f, indent=2))
+
+
+def read_json_object(path: str | Path, error: type[Exception], what: str) -> dict | None:
+    """The JSON object stored at `path`, or None when there is no file; `error` (a message
+    naming the file) when it cannot be read or does not hold an object (`what`)."""
+    import json
+
+    path = Path(path)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise error(f"cannot read {path}: {e}") from e
+    if not isinstance(data, dict):
+        raise error(f"{path} does not hold {what}.")
+    return data
+
+
 def replace_folder(new: str | Path, target: str | Path) -> None:
     """Rename the finished folder `new` onto `target`. A folder cannot be renamed over a
     non-empty one, so an existing target first moves aside (and comes back if the second

@@ -29,7 +29,6 @@ rows (Compare's batch view, examples), not free text typed by a user.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -124,25 +123,17 @@ class Hybrid:
 
     def save(self, folder: str | Path) -> Path:
         """Write `folder`/hybrid.json atomically; return its path."""
-        from noshow.files import write_atomic
+        from noshow.files import write_json_atomic
 
-        return write_atomic(
-            Path(folder) / HYBRID_FILE, lambda f: json.dump(self.to_dict(), f, indent=2)
-        )
+        return write_json_atomic(Path(folder) / HYBRID_FILE, self.to_dict())
 
     @classmethod
     def load(cls, folder: str | Path) -> Hybrid | None:
         """The hybrid stored in `folder`, or None when there is none."""
-        path = Path(folder) / HYBRID_FILE
-        if not path.exists():
-            return None
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as e:
-            raise HybridError(f"cannot read {path}: {e}") from e
-        if not isinstance(data, dict):
-            raise HybridError(f"{path} does not hold a hybrid object.")
-        return cls.from_dict(data)
+        from noshow.files import read_json_object
+
+        data = read_json_object(Path(folder) / HYBRID_FILE, HybridError, "a hybrid object")
+        return None if data is None else cls.from_dict(data)
 
 
 def _fit_blend(x: np.ndarray, y: np.ndarray) -> tuple[float, float, float]:
