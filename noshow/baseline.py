@@ -52,24 +52,10 @@ NUMERIC_COLUMNS = [
     "prior_appointments",
     "prior_no_shows",
 ]
-# The columns a statement is written from (noshow.statements.STATEMENT_FIELDS): the baseline
-# sees what the LLM reads, no more. (noshow.data.FEATURE_COLUMNS is the whole prepared frame.)
-BASELINE_FEATURES = [
-    "age",
-    "gender",
-    "neighbourhood",
-    "scholarship",
-    "hypertension",
-    "diabetes",
-    "alcoholism",
-    "handicap",
-    "sms_received",
-    "lead_days",
-    "weekday",
-    "booking_hour",
-    "prior_appointments",
-    "prior_no_shows",
-]
+# The columns a statement is written from (noshow.statements.STATEMENT_FIELDS, checked by
+# tests/test_baseline.py): the baseline sees what the LLM reads, no more.
+# (noshow.data.FEATURE_COLUMNS is the whole prepared frame.)
+BASELINE_FEATURES = [*CATEGORICAL_COLUMNS, *NUMERIC_COLUMNS]
 LABEL_COLUMN = "no_show"
 
 # The grid, measured on the real data (notes/quality.md): how the 81 neighbourhoods are

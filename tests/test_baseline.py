@@ -58,6 +58,13 @@ def _planted_frame(n: int, seed: int) -> pd.DataFrame:
     )
 
 
+def test_the_baseline_reads_exactly_the_facts_a_statement_is_written_from():
+    from noshow.statements import STATEMENT_FIELDS
+
+    assert sorted(BASELINE_FEATURES) == sorted(STATEMENT_FIELDS)
+    assert len(set(BASELINE_FEATURES)) == len(BASELINE_FEATURES)
+
+
 def test_baseline_learns_a_planted_effect_and_handles_unknown_categories():
     train, test = _planted_frame(3000, seed=1), _planted_frame(1500, seed=2)
     test.loc[:10, "neighbourhood"] = "NOWHERE"  # never seen in training
