@@ -1,7 +1,8 @@
 """Shared fixtures: the real data file (skipped with a reason when absent), a tiny random
 Llama that never downloads anything, the bundled real model, two finished tiny adapters
 (generative and classifier, trained once per session on the CPU) and `free_port()` for
-tests that launch the app (`from conftest import free_port`)."""
+tests that launch the app (`from conftest import free_port`), and Debian's Chromium for the
+browser tests (`chromium_browser`, `shot`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,18 @@ SHIPPED = {
     "classifier": REPO / "adapters" / "classifier-smollm2-135m",
 }
 REAL_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
+# The browser tests drive the system's Chromium (never `playwright install`); screenshots land
+# in test-artifacts/ (gitignored).
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+ARTIFACTS = REPO / "test-artifacts"
 
 # Tests must never reach a hub; CPU threads kept small for the 2-core CI machine.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -94,3 +107,24 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def chromium_browser():
+    """Yield a launched headless Chromium (for a module-scoped `browser` fixture: `yield from
+    chromium_browser()`); skips with the fix when Chromium is not installed."""
+    if not CHROMIUM.exists():
+        pytest.skip(
+            f"Chromium is not installed at {CHROMIUM}: run `make browser` (Debian package)."
+        )
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()
+
+
+def shot(page, name: str) -> None:
+    """A full-page screenshot in test-artifacts/ (kept after the run, pass or fail)."""
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)

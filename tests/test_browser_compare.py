@@ -12,35 +12,24 @@ from __future__ import annotations
 
 import re
 import time
-from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import SHIPPED, free_port
+from conftest import ARTIFACTS, SHIPPED, chromium_browser, free_port, shot
 
 from noshow.examples import EXAMPLES
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = Path("/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]
 WAIT_MS = 180_000  # the first Compare loads both real adapters on a busy 2-core machine
 STOP_WITHIN_S = 5.0
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.skip(f"Chromium is not installed at {CHROMIUM}: run `make browser`.")
     if not all((path / "noshow.json").exists() for path in SHIPPED.values()):
         pytest.skip("the shipped adapters are not in adapters/")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
+    yield from chromium_browser()
 
 
 @pytest.fixture(scope="module")
@@ -84,11 +73,6 @@ def page(browser, app, request):
     if not page.is_closed():
         shot(page, f"end-{request.node.name}")
     context.close()
-
-
-def shot(page, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
 
 
 def cards(page):
