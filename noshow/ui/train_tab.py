@@ -90,6 +90,12 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     opt, info = tv.form_option, tv.form_info
     start_note = tv.cpu_start_note(start["approach"]) if first_preset else ""
 
+    def whole_number(name: str, label: str, minimum: int) -> gr.Number:
+        """A form box for a whole-number option, starting at its form default."""
+        return gr.Number(
+            value=start[name], label=label, precision=0, minimum=minimum, info=info(name)
+        )
+
     if ctx.demo_mode:
         gr.HTML(info_box(DEMO_REFUSAL))
     with gr.Column(visible=not ctx.demo_mode) as controls:
@@ -131,49 +137,17 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             split = gr.Radio(
                 list(opt("split").choices), value=start["split"], label="Split", info=info("split")
             )
-            max_train_rows = gr.Number(
-                value=start["max_train_rows"],
-                label="Max training rows",
-                precision=0,
-                minimum=0,
-                info=info("max_train_rows"),
-            )
-            max_eval_rows = gr.Number(
-                value=start["max_eval_rows"],
-                label="Max validation/test rows",
-                precision=0,
-                minimum=0,
-                info=info("max_eval_rows"),
-            )
+            max_train_rows = whole_number("max_train_rows", "Max training rows", 0)
+            max_eval_rows = whole_number("max_eval_rows", "Max validation/test rows", 0)
         with gr.Row():
             epochs = gr.Number(
                 value=start["epochs"], label="Epochs", minimum=0.01, info=info("epochs")
             )
-            max_steps = gr.Number(
-                value=start["max_steps"],
-                label="Max steps",
-                precision=0,
-                minimum=0,
-                info=info("max_steps"),
-            )
+            max_steps = whole_number("max_steps", "Max steps", 0)
             lr = gr.Number(value=start["lr"], label="Learning rate", info=info("lr"))
-            batch_size = gr.Number(
-                value=start["batch_size"],
-                label="Batch size",
-                precision=0,
-                minimum=1,
-                info=info("batch_size"),
-            )
-            lora_r = gr.Number(
-                value=start["lora_r"], label="LoRA r", precision=0, minimum=1, info=info("lora_r")
-            )
-            eval_every = gr.Number(
-                value=start["eval_every"],
-                label="Evaluate every",
-                precision=0,
-                minimum=0,
-                info=info("eval_every"),
-            )
+            batch_size = whole_number("batch_size", "Batch size", 1)
+            lora_r = whole_number("lora_r", "LoRA r", 1)
+            eval_every = whole_number("eval_every", "Evaluate every", 0)
         with gr.Row():
             wandb = gr.Checkbox(
                 value=start["wandb"], label="Log to Weights & Biases", info=info("wandb")
