@@ -32,7 +32,7 @@ run: setup
 test: setup browser
 	$(PY) -m pytest -q
 
-# 20 concurrent Compare users for 60 s against one app on this machine (notes/bench_load.md);
+# 20 concurrent Compare users for 60 s against one app on this machine (BENCHMARKS.md, "The app under load");
 # pass options with ARGS, e.g. make bench-load ARGS="--adapters bundled".
 bench-load: setup
 	$(PY) scripts/load_test.py $(ARGS)

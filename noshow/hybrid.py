@@ -10,8 +10,8 @@ Why this and how it stays leak-free:
 - Not "the adapter's logit as one more gradient-boosting feature" fitted on train: the adapter
   was trained on those rows, so its scores there are optimistic and the trees would lean on
   them. Boosting on the validation rows instead (11.7k rows, adapter logit + columns) was
-  measured and did not beat this blend (notes/quality.md), and the blend stores as three numbers
-  of JSON (no pickle) that numpy applies.
+  measured and did not beat this blend (BENCHMARKS.md, the shipped adapters' CPU preview),
+  and the blend stores as three numbers of JSON (no pickle) that numpy applies.
 - Validation also chose the adapter's checkpoint and the baseline's settings, so its rows are
   not perfectly fresh for either; three weights on 11.7k rows add next to nothing to that.
 - `fit_hybrid` reports the blend's 5-fold cross-validated ROC-AUC on validation (folds by

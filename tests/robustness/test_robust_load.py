@@ -1,6 +1,6 @@
 """Load, as a smoke test: scripts/load_test.py with 3 users for 5 s against the public-demo app
 (two tiny adapters) finishes with zero errors and prints its Markdown table. The full run
-(20 users x 60 s, `make bench-load`) and its figures are in notes/bench_load.md.
+(20 users x 60 s, `make bench-load`) and its figures are in BENCHMARKS.md ("The app under load").
 
     .venv/bin/python -m pytest -q tests/robustness/test_robust_load.py
 """
