@@ -75,7 +75,7 @@ def ensure_bundled_model(
     """
     if not environ.get("SPACE_ID"):
         return False
-    from noshow.models import ModelError, bundled_gguf_path
+    from noshow.modeling.models import ModelError, bundled_gguf_path
 
     try:
         bundled_gguf_path()
@@ -92,7 +92,7 @@ def ensure_bundled_model(
 def open_label_store():
     # The label store is optional: the app still serves data and training without it.
     try:
-        from noshow.labels import LabelStore, default_label_db
+        from noshow.labels.store import LabelStore, default_label_db
 
         return LabelStore(default_label_db())
     except Exception as e:  # noqa: BLE001 - reported, and the Label tab says it is off
@@ -103,11 +103,11 @@ def open_label_store():
 def main() -> None:
     args = resolve_settings()  # first: sets HF_HOME before gradio imports huggingface_hub
     ensure_bundled_model()
-    from noshow.quiet import silence_third_party
+    from noshow.system.quiet import silence_third_party
 
     silence_third_party()  # before any tab imports peft, which imports bitsandbytes
-    from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo, launch_kwargs, parse_auth
+    from noshow.app.demo import build_demo, launch_kwargs, parse_auth
+    from noshow.training.jobs import JobManager
 
     try:
         auth = parse_auth(os.environ.get("NOSHOW_AUTH"))

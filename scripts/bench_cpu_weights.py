@@ -1,6 +1,6 @@
 """Which weights to score with on the CPU: exact fp32 (transformers' forward), the candidate
 forms the app times at load (fp32 oneDNN-packed, bf16 linear layers with fp32 activations,
-oneDNN-packed; noshow/cpu_runtime.py), and two forms tried and not adopted (a whole-bf16
+oneDNN-packed; noshow/inference/cpu/runtime.py), and two forms tried and not adopted (a whole-bf16
 model, int8 dynamic quantization of the decoder's linear layers), on the same test
 statements for each adapter: ROC-AUC, the largest and mean change
 in P(no-show) against fp32 (dP, absolute), and the seconds the batch took.
@@ -33,7 +33,7 @@ COLUMNS = ("adapter", "weights", "rows", "ROC-AUC", "max dP vs fp32", "mean dP",
 
 
 def test_rows(source: str, rows: int, seed: int):
-    from noshow.data import load_data, split_data
+    from noshow.data.load import load_data, split_data
 
     loaded = load_data(source)
     frame = split_data(loaded.frame, "time", seed=seed) if loaded.has_features else loaded.frame
@@ -46,8 +46,8 @@ def variants(path: Path):
     """(label, predictor) for each way of holding the weights, built from one fp32 load."""
     import torch
 
-    from noshow.cpu_forward import uninstall_fast_forward
-    from noshow.predict import load_predictor
+    from noshow.inference.cpu.forward import uninstall_fast_forward
+    from noshow.inference.predict import load_predictor
 
     exact = load_predictor(path, device="cpu", cpu_weights="float32")
     uninstall_fast_forward(exact.model.get_decoder())  # the reference: transformers' forward

@@ -1,13 +1,13 @@
 """Inference speed of both adapters: batch scoring throughput on the GPU and single-statement
-latency on the CPU, in one run, through the same `noshow.predict` interface the app uses.
+latency on the CPU, in one run, through the same `noshow.inference.predict` interface the app uses.
 
 - GPU batch: `load_predictor(adapter, device="cuda")` (the base as trained, 4-bit or bf16,
   adapter kept separate), then one `predict_proba(statements)` call over `--rows` test
   statements, tokenization included; statements/s after a warm-up call.
 - CPU latency: `load_predictor(adapter, device="cpu")` as the app loads it (LoRA merged,
-  the form of the products timed fastest at load, see noshow/cpu_runtime.py), then every
+  the form of the products timed fastest at load, see noshow/inference/cpu/runtime.py), then every
   candidate form on that same model: fp32 through transformers' own forward (the plain
-  reference), and through the lean fused forward (noshow/cpu_forward.py) fp32, fp32
+  reference), and through the lean fused forward (noshow/inference/cpu/forward.py) fp32, fp32
   oneDNN-packed, bf16 linears and bf16 oneDNN-packed; `--repeats` calls of one statement
   each after warm-up, the forms taking turns so machine noise hits them alike; p50/p95 in
   ms, the ratio to fp32 (transformers) and the largest change in P(no-show) against it.
@@ -93,7 +93,7 @@ BATCH_SIZES = (1, 2, 4, 8, 16)
 
 def find_adapter(approach: str, runs_dir: Path) -> Path:
     """The shipped adapter for `approach`, else the newest finished run of that approach."""
-    from noshow.predict import PredictError, list_adapters, resolve_adapter_dir
+    from noshow.inference.predict import PredictError, list_adapters, resolve_adapter_dir
 
     shipped = SHIPPED[approach]
     if shipped.exists():
@@ -115,9 +115,9 @@ def find_adapter(approach: str, runs_dir: Path) -> Path:
 def build_smoke_adapters(folder: Path) -> dict[str, Path]:
     """Two tiny adapters in a few seconds: a tiny random Llama, synthetic data, one step."""
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
-    from noshow.data import SYNTHETIC_SOURCE
-    from noshow.models import build_random_llama, resolve
-    from noshow.recipe import train
+    from noshow.data.load import SYNTHETIC_SOURCE
+    from noshow.modeling.models import build_random_llama, resolve
+    from noshow.training.recipe import train
 
     tiny = build_random_llama(folder / "tiny", "tiny", tokenizer_from=resolve(BUNDLED_MODEL))
     out: dict[str, Path] = {}
@@ -148,7 +148,7 @@ def load_statements(source: str, n: int, seed: int) -> list[str]:
     """`n` test-split statements (repeated when the split is smaller), in a seeded order."""
     import numpy as np
 
-    from noshow.data import DataError, load_data, split_data
+    from noshow.data.load import DataError, load_data, split_data
 
     try:
         loaded = load_data(source)
@@ -234,7 +234,7 @@ def weights_label(predictor) -> str:
 
 def bench_batch(name: str, path: Path, approach: str, args, statements: list[str], gpu_ok: bool):
     """The batch-throughput row (on the GPU; on the CPU only in --smoke without one)."""
-    from noshow.predict import PredictError, load_predictor
+    from noshow.inference.predict import PredictError, load_predictor
 
     device = "cuda" if gpu_ok else "cpu"
     say(f"{name}: batch scoring of {args.rows} statements on {device} ...")
@@ -254,8 +254,8 @@ def cpu_forms(predictor) -> list[tuple[str, Any]]:
     this CPU can run, built on the predictor's own merged fp32 model."""
     import torch
 
-    from noshow.cpu_forward import Matmuls, build_fast_path, onednn_available
-    from noshow.cpu_weights import native_bf16
+    from noshow.inference.cpu.forward import Matmuls, build_fast_path, onednn_available
+    from noshow.inference.cpu.weights import native_bf16
 
     decoder = predictor.model.get_decoder()
     prefix = tuple(predictor.bound.prefix_ids)
@@ -276,7 +276,7 @@ def cpu_forms(predictor) -> list[tuple[str, Any]]:
 
 def use_form(predictor, state) -> None:
     """Score through `state` (None: transformers' own forward)."""
-    from noshow.cpu_forward import install_fast_forward, uninstall_fast_forward
+    from noshow.inference.cpu.forward import install_fast_forward, uninstall_fast_forward
 
     decoder = predictor.model.get_decoder()
     if state is None:
@@ -288,8 +288,8 @@ def use_form(predictor, state) -> None:
 def bench_cpu(name: str, path: Path, approach: str, args, statements: list[str]):
     """Single-statement latency rows, one per candidate form, on the model the app loads;
     then the app's form in batches. Returns (rows, the predictor in the app's form)."""
-    from noshow.cpu_forward import FUSED_ATTR
-    from noshow.predict import PredictError, load_predictor
+    from noshow.inference.cpu.forward import FUSED_ATTR
+    from noshow.inference.predict import PredictError, load_predictor
 
     say(f"{name}: single-statement latency on the CPU, {args.repeats} calls per form ...")
     try:
@@ -388,7 +388,7 @@ def profile_line(name: str, predictor, statements: list[str]) -> str:
     """Share of CPU time by kind of op over a few Compare-style calls (after warm-up)."""
     from torch.profiler import profile
 
-    from noshow.cpu_thread import run_on_cpu_thread
+    from noshow.inference.cpu.thread import run_on_cpu_thread
 
     def profiled():
         for s in statements[:PROFILE_CALLS]:
@@ -398,7 +398,7 @@ def profile_line(name: str, predictor, statements: list[str]) -> str:
                 predictor.predict_with_answer(s)
         return prof
 
-    # CPU predictors compute on noshow.cpu_thread's thread; the profiler sees its own thread
+    # CPU predictors compute on noshow.inference.cpu.thread's thread; the profiler sees its own thread
     prof = run_on_cpu_thread(profiled)
     shares: dict[str, float] = {}
     for event in prof.key_averages():
@@ -544,7 +544,7 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 2
     if args.data is None:
-        from noshow.data import SYNTHETIC_SOURCE
+        from noshow.data.load import SYNTHETIC_SOURCE
 
         args.data = SYNTHETIC_SOURCE if args.smoke else default_data_source()
         if args.data == SYNTHETIC_SOURCE and not args.smoke:

@@ -2,7 +2,7 @@
 data's time and patient splits (ROC-AUC, the paired difference, tuning time), the interval
 methods side by side (DeLong and bootstrap, by row and by patient: width and time), and,
 given adapters, their calibration before/after and the hybrid, through the same functions a
-training run calls (`noshow.evaluate.evaluate_run`).
+training run calls (`noshow.evaluation.report.evaluate_run`).
 
     python scripts/bench_quality.py                                  # baselines, both splits
     python scripts/bench_quality.py --split time --adapters adapters/classifier-smollm2-135m \
@@ -32,8 +32,8 @@ sys.path.insert(0, str(REPO))
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from noshow.baseline import baseline_predict, fit_tabular_baseline, tune_tabular_baseline  # noqa: E402
-from noshow.evaluate import compare_auc, evaluate_run, format_auc  # noqa: E402
+from noshow.evaluation.baseline import baseline_predict, fit_tabular_baseline, tune_tabular_baseline  # noqa: E402
+from noshow.evaluation.report import compare_auc, evaluate_run, format_auc  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
 SCORE_CHUNK = 64
@@ -44,7 +44,7 @@ def say(*parts: Any) -> None:
 
 
 def load_splits(data: str, split: str) -> dict[str, pd.DataFrame]:
-    from noshow.data import load_data, split_data
+    from noshow.data.load import load_data, split_data
 
     frame = split_data(load_data(data).frame, split)
     return {name: frame[frame["split"] == name] for name in ("train", "validation", "test")}
@@ -126,7 +126,7 @@ def score_adapter(
         known = dict(zip(cached["record_id"].astype(int), cached["p"].astype(float), strict=True))
     todo = rows[~rows["record_id"].isin(known)]
     if len(todo):
-        from noshow.predict import load_predictor
+        from noshow.inference.predict import load_predictor
 
         predictor = load_predictor(adapter, device=device) if device else load_predictor(adapter)
         started = time.perf_counter()
@@ -160,8 +160,13 @@ def hybrid_alternatives(
     from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
-    from noshow.baseline import _categorical_mask, _column_transformer, _feature_frame, _one_thread
-    from noshow.hybrid import _folds, _logit
+    from noshow.evaluation.baseline import (
+        _categorical_mask,
+        _column_transformer,
+        _feature_frame,
+        _one_thread,
+    )
+    from noshow.evaluation.hybrid import _folds, _logit
 
     scores = run.scores
     sv, st = scores[scores["split"] == "validation"], scores[scores["split"] == "test"]
@@ -286,7 +291,7 @@ def main() -> None:
         "--rows", type=int, default=0, help="validation/test rows per adapter; 0 = all"
     )
     parser.add_argument("--cache", type=Path, help="folder for cached adapter scores")
-    parser.add_argument("--device", help="cpu or cuda (default: noshow.predict's choice)")
+    parser.add_argument("--device", help="cpu or cuda (default: noshow.inference.predict's choice)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--skip-baselines", action="store_true")
     parser.add_argument(

@@ -2,7 +2,7 @@
 
 In one process on one GPU, for each approach, trains (a) the seed's recipe (`scripts/seed_recipe.py`:
 HF Trainer, gradient checkpointing, paged AdamW, batches of 16) and (b) the fast path
-(`noshow.loop.fit`, the loop `scripts/train.py` and the app use) on the same training
+(`noshow.training.loop.fit`, the loop `scripts/train.py` and the app use) on the same training
 rows for the same number of statements, then scores the same test rows with the same scoring
 function. Prints one table (statements/s, non-pad tokens/s, peak GPU memory, time to the
 first step, test ROC-AUC, speed-up) and appends it to BENCHMARKS.md with the GPU, the
@@ -146,7 +146,7 @@ def append_benchmarks(path: Path, section: str) -> None:
 
 def default_data_source() -> str:
     """NOSHOW_DATA, then data/KaggleV2-May-2016.csv, then the shared real file, else synthetic."""
-    from noshow.data import DATA_ENV_VAR, DEFAULT_DATA_PATH, SYNTHETIC_SOURCE
+    from noshow.data.load import DATA_ENV_VAR, DEFAULT_DATA_PATH, SYNTHETIC_SOURCE
 
     for candidate in (os.environ.get(DATA_ENV_VAR), DEFAULT_DATA_PATH, SHARED_DATA):
         if candidate and Path(candidate).is_file():
@@ -183,7 +183,7 @@ class BenchRows:
 
 def load_bench_rows(source: str, statements: int, test_rows: int, seed: int) -> BenchRows:
     """The same training and test rows for every recipe: a seeded sample of the time split."""
-    from noshow.data import DataError, load_data, split_data
+    from noshow.data.load import DataError, load_data, split_data
 
     try:
         loaded = load_data(source)
@@ -293,7 +293,7 @@ def build_random_llama_in_memory(
     import torch
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
 
-    from noshow.models import random_llama_config
+    from noshow.modeling.models import random_llama_config
 
     # "8b" keeps Llama 3.1's 128,256-row embedding and head (the seed pays for the head over
     # every token, so its width matters); the bundled tokenizer's ids all fall inside it.
@@ -339,7 +339,7 @@ def build_base(
     quantize = quantize or args.quantize
     from seed_recipe import load_seed_base
 
-    from noshow.models import ModelError, load_tokenizer
+    from noshow.modeling.models import ModelError, load_tokenizer
 
     if args.model == "llama-8b-random":
         tokenizer = load_tokenizer(BUNDLED_MODEL)
@@ -356,11 +356,11 @@ def build_base(
 
 
 def prepare_fast_model(base, tokenizer, approach: str, config):
-    """What `noshow.recipe.setup_model` does after `load_base`, for a base already in memory.
+    """What `noshow.training.recipe.setup_model` does after `load_base`, for a base already in memory.
     Like it, seed before building the base (`set_seed(config.train.seed)`), not here, so the
     head and LoRA start from the same random numbers as in a real run."""
-    from noshow.approaches import get_approach
-    from noshow.lora import attach_lora
+    from noshow.modeling.approaches import get_approach
+    from noshow.modeling.lora import attach_lora
 
     spec = get_approach(approach)
     spec.prepare_base(base, tokenizer)
@@ -471,16 +471,16 @@ def run_seed(args, approach: str, rows: BenchRows, device, smoke_dir) -> dict[st
 def run_fast(
     args, approach: str, rows: BenchRows, device, smoke_dir, variant: Variant | None = None
 ) -> dict[str, Any]:
-    """The fast path exactly as `noshow.recipe.train` runs it (same encoding, loss, loop and
+    """The fast path exactly as `noshow.training.recipe.train` runs it (same encoding, loss, loop and
     scoring), inside a TrainingSession whose run folder is thrown away; `variant` sets the
     engine, LoRA dropout, quantization, batch size and Liger kernels of one ablation row."""
     import numpy as np
     import torch
 
     from noshow.config import LoraSettings, RunConfig, TrainConfig
-    from noshow.loop import fit
-    from noshow.lora import set_seed
-    from noshow.session import TrainingSession
+    from noshow.modeling.lora import set_seed
+    from noshow.training.loop import fit
+    from noshow.training.session import TrainingSession
 
     variant = variant or Variant()
     quantize = variant.quantize or args.quantize
@@ -579,7 +579,7 @@ def timed_scoring(bound, enc, device):
     import numpy as np
     import torch
 
-    from noshow.batching import take_rows
+    from noshow.modeling.batching import take_rows
 
     bound.score(take_rows(enc, np.arange(min(256, len(enc)))))
     if device.type == "cuda":
@@ -592,8 +592,8 @@ def timed_scoring(bound, enc, device):
 def merged_scoring_rate(model, tokenizer, approach: str, enc, device) -> float:
     """Statements/s of a GPU predictor's path: LoRA merged into the bf16 base and the
     decoder layers compiled (the model is merged in place: call this last)."""
-    from noshow.approaches import get_approach
-    from noshow.step import compile_layers
+    from noshow.modeling.approaches import get_approach
+    from noshow.training.step import compile_layers
 
     merged = model.merge_and_unload()
     compile_layers(merged)
@@ -603,9 +603,9 @@ def merged_scoring_rate(model, tokenizer, approach: str, enc, device) -> float:
 
 
 def _fast_path_functions(approach, model, tokenizer, rows: BenchRows, config, device):
-    """Encodings, loss and scoring of the approach, bound as `noshow.recipe.train` binds them."""
-    from noshow.approaches import get_approach
-    from noshow.recipe import encode_frame
+    """Encodings, loss and scoring of the approach, bound as `noshow.training.recipe.train` binds them."""
+    from noshow.modeling.approaches import get_approach
+    from noshow.training.recipe import encode_frame
 
     bound = get_approach(approach).bind(
         model, tokenizer, max_length=config.train.max_length, device=device
@@ -724,7 +724,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quantize is None:
         args.quantize = "4bit" if cuda and not args.smoke else "none"
     if args.data is None:
-        from noshow.data import SYNTHETIC_SOURCE
+        from noshow.data.load import SYNTHETIC_SOURCE
 
         args.data = SYNTHETIC_SOURCE if args.smoke else default_data_source()
         if args.data == SYNTHETIC_SOURCE and not args.smoke:
@@ -745,7 +745,7 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="noshow-bench-model-") as tmp:
             smoke_dir = None
             if args.smoke and args.model == "bundled":
-                from noshow.models import build_random_llama, resolve
+                from noshow.modeling.models import build_random_llama, resolve
 
                 smoke_dir = build_random_llama(
                     Path(tmp) / "tiny", "tiny", tokenizer_from=resolve(BUNDLED_MODEL)

@@ -27,7 +27,7 @@ the cache answers). A request is an error unless both adapters return a finite
 P(no-show) in [0, 1]. Latency is the client's wall time for the whole call (queueing
 included); "scoring" is the app's own figure for the forwards that served it (both
 adapters); "waited" is the time the app's scheduler held it before its forward, and
-"shared" how many statements that forward scored (noshow.serving).
+"shared" how many statements that forward scored (noshow.inference.serving).
 `--batches N` starts N batch evaluations (/compare_batch, one per session, each restarted
 when it finishes) before the clock and keeps them running through the window; the report
 gives the rows they scored in it.
@@ -124,8 +124,8 @@ def train_adapters(runs_dir: Path, base: str) -> tuple[str, str]:
     Llama (`base="tiny"`, the tests' fixture) or on the bundled SmolLM2-135M (`"bundled"`:
     real arithmetic per request; about a minute to train)."""
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
-    from noshow.models import DEFAULT_MODEL, build_random_llama, resolve
-    from noshow.recipe import train
+    from noshow.modeling.models import DEFAULT_MODEL, build_random_llama, resolve
+    from noshow.training.recipe import train
 
     model = DEFAULT_MODEL
     if base == "tiny":
@@ -155,7 +155,7 @@ def train_adapters(runs_dir: Path, base: str) -> tuple[str, str]:
 
 
 def shipped_adapters() -> dict[str, str]:
-    from noshow.predict import list_adapters
+    from noshow.inference.predict import list_adapters
 
     found = {}
     for item in list_adapters(REPO / "nonexistent-runs", REPO / "adapters"):
@@ -317,8 +317,8 @@ TRAIN_STEPS = 100_000  # more than any window lasts: the job is cancelled at the
 def training_job_settings() -> dict[str, Any]:
     """/start_training's arguments: the Train tab's quick CPU preset, classifier head on the
     bundled model, synthetic data, steps enough to outlast the window."""
+    from noshow.app.train_views import SOURCE_SYNTHETIC, form_values
     from noshow.config import preset_config
-    from noshow.ui.train_views import SOURCE_SYNTHETIC, form_values
 
     return {
         **form_values(preset_config("quick-cpu")),
@@ -403,7 +403,7 @@ class Statements:
     def __init__(self, kind: str = "rows", seed: int = 0) -> None:
         import random
 
-        from noshow.examples import EXAMPLES
+        from noshow.data.examples import EXAMPLES
 
         self.kind = kind
         self._lock = threading.Lock()
@@ -431,8 +431,8 @@ class Statements:
         return self.random_statement(i)
 
     def random_statement(self, i: int) -> str:
-        from noshow.statements import render_statement
-        from noshow.ui.compare_views import NEIGHBOURHOODS, WEEKDAYS, form_row
+        from noshow.app.compare_views import NEIGHBOURHOODS, WEEKDAYS, form_row
+        from noshow.data.statements import render_statement
 
         with self._lock:
             r = self._rng
@@ -458,7 +458,7 @@ def real_statements(seed: int = 0, limit: int = 50_000) -> list[str]:
     """Distinct statements of the real data file (shuffled), [] when it is not here."""
     import random
 
-    from noshow.data import DATA_ENV_VAR, DEFAULT_DATA_PATH, load_data
+    from noshow.data.load import DATA_ENV_VAR, DEFAULT_DATA_PATH, load_data
 
     shared = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
     for candidate in (os.environ.get(DATA_ENV_VAR), DEFAULT_DATA_PATH, shared):

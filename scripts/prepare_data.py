@@ -9,7 +9,7 @@ Writes into --out (replaced as a whole once complete; never a half-written folde
 statements.parquet / statements.csv (record_id, Statement, NoShow, split), hf/ (a
 `datasets.DatasetDict` with train/validation/test; `datasets.load_from_disk`) and
 summary.json, then prints rows and no-show rate per split. The logic lives in
-`noshow.data.export_statements`, which the app calls too.
+`noshow.data.load.export_statements`, which the app calls too.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from noshow.data import (  # noqa: E402
+from noshow.data.load import (  # noqa: E402
     EXPORT_FORMATS,
     SPLIT_METHODS,
     DataError,

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from noshow.models import (  # noqa: E402
+from noshow.modeling.models import (  # noqa: E402
     DEFAULT_MODEL,
     PRESETS,
     ModelError,

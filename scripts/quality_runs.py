@@ -113,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ship", default=None, help="ship each approach's chosen adapter here")
     args = p.parse_args(argv)
 
-    from noshow.recipe import train
+    from noshow.training.recipe import train
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         for text in r["differences"]:
             print(f"- {r['name']}: {text}")
     if args.ship:
-        from noshow.model_card import ship_adapter
+        from noshow.inference.model_card import ship_adapter
 
         for approach, r in chosen.items():
             dest = Path(args.ship) / f"{approach}-smollm2-135m"
@@ -185,9 +185,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def preflight(config) -> dict[str, Any]:
-    """noshow.preflight's answer for `config` (it measures a 3-step run first)."""
-    from noshow.data import choose_split, load_data
-    from noshow.preflight import estimate_resources
+    """noshow.training.preflight's answer for `config` (it measures a 3-step run first)."""
+    from noshow.data.load import choose_split, load_data
+    from noshow.training.preflight import estimate_resources
 
     choice = choose_split(load_data(config.data.source), config.data.split, seed=config.data.seed)
     counts = choice.frame["split"].value_counts().to_dict()

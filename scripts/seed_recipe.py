@@ -1,6 +1,6 @@
 """The seed project's training recipe, reproduced as the baseline the fast path must beat.
 
-The recipe, exactly: the base loaded by `noshow.models.load_base` (4-bit NF4 on CUDA), then
+The recipe, exactly: the base loaded by `noshow.modeling.models.load_base` (4-bit NF4 on CUDA), then
 `peft.prepare_model_for_kbit_training` when 4-bit, LoRA r16 / alpha 32 / dropout 0.05 on all
 linear layers, gradient checkpointing on, the HF `Trainer` with paged AdamW (32-bit states;
 plain AdamW on the CPU, where paged optimizers do not exist), batches of 16 padded to the
@@ -50,8 +50,8 @@ def load_seed_base(
 ):
     """(model, tokenizer) as the seed loaded them; the classifier head learns which token
     is padding (Llama ships without a pad token, and the stock head pools the last non-pad)."""
-    from noshow.approaches import get_approach
-    from noshow.models import load_base
+    from noshow.modeling.approaches import get_approach
+    from noshow.modeling.models import load_base
 
     return load_base(model_name, get_approach(approach), quantize, device=device)
 
@@ -70,9 +70,9 @@ def is_loaded_in_4bit(model: torch.nn.Module) -> bool:
 def encode_generative_examples(
     tokenizer, statements: Sequence[str], labels: Sequence[int] | np.ndarray, max_length: int
 ) -> list[dict[str, list[int]]]:
-    """One causal-LM example per row, as `noshow.approaches.generative.build_masked_example` builds it
+    """One causal-LM example per row, as `noshow.modeling.approaches.generative.build_masked_example` builds it
     (prompt masked with -100; the answer and end-of-turn tokens kept), tokenized in one batch."""
-    from noshow.approaches.generative import build_prompt_layout, encode_prompts
+    from noshow.modeling.approaches.generative import build_prompt_layout, encode_prompts
 
     layout = build_prompt_layout(tokenizer)
     enc = encode_prompts(
@@ -101,7 +101,7 @@ def encode_classifier_examples(
     tokenizer, statements: Sequence[str], labels: Sequence[int] | np.ndarray, max_length: int
 ) -> list[dict[str, Any]]:
     """One sequence-classification example per row (the same token ids as the fast path)."""
-    from noshow.approaches.classifier import encode_inputs
+    from noshow.modeling.approaches.classifier import encode_inputs
 
     enc = encode_inputs(
         tokenizer, list(statements), labels, np.arange(len(statements)), max_length=max_length
@@ -199,7 +199,7 @@ def train_seed_recipe(
     from transformers import DataCollatorWithPadding, Trainer
     from transformers import set_seed as hf_set_seed
 
-    from noshow.approaches import GENERATIVE, get_approach
+    from noshow.modeling.approaches import GENERATIVE, get_approach
 
     spec = get_approach(approach)
     if max_statements < 1:
@@ -234,7 +234,7 @@ def train_seed_recipe(
     model = get_peft_model(model, lora)
 
     if spec is GENERATIVE:  # the stock causal-LM loss over masked labels
-        from noshow.approaches.generative import build_prompt_layout
+        from noshow.modeling.approaches.generative import build_prompt_layout
 
         examples = encode_generative_examples(tokenizer, statements, labels, SEED_MAX_LENGTH)
         collator = CausalLMPadCollator(build_prompt_layout(tokenizer).pad_id)
@@ -284,7 +284,7 @@ def score_seed_model(
     max_length: int = SEED_MAX_LENGTH,
 ) -> np.ndarray:
     """P(no-show) per row of `frame`, with the fast path's scoring functions."""
-    from noshow.approaches import get_approach
+    from noshow.modeling.approaches import get_approach
 
     model.eval()
     bound = get_approach(approach).bind(model, tokenizer, max_length=max_length, device=device)

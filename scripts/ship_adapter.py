@@ -7,7 +7,7 @@
 
 The CI check scores a fixed 200-row subsample of the time-split test set on the CPU (~25 s
 for a generative SmolLM2 adapter on 2 cores). Everything happens in a hidden staging folder
-that is renamed into place at the end. See noshow/model_card.py.
+that is renamed into place at the end. See noshow/inference/model_card.py.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from noshow.model_card import CI_ROWS, CI_SEED, MAX_FILE_BYTES, MIB  # noqa: E402
+from noshow.inference.model_card import CI_ROWS, CI_SEED, MAX_FILE_BYTES, MIB  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -45,9 +45,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from noshow.data import DataError
-    from noshow.model_card import ShipError, ship_adapter
-    from noshow.predict import PredictError
+    from noshow.data.load import DataError
+    from noshow.inference.model_card import ShipError, ship_adapter
+    from noshow.inference.predict import PredictError
 
     a = parse_args(argv)
     try:

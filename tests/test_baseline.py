@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from noshow.baseline import (
+from noshow.evaluation.baseline import (
     BASELINE_FEATURES,
     TUNING_GRID,
     BaselineError,
@@ -19,7 +19,7 @@ from noshow.baseline import (
     refit_tuned_baseline,
     tune_tabular_baseline,
 )
-from noshow.evaluate import compute_metrics
+from noshow.evaluation.report import compute_metrics
 
 SMALL_GRID = (
     {"neighbourhood": "code", "max_leaf_nodes": 7},
@@ -59,7 +59,7 @@ def _planted_frame(n: int, seed: int) -> pd.DataFrame:
 
 
 def test_the_baseline_reads_exactly_the_facts_a_statement_is_written_from():
-    from noshow.statements import STATEMENT_FIELDS
+    from noshow.data.statements import STATEMENT_FIELDS
 
     assert sorted(BASELINE_FEATURES) == sorted(STATEMENT_FIELDS)
     assert len(set(BASELINE_FEATURES)) == len(BASELINE_FEATURES)
@@ -149,7 +149,7 @@ def test_tuning_in_worker_processes_matches_one_process():
 
 @pytest.mark.slow
 def test_time_split_baselines_on_real_data(real_data_path):
-    from noshow.data import load_data, split_data
+    from noshow.data.load import load_data, split_data
 
     frame = split_data(load_data(real_data_path).frame, "time")
     assert set(BASELINE_FEATURES) <= set(frame.columns)

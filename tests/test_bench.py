@@ -77,8 +77,8 @@ def test_bench_train_smoke_prints_one_row_per_approach_and_recipe(bundled_model_
 
 
 def test_bench_predict_smoke_prints_batch_cpu_weights_and_compare(bundled_model_dir):
-    from noshow.cpu_forward import onednn_available
-    from noshow.cpu_weights import native_bf16
+    from noshow.inference.cpu.forward import onednn_available
+    from noshow.inference.cpu.weights import native_bf16
 
     done = _run_script("bench_predict.py", "--smoke", "--no-write", "--profile")
     assert done.returncode == 0, done.stderr[-3000:]
@@ -145,8 +145,8 @@ def test_bench_train_without_gpu_explains_instead_of_crashing():
 def test_seed_generative_examples_match_build_masked_example(tiny_model_dir):
     from seed_recipe import encode_generative_examples
 
-    from noshow.approaches.generative import build_masked_example
-    from noshow.models import load_tokenizer
+    from noshow.modeling.approaches.generative import build_masked_example
+    from noshow.modeling.models import load_tokenizer
 
     tokenizer = load_tokenizer(tiny_model_dir)
     statements = ["A 30-year-old woman has an appointment.", "A 7-year-old boy is booked."]
@@ -192,7 +192,7 @@ def test_the_8b_shape_is_llama_3_1_8b(bench_train):
 
 def test_random_llama_in_memory_4bit_quantizes_every_decoder_linear_and_no_head(bench_train):
     bnb = pytest.importorskip("bitsandbytes")
-    from noshow.models import load_tokenizer
+    from noshow.modeling.models import load_tokenizer
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")
     model = bench_train.build_random_llama_in_memory(
@@ -215,13 +215,13 @@ def test_random_llama_in_memory_4bit_quantizes_every_decoder_linear_and_no_head(
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_fast_model_preparation_matches_the_approach_setup(bench_train, tiny_model_dir, approach):
-    """The bench prepares in-memory bases like noshow.recipe.setup_model; if that changes,
+    """The bench prepares in-memory bases like noshow.training.recipe.setup_model; if that changes,
     this fails and the bench must follow."""
-    from noshow.approaches import get_approach
     from noshow.config import RunConfig, TrainConfig
-    from noshow.lora import set_seed
-    from noshow.models import load_base
-    from noshow.recipe import setup_model
+    from noshow.modeling.approaches import get_approach
+    from noshow.modeling.lora import set_seed
+    from noshow.modeling.models import load_base
+    from noshow.training.recipe import setup_model
 
     config = RunConfig(
         train=TrainConfig(approach=approach, model=str(tiny_model_dir), quantize="none")

@@ -13,14 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from noshow.calibration import Calibrator
-from noshow.hybrid import Hybrid
+from noshow.evaluation.calibration import Calibrator
+from noshow.evaluation.hybrid import Hybrid
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_quality_prints_and_saves_every_figure(tmp_path):
-    from noshow.data import load_data, split_data
+    from noshow.data.load import load_data, split_data
 
     frame = split_data(load_data("synthetic").frame, "time")
     rows = frame[frame["split"].isin(["validation", "test"])]

@@ -2,7 +2,7 @@
 
 One walk through what only a browser shows: the Data tab (filter, pick a row, read its
 statement), a Compare on an example with both adapters, a quick training job started and
-cancelled from the Train tab (real JobManager, real `noshow.recipe.train`, a tiny random
+cancelled from the Train tab (real JobManager, real `noshow.training.recipe.train`, a tiny random
 Llama), and three statements labelled with the keyboard in the Label tab, then an export.
 Then the details users saw go wrong: a filter box applied with Enter, an upload of a
 Statement/NoShow file (its own name on screen, the filters it cannot use hidden with a
@@ -27,7 +27,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import chromium_browser, free_port, shot
 
-from noshow.examples import EXAMPLES
+from noshow.data.examples import EXAMPLES
 
 pytestmark = pytest.mark.browser
 
@@ -41,15 +41,15 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, adapters, tiny_model_dir):
-    from noshow.jobs import JobManager
-    from noshow.labels import LabelStore
-    from noshow.ui.app import build_demo, style_kwargs
+    from noshow.app.demo import build_demo, style_kwargs
+    from noshow.labels.store import LabelStore
+    from noshow.training.jobs import JobManager
 
     store = LabelStore(tmp_path_factory.mktemp("browser-labels") / "labels.sqlite")
     # A copy: runs trained here must not become the newest adapters other modules' tests see.
     runs = tmp_path_factory.mktemp("browser-runs") / "runs"
     shutil.copytree(adapters.runs, runs)
-    jobs = JobManager(runs_dir=runs)  # the real noshow.recipe.train
+    jobs = JobManager(runs_dir=runs)  # the real noshow.training.recipe.train
     demo = build_demo(
         jobs=jobs,
         store=store,
@@ -244,8 +244,8 @@ def test_browser_train_starts_a_quick_job_and_cancels_it(page, app):
 def test_browser_train_form_survives_a_reload(page, app):
     from playwright.sync_api import expect
 
+    from noshow.app.train_views import CPU_PRESET
     from noshow.config import preset_config
-    from noshow.ui.train_views import CPU_PRESET
 
     open_tab(page, "Train")
     page.get_by_label("generative").check()
@@ -276,12 +276,14 @@ def test_browser_train_short_run_shows_its_auc_next_to_the_baseline(
 ):
     from playwright.sync_api import expect
 
-    import noshow.preflight
+    import noshow.training.preflight
+    from noshow.app.train_views import CPU_PRESET
     from noshow.config import preset_config
-    from noshow.runs import read_metrics
-    from noshow.ui.train_views import CPU_PRESET
+    from noshow.training.runs import read_metrics
 
-    monkeypatch.setattr(noshow.preflight, "_cache_path", lambda: tmp_path / "preflight.json")
+    monkeypatch.setattr(
+        noshow.training.preflight, "_cache_path", lambda: tmp_path / "preflight.json"
+    )
     open_tab(page, "Train")
     model = page.get_by_label("Model", exact=True)
     model.fill(app.model)
@@ -377,7 +379,7 @@ def test_browser_label_hides_the_dataset_label_until_answered(page, app):
 def test_browser_label_agreement_tables_are_filled_when_opened(page, app):
     from playwright.sync_api import expect
 
-    from noshow.data import load_data
+    from noshow.data.load import load_data
 
     record = int(load_data("synthetic").frame["record_id"].iloc[0])
     app.store.submit(record, "no_show", "Dr Agree", statement="s")  # something to agree on
@@ -412,10 +414,10 @@ def fresh_app(tmp_path_factory, adapters):
     """A fresh public-demo app (no runs at all) whose only adapters are the shipped ones: the
     repository's adapters/ (or NOSHOW_TEST_SHIPPED_DIR) when both approaches are there, else
     two tiny runs shipped here."""
-    from noshow.jobs import JobManager
-    from noshow.model_card import SHIPPED_DIR, ship_adapter, shipped_adapters
-    from noshow.predict import read_adapter_meta
-    from noshow.ui.app import build_demo, style_kwargs
+    from noshow.app.demo import build_demo, style_kwargs
+    from noshow.inference.model_card import SHIPPED_DIR, ship_adapter, shipped_adapters
+    from noshow.inference.predict import read_adapter_meta
+    from noshow.training.jobs import JobManager
 
     repo_dir = Path(os.environ.get("NOSHOW_TEST_SHIPPED_DIR") or SHIPPED_DIR)
     real = {read_adapter_meta(p)["approach"]: p.name for p in shipped_adapters(repo_dir)}

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import pytest
 from conftest import ARTIFACTS, SHIPPED, chromium_browser, free_port, shot
 
-from noshow.examples import EXAMPLES
+from noshow.data.examples import EXAMPLES
 
 pytestmark = pytest.mark.browser
 
@@ -34,8 +34,8 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(browser, tmp_path_factory):
-    from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo, style_kwargs
+    from noshow.app.demo import build_demo, style_kwargs
+    from noshow.training.jobs import JobManager
 
     runs = tmp_path_factory.mktemp("no-runs")
     demo = build_demo(
@@ -119,7 +119,7 @@ def test_browser_example_click_scores_and_explains_each_card(page):
 def test_browser_typed_statement_gets_a_baseline_read_from_its_text_or_a_reason(page):
     from playwright.sync_api import expect
 
-    from noshow.statements import render_statement
+    from noshow.data.statements import render_statement
 
     row = {**EXAMPLES[1].row, "age": 71, "lead_days": 45, "weekday": "Friday"}
     text = render_statement(row)

@@ -16,7 +16,7 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
-from noshow.calibration import (
+from noshow.evaluation.calibration import (
     CALIBRATION_FILE,
     CalibrationError,
     Calibrator,
@@ -25,7 +25,7 @@ from noshow.calibration import (
     plot_reliability,
     reliability_table,
 )
-from noshow.evaluate import expected_calibration_error
+from noshow.evaluation.report import expected_calibration_error
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -103,7 +103,7 @@ def test_scaler_round_trips_through_the_adapter_folder(tmp_path):
 def test_loading_applies_without_scipy_or_sklearn(tmp_path):
     Calibrator(method="platt", slope=0.9, intercept=0.1).save(tmp_path)
     code = (
-        "import sys; from noshow.calibration import Calibrator; "
+        "import sys; from noshow.evaluation.calibration import Calibrator; "
         f"p = Calibrator.load({str(tmp_path)!r}).apply([0.2, 0.5]); "
         "assert 0 < p[0] < p[1] < 1; "
         "print(sorted(m for m in ('scipy', 'sklearn', 'matplotlib') if m in sys.modules))"

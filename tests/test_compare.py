@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 from conftest import free_port
 
-from noshow.examples import EXAMPLES
-from noshow.ui import compare_views as cv
+from noshow.app import compare_views as cv
+from noshow.data.examples import EXAMPLES
 
 # ----------------------------------------------------------------------------- fixtures
 
@@ -29,9 +29,9 @@ from noshow.ui import compare_views as cv
 def app(tmp_path_factory, adapters):
     from gradio_client import Client
 
-    from noshow.jobs import JobManager
-    from noshow.labels import LabelStore
-    from noshow.ui.app import build_demo
+    from noshow.app.demo import build_demo
+    from noshow.labels.store import LabelStore
+    from noshow.training.jobs import JobManager
 
     store = LabelStore(tmp_path_factory.mktemp("compare-labels") / "labels.sqlite")
     demo = build_demo(
@@ -120,8 +120,8 @@ def test_examples_span_low_to_high_risk_and_render_distinct_statements():
 
 @pytest.mark.slow
 def test_examples_are_ordered_by_the_baseline_fitted_on_the_real_data(real_data_path):
-    from noshow.data import load_data, split_data
-    from noshow.evaluate import baseline_predict, fit_tabular_baseline
+    from noshow.data.load import load_data, split_data
+    from noshow.evaluation.report import baseline_predict, fit_tabular_baseline
 
     frame = split_data(load_data(real_data_path).frame, "time")
     train_rows = frame[frame["split"] == "train"].sample(25_000, random_state=0)
@@ -232,7 +232,7 @@ def test_generative_card_says_why_its_word_can_differ_from_the_prediction(p, wor
 
 
 def test_card_says_in_words_what_a_calibrated_probability_means():
-    from noshow.calibration import Calibrator
+    from noshow.evaluation.calibration import Calibrator
 
     scaler = Calibrator(method="temperature", slope=1.2, rows=1590)
     ps = {"generative": (0.25, 0.5), "classifier": (0.25, 0.5)}
@@ -251,7 +251,7 @@ def test_card_says_in_words_what_a_calibrated_probability_means():
 
 
 def _hybrid(params=None):
-    from noshow.hybrid import Hybrid
+    from noshow.evaluation.hybrid import Hybrid
 
     params = {"max_leaf_nodes": 15} if params is None else params
     return Hybrid(1.0, 1.0, 0.0, rows=200, threshold=0.3, baseline_params=params)
@@ -435,7 +435,7 @@ def test_what_if_refuses_a_bad_value_or_no_change_naming_the_fact(fact, value, m
 
 
 def test_every_what_if_fact_changes_the_statement_it_names():
-    from noshow.statements import parse_statement, render_statement
+    from noshow.data.statements import parse_statement, render_statement
 
     row = {**EXAMPLES[4].row}
     for fact, (field_name, choices) in cv.WHAT_IF_FACTS.items():
@@ -563,7 +563,7 @@ def test_batch_metrics_and_disagreements_follow_the_scores():
 
 
 def test_batch_stopped_during_its_last_chunk_fits_no_baseline():
-    from noshow.serving import Cancelled
+    from noshow.inference.serving import Cancelled
 
     rows, _ = cv.select_eval_rows(_toy_frame(), max_rows=20)
     loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
@@ -590,7 +590,7 @@ def test_batch_stopped_during_its_last_chunk_fits_no_baseline():
 
 
 def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_after():
-    from noshow.calibration import Calibrator
+    from noshow.evaluation.calibration import Calibrator
 
     frame = _toy_frame()
     rows, _ = cv.select_eval_rows(frame, max_rows=100)
@@ -662,7 +662,7 @@ def test_batch_reports_progress_and_an_eta_from_the_first_row():
 
 
 def test_batch_stops_between_chunks_when_asked():
-    from noshow.serving import Cancelled
+    from noshow.inference.serving import Cancelled
 
     rows, _ = cv.select_eval_rows(_toy_frame(), max_rows=100)
     loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
@@ -738,8 +738,8 @@ def test_app_reads_a_typed_statements_facts_for_the_baseline(app, adapters):
 
 
 def test_app_shows_each_adapters_hybrid_when_the_facts_are_known(app, adapters):
-    from noshow.hybrid import Hybrid
-    from noshow.predict import resolve_adapter_dir
+    from noshow.evaluation.hybrid import Hybrid
+    from noshow.inference.predict import resolve_adapter_dir
 
     for approach in ("generative", "classifier"):  # the runs stored the tuned settings
         assert Hybrid.load(resolve_adapter_dir(getattr(adapters, approach))).baseline_params
@@ -982,8 +982,8 @@ def test_app_compare_stays_fast_on_the_cpu(app, adapters):
 def test_demo_app_scores_listed_adapters_and_refuses_pasted_paths(adapters, tmp_path):
     from gradio_client import Client
 
-    from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo
+    from noshow.app.demo import build_demo
+    from noshow.training.jobs import JobManager
 
     demo = build_demo(
         jobs=JobManager(runs_dir=adapters.runs),
@@ -1021,10 +1021,10 @@ def test_label_tab_alone_suggests_with_the_adapter_service(adapters, tmp_path):
     import gradio as gr
     from gradio_client import Client
 
-    from noshow.jobs import JobManager
-    from noshow.labels import LabelStore
-    from noshow.ui.common import UIContext
-    from noshow.ui.label_tab import build_label_tab
+    from noshow.app.common import UIContext
+    from noshow.app.label_tab import build_label_tab
+    from noshow.labels.store import LabelStore
+    from noshow.training.jobs import JobManager
 
     store = LabelStore(tmp_path / "labels.sqlite")
     ctx = UIContext(

@@ -1,4 +1,4 @@
-"""The lean CPU forward (noshow.cpu_forward): same hidden states as transformers' Llama
+"""The lean CPU forward (noshow.inference.cpu.forward): same hidden states as transformers' Llama
 forward for one row and for padded batches (each statement as alone), in every form of the
 products, the original forward for everything else, weights shared with the model, and on
 the shipped adapters the same scores and answers, through `load_predictor` as the app uses
@@ -14,8 +14,7 @@ import pytest
 import torch
 from conftest import SHIPPED
 
-from noshow.approaches import get_approach
-from noshow.cpu_forward import (
+from noshow.inference.cpu.forward import (
     FUSED_ATTR,
     Matmuls,
     build_fast_path,
@@ -25,13 +24,14 @@ from noshow.cpu_forward import (
     supported,
     uninstall_fast_forward,
 )
-from noshow.cpu_weights import bf16_linears, hugepage_weights, transparent_hugepages
+from noshow.inference.cpu.weights import bf16_linears, hugepage_weights, transparent_hugepages
+from noshow.modeling.approaches import get_approach
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def tiny_decoder(tiny_model_dir, bf16: bool = False):
-    from noshow.models import load_base
+    from noshow.modeling.models import load_base
 
     model, _ = load_base(tiny_model_dir, get_approach("generative"), "none", device="cpu")
     model.eval()
@@ -87,7 +87,7 @@ def test_a_padded_batch_scores_each_statement_as_alone(tiny_model_dir, matmuls, 
     """Concurrent Compares share one forward: the statements of a padded batch (positions
     counting real tokens, as pad_batch builds them) run as one sequence of their tokens;
     each one's last hidden state is what it gets alone, and what transformers gives."""
-    from noshow.batching import last_token_index, pad_batch
+    from noshow.modeling.batching import last_token_index, pad_batch
 
     if matmuls.onednn and onednn_available(matmuls.dtype):
         pytest.skip(onednn_available(matmuls.dtype))
@@ -115,7 +115,7 @@ def test_a_padded_batch_scores_each_statement_as_alone(tiny_model_dir, matmuls, 
 
 
 def test_everything_else_takes_the_original_forward(tiny_model_dir, monkeypatch):
-    import noshow.cpu_forward as cf
+    import noshow.inference.cpu.forward as cf
 
     decoder = tiny_decoder(tiny_model_dir)
     ids = torch.randint(5, 200, (2, 12))
@@ -140,7 +140,7 @@ def test_everything_else_takes_the_original_forward(tiny_model_dir, monkeypatch)
 def test_unmerged_lora_and_other_models_are_left_alone(tiny_model_dir):
     from peft import LoraConfig, get_peft_model
 
-    from noshow.models import load_base
+    from noshow.modeling.models import load_base
 
     model, _ = load_base(tiny_model_dir, get_approach("generative"), "none", device="cpu")
     peft_model = get_peft_model(model, LoraConfig(r=2, target_modules=["q_proj"]))
@@ -152,7 +152,7 @@ def test_unmerged_lora_and_other_models_are_left_alone(tiny_model_dir):
 
 
 def test_fused_weights_are_views_of_the_model_weights_when_they_lie_back_to_back(tiny_model_dir):
-    from noshow.models import load_base
+    from noshow.modeling.models import load_base
 
     model, _ = load_base(tiny_model_dir, get_approach("classifier"), "none", device="cpu")
     bf16_linears(model.get_decoder())
@@ -179,7 +179,7 @@ def gpu_rows() -> list[dict]:
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_shipped_adapters_score_alike_with_and_without_the_fast_forward(approach, gpu_rows):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     predictor = load_predictor(SHIPPED[approach], device="cpu", cpu_weights="float32")
     assert ", fused forward" in predictor.weights

@@ -1,4 +1,4 @@
-"""The CPU form chosen by timing at load (noshow.cpu_runtime): the tie rule that keeps it
+"""The CPU form chosen by timing at load (noshow.inference.cpu.runtime): the tie rule that keeps it
 never slower than fp32 and fp32 where nothing beats it, the candidates a CPU gets, one timing
 per process and model shape, the override, and on the shipped adapters every candidate form
 within the issue's |dP| <= 0.02 of exact fp32 on real statements."""
@@ -10,17 +10,17 @@ import pytest
 import torch
 from conftest import SHIPPED
 
-from noshow import cpu_runtime
-from noshow.approaches import get_approach
-from noshow.cpu_forward import FUSED_ATTR
-from noshow.cpu_runtime import (
+from noshow.inference.cpu import runtime as cpu_runtime
+from noshow.inference.cpu.forward import FUSED_ATTR
+from noshow.inference.cpu.runtime import (
     CANDIDATES,
     candidate_forms,
     choose_cpu_path,
     forget_choices,
     pick_fastest,
 )
-from noshow.cpu_weights import native_bf16
+from noshow.inference.cpu.weights import native_bf16
+from noshow.modeling.approaches import get_approach
 
 
 @pytest.fixture(autouse=True)
@@ -48,7 +48,7 @@ def test_auto_times_fp32_and_what_this_cpu_can_run_a_name_builds_one():
 
 
 def tiny_decoder(tiny_model_dir):
-    from noshow.models import load_base
+    from noshow.modeling.models import load_base
 
     model, _ = load_base(tiny_model_dir, get_approach("generative"), "none", device="cpu")
     return model.eval().get_decoder()
@@ -77,7 +77,7 @@ def test_the_timing_runs_once_per_process_and_model_shape(tiny_model_dir, monkey
 
 
 def test_a_named_form_is_what_the_predictor_runs_and_says(adapters, monkeypatch):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     monkeypatch.setenv("NOSHOW_CPU_WEIGHTS", "float32-onednn")
     predictor = load_predictor(adapters.classifier, device="cpu")
@@ -88,7 +88,7 @@ def test_a_named_form_is_what_the_predictor_runs_and_says(adapters, monkeypatch)
 
 @pytest.fixture(scope="module")
 def real_statements(real_data_path) -> list[str]:
-    from noshow.data import load_data, split_data
+    from noshow.data.load import load_data, split_data
 
     frame = split_data(load_data(real_data_path).frame, "time", seed=0)
     test = frame[frame["split"] == "test"].sample(40, random_state=11)
@@ -99,8 +99,8 @@ def real_statements(real_data_path) -> list[str]:
 def test_every_candidate_scores_within_two_hundredths_of_exact_fp32(approach, real_statements):
     """The bar a faster form must meet to be timed at all: |dP| <= 0.02 against fp32 on real
     statements, batched scores equal to single ones within 1e-3."""
-    from noshow.cpu_forward import install_fast_forward, uninstall_fast_forward
-    from noshow.predict import load_predictor
+    from noshow.inference.cpu.forward import install_fast_forward, uninstall_fast_forward
+    from noshow.inference.predict import load_predictor
 
     predictor = load_predictor(SHIPPED[approach], device="cpu", cpu_weights="float32")
     decoder = predictor.model.get_decoder()

@@ -1,4 +1,4 @@
-"""noshow.cpu_thread: CPU model work runs on one long-lived thread, whoever asks."""
+"""noshow.inference.cpu.thread: CPU model work runs on one long-lived thread, whoever asks."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from noshow.cpu_thread import THREAD_NAME, on_cpu_thread, run_on_cpu_thread
+from noshow.inference.cpu.thread import THREAD_NAME, on_cpu_thread, run_on_cpu_thread
 
 
 def test_calls_from_many_threads_run_on_one_thread():
@@ -34,7 +34,7 @@ def test_nested_calls_run_inline_and_errors_reach_the_caller():
 
 
 def test_a_cpu_predictor_loads_and_scores_on_that_thread(adapters, monkeypatch):
-    import noshow.predict as predict
+    import noshow.inference.predict as predict
 
     seen = []
     real = predict.AdapterPredictor._score

@@ -14,9 +14,8 @@ import torch
 import torch.nn.functional as F
 from conftest import SHIPPED
 
-from noshow import cpu_weights
-from noshow.approaches import get_approach
-from noshow.cpu_weights import (
+from noshow.inference.cpu import weights as cpu_weights
+from noshow.inference.cpu.weights import (
     Bf16Linear,
     bf16_linears,
     cpu_weights_choice,
@@ -25,6 +24,7 @@ from noshow.cpu_weights import (
     transparent_hugepages,
     uses_bf16_linears,
 )
+from noshow.modeling.approaches import get_approach
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -43,7 +43,7 @@ def test_choice_reads_argument_then_env_and_defaults_to_timing(monkeypatch):
 
 
 def test_bad_env_value_is_a_clear_predict_error(adapters, monkeypatch):
-    from noshow.predict import PredictError, load_predictor
+    from noshow.inference.predict import PredictError, load_predictor
 
     monkeypatch.setenv("NOSHOW_CPU_WEIGHTS", "fast-please")
     with pytest.raises(PredictError, match="NOSHOW_CPU_WEIGHTS='fast-please'"):
@@ -74,7 +74,7 @@ def test_swap_touches_the_decoder_linears_and_leaves_the_heads(tiny_model_dir):
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_tiny_adapter_in_bf16_agrees_batched_and_single_and_near_fp32(adapters, approach):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     statements = [f"A {20 + i}-year-old patient booked {i * 3} days ahead." for i in range(6)]
     exact = load_predictor(getattr(adapters, approach), device="cpu", cpu_weights="float32")
@@ -89,7 +89,7 @@ def test_tiny_adapter_in_bf16_agrees_batched_and_single_and_near_fp32(adapters, 
 
 def fast_form(predictor):
     """The form of the products the predictor's lean forward runs."""
-    from noshow.cpu_forward import FUSED_ATTR
+    from noshow.inference.cpu.forward import FUSED_ATTR
 
     return getattr(predictor.model.get_decoder(), FUSED_ATTR).matmuls
 
@@ -97,8 +97,8 @@ def fast_form(predictor):
 def test_answer_logits_are_the_full_heads_no_yes_rows(tiny_model_dir):
     from transformers import AutoModelForCausalLM
 
-    from noshow.approaches.generative import answer_logits, build_prompt_layout
-    from noshow.models import load_tokenizer
+    from noshow.modeling.approaches.generative import answer_logits, build_prompt_layout
+    from noshow.modeling.models import load_tokenizer
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32)
     layout = build_prompt_layout(load_tokenizer(tiny_model_dir))
@@ -217,7 +217,7 @@ def test_hugepage_weights_is_a_no_op_where_it_cannot_help(tiny_model_dir, monkey
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_tiny_predictor_with_huge_pages_scores_bit_for_bit(adapters, approach, monkeypatch):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     path = getattr(adapters, approach)
     monkeypatch.setenv("NOSHOW_HUGEPAGES", "0")
@@ -235,7 +235,7 @@ def test_tiny_predictor_with_huge_pages_scores_bit_for_bit(adapters, approach, m
 
 @pytest.fixture(scope="module")
 def real_statements(real_data_path) -> list[str]:
-    from noshow.data import load_data, split_data
+    from noshow.data.load import load_data, split_data
 
     frame = split_data(load_data(real_data_path).frame, "time", seed=0)
     test = frame[frame["split"] == "test"].sample(24, random_state=3)
@@ -244,7 +244,7 @@ def real_statements(real_data_path) -> list[str]:
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_shipped_adapter_bf16_is_within_hundredths_of_fp32(approach, real_statements):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     exact = load_predictor(SHIPPED[approach], device="cpu", cpu_weights="float32")
     fast = load_predictor(SHIPPED[approach], device="cpu", cpu_weights="bfloat16")
@@ -259,7 +259,7 @@ def test_shipped_adapter_bf16_is_within_hundredths_of_fp32(approach, real_statem
 
 @pytest.mark.parametrize("cpu_weights", ["float32", "bfloat16"])
 def test_one_pass_answer_is_what_generate_says_and_p_is_unchanged(cpu_weights, real_statements):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     predictor = load_predictor(SHIPPED["generative"], device="cpu", cpu_weights=cpu_weights)
     for statement in real_statements[:4]:
@@ -275,7 +275,7 @@ def test_one_pass_answer_is_what_generate_says_and_p_is_unchanged(cpu_weights, r
 @pytest.mark.parametrize("cpu_weights_kind", ["float32", "bfloat16"])
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_shipped_adapter_in_huge_pages_scores_bit_for_bit(approach, cpu_weights_kind, monkeypatch):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     monkeypatch.setenv("NOSHOW_HUGEPAGES", "off")
     plain = load_predictor(SHIPPED[approach], device="cpu", cpu_weights=cpu_weights_kind)
@@ -299,7 +299,7 @@ def test_shipped_adapter_in_huge_pages_scores_bit_for_bit(approach, cpu_weights_
 
 @needs_thp
 def test_the_kernel_backs_the_weights_with_huge_pages():
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     predictor = load_predictor(SHIPPED["classifier"], device="cpu", cpu_weights="float32")
     start, end = arena_span(predictor.model)
@@ -317,7 +317,7 @@ GPU_SCORES = REPO / "tests" / "data" / "gpu_scores_shipped.json"
 def test_nf4_round_matches_bitsandbytes_quantize_dequantize(shape):
     import bitsandbytes.functional as bnb_f
 
-    from noshow.cpu_weights import nf4_round
+    from noshow.inference.cpu.weights import nf4_round
 
     torch.manual_seed(0)
     weight = torch.randn(*shape) * 0.03
@@ -335,8 +335,8 @@ def test_nf4_round_matches_bitsandbytes_quantize_dequantize(shape):
 
 
 def test_nf4_round_trip_rounds_the_decoder_linears_only(tiny_model_dir):
-    from noshow.cpu_weights import nf4_round, nf4_round_trip
-    from noshow.models import load_base
+    from noshow.inference.cpu.weights import nf4_round, nf4_round_trip
+    from noshow.modeling.models import load_base
 
     model, _ = load_base(tiny_model_dir, get_approach("generative"), "none", device="cpu")
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
@@ -351,7 +351,7 @@ def test_nf4_round_trip_rounds_the_decoder_linears_only(tiny_model_dir):
 def test_a_4bit_trained_adapter_gets_the_nf4_base_on_the_cpu_and_others_do_not(adapters):
     import json
 
-    from noshow.predict import load_predictor, read_adapter_meta
+    from noshow.inference.predict import load_predictor, read_adapter_meta
 
     for approach in ("generative", "classifier"):
         assert read_adapter_meta(SHIPPED[approach])["quantize"] == "4bit"
@@ -368,7 +368,7 @@ def test_shipped_adapters_on_the_cpu_score_like_on_the_gpu_they_were_trained_on(
     Merged into the unrounded base instead, the generative adapter's mean |dP| was 0.16."""
     import json
 
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     rows = json.loads(GPU_SCORES.read_text())["rows"]
     predictor = load_predictor(SHIPPED[approach], device="cpu")  # the app's default weights
@@ -389,7 +389,7 @@ def test_a_model_in_huge_pages_can_be_deep_copied(tiny_model_dir):
     """bench_cpu_weights copies a loaded model; the copy's weights land in ordinary memory."""
     import copy
 
-    from noshow.models import load_base
+    from noshow.modeling.models import load_base
 
     model, _ = load_base(tiny_model_dir, get_approach("classifier"), "none", device="cpu")
     hugepage_weights(model)
@@ -401,7 +401,7 @@ def test_a_model_in_huge_pages_can_be_deep_copied(tiny_model_dir):
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_answers_for_several_statements_match_one_at_a_time(approach, real_statements):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     predictor = load_predictor(SHIPPED[approach], device="cpu")  # the app's timed form
     together = predictor.predict_with_answers(real_statements[:5])

@@ -1,4 +1,4 @@
-"""Loading, validation, cleaning and features (noshow.data) and the synthetic generator."""
+"""Loading, validation, cleaning and features (noshow.data.load) and the synthetic generator."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import noshow.data as data_module
-from noshow.data import (
+import noshow.data.load as data_module
+from noshow.data.load import (
     AGE_BANDS,
     FEATURE_COLUMNS,
     KAGGLE_COLUMNS,
@@ -19,7 +19,7 @@ from noshow.data import (
     clean_kaggle_frame,
     load_data,
 )
-from noshow.synthetic import make_synthetic
+from noshow.data.synthetic import make_synthetic
 
 DEFAULTS = {
     "PatientId": 111.0,

@@ -21,9 +21,9 @@ import pandas as pd
 import pytest
 from conftest import free_port
 
-from noshow.ui import data_views as dv
-from noshow.ui.common import DataCache
-from noshow.ui.data_tab import SOURCE_SYNTHETIC, SOURCE_UPLOAD
+from noshow.app import data_views as dv
+from noshow.app.common import DataCache
+from noshow.app.data_tab import SOURCE_SYNTHETIC, SOURCE_UPLOAD
 
 
 def statements_frame(n: int = 40) -> pd.DataFrame:
@@ -152,8 +152,8 @@ def test_record_view_says_yes_no_with_the_table_words(synthetic_entry):
 def app(tmp_path_factory):
     from gradio_client import Client
 
-    from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo
+    from noshow.app.demo import build_demo
+    from noshow.training.jobs import JobManager
 
     runs = tmp_path_factory.mktemp("runs")
     demo = build_demo(jobs=JobManager(runs_dir=runs), store=None, runs_dir=runs,

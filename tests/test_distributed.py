@@ -1,4 +1,4 @@
-"""Data-parallel training (noshow/distributed.py) on the CPU: real multi-process runs under
+"""Data-parallel training (noshow/training/distributed.py) on the CPU: real multi-process runs under
 `torchrun --standalone --nproc_per_node 2` on the gloo backend, with the tiny random Llama.
 
 - the step's all_reduce weighting: the gradient summed over 2 processes equals the 1-process
@@ -84,7 +84,7 @@ def make_linear_problem():
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
     rng = np.random.default_rng(0)
-    from noshow.batching import Encoded
+    from noshow.modeling.batching import Encoded
 
     x = (rng.normal(size=(ROWS, 3)) * 0.3).round(3).tolist()
     return model, Encoded(x, rng.integers(0, 2, ROWS), np.arange(ROWS))
@@ -98,7 +98,7 @@ def linear_loss(model, enc, part, weights):
 
 
 def linear_step_fn(model, enc, guard=None):
-    """A loop step function for the linear problem (see noshow.loop.StepFn)."""
+    """A loop step function for the linear problem (see noshow.training.loop.StepFn)."""
 
     def step_fn(part, weights):
         if guard is not None:
@@ -133,9 +133,9 @@ import torch
 
 sys.path.insert(0, {tests!r})
 import test_distributed as t
-from noshow.distributed import StepFlags, init_group
-from noshow.loop import STEP_FLAG_SLOTS, LoopState, _distributed_step
-from noshow.step import FlatGrads
+from noshow.training.distributed import StepFlags, init_group
+from noshow.training.loop import STEP_FLAG_SLOTS, LoopState, _distributed_step
+from noshow.training.step import FlatGrads
 
 group = init_group()
 model, enc = t.make_linear_problem()
@@ -161,7 +161,7 @@ state = LoopState(micro_batch=4)
 losses, error = [], None
 for idx in (t.BATCH_UNEVEN, t.BATCH_ONE_ROW, t.BATCH_FAILS):
     try:
-        from noshow.loop import _check_step_flags
+        from noshow.training.loop import _check_step_flags
         _check_step_flags(session, flags)
         losses.append(float(_distributed_step(
             step_fn, idx, t.uniform(idx), opt, grads, state, session, flags)))
@@ -182,8 +182,8 @@ group.finish(barrier=session.failure_shared)
 
 
 def test_gradient_summed_over_two_processes_equals_one_process_gradient(tmp_path):
-    from noshow.loop import LoopState, _optimizer_step
-    from noshow.step import FlatGrads
+    from noshow.training.loop import LoopState, _optimizer_step
+    from noshow.training.step import FlatGrads
 
     out = tmp_path / "ranks"
     out.mkdir()
@@ -261,7 +261,7 @@ def test_torchrun_two_processes_train_like_one_process(
 ):
     import importlib.util
 
-    from noshow import runs
+    from noshow.training import runs
 
     spec = importlib.util.spec_from_file_location("noshow_train_cli", REPO / "scripts/train.py")
     cli = importlib.util.module_from_spec(spec)
@@ -293,7 +293,7 @@ def test_torchrun_two_processes_train_like_one_process(
     assert all(torch.equal(r0["trainable"][k], r1["trainable"][k]) for k in r0["trainable"])
 
     # the same run in one process lands on the same weights
-    from noshow.recipe import train
+    from noshow.training.recipe import train
 
     monkeypatch.setenv("NOSHOW_DEBUG_RANK_STATE", str(tmp_path / "single"))
     config = cli.config_from_args(cli.parse_args([*args[:-1], str(tmp_path / "single-runs")]))
@@ -316,7 +316,7 @@ def test_torchrun_two_processes_train_like_one_process(
 def _tab(ctx):
     import gradio as gr
 
-    from noshow.ui.train_tab import build_train_tab
+    from noshow.app.train_tab import build_train_tab
 
     with gr.Blocks():
         ctx.data_key = gr.State(None)
@@ -324,26 +324,26 @@ def _tab(ctx):
 
 
 def test_gpu_control_is_hidden_without_several_gpus(tmp_path, monkeypatch):
-    import noshow.distributed
-    from noshow.jobs import JobManager
-    from noshow.ui.common import UIContext
+    import noshow.training.distributed
+    from noshow.app.common import UIContext
+    from noshow.training.jobs import JobManager
 
-    assert noshow.distributed.visible_gpu_count() <= 1  # this CPU machine
+    assert noshow.training.distributed.visible_gpu_count() <= 1  # this CPU machine
     ctx = UIContext(jobs=JobManager(runs_dir=tmp_path), store=None, runs_dir=tmp_path)
     assert _tab(ctx)["gpus"] is None
-    monkeypatch.setattr(noshow.distributed, "visible_gpu_count", lambda: 1)
+    monkeypatch.setattr(noshow.training.distributed, "visible_gpu_count", lambda: 1)
     assert _tab(ctx)["gpus"] is None
 
 
 def test_app_starts_torchrun_on_fake_gpus_and_cancel_stops_both_ranks(
     tiny_model_dir, statements_csv, tmp_path, monkeypatch
 ):
-    import noshow.distributed
-    from noshow import runs
-    from noshow.jobs import JobManager
-    from noshow.ui.common import UIContext
+    import noshow.training.distributed
+    from noshow.app.common import UIContext
+    from noshow.training import runs
+    from noshow.training.jobs import JobManager
 
-    monkeypatch.setattr(noshow.distributed, "visible_gpu_count", lambda: 2)
+    monkeypatch.setattr(noshow.training.distributed, "visible_gpu_count", lambda: 2)
     monkeypatch.setenv("NOSHOW_DEBUG_RANK_STATE", str(tmp_path / "ranks"))
     runs_dir = tmp_path / "runs"
     jobs = JobManager(runs_dir=runs_dir)
@@ -385,7 +385,7 @@ def test_app_starts_torchrun_on_fake_gpus_and_cancel_stops_both_ranks(
     assert [p.name for p in runs_dir.iterdir()] == [run_dir.name]
     assert runs.read_status(run_dir)["state"] == "cancelled"
     assert runs.adapter_dir(run_dir) is None
-    assert (run_dir / noshow.distributed.CANCEL_FILE).exists()
+    assert (run_dir / noshow.training.distributed.CANCEL_FILE).exists()
     assert json.loads((run_dir / "config.json").read_text())["train"]["approach"] == "generative"
     r0, r1 = (torch.load(tmp_path / "ranks" / f"rank{r}.pt") for r in (0, 1))
     assert 2 <= r0["step"] == r1["step"] < 1000  # both ranks stopped, at the same step

@@ -14,9 +14,9 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
-from noshow import baseline
-from noshow.calibration import Calibrator
-from noshow.evaluate import (
+from noshow.evaluation import baseline
+from noshow.evaluation.calibration import Calibrator
+from noshow.evaluation.report import (
     REPORT_NAMES,
     build_report,
     choose_threshold,
@@ -302,7 +302,7 @@ def _adapter_scores(rows: pd.DataFrame, seed: int) -> np.ndarray:
 def synthetic_run() -> SimpleNamespace:
     """The synthetic data's time split, stand-in adapter scores and one evaluate_run on them
     (shared: each run tunes a baseline)."""
-    from noshow.data import load_data, split_data
+    from noshow.data.load import load_data, split_data
 
     frame = split_data(load_data("synthetic").frame, "time")
     train, val, test = (
@@ -401,7 +401,7 @@ def test_evaluate_run_refuses_scores_that_do_not_match_the_rows(synthetic_run):
 
 
 def test_evaluate_reexports_the_baseline_for_older_callers():
-    from noshow import evaluate
+    from noshow.evaluation import report as evaluate
 
     assert evaluate.fit_tabular_baseline is baseline.fit_tabular_baseline
     assert evaluate.baseline_predict is baseline.baseline_predict

@@ -58,8 +58,8 @@ def finished_gpu_job(tmp_path_factory):
     """One 4-bit classifier job run to completion by the app's JobManager."""
     import torch
 
-    from noshow.jobs import JobManager
-    from noshow.preflight import estimate_resources
+    from noshow.training.jobs import JobManager
+    from noshow.training.preflight import estimate_resources
 
     runs = tmp_path_factory.mktemp("gpu-runs")
     config = gpu_config(max_steps=40)
@@ -121,7 +121,7 @@ def test_preflight_estimate_covers_the_measured_peak(finished_gpu_job):
 def test_gpu_cancel_stops_within_one_step_frees_memory_and_refuses_a_second_start(tmp_path):
     import torch
 
-    from noshow.jobs import JobBusyError, JobManager
+    from noshow.training.jobs import JobBusyError, JobManager
 
     torch.cuda.synchronize()
     baseline = torch.cuda.memory_allocated()
@@ -147,8 +147,8 @@ def test_gpu_cancel_stops_within_one_step_frees_memory_and_refuses_a_second_star
 
 
 def test_gpu_predictor_scores_the_4bit_adapter_batch_like_single(finished_gpu_job):
-    from noshow.examples import EXAMPLES
-    from noshow.predict import load_predictor
+    from noshow.data.examples import EXAMPLES
+    from noshow.inference.predict import load_predictor
 
     run_dir = finished_gpu_job["runs"] / finished_gpu_job["snap"]["run_id"]
     predictor = load_predictor(run_dir, device="cuda")
@@ -169,12 +169,12 @@ def test_gpu_engines_give_the_eager_loss_and_gradients(engine, approach, quantiz
     import numpy as np
     import torch
 
-    from noshow.approaches import get_approach
-    from noshow.batching import make_batch
     from noshow.config import LoraSettings, RunConfig, TrainConfig
-    from noshow.data import load_data
-    from noshow.recipe import encode_frame, setup_model
-    from noshow.step import FlatGrads, StepRunner, uncompile_layers
+    from noshow.data.load import load_data
+    from noshow.modeling.approaches import get_approach
+    from noshow.modeling.batching import make_batch
+    from noshow.training.recipe import encode_frame, setup_model
+    from noshow.training.step import FlatGrads, StepRunner, uncompile_layers
 
     cuda = torch.device("cuda")
     config = RunConfig(

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from noshow.hybrid import HYBRID_FILE, Hybrid, HybridError, fit_hybrid
+from noshow.evaluation.hybrid import HYBRID_FILE, Hybrid, HybridError, fit_hybrid
 
 
 def _two_views(n: int, seed: int):
@@ -49,7 +49,7 @@ def test_predictions_stay_in_range_for_extreme_inputs():
 
 
 def test_cross_validation_keeps_a_patient_in_one_fold():
-    from noshow.hybrid import _folds
+    from noshow.evaluation.hybrid import _folds
 
     y, _, _, patients = _two_views(2000, seed=2)
     fold = _folds(y, patients, 5, seed=0)
@@ -112,7 +112,7 @@ def test_an_adapter_with_a_broken_hybrid_file_still_scores_without_its_hybrid(ad
     import shutil
     import warnings
 
-    from noshow.predict import load_predictor, resolve_adapter_dir
+    from noshow.inference.predict import load_predictor, resolve_adapter_dir
 
     folder = tmp_path / "adapter"
     shutil.copytree(resolve_adapter_dir(adapters.classifier), folder)

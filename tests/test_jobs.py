@@ -1,6 +1,6 @@
 """JobManager: one background job at a time, progress, cancel, failures, thread safety.
 
-Uses a fake train function with the real signature and real run folders (noshow.runs);
+Uses a fake train function with the real signature and real run folders (noshow.training.runs);
 each test finishes in well under a second.
 
     .venv/bin/python -m pytest -q tests/test_jobs.py
@@ -16,7 +16,7 @@ from types import SimpleNamespace
 import pytest
 
 from noshow.config import RunConfig, TrainConfig
-from noshow.jobs import JobBusyError, JobManager
+from noshow.training.jobs import JobBusyError, JobManager
 
 
 def make_fake_train(steps: int = 5, step_s: float = 0.01, gate: threading.Event | None = None):
@@ -156,7 +156,7 @@ def test_exception_in_training_marks_failed_and_manager_starts_again(tmp_path):
     snap = jobs.snapshot()
     assert snap["state"] == "failed"
     assert "CUDA out of memory (fake)" in snap["error"]
-    from noshow.runs import read_status
+    from noshow.training.runs import read_status
 
     assert read_status(tmp_path / first)["state"] == "failed"
 

@@ -19,8 +19,8 @@ import pandas as pd
 import pytest
 from conftest import free_port
 
-from noshow.labels import LabelStore
-from noshow.ui import label_views as lv
+from noshow.app import label_views as lv
+from noshow.labels.store import LabelStore
 
 # Outputs of every item view, in order (the session state stays on the server).
 ITEM, FIELDS, SUGGESTIONS, PROGRESS, QUEUE, RECORD, SUBMISSION, NOTE, MESSAGE = range(9)
@@ -179,7 +179,7 @@ def test_item_card_shows_the_dataset_label_only_after_an_answer_or_with_the_swit
 
 
 def test_agreement_views_spell_out_an_undefined_kappa(store):
-    from noshow.labels import cohen_kappa_table, disagreements
+    from noshow.labels.store import cohen_kappa_table, disagreements
 
     store.submit(1, 1, "Ana", statement="s")
     store.submit(1, 1, "Bea", statement="s")
@@ -207,8 +207,8 @@ def test_empty_agreement_tables_have_their_real_headers():
 def app(tmp_path_factory, adapters):
     from gradio_client import Client
 
-    from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo
+    from noshow.app.demo import build_demo
+    from noshow.training.jobs import JobManager
 
     store = LabelStore(tmp_path_factory.mktemp("label-ui") / "labels.sqlite")
     demo = build_demo(

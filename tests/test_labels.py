@@ -1,4 +1,4 @@
-"""Tests for the clinician label store (noshow/labels.py) on real SQLite files in tmp_path.
+"""Tests for the clinician label store (noshow/labels/store.py) on real SQLite files in tmp_path.
 
 Run: .venv/bin/python -m pytest -q tests/test_labels.py
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from noshow.labels import (
+from noshow.labels.store import (
     COLUMNS,
     EXPORT_COLUMNS,
     LabelError,
@@ -606,7 +606,7 @@ def test_kappa_of_a_one_label_annotator_is_zero_and_the_note_says_why(store):
     + [(0.5, "moderate"), (0.7, "substantial"), (0.81, "almost perfect"), (1.0, "almost")],
 )
 def test_describe_kappa_uses_landis_and_koch_words(kappa, words):
-    from noshow.labels import describe_kappa
+    from noshow.labels.store import describe_kappa
 
     assert describe_kappa(kappa).startswith(words)
 

@@ -1,4 +1,4 @@
-"""Tests for noshow.models: presets, resolving and converting the bundled model, loading a
+"""Tests for noshow.modeling.models: presets, resolving and converting the bundled model, loading a
 base model for either approach, Yes/No tokens, random tiny Llamas and 4-bit on the CPU.
 
     .venv/bin/python -m pytest -q tests/test_models.py
@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 import torch
 
-import noshow.models as models
-from noshow.approaches import get_approach
-from noshow.models import (
+import noshow.modeling.models as models
+from noshow.modeling.approaches import get_approach
+from noshow.modeling.models import (
     PRESETS,
     ModelError,
     answer_token_ids,

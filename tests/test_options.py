@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from noshow.app import train_views as tv
 from noshow.config import RunConfig, config_from_args, options, preset_config
-from noshow.ui import train_views as tv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -30,9 +30,9 @@ def cli():
 def built_form(monkeypatch, gpus: int) -> dict:
     """{field: component} of the Train tab as build_demo lays it out, on a machine that
     shows `gpus` CUDA devices."""
-    from noshow.jobs import JobManager
-    from noshow.ui import train_tab
-    from noshow.ui.app import build_demo
+    from noshow.app import train_tab
+    from noshow.app.demo import build_demo
+    from noshow.training.jobs import JobManager
 
     monkeypatch.setattr(train_tab, "gpu_count", lambda: gpus)
     demo = build_demo(jobs=JobManager(runs_dir="unused"), store=None, data_source="synthetic")
@@ -91,11 +91,11 @@ def test_presets_set_the_form_to_the_declared_presets():
         form = {**tv.form_defaults(cuda=True), **tv.preset_values(name)}
         assert tv.build_run_config(**form, data_source=None) == preset_config(name)
     values = tv.preset_values("full-gpu", approach="generative")
-    assert values["model"] == tv.FULL_GPU_MODELS["generative"]
+    assert values["model"] == "llama-3.1-8b-instruct"  # the seed project's generative model
 
 
 def test_model_card_command_parses_back_to_the_same_config(cli):
-    from noshow.model_card import train_command
+    from noshow.inference.model_card import train_command
 
     config = RunConfig.from_dict(
         {

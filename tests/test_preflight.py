@@ -9,9 +9,9 @@ import time
 
 import pytest
 
-from noshow import preflight
 from noshow.config import RUN_PRESETS, preset_config
-from noshow.data import SYNTHETIC_SOURCE, choose_split, load_data
+from noshow.data.load import SYNTHETIC_SOURCE, choose_split, load_data
+from noshow.training import preflight
 
 
 @pytest.fixture()
@@ -40,7 +40,7 @@ def test_quick_cpu_preset_estimate_is_within_1_5x_of_the_run(
 ):
     from conftest import REAL_DATA
 
-    from noshow.recipe import train
+    from noshow.training.recipe import train
 
     source = str(REAL_DATA) if REAL_DATA.exists() else SYNTHETIC_SOURCE
     config = _quick(tmp_path, source)

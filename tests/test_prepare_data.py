@@ -1,4 +1,4 @@
-"""Exporting the Statement/NoShow data set (noshow.data.export_statements) and its CLI."""
+"""Exporting the Statement/NoShow data set (noshow.data.load.export_statements) and its CLI."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import datasets
 import pandas as pd
 import pytest
 
-from noshow.data import DataError, export_statements, load_data, split_data
-from noshow.synthetic import make_synthetic
+from noshow.data.load import DataError, export_statements, load_data, split_data
+from noshow.data.synthetic import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]
 SCRIPT = REPO / "scripts" / "prepare_data.py"

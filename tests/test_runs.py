@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 
 from noshow.config import RunConfig, TrainConfig
-from noshow.runs import (
+from noshow.training.runs import (
     RunError,
     adapter_dir,
     adapter_staging_dir,

@@ -1,4 +1,4 @@
-"""The scheduler in front of the predictors (noshow.serving): concurrent calls share a
+"""The scheduler in front of the predictors (noshow.inference.serving): concurrent calls share a
 forward, owners take turns, the cache, background chunks behind interactive calls,
 cancellation, one batch job per owner; and batched scores equal single ones (within 1e-3)
 on real adapters (tiny random Llama, trained here on the CPU).
@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from noshow.serving import (
+from noshow.inference.serving import (
     AdapterService,
     BackgroundJobs,
     BusyError,
@@ -235,7 +235,7 @@ def test_cancelled_job_ends_as_cancelled_and_frees_its_owner():
 
 @pytest.fixture(scope="module")
 def statements():
-    from noshow.data import load_data
+    from noshow.data.load import load_data
 
     return load_data("synthetic").frame["statement"].head(12).tolist()
 
@@ -247,7 +247,7 @@ def test_batched_and_single_scores_agree_within_1e_3_on_real_adapters(
     """Concurrent Compares of 12 sessions share forwards; each gets the P (and generative
     answer) it would get alone. float32 scores a list as one padded batch; "auto" is the
     app's default weights (one statement per forward where bf16 is picked)."""
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     sched = Scheduler(max_batch=16)
     for approach in ("generative", "classifier"):
@@ -268,7 +268,7 @@ def test_batched_and_single_scores_agree_within_1e_3_on_real_adapters(
 
 
 def test_service_refuses_unlisted_folders_in_a_public_demo(adapters, tmp_path):
-    from noshow.predict import PredictError
+    from noshow.inference.predict import PredictError
 
     service = AdapterService(adapters.runs, tmp_path / "none", listed_only=True)
     assert service.default("generative") == adapters.generative

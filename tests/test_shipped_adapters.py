@@ -3,7 +3,7 @@
 1. Every folder under adapters/: its files, bf16 weights under the size limit, its card, and
    (with the real data file) its CI check figure recomputed through `load_predictor` on the
    CPU, which must match the card within 0.005. Skips with a reason while none are shipped.
-2. `noshow.model_card.ship_adapter` and scripts/ship_adapter.py on tiny runs trained here on the
+2. `noshow.inference.model_card.ship_adapter` and scripts/ship_adapter.py on tiny runs trained here on the
    CPU (the `adapters` fixture in conftest.py): files, dtypes, size limit, atomic
    replacement, card content, the CI subsample.
 
@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from noshow import model_card as mc
+from noshow.inference import model_card as mc
 
 # The repository's adapters/; another folder can be checked with NOSHOW_TEST_SHIPPED_DIR.
 SHIPPED_ROOT = Path(os.environ.get("NOSHOW_TEST_SHIPPED_DIR") or mc.SHIPPED_DIR)
@@ -50,7 +50,7 @@ def hidden_leftovers(folder: Path) -> list[str]:
 
 @pytest.mark.parametrize("folder", SHIPPED_PARAMS)
 def test_shipped_adapter_has_bf16_weights_under_the_limit_and_a_card(folder):
-    from noshow.predict import list_adapters, read_adapter_meta
+    from noshow.inference.predict import list_adapters, read_adapter_meta
 
     card = mc.read_card(folder)
     meta = read_adapter_meta(folder)
@@ -127,8 +127,8 @@ def ship(run_dir, dest, **kwargs):
 
 
 def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path):
-    from noshow.evaluate import format_auc
-    from noshow.predict import list_adapters
+    from noshow.evaluation.report import format_auc
+    from noshow.inference.predict import list_adapters
 
     run = Path(adapters.generative)
     dest = ship(run, tmp_path / "adapters" / "generative-tiny", command="python train.py --x 1")
@@ -194,8 +194,8 @@ def test_a_hub_base_is_named_in_adapter_config_and_front_matter(adapters, tmp_pa
 
 
 def test_shipped_adapter_predicts_like_its_run(adapters, tmp_path):
-    from noshow.examples import example_statements
-    from noshow.predict import load_predictor
+    from noshow.data.examples import example_statements
+    from noshow.inference.predict import load_predictor
 
     for approach in ("generative", "classifier"):
         run = getattr(adapters, approach)
@@ -236,7 +236,7 @@ def test_a_failed_ship_keeps_the_previous_adapter_whole(adapters, tmp_path, monk
 
 def test_ship_refuses_synthetic_data_local_bases_and_unfinished_runs(adapters, tmp_path):
     from noshow.config import RunConfig
-    from noshow.runs import create_run
+    from noshow.training.runs import create_run
 
     dest = tmp_path / "out"
     with pytest.raises(mc.ShipError, match="synthetic data"):
@@ -266,7 +266,7 @@ def test_train_command_is_rebuilt_from_the_config_without_defaults():
 
 
 def test_ci_subsample_is_stratified_fixed_and_independent_of_row_order():
-    from noshow.data import load_data, split_data
+    from noshow.data.load import load_data, split_data
 
     frame = split_data(load_data("synthetic").frame, "time")
     test = frame[frame["split"] == "test"]

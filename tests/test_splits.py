@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from noshow.data import (
+from noshow.data.load import (
     KAGGLE_COLUMNS,
     TIME_SPLIT_TEST_START,
     TIME_SPLIT_VALIDATION_START,
@@ -17,7 +17,7 @@ from noshow.data import (
     load_data,
     split_data,
 )
-from noshow.statements import render_statements
+from noshow.data.statements import render_statements
 
 HISTORY = ["prior_appointments", "prior_no_shows"]
 

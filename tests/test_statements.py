@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from noshow.statements import (
+from noshow.data.statements import (
     QUESTION,
     STATEMENT_FIELDS,
     SYSTEM_PROMPT,
@@ -194,7 +194,7 @@ def test_format_neighbourhood_keeps_accents_and_lowercases_particles():
 
 
 def test_render_statements_equals_render_statement_on_synthetic_rows():
-    from noshow.data import load_data
+    from noshow.data.load import load_data
 
     frame = load_data("synthetic").frame
     fresh = render_statements(frame)
@@ -204,7 +204,7 @@ def test_render_statements_equals_render_statement_on_synthetic_rows():
 
 
 def test_render_statements_equals_render_statement_on_real_sample(real_data_path):
-    from noshow.data import load_data
+    from noshow.data.load import load_data
 
     frame = load_data(real_data_path).frame.sample(3000, random_state=0)
     fresh = render_statements(frame)
@@ -218,7 +218,7 @@ def test_render_statements_handles_an_empty_frame():
 
 
 def test_statements_stay_short_on_the_real_file(real_data_path):
-    from noshow.data import load_data
+    from noshow.data.load import load_data
 
     statements = load_data(real_data_path).frame["statement"].tolist()
     longest = max(len(text.split()) for text in statements)
@@ -343,7 +343,7 @@ def test_parse_statement_names_the_part_that_does_not_follow_the_template(text, 
 
 
 def test_parse_statement_inverts_render_statement_on_real_rows(real_data_path):
-    from noshow.data import load_data
+    from noshow.data.load import load_data
 
     frame = load_data(real_data_path).frame.sample(5000, random_state=1)
     for values, text in zip(frame.to_dict("records"), render_statements(frame), strict=True):

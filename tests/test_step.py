@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from noshow.approaches import get_approach
-from noshow.batching import class_row_weights, make_batch
 from noshow.config import LoraSettings, RunConfig, TrainConfig
-from noshow.step import FlatGrads, StepRunner, choose_engine, compile_layers
+from noshow.modeling.approaches import get_approach
+from noshow.modeling.batching import class_row_weights, make_batch
+from noshow.training.step import FlatGrads, StepRunner, choose_engine, compile_layers
 
 CPU = torch.device("cpu")
 STATEMENTS = [
@@ -28,8 +28,8 @@ LABELS = np.array([1, 0, 1, 0, 0])
 
 
 def _setup(tiny_model_dir, approach: str, class_weighting: bool = False):
-    from noshow.lora import attach_lora, set_seed
-    from noshow.models import load_base
+    from noshow.modeling.lora import attach_lora, set_seed
+    from noshow.modeling.models import load_base
 
     spec = get_approach(approach)
     config = RunConfig(
@@ -147,8 +147,8 @@ def test_compiled_scoring_batched_equals_single_and_reloads_identically(
 ):
     from peft import PeftModel
 
-    from noshow.lora import set_seed
-    from noshow.models import load_base
+    from noshow.modeling.lora import set_seed
+    from noshow.modeling.models import load_base
 
     model, bound, _ = _setup(tiny_model_dir, approach)
     enc = bound.encode(STATEMENTS, LABELS, np.arange(5), train=False)

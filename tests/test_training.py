@@ -11,11 +11,11 @@ import pandas as pd
 import pytest
 import torch
 
-from noshow.batching import length_grouped_batches, pad_batch
 from noshow.config import ConfigError, DataConfig, LoraSettings, RunConfig, TrainConfig
-from noshow.loop import fit
-from noshow.recipe import train
-from noshow.session import TrainingSession
+from noshow.modeling.batching import length_grouped_batches, pad_batch
+from noshow.training.loop import fit
+from noshow.training.recipe import train
+from noshow.training.session import TrainingSession
 
 
 def _config(model: Path | str, tmp_path: Path, **train_kw) -> RunConfig:
@@ -63,7 +63,7 @@ def statements_csv(tmp_path) -> Path:
 
 @pytest.fixture(scope="module")
 def tokenizer(bundled_model_dir):
-    from noshow.models import load_tokenizer
+    from noshow.modeling.models import load_tokenizer
 
     return load_tokenizer(str(bundled_model_dir))
 
@@ -94,8 +94,8 @@ def test_pad_batch_positions_count_real_tokens_for_left_and_right_padding():
 
 
 def test_prompt_mask_keeps_only_answer_and_end_of_turn(tokenizer):
-    from noshow.approaches.generative import IGNORE_INDEX, build_masked_example
-    from noshow.statements import render_generative_prompt
+    from noshow.data.statements import render_generative_prompt
+    from noshow.modeling.approaches.generative import IGNORE_INDEX, build_masked_example
 
     statement = "A 30-year-old woman booked 5 days ahead."
     ids, labels = build_masked_example(tokenizer, statement, 1)
@@ -113,7 +113,7 @@ def test_fast_generative_loss_equals_standard_masked_loss(tiny_model_dir, tokeni
     """The answer-positions-only head gives exactly the loss of the full masked LM loss."""
     from transformers import AutoModelForCausalLM
 
-    from noshow.approaches.generative import (
+    from noshow.modeling.approaches.generative import (
         build_masked_example,
         build_prompt_layout,
         encode_prompts,
@@ -145,8 +145,12 @@ def test_generative_probability_read_at_answer_position_with_left_and_right_padd
 ):
     from transformers import AutoModelForCausalLM
 
-    from noshow.approaches.generative import build_prompt_layout, encode_prompts, score_prompts
-    from noshow.batching import last_token_index
+    from noshow.modeling.approaches.generative import (
+        build_prompt_layout,
+        encode_prompts,
+        score_prompts,
+    )
+    from noshow.modeling.batching import last_token_index
 
     model = AutoModelForCausalLM.from_pretrained(tiny_model_dir, dtype=torch.float32).eval()
     layout = build_prompt_layout(tokenizer)
@@ -170,9 +174,9 @@ def test_generative_probability_read_at_answer_position_with_left_and_right_padd
 
 
 def test_classifier_batched_equals_single(tiny_model_dir, tokenizer):
-    from noshow.approaches import CLASSIFIER
-    from noshow.approaches.classifier import encode_inputs, score_inputs
-    from noshow.models import load_base
+    from noshow.modeling.approaches import CLASSIFIER
+    from noshow.modeling.approaches.classifier import encode_inputs, score_inputs
+    from noshow.modeling.models import load_base
 
     model, tok = load_base(str(tiny_model_dir), CLASSIFIER, "none", device=torch.device("cpu"))
     statements = ["x", "A 30-year-old woman booked 5 days ahead.", "A man, 71, no SMS, same day."]
@@ -192,10 +196,10 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
     approach, tiny_model_dir, tokenizer, tmp_path
 ):
     """Train on one fixed batch: loss goes down; LoRA (and the head) change, the base does not."""
-    from noshow.approaches import get_approach
-    from noshow.approaches.classifier import encode_inputs
-    from noshow.approaches.generative import build_prompt_layout, encode_prompts
-    from noshow.recipe import setup_model
+    from noshow.modeling.approaches import get_approach
+    from noshow.modeling.approaches.classifier import encode_inputs
+    from noshow.modeling.approaches.generative import build_prompt_layout, encode_prompts
+    from noshow.training.recipe import setup_model
 
     cfg = _config(tiny_model_dir, tmp_path, approach=approach, lr=3e-2, max_steps=80, batch_size=8)
     device = torch.device("cpu")
@@ -217,7 +221,7 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
     # A random tiny model's 49k-wide head can barely move the full-vocabulary loss, so
     # judge learning by what the app reads: the binary loss of P(no-show) on this batch.
     if approach == "generative":
-        from noshow.approaches.generative import score_prompts
+        from noshow.modeling.approaches.generative import score_prompts
 
         prompts = encode_prompts(
             tok, layout, statements, labels, np.arange(8), with_answer=False, max_length=256
@@ -227,7 +231,7 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
             p = score_prompts(model, prompts, device, layout)
             return float(-np.mean(labels * np.log(p) + (1 - labels) * np.log(1 - p)))
     else:
-        from noshow.approaches.classifier import score_inputs
+        from noshow.modeling.approaches.classifier import score_inputs
 
         def binary_loss():
             p = score_inputs(model, enc, device, tok.pad_token_id)
@@ -255,7 +259,7 @@ def test_only_lora_and_head_weights_move_and_loss_falls(
 def test_run_writes_folder_and_reloaded_adapter_predicts_identically(
     approach, tiny_model_dir, tmp_path, statements_csv
 ):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     cfg = _config(tiny_model_dir, tmp_path, approach=approach, source=str(statements_csv))
     progress = []
@@ -366,7 +370,7 @@ def test_empty_training_split_fails_clearly(tiny_model_dir, tmp_path, real_data_
 
 
 def test_existing_run_folder_is_refused(tiny_model_dir, tmp_path, statements_csv):
-    from noshow.runs import RunError, create_run
+    from noshow.training.runs import RunError, create_run
 
     cfg = _config(tiny_model_dir, tmp_path, source=str(statements_csv))
     create_run(cfg, tmp_path / "runs", run_id="same")
@@ -379,7 +383,7 @@ def test_out_of_memory_lowers_micro_batch_then_fails_clearly(
 ):
     """A step that runs out of memory is retried with half the micro-batch; when even one row
     does not fit, the run fails with the setting to lower, and the process keeps going."""
-    import noshow.approaches.classifier as clf
+    import noshow.modeling.approaches.classifier as clf
 
     real = clf.classifier_batch_loss
     sizes = []
@@ -421,7 +425,7 @@ def test_wandb_offline_run_is_recorded_locally(
 
 @pytest.mark.slow
 def test_bundled_model_trains_a_few_steps_on_cpu_and_predicts(tmp_path, statements_csv):
-    from noshow.predict import load_predictor
+    from noshow.inference.predict import load_predictor
 
     cfg = _config(
         "smollm2-135m-instruct",
@@ -444,7 +448,7 @@ def test_clinician_labels_override_the_data_set_and_are_recorded_in_the_config(
 ):
     """Two clinicians relabel three records; the run trains on their labels and its
     config.json says how many it applied, how many changed, and a hash of them."""
-    from noshow.labels import LabelStore, default_label_db, labels_fingerprint
+    from noshow.labels.store import LabelStore, default_label_db, labels_fingerprint
 
     frame = pd.read_csv(statements_csv)
     flipped = {rid: 0 if frame.loc[rid, "NoShow"] == "Yes" else 1 for rid in (0, 1, 2)}
@@ -479,7 +483,7 @@ def test_preflight_estimate_covers_the_measured_gpu_peaks(monkeypatch, approach,
     """The preflight refuses what will not fit, so it must not under-estimate; it did (2.0 GB
     against 2.8 GB measured) until tests/test_gpu.py caught it. Not by more than 2x either,
     or it would refuse runs that fit."""
-    from noshow.preflight import estimate_resources
+    from noshow.training.preflight import estimate_resources
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *a: (140e9, 143e9))

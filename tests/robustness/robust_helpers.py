@@ -91,8 +91,8 @@ def launch_app(
     launch settings (`launch_kwargs`), and a gradio_client Client for it."""
     from gradio_client import Client
 
-    from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo, launch_kwargs
+    from noshow.app.demo import build_demo, launch_kwargs
+    from noshow.training.jobs import JobManager
 
     jobs = jobs or JobManager(runs_dir=runs_dir)
     demo = build_demo(

@@ -28,7 +28,7 @@ import pandas as pd
 import pytest
 from robust_helpers import REPO, formula_cells, half_written, launch_app, tree
 
-from noshow.data import KAGGLE_COLUMNS, DataError, load_data
+from noshow.data.load import KAGGLE_COLUMNS, DataError, load_data
 
 ROWS = 300
 
@@ -36,7 +36,7 @@ ROWS = 300
 @pytest.fixture(scope="module")
 def raw() -> pd.DataFrame:
     """A small, valid raw Kaggle table (synthetic rows with the real schema)."""
-    from noshow.synthetic import make_synthetic
+    from noshow.data.synthetic import make_synthetic
 
     return make_synthetic(n_rows=ROWS, seed=5)
 
@@ -226,7 +226,7 @@ def test_a_million_row_csv_loads_within_bounded_time_and_memory(tmp_path):
     script = textwrap.dedent(
         f"""
         import json, resource, time
-        from noshow.synthetic import make_synthetic
+        from noshow.data.synthetic import make_synthetic
         raw = make_synthetic(n_rows=20_000, seed=1)
         header, *body = raw.to_csv(index=False).splitlines()
         with open({str(path)!r}, "w") as f:
@@ -235,7 +235,7 @@ def test_a_million_row_csv_loads_within_bounded_time_and_memory(tmp_path):
                 for line in body:
                     patient, appointment, rest = line.split(",", 2)
                     f.write(f"{{patient}},{{int(appointment) + k * 10_000_000}},{{rest}}\\n")
-        from noshow.data import load_data
+        from noshow.data.load import load_data
         base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         start = time.perf_counter()
         loaded = load_data({str(path)!r})
@@ -337,8 +337,8 @@ def test_app_upload_over_the_size_limit_is_refused_before_it_is_stored(raw, data
 
 
 def test_launch_settings_cap_uploads_at_the_data_limit():
-    from noshow.data import MAX_BYTES
-    from noshow.ui.app import launch_kwargs
+    from noshow.app.demo import launch_kwargs
+    from noshow.data.load import MAX_BYTES
 
     assert launch_kwargs()["max_file_size"] == MAX_BYTES
 
@@ -357,7 +357,7 @@ FORMULAS = [
 
 
 def export_labels(tmp_path: Path) -> Path:
-    from noshow.labels import LabelStore
+    from noshow.labels.store import LabelStore
 
     with LabelStore(tmp_path / "labels.sqlite") as store:
         for i, text in enumerate(FORMULAS):
@@ -366,7 +366,7 @@ def export_labels(tmp_path: Path) -> Path:
 
 
 def export_compare_predictions(tmp_path: Path) -> Path:
-    from noshow.ui.compare_views import write_predictions_csv
+    from noshow.app.compare_views import write_predictions_csv
 
     frame = pd.DataFrame(
         {
@@ -380,7 +380,7 @@ def export_compare_predictions(tmp_path: Path) -> Path:
 
 
 def export_prepared_statements(tmp_path: Path) -> Path:
-    from noshow.data import export_statements
+    from noshow.data.load import export_statements
 
     source = tmp_path / "statements-in.csv"
     source.write_bytes(statements_csv(FORMULAS * 6))
@@ -402,7 +402,7 @@ def test_csv_exports_never_hold_a_runnable_formula(export, tmp_path):
 
 
 def test_prepared_parquet_keeps_the_exact_text(tmp_path):
-    from noshow.data import export_statements
+    from noshow.data.load import export_statements
 
     source = tmp_path / "statements-in.csv"
     source.write_bytes(statements_csv(FORMULAS * 6))
@@ -414,9 +414,9 @@ def test_prepared_parquet_keeps_the_exact_text(tmp_path):
 def test_app_refuses_a_file_over_the_limit_without_reading_it_first(raw, tmp_path, monkeypatch):
     """The Data tab keys its cache by a hash of the file's bytes; a file over the limit must
     be refused by its size alone (hashing 5 GB would stall the app for a minute)."""
-    from noshow import data
-    from noshow.ui import data_views
-    from noshow.ui.common import DataCache
+    from noshow.app import data_views
+    from noshow.app.common import DataCache
+    from noshow.data import load as data
 
     path = tmp_path / "big.csv"
     path.write_bytes(csv_bytes(raw))

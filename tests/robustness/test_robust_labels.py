@@ -21,12 +21,12 @@ from pathlib import Path
 import pytest
 from robust_helpers import REPO, tree
 
-from noshow.labels import LabelError, LabelStore
+from noshow.labels.store import LabelError, LabelStore
 
 WRITER = textwrap.dedent(
     """
     import sys
-    from noshow.labels import LabelStore
+    from noshow.labels.store import LabelStore
     path, who, n = sys.argv[1], sys.argv[2], int(sys.argv[3])
     with LabelStore(path) as store:
         for i in range(n):

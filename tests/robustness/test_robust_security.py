@@ -127,7 +127,7 @@ def test_page_shows_the_login_form_and_refuses_a_wrong_password(shared_app):
 
 
 def test_login_setting_must_have_a_user_and_a_password():
-    from noshow.ui.app import launch_kwargs, parse_auth
+    from noshow.app.demo import launch_kwargs, parse_auth
 
     assert parse_auth("ana:pass:with:colons") == ("ana", "pass:with:colons")
     assert parse_auth("") is None and parse_auth(None) is None
@@ -176,7 +176,7 @@ def test_server_files_outside_the_app_are_not_served(shared_app, name):
 
 
 def test_launch_settings_serve_no_server_folder():
-    from noshow.ui.app import launch_kwargs
+    from noshow.app.demo import launch_kwargs
 
     kwargs = launch_kwargs()
     assert kwargs["allowed_paths"] == []
@@ -219,8 +219,8 @@ def test_demo_train_tab_never_reads_a_server_path(shared_app, path):
 @pytest.mark.parametrize("path", SERVER_PATHS)
 def test_demo_train_handler_refuses_a_server_path_behind_gradio(path, tmp_path):
     """The second line of defence: the handler itself, called as Gradio would call it."""
-    from noshow.jobs import JobManager
-    from noshow.ui.app import build_demo
+    from noshow.app.demo import build_demo
+    from noshow.training.jobs import JobManager
 
     demo = build_demo(
         jobs=JobManager(runs_dir=tmp_path), store=None, runs_dir=tmp_path, demo_mode=True,
@@ -281,8 +281,8 @@ def test_uploaded_file_names_are_never_used_as_paths(tmp_path):
 def test_server_paths_outside_demo_mode_must_name_a_data_file(path):
     """Outside demo mode people type server paths on purpose, but a file that is not data
     is refused before it is read: the missing-column message would quote its first line."""
-    from noshow.ui.data_tab import SOURCE_PATH, resolve_source
-    from noshow.ui.train_tab import resolve_train_source
+    from noshow.app.data_tab import SOURCE_PATH, resolve_source
+    from noshow.app.train_tab import resolve_train_source
 
     with pytest.raises(ValueError, match="is not a data file"):
         resolve_source(SOURCE_PATH, None, path, demo_mode=False)
@@ -346,9 +346,9 @@ def test_tokens_never_reach_a_run_folder_the_job_view_or_the_output(
 ):
     """A tiny training run through the JobManager (as the Train tab starts it) with W&B on,
     in offline mode, while the tokens are set; then everything it wrote is searched."""
-    from noshow import session as training
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
-    from noshow.jobs import JobManager
+    from noshow.training import session as training
+    from noshow.training.jobs import JobManager
 
     for name, value in {**secret_env(), "NOSHOW_AUTH": f"{USER}:{PASSWORD}"}.items():
         monkeypatch.setenv(name, value)
@@ -385,8 +385,8 @@ def test_a_token_that_training_prints_is_redacted_in_the_job_view_and_status(tmp
     """Defence in depth: even if a hub error echoed the token, the Train tab and status.json
     show it redacted."""
     from noshow.config import RunConfig
-    from noshow.jobs import JobManager
-    from noshow.runs import read_status
+    from noshow.training.jobs import JobManager
+    from noshow.training.runs import read_status
 
     for name, value in secret_env().items():
         monkeypatch.setenv(name, value)

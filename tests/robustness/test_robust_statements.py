@@ -14,7 +14,7 @@ import math
 import pytest
 from robust_helpers import call_api, launch_app
 
-from noshow.examples import EXAMPLES
+from noshow.data.examples import EXAMPLES
 
 LONG = (EXAMPLES[0].statement + " ") * (100_000 // len(EXAMPLES[0].statement) + 1)
 STATEMENTS = {
@@ -75,7 +75,7 @@ def test_compare_shows_both_scores_or_a_clear_message(name, compare_app, adapter
     assert len(summary["statement"]) <= 2000
 
 
-# Statements the scoring layer once failed on (now cleaned by noshow.predict.clean_statement);
+# Statements the scoring layer once failed on (now cleaned by noshow.inference.predict.clean_statement);
 # kept as a hook for a known failure with its reason, strict so a fix is noticed.
 PREDICTOR_XFAIL: dict[tuple[str, str], str] = {}
 
@@ -85,8 +85,8 @@ PREDICTOR_XFAIL: dict[tuple[str, str], str] = {}
 def test_predictor_score_is_defined(name, approach, adapters, monkeypatch, request):
     """The raw scoring API, as scripts and the Label tab call it (no cleaning, no 2,000-character
     cut); each statement is scored as if it were the first in the process."""
-    from noshow.approaches import generative
-    from noshow.predict import get_predictor
+    from noshow.inference.predict import get_predictor
+    from noshow.modeling.approaches import generative
 
     if (approach, name) in PREDICTOR_XFAIL:
         reason = PREDICTOR_XFAIL[(approach, name)]
@@ -99,7 +99,7 @@ def test_predictor_score_is_defined(name, approach, adapters, monkeypatch, reque
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_predictor_scores_every_odd_statement_in_one_batch_like_alone(approach, adapters):
-    from noshow.predict import get_predictor
+    from noshow.inference.predict import get_predictor
 
     texts = [t for n, t in STATEMENTS.items() if (approach, n) not in PREDICTOR_XFAIL]
     predictor = get_predictor(getattr(adapters, approach), expected_approach=approach)

@@ -27,12 +27,12 @@ import pytest
 import torch
 from robust_helpers import REPO, half_written
 
-from noshow import runs
-from noshow.approaches.classifier import classifier_batch_loss as _real_batch_loss
 from noshow.config import ConfigError, DataConfig, LoraSettings, RunConfig, TrainConfig
-from noshow.recipe import train
+from noshow.modeling.approaches.classifier import classifier_batch_loss as _real_batch_loss
+from noshow.training import runs
+from noshow.training.recipe import train
 
-# Staging names that never count as finished (noshow.runs); everything else half-written fails.
+# Staging names that never count as finished (noshow.training.runs); everything else half-written fails.
 STAGING = {"adapter.partial"}
 
 
@@ -61,7 +61,7 @@ def tiny_config(model_dir: Path, output_dir: Path, approach: str = "classifier",
 def assert_run_left_consistent(run_dir: Path, state: str, error: str | None = None) -> None:
     """status.json tells the truth, the runs table agrees, and only a completed run offers an
     adapter that scripts, the Compare tab and list_runs would use."""
-    from noshow.predict import PredictError, resolve_adapter_dir
+    from noshow.inference.predict import PredictError, resolve_adapter_dir
 
     status = runs.read_status(run_dir)
     assert status["state"] == state, status
@@ -146,12 +146,14 @@ def _disk_full_after_a_partial_file(self, folder, *args, **kwargs):
 FAILURES = {
     "out of memory in every step": (
         {},
-        lambda mp: mp.setattr("noshow.approaches.classifier.classifier_batch_loss", _oom),
+        lambda mp: mp.setattr("noshow.modeling.approaches.classifier.classifier_batch_loss", _oom),
         "Out of GPU memory (batch size 16, max length 256, quantize none). Lower --batch-size",
     ),
     "loss becomes NaN": (
         {},
-        lambda mp: mp.setattr("noshow.approaches.classifier.classifier_batch_loss", _nan_loss),
+        lambda mp: mp.setattr(
+            "noshow.modeling.approaches.classifier.classifier_batch_loss", _nan_loss
+        ),
         "The loss became nan at step 1: lower the learning rate",
     ),
     "disk full while saving the adapter": (
@@ -228,7 +230,7 @@ def test_cancel_at_each_phase_stops_cleanly(phase, approach, tiny_model_dir, tmp
 CHILD = textwrap.dedent(
     """
     import runpy, sys, time
-    import noshow.loop as t
+    import noshow.training.loop as t
 
     def hang_after(original, marker, when=lambda *a: True):
         def wrapper(*args, **kwargs):
@@ -323,7 +325,7 @@ def test_killed_process_reads_interrupted_and_resumes_to_completion(when, tiny_m
 
 
 def test_second_start_is_refused_naming_the_running_job(tiny_model_dir, tmp_path):
-    from noshow.jobs import JobBusyError, JobManager
+    from noshow.training.jobs import JobBusyError, JobManager
 
     jobs = JobManager(runs_dir=tmp_path)
     first = jobs.start(tiny_config(tiny_model_dir, tmp_path, max_steps=200))
@@ -338,7 +340,7 @@ def test_second_start_is_refused_naming_the_running_job(tiny_model_dir, tmp_path
 
 
 def test_two_starts_at_the_same_moment_accept_exactly_one(tiny_model_dir, tmp_path):
-    from noshow.jobs import JobBusyError, JobManager
+    from noshow.training.jobs import JobBusyError, JobManager
 
     jobs = JobManager(runs_dir=tmp_path)
     barrier = threading.Barrier(2)
@@ -368,7 +370,7 @@ def test_two_starts_at_the_same_moment_accept_exactly_one(tiny_model_dir, tmp_pa
 def test_disk_full_when_creating_the_run_folder_leaves_no_folder(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    from noshow.jobs import JobError, JobManager
+    from noshow.training.jobs import JobError, JobManager
 
     jobs = JobManager(runs_dir=tmp_path)
     monkeypatch.setattr(runs, "_write_json", _disk_full("config.json"))
@@ -386,10 +388,10 @@ def test_disk_full_when_creating_the_run_folder_leaves_no_folder(
 def test_a_failed_job_reports_its_message_and_the_manager_starts_again(
     tiny_model_dir, tmp_path, monkeypatch
 ):
-    from noshow.jobs import JobManager
+    from noshow.training.jobs import JobManager
 
     jobs = JobManager(runs_dir=tmp_path)
-    monkeypatch.setattr("noshow.approaches.classifier.classifier_batch_loss", _oom)
+    monkeypatch.setattr("noshow.modeling.approaches.classifier.classifier_batch_loss", _oom)
     failed = jobs.start(tiny_config(tiny_model_dir, tmp_path))
     assert jobs.wait(120)
     snap = jobs.snapshot()

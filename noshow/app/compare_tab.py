@@ -1,0 +1,612 @@
+"""The Compare tab: a generative and a classifier adapter side by side on one statement (typed,
+an example, a data set row or a small form) with the tabular baseline, each result
+explained; a what-if that changes one fact; and a batch mode that evaluates all three on
+the test split (or the clinicians' gold set) with progress and an ETA.
+
+Endpoints (for gradio_client and tests):
+- `/compare(statement, generative, classifier)` -> (html, summary dict, message)
+- `/compare_record(record_id, generative, classifier)` -> (statement, html, summary, message)
+- `/compare_form(age, gender, lead_days, sms, scholarship, conditions, prior_appointments,
+  prior_no_shows, weekday, neighbourhood, booking_hour, generative, classifier)`
+  -> (statement, html, summary, message)
+- `/what_if(statement, fact, value, generative, classifier)` -> (html, summary, message)
+- `/compare_batch(generative, classifier, max_rows, gold_set)` -> a generator: progress in
+  the message, then (summary, metrics, ROC, calibration, confusion, disagreements, CSV
+  file, message)
+- `/compare_adapters()` -> refreshed adapter lists
+
+How it stays responsive with many users: every model call goes through the app's
+`noshow.inference.serving` scheduler (`ctx.adapters`), so Compares of many sessions share forwards
+and are served in turn, and a batch evaluation runs as background chunks behind them. The
+single-statement events share one concurrency group with room for every waiting user
+(their order is the scheduler's); batch evaluations have their own group (two at a time)
+and one per browser session; a batch is a generator, so Gradio stops it when its browser
+disconnects or Stop is pressed, and the job stops at its next chunk.
+
+The handlers are thin; the logic is in `noshow.app.compare_views` and `noshow.inference.serving`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from noshow.app import compare_views as cv
+from noshow.app.common import UIContext, error_box, info_box, user_message
+from noshow.data.examples import EXAMPLES
+from noshow.data.statements import STATEMENT_FIELDS
+
+REPO = Path(__file__).resolve().parents[2]
+SHIPPED_ADAPTERS = REPO / "adapters"
+# A single Compare waits this long for a first baseline fit before answering without it
+# (the fit carries on in the background; the synthetic data fits in about a second).
+BASELINE_WAIT_S = 3.0
+STOPPED_MESSAGE = "Batch comparison stopped. Press Run to start a new one."
+DEMO_BATCH_ROWS = 500
+# Single-statement events: room for every waiting user (the scheduler orders the model
+# work); batch evaluations: two at a time, one per session (noshow.inference.serving.BackgroundJobs).
+COMPARE_CONCURRENCY = 64
+BATCH_CONCURRENCY = 2
+PROGRESS_EVERY_S = 0.5  # a batch yields this often: what lets Gradio notice a closed page
+NEIGHBOURHOODS = cv.NEIGHBOURHOODS
+
+
+def _row_state(statement: str, row: Any, source: str, truth: int | None = None) -> dict[str, Any]:
+    """What produced the statement in the box, so Compare and what-if use its facts while
+    the text is unchanged (an edited statement is read back from its text instead)."""
+    plain = {}
+    for key in STATEMENT_FIELDS:  # the same fields the baseline reads
+        if key in row:
+            value = row[key]
+            plain[key] = value.item() if hasattr(value, "item") else value
+    return {"statement": statement, "row": plain, "source": source, "truth": truth}
+
+
+def _owner(request: gr.Request | None) -> str:
+    """Who is asking, for the scheduler's fair queue and the one-batch-per-user limit."""
+    if request is None:
+        return ""
+    if getattr(request, "session_hash", None):
+        return str(request.session_hash)
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", "") or "")
+
+
+def _default_batch_rows(cap: int) -> int:
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - torch missing: the CPU default
+        gpu = False
+    return min(cv.DEFAULT_BATCH_ROWS if gpu else cv.DEFAULT_BATCH_ROWS_CPU, cap)
+
+
+def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
+    """Lay out the Compare tab inside the current Blocks and wire its events; returns its
+    components by name. The adapters chosen here are kept in `ctx.adapter_inputs()`, which
+    other tabs read; the adapters themselves are `ctx.adapters`."""
+    service = ctx.adapters
+    baselines: cv.BaselineCache = ctx.extras.setdefault("baselines", cv.BaselineCache())
+    rates: dict[str, float | None] = {}
+    rates_lock = threading.Lock()
+    start = service.choices()
+    # A public Space shares one CPU between visitors: keep batch runs short there.
+    row_cap = DEMO_BATCH_ROWS if ctx.demo_mode else 5000
+
+    def first(items: list[tuple[str, str]]) -> str | None:
+        return items[0][1] if items else None
+
+    gr.Markdown(
+        "Score one statement with a **generative** and a **classifier** adapter side by side, "
+        "next to the **tabular baseline** (gradient boosting on the appointment's facts, "
+        "fitted on the loaded data's train split). Type a statement, click an example, pick a "
+        "data set row or fill the form; then change one fact to see what the models predict."
+    )
+    with gr.Row(equal_height=True):
+        gen_dd = gr.Dropdown(
+            start[cv.GENERATIVE],
+            value=first(start[cv.GENERATIVE]),
+            label="Generative adapter",
+            info="From finished runs and shipped adapters; or paste a folder path.",
+            allow_custom_value=True,
+            scale=3,
+        )
+        clf_dd = gr.Dropdown(
+            start[cv.CLASSIFIER],
+            value=first(start[cv.CLASSIFIER]),
+            label="Classifier adapter",
+            info="From finished runs and shipped adapters; or paste a folder path.",
+            allow_custom_value=True,
+            scale=3,
+        )
+        refresh_btn = gr.Button("Refresh adapter lists", scale=1, size="sm")
+    adapters_msg = gr.HTML(_adapters_note(start))
+    row_state = gr.State(None)
+    gen_chosen, clf_chosen = ctx.adapter_inputs()
+
+    with gr.Row(equal_height=False):
+        with gr.Column(scale=3, min_width=360):
+            statement = gr.Textbox(
+                label="Statement",
+                lines=4,
+                max_lines=12,
+                placeholder="A 34-year-old woman from Maria Ortiz has an appointment on a Monday…",
+                elem_id="compare-statement",
+            )
+            gr.Markdown("**Examples** (one click scores them):")
+            with gr.Row():
+                example_btns = [
+                    gr.Button(ex.label, size="sm", elem_classes=["noshow-example"])
+                    for ex in EXAMPLES
+                ]
+            compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
+        with gr.Column(scale=2, min_width=300):
+            with gr.Accordion("Pick a data set row", open=False, elem_id="compare-record-box"):
+                record_id = gr.Number(
+                    label="Record id (AppointmentID)", precision=0, elem_id="compare-record-id"
+                )
+                record_btn = gr.Button("Score this record", size="sm", elem_id="compare-record")
+            with gr.Accordion("Fill a form", open=False):
+                with gr.Row():
+                    f_age = gr.Number(cv.FORM_DEFAULTS["age"], label="Age", precision=0)
+                    f_gender = gr.Radio(["F", "M"], value="F", label="Gender")
+                with gr.Row():
+                    f_lead = gr.Number(
+                        cv.FORM_DEFAULTS["lead_days"], label="Lead days", precision=0
+                    )
+                    f_hour = gr.Number(9, label="Booking hour (0-23)", precision=0)
+                with gr.Row():
+                    f_weekday = gr.Dropdown(cv.WEEKDAYS, value="Tuesday", label="Weekday")
+                    f_place = gr.Dropdown(
+                        NEIGHBOURHOODS,
+                        value=cv.FORM_DEFAULTS["neighbourhood"],
+                        label="Neighbourhood",
+                        allow_custom_value=True,
+                    )
+                with gr.Row():
+                    f_sms = gr.Checkbox(True, label="SMS reminder")
+                    f_scholarship = gr.Checkbox(False, label="Welfare scholarship")
+                f_conditions = gr.CheckboxGroup(cv.CONDITIONS, label="Conditions")
+                with gr.Row():
+                    f_prior = gr.Number(0, label="Earlier appointments", precision=0)
+                    f_missed = gr.Number(0, label="Earlier no-shows", precision=0)
+                form_btn = gr.Button("Render and compare", size="sm", elem_id="compare-form")
+
+    message = gr.HTML()
+    result_html = gr.HTML(elem_id="compare-result")
+    with gr.Accordion("What if one fact were different?", open=True, elem_id="compare-what-if"):
+        gr.Markdown(
+            "Change one fact of the statement above (from the form, a data set row, an "
+            "example, or a typed statement in the examples' words) and see P(no-show) of "
+            "all three models side by side. This shows what the models **predict**, not "
+            "what the change would **cause**."
+        )
+        with gr.Row(equal_height=True):
+            first_fact = next(iter(cv.WHAT_IF_FACTS))
+            wi_fact = gr.Dropdown(
+                list(cv.WHAT_IF_FACTS), value=first_fact, label="Fact to change", scale=2
+            )
+            wi_value = gr.Dropdown(
+                cv.WHAT_IF_FACTS[first_fact][1],
+                value=cv.WHAT_IF_FACTS[first_fact][1][1],
+                label="New value",
+                allow_custom_value=True,
+                scale=2,
+            )
+            wi_btn = gr.Button("Show what the models predict", scale=1, elem_id="what-if-run")
+        wi_msg = gr.HTML()
+        wi_html = gr.HTML(elem_id="what-if-result")
+    with gr.Accordion("Result as data", open=False):
+        summary_json = gr.JSON(label="Comparison")
+        wi_json = gr.JSON(label="What-if")
+
+    with gr.Accordion("Batch: evaluate on the test split", open=False, elem_id="compare-batch"):
+        with gr.Row():
+            max_rows = gr.Slider(
+                10,
+                row_cap,
+                value=_default_batch_rows(row_cap),
+                step=10,
+                label="Rows to evaluate (at most)",
+                info="A stratified sample when the split is larger. On a CPU both adapters "
+                "score about 5 rows a second.",
+            )
+            gold = gr.Checkbox(
+                False,
+                label="Gold set: clinician-labelled records",
+                info="Evaluate on records labelled in the Label tab, their consensus label "
+                "replacing the data set's.",
+            )
+        with gr.Row():
+            batch_btn = gr.Button("Run batch comparison", variant="primary", elem_id="batch-run")
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="batch-stop")
+        batch_msg = gr.HTML(elem_id="batch-progress")
+        batch_summary = gr.Markdown()
+        metrics_df = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
+        with gr.Row():
+            roc_plot = gr.Plot(label="ROC curves")
+            calib_plot = gr.Plot(label="Calibration")
+        confusion_plot = gr.Plot(label="Confusion matrices")
+        disagree_df = gr.Dataframe(
+            label="Where the models disagree most", interactive=False, wrap=True
+        )
+        csv_file = gr.File(label="All predictions (CSV)", interactive=False)
+
+    # -- handlers ----------------------------------------------------------------------------
+
+    def refresh(gen_value: str | None, clf_value: str | None):
+        found = service.choices()
+        updates = []
+        for approach, value in ((cv.GENERATIVE, gen_value), (cv.CLASSIFIER, clf_value)):
+            paths = [path for _, path in found[approach]]
+            keep = value if value in paths else first(found[approach])
+            updates.append(gr.update(choices=found[approach], value=keep))
+        return *updates, _adapters_note(found)
+
+    def tuned_for(entry: Any, timeout: float | None) -> cv.TunedBaselines:
+        """The tuned baselines hybrids blend, fitted once per data set and settings."""
+
+        def tuned(params):
+            try:
+                return baselines.get(entry, timeout=timeout, params=params)
+            except Exception as e:  # noqa: BLE001 - the hybrid card says why
+                return cv.Baseline(error=f"tuned tabular baseline unavailable: {user_message(e)}")
+
+        return tuned
+
+    def data_for(
+        key: Any, with_baseline: bool
+    ) -> tuple[cv.Baseline | None, float | None, cv.TunedBaselines | None]:
+        """(baseline, base rate, tuned baselines) of the loaded data; a baseline that cannot
+        be had says why."""
+        try:
+            entry = ctx.get_data(key)
+        except Exception as e:  # noqa: BLE001 - no data: the adapters still compare
+            return cv.Baseline(error=f"no data loaded: {user_message(e)}"), None, None
+        with rates_lock:
+            if entry.key not in rates:
+                rates[entry.key] = cv.base_rate(entry.frame)
+            rate = rates[entry.key]
+        if not with_baseline:
+            return None, rate, None
+        tuned = tuned_for(entry, BASELINE_WAIT_S)
+        try:
+            return baselines.get(entry, timeout=BASELINE_WAIT_S), rate, tuned
+        except Exception as e:  # noqa: BLE001 - no baseline, still compare the adapters
+            error = f"tabular baseline unavailable: {user_message(e)}"
+            return cv.Baseline(error=error), rate, tuned
+
+    def run_compare(text, gen_path, clf_path, state, key, owner):
+        """(html, summary, message) for the statement `text`."""
+        try:
+            prepared, _ = cv.prepare_statement(text)
+        except cv.CompareInputError as e:
+            return "", None, error_box(str(e))
+        row, facts, reason, truth = cv.resolve_facts(prepared, state)
+        baseline, rate, tuned = data_for(key, with_baseline=row is not None)
+        try:
+            result = cv.compare_statement(
+                text,
+                gen_path,
+                clf_path,
+                row=row,
+                baseline=baseline,
+                source=service,
+                owner=owner,
+                facts_source=facts,
+                reason=reason,
+                truth=truth,
+                base_rate=rate,
+                tuned_baselines=tuned,
+            )
+        except cv.CompareInputError as e:
+            return "", None, error_box(str(e))
+        note = result.get("notice")
+        return (
+            cv.render_compare_html(result),
+            cv.compare_summary(result),
+            info_box(note) if note else "",
+        )
+
+    def compare(text, gen_path, clf_path, state, key, request: gr.Request):
+        return run_compare(text, gen_path, clf_path, state, key, _owner(request))
+
+    def compare_example(index: int):
+        ex = EXAMPLES[index]
+
+        def handler(gen_path, clf_path, key, request: gr.Request):
+            state = _row_state(ex.statement, ex.row, f"example: {ex.title}")
+            return (
+                ex.statement,
+                state,
+                *run_compare(ex.statement, gen_path, clf_path, state, key, _owner(request)),
+            )
+
+        return handler
+
+    def compare_record(rid, gen_path, clf_path, key, request: gr.Request):
+        from noshow.app.data_views import find_record
+
+        try:
+            entry = ctx.get_data(key)
+            row = find_record(entry.frame, rid)
+        except (LookupError, ValueError) as e:
+            return gr.update(), gr.update(), gr.update(), gr.update(), error_box(user_message(e))
+        text = str(row["statement"])
+        source = f"record {int(row['record_id'])}, {row.get('split', '?')} split"
+        truth = int(row["no_show"]) if pd.notna(row.get("no_show")) else None
+        state = _row_state(text, row, source, truth)
+        return text, state, *run_compare(text, gen_path, clf_path, state, key, _owner(request))
+
+    def compare_form(
+        age,
+        gender,
+        lead,
+        sms,
+        scholarship,
+        conditions,
+        prior,
+        missed,
+        weekday,
+        place,
+        hour,
+        gen_path,
+        clf_path,
+        key,
+        request: gr.Request,
+    ):
+        try:
+            text, row = cv.render_form_statement(
+                age=age,
+                gender=gender,
+                lead_days=lead,
+                sms_received=sms,
+                scholarship=scholarship,
+                conditions=conditions,
+                prior_appointments=prior,
+                prior_no_shows=missed,
+                weekday=weekday,
+                neighbourhood=place,
+                booking_hour=hour,
+            )
+        except ValueError as e:
+            return gr.update(), gr.update(), gr.update(), gr.update(), error_box(user_message(e))
+        state = _row_state(text, row, "the form")
+        return text, state, *run_compare(text, gen_path, clf_path, state, key, _owner(request))
+
+    def what_if(text, fact, value, gen_path, clf_path, state, key, request: gr.Request):
+        try:
+            prepared, _ = cv.prepare_statement(text)
+            row, _, reason, _ = cv.resolve_facts(prepared, state)
+            if row is None:
+                why = str(reason or "").removeprefix("No baseline: ").rstrip(".")
+                raise cv.CompareInputError(
+                    "What-if needs the appointment's facts: fill the form, pick a data set row "
+                    f"or an example, or type a statement in the examples' words ({why})."
+                )
+            baseline, _, _ = data_for(key, with_baseline=True)
+            result = cv.what_if(
+                row,
+                fact,
+                value,
+                gen_path,
+                clf_path,
+                baseline=baseline,
+                source=service,
+                owner=_owner(request),
+            )
+        except cv.CompareInputError as e:
+            return "", None, error_box(str(e))
+        return cv.render_what_if_html(result), cv.what_if_summary(result), ""
+
+    def fact_values(fact, text, state):
+        """The new-value choices for `fact`, starting at one that differs from the current."""
+        if fact not in cv.WHAT_IF_FACTS:
+            return gr.update()
+        choices = cv.WHAT_IF_FACTS[fact][1]
+        current = None
+        try:
+            row, _, _, _ = cv.resolve_facts(cv.prepare_statement(text)[0], state)
+            current = cv.fact_text(row, fact) if row else None
+        except cv.CompareInputError:
+            pass
+        pick = next((c for c in choices if c.upper() != str(current).upper()), choices[0])
+        return gr.update(choices=choices, value=pick)
+
+    def compare_batch(gen_path, clf_path, rows_cap, use_gold, key, request: gr.Request):
+        keep = [gr.skip()] * 7
+        empty = ["", None, None, None, None, None, None]
+        owner = _owner(request)
+        try:
+            entry = ctx.get_data(key)
+            gold_labels = None
+            if use_gold:
+                if ctx.store is None:
+                    raise cv.CompareInputError(
+                        "The label store is off, so there is no gold set: start the app with a "
+                        "writable NOSHOW_LABELS_DB."
+                    )
+                gold_labels = ctx.store.consensus_labels()
+            cap = min(int(rows_cap or 1), row_cap)
+            rows, notes = cv.select_eval_rows(entry.frame, cap, gold=gold_labels)
+            baselines.get(entry, timeout=0)  # the fit starts now, beside the adapters
+
+            def evaluate(job):
+                def report(progress: cv.BatchProgress) -> None:
+                    job.report(progress.done, progress.total, progress.phase, progress.eta_s)
+
+                result = cv.batch_compare(
+                    rows,
+                    gen_path,
+                    clf_path,
+                    lambda: baselines.get(entry),
+                    tuned_baselines=tuned_for(entry, None),
+                    source=service,
+                    owner=owner,
+                    on_progress=report,
+                    should_stop=job.should_stop,
+                )
+                result.notes = notes + result.notes
+                return (
+                    result,
+                    cv.batch_figures(result),
+                    cv.write_predictions_csv(result.predictions),
+                )
+
+            job = service.jobs.start(owner, "batch comparison", evaluate)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a sentence
+            yield (*keep, error_box(user_message(e)))  # a refused batch leaves results be
+            return
+        try:
+            yield (*empty, cv.progress_html(job.snapshot()))
+            while not job.wait(PROGRESS_EVERY_S):
+                yield (*keep, cv.progress_html(job.snapshot()))
+            if job.state == "cancelled":
+                yield (*empty, info_box(STOPPED_MESSAGE))
+                return
+            if job.state != "done":
+                reason = user_message(job.error)
+                yield (*empty, error_box(f"The batch comparison did not finish: {reason}."))
+                return
+            result, figures, path = job.result
+            yield (
+                cv.batch_summary(result),
+                result.metrics,
+                figures["roc"],
+                figures["calibration"],
+                figures["confusion"],
+                result.disagreements,
+                str(path),
+                "",
+            )
+        finally:
+            # GeneratorExit when the browser disconnects or Stop is pressed: end the job too
+            job.cancel()
+
+    def warm_up(gen_path, clf_path, key):
+        """On page load: load the listed adapters, start the baseline fit and score the
+        examples into the cache, so a visitor's first click is answered at once."""
+        paths = {cv.GENERATIVE: gen_path, cv.CLASSIFIER: clf_path}
+        with contextlib.suppress(Exception):  # no data: nothing to fit
+            entry = ctx.get_data(key)
+            baselines.get(entry, timeout=0)
+            for approach, path in paths.items():  # the tuned baselines the hybrids blend
+                predictor, _ = cv.load_slot(path, approach, service)
+                hybrid = getattr(predictor, "hybrid", None)
+                if hybrid is not None and hybrid.baseline_params:
+                    baselines.get(entry, timeout=0, params=hybrid.baseline_params)
+        texts = [ex.statement for ex in EXAMPLES]
+        cv.score_statements(texts, paths, service)
+
+    # -- wiring ------------------------------------------------------------------------------
+
+    interactive = {"concurrency_id": "compare", "concurrency_limit": COMPARE_CONCURRENCY}
+    compare_inputs = [statement, gen_dd, clf_dd, row_state, ctx.data_key]
+    compare_outputs = [result_html, summary_json, message]
+    filled_outputs = [statement, row_state, *compare_outputs]
+    # after a new statement, the what-if offers a value that differs from its current one
+    suggest_value = {
+        "fn": fact_values,
+        "inputs": [wi_fact, statement, row_state],
+        "outputs": wi_value,
+        "api_visibility": "private",
+        "show_progress": "hidden",
+    }
+    compare_btn.click(compare, compare_inputs, compare_outputs, api_name="compare", **interactive)
+    statement.submit(
+        compare, compare_inputs, compare_outputs, api_visibility="private", **interactive
+    )
+    form_btn.click(
+        compare_form,
+        [f_age, f_gender, f_lead, f_sms, f_scholarship, f_conditions, f_prior, f_missed]
+        + [f_weekday, f_place, f_hour, gen_dd, clf_dd, ctx.data_key],
+        filled_outputs,
+        api_name="compare_form",
+        **interactive,
+    ).then(**suggest_value)
+    record_btn.click(
+        compare_record,
+        [record_id, gen_dd, clf_dd, ctx.data_key],
+        filled_outputs,
+        api_name="compare_record",
+        **interactive,
+    ).then(**suggest_value)
+    for index, btn in enumerate(example_btns):
+        # one event per click: the statement and its result come back together
+        btn.click(
+            compare_example(index),
+            [gen_dd, clf_dd, ctx.data_key],
+            filled_outputs,
+            api_visibility="private",
+            **interactive,
+        ).then(**suggest_value)
+    wi_btn.click(
+        what_if,
+        [statement, wi_fact, wi_value, gen_dd, clf_dd, row_state, ctx.data_key],
+        [wi_html, wi_json, wi_msg],
+        api_name="what_if",
+        **interactive,
+    )
+    wi_fact.change(**suggest_value)
+    refresh_btn.click(
+        refresh, [gen_dd, clf_dd], [gen_dd, clf_dd, adapters_msg], api_name="compare_adapters"
+    )
+    batch_btn.click(
+        compare_batch,
+        [gen_dd, clf_dd, max_rows, gold, ctx.data_key],
+        [batch_summary, metrics_df, roc_plot, calib_plot, confusion_plot, disagree_df, csv_file]
+        + [batch_msg],
+        api_name="compare_batch",
+        concurrency_id="compare_batch",
+        concurrency_limit=BATCH_CONCURRENCY,
+        show_progress="hidden",  # the progress panel in the message says more
+    )
+
+    def stop_batch(request: gr.Request):
+        """Cancel this browser's batch job; its generator then says "stopped" as its last
+        message (a second writer of the message box could be overtaken by a progress line)."""
+        for job in service.jobs.running(_owner(request)):
+            job.cancel()
+
+    stop_btn.click(stop_batch, None, None, api_visibility="private", show_progress="hidden")
+    # Other tabs (Label) read the chosen adapters from these, not from the dropdowns.
+    for dropdown, chosen in ((gen_dd, gen_chosen), (clf_dd, clf_chosen)):
+        dropdown.change(
+            lambda value: value, dropdown, chosen, api_visibility="private", show_progress="hidden"
+        )
+    root = gr.context.Context.root_block
+    if root is not None:
+        # New runs finish while the app is up: a page load lists them without a restart.
+        root.load(
+            refresh, [gen_dd, clf_dd], [gen_dd, clf_dd, adapters_msg], api_visibility="private"
+        ).then(
+            warm_up,
+            [gen_dd, clf_dd, ctx.data_key],
+            None,
+            api_visibility="private",
+            show_progress="hidden",
+            **interactive,
+        )
+
+    return {
+        cv.GENERATIVE: gen_dd,
+        cv.CLASSIFIER: clf_dd,
+        "statement": statement,
+        "result": result_html,
+    }
+
+
+def _adapters_note(found: dict[str, list[tuple[str, str]]]) -> str:
+    missing = [a for a in (cv.GENERATIVE, cv.CLASSIFIER) if not found.get(a)]
+    if not missing:
+        return ""
+    return info_box(
+        f"No finished {' or '.join(missing)} adapter yet: train one in the Train tab (the quick "
+        "CPU demo takes a minute), then press Refresh."
+    )

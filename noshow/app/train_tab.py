@@ -1,0 +1,593 @@
+"""The Train tab: configure a run, check it fits (preflight), start it in the background,
+watch it live, cancel it, and list past runs. Layout and wiring only; the pure parts (form
+<-> RunConfig, wording, curves, runs table) are in `noshow/app/train_views.py`.
+
+The form's fields, defaults, choices and help text derive from `noshow.config.options()` and
+its preset buttons from `noshow.config.RUN_PRESETS`, like scripts/train.py's flags. On a
+machine without a GPU the form opens on the quick CPU preset and says so. The form's values
+are kept in the browser (`gr.BrowserState`), so a reload keeps them.
+
+Preflight check measures (`noshow.training.preflight.estimate_resources(measure=True)`: a few steps of
+the real recipe, up to a minute on a CPU, shown as it goes; the answer is cached per machine
+and configuration); Start training never measures (cached or rough), and no measurement
+runs while a job trains (it would compete with the job).
+
+Training runs in the `JobManager`'s thread, never in a Gradio handler; the page polls
+`JobManager.snapshot()` with a `gr.Timer`, so reloading the page or opening it in another
+browser re-attaches to the running job. In demo mode the controls are hidden and the start
+and cancel endpoints refuse.
+
+When more than one CUDA device is visible, a "GPUs" input appears (and `/start_training`
+takes a last `gpus` parameter): with n > 1 the JobManager runs torchrun with n processes in
+the same run folder, and the page shows its progress and cancels it the same way.
+
+Endpoints: `/preflight`, `/start_training`, `/cancel_training`, `/training_status`,
+`/list_runs`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import gradio as gr
+import pandas as pd
+
+from noshow.app import train_views as tv
+from noshow.app.common import (
+    SYNTHETIC_SOURCE,
+    UIContext,
+    error_box,
+    info_box,
+    ok_box,
+    user_message,
+)
+from noshow.app.train_views import (  # noqa: F401 - re-exported for tests and callers
+    DEMO_REFUSAL,
+    SOURCE_DATA_TAB,
+    SOURCE_DEFAULT,
+    SOURCE_SYNTHETIC,
+    build_run_config,
+    describe_estimate,
+    describe_status,
+    resolve_train_source,
+)
+from noshow.config import RUN_PRESETS, RunConfig, preset_config
+
+PLOT_EVERY_S = 3.0
+# The form is kept in the browser's localStorage under this key. A fixed secret keeps it
+# readable after an app restart (a random one would forget the form each time); it holds
+# only training options, nothing private.
+FORM_STORAGE_KEY = "noshow-train-form"
+FORM_STORAGE_SECRET = "noshow-train-tab"
+RESTORED_NOTE = "_The form shows the values you last used in this browser._"
+
+# One measurement at a time: two would compete for the machine and time each other.
+_MEASURE_LOCK = threading.Lock()
+MEASURING_REFUSAL = (
+    "A preflight check is measuring a configuration on this machine (up to a minute on a "
+    "CPU); a job started now would skew its figures. Start again once it has answered."
+)
+
+
+def gpu_count() -> int:
+    """CUDA devices visible to the app (no torch import on a machine without one)."""
+    from noshow.training.distributed import visible_gpu_count
+
+    return visible_gpu_count()
+
+
+def build_train_tab(ctx: UIContext) -> dict[str, Any]:
+    """Lay out the Train tab inside the current Blocks and wire its events."""
+    from noshow.modeling.models import PRESETS
+
+    jobs = ctx.jobs
+    runs_dir = ctx.runs_dir
+    n_gpus = gpu_count()
+    first_preset = tv.start_preset(cuda=n_gpus > 0)
+    start = tv.form_defaults(cuda=n_gpus > 0)
+    opt, info = tv.form_option, tv.form_info
+    start_note = tv.cpu_start_note(start["approach"]) if first_preset else ""
+
+    def whole_number(name: str, label: str, minimum: int) -> gr.Number:
+        """A form box for a whole-number option, starting at its form default."""
+        return gr.Number(
+            value=start[name], label=label, precision=0, minimum=minimum, info=info(name)
+        )
+
+    if ctx.demo_mode:
+        gr.HTML(info_box(DEMO_REFUSAL))
+    with gr.Column(visible=not ctx.demo_mode) as controls:
+        form_note = gr.Markdown(start_note, visible=bool(start_note), elem_id="train-form-note")
+        with gr.Row():
+            preset_buttons = {
+                name: gr.Button(f"Preset: {tv.PRESET_LABELS.get(name, name)}", size="sm")
+                for name in RUN_PRESETS
+            }
+        with gr.Row():
+            approach = gr.Radio(
+                list(opt("approach").choices),
+                value=start["approach"],
+                label="Approach",
+                info=info("approach"),
+            )
+            model = gr.Dropdown(
+                list(PRESETS),
+                value=start["model"],
+                label="Model",
+                allow_custom_value=True,
+                info=info("model"),
+            )
+            quantize = gr.Radio(
+                list(opt("quantize").choices),
+                value=start["quantize"],
+                label="Quantization",
+                info=info("quantize"),
+            )
+        model_note = gr.Markdown(tv.describe_model_choice(start["model"], PRESETS))
+        with gr.Row():
+            data_source = gr.Dropdown(
+                list(tv.SOURCE_CHOICES),
+                value=SOURCE_DATA_TAB,
+                label="Training data",
+                allow_custom_value=not ctx.demo_mode,
+                info="Or type the path of a CSV/Parquet file on the server.",
+            )
+            split = gr.Radio(
+                list(opt("split").choices), value=start["split"], label="Split", info=info("split")
+            )
+            max_train_rows = whole_number("max_train_rows", "Max training rows", 0)
+            max_eval_rows = whole_number("max_eval_rows", "Max validation/test rows", 0)
+        with gr.Row():
+            epochs = gr.Number(
+                value=start["epochs"], label="Epochs", minimum=0.01, info=info("epochs")
+            )
+            max_steps = whole_number("max_steps", "Max steps", 0)
+            lr = gr.Number(value=start["lr"], label="Learning rate", info=info("lr"))
+            batch_size = whole_number("batch_size", "Batch size", 1)
+            lora_r = whole_number("lora_r", "LoRA r", 1)
+            eval_every = whole_number("eval_every", "Evaluate every", 0)
+        with gr.Row():
+            wandb = gr.Checkbox(
+                value=start["wandb"], label="Log to Weights & Biases", info=info("wandb")
+            )
+            use_labels = gr.Checkbox(
+                value=start["use_clinician_labels"],
+                label="Use clinician labels",
+                info=info("use_clinician_labels"),
+            )
+            gpus = None
+            if n_gpus > 1:  # one GPU or none: nothing to choose, so no control
+                gpus = gr.Number(
+                    value=1,
+                    label="GPUs",
+                    precision=0,
+                    minimum=1,
+                    maximum=n_gpus,
+                    info=f"data-parallel with torchrun ({n_gpus} visible); the batch is split",
+                )
+        with gr.Row():
+            preflight_btn = gr.Button("Preflight check", variant="secondary")
+            start_btn = gr.Button("Start training", variant="primary")
+            cancel_btn = gr.Button("Cancel", variant="stop")
+        action_msg = gr.HTML(elem_id="train-action")
+        # How the job the action box spoke of ended: the timer writes it here, and its change
+        # moves it into the box. (The timer never outputs to the box itself: a tick would
+        # replace the progress a preflight shows there.)
+        job_ended = gr.Textbox(visible="hidden", elem_id="train-job-ended")
+
+    gr.Markdown("### Current job")
+    status_html = gr.HTML(elem_id="train-status")
+    with gr.Row():
+        curves = gr.Plot(label="Loss and validation ROC-AUC", show_label=False, scale=3)
+        with gr.Column(scale=2):
+            wandb_md = gr.Markdown()
+            log_box = gr.Textbox(
+                label="Log (last 50 lines)",
+                lines=14,
+                max_lines=14,
+                autoscroll=True,
+                elem_classes="noshow-mono",
+            )
+    with gr.Accordion("Raw job status (JSON)", open=False):
+        status_json = gr.JSON()
+    gr.Markdown("### Runs")
+    with gr.Row():
+        runs_df = gr.DataFrame(
+            label=f"Run folders in {runs_dir}", interactive=False, max_height=320, wrap=False
+        )
+    refresh_runs = gr.Button("Refresh runs", size="sm")
+    plot_key = gr.State(None)
+    # The run the action box spoke of last (started or cancelling): when it ends, the box says so.
+    awaiting = gr.State(None)
+    saved_form = gr.BrowserState({}, storage_key=FORM_STORAGE_KEY, secret=FORM_STORAGE_SECRET)
+    form_restored = gr.State(False)
+    timer = gr.Timer(1.0)
+
+    form = {
+        "approach": approach,
+        "model": model,
+        "data_source": data_source,
+        "split": split,
+        "max_train_rows": max_train_rows,
+        "max_eval_rows": max_eval_rows,
+        "epochs": epochs,
+        "max_steps": max_steps,
+        "lr": lr,
+        "batch_size": batch_size,
+        "lora_r": lora_r,
+        "eval_every": eval_every,
+        "quantize": quantize,
+        "wandb": wandb,
+        "use_clinician_labels": use_labels,
+    }
+    config_inputs = [form[name] for name in tv.FORM_FIELDS]
+    ctx.extras["train_form"] = form  # tests compare the form as built with the config
+
+    # -- helpers ------------------------------------------------------------------------
+
+    def config_from(values: dict[str, Any], key: str | None) -> RunConfig:
+        if ctx.demo_mode and values["data_source"] not in (None, "", *tv.SOURCE_CHOICES):
+            raise ValueError("Reading files from the server is turned off in demo mode.")
+        data_tab_source = None
+        if values["data_source"] == SOURCE_DATA_TAB:
+            loaded = ctx.get_data(key).loaded
+            data_tab_source = SYNTHETIC_SOURCE if loaded.is_synthetic else str(loaded.source)
+        values = {
+            **values,
+            "data_source": tv.resolve_train_source(values["data_source"], data_tab_source),
+        }
+        if ctx.demo_mode and values["data_source"] not in (None, SYNTHETIC_SOURCE):
+            raise ValueError("Reading files from the server is turned off in demo mode.")
+        return build_run_config(**values, output_dir=runs_dir)
+
+    def row_counts(config: RunConfig) -> dict[str, int]:
+        from noshow.app.data_views import load_entry
+
+        # The same load + split as training, so the row counts are the ones that will be used.
+        entry = load_entry(ctx.cache, config.data.source, split_method=config.data.split)
+        counts = entry.frame["split"].value_counts()
+        return {k: int(counts.get(k, 0)) for k in ("train", "validation", "test")}
+
+    def quick_of(config: RunConfig) -> RunConfig | None:
+        """The quick CPU preset on the same data and approach (None when `config` is it)."""
+        quick = preset_config(
+            tv.CPU_PRESET,
+            data={"source": config.data.source, "split": config.data.split},
+            train={"approach": config.train.approach, "output_dir": config.train.output_dir},
+        )
+        return None if quick.to_dict() == config.to_dict() else quick
+
+    def estimate(config: RunConfig, rows: dict[str, int], measure: bool) -> dict[str, Any]:
+        from noshow.training.preflight import estimate_resources
+
+        if not measure:
+            return estimate_resources(config, rows, measure=False)
+        failures: list[str] = []
+        with _MEASURE_LOCK:
+            found = estimate_resources(config, rows, measure=True, log=failures.append)
+        found["failures"] = failures
+        return found
+
+    def busy_reason() -> str:
+        snap = jobs.snapshot()
+        return (
+            f"run {snap['run_id']} is training on this machine and a measurement would "
+            "compete with it; Preflight check measures once it has ended"
+        )
+
+    # -- handlers (named parameters become the API's parameter names) -------------------
+
+    def preflight(
+        approach,
+        model,
+        data_source,
+        split,
+        max_train_rows,
+        max_eval_rows,
+        epochs,
+        max_steps,
+        lr,
+        batch_size,
+        lora_r,
+        eval_every,
+        quantize,
+        wandb,
+        use_clinician_labels,
+        data_key=None,
+    ) -> str:
+        """Will this configuration fit, and how long will it take? Measures a few steps of
+        it on this machine when no measurement is cached (up to a minute on a CPU; never
+        while a job trains); says why when it will not fit."""
+        from noshow.modeling.models import local_folder
+
+        form_now = locals()
+        values = {name: form_now[name] for name in tv.FORM_FIELDS}
+        try:
+            config = config_from(values, data_key)
+            rows = row_counts(config)
+            found = estimate(config, rows, measure=False)
+            not_measured = ""
+            if found["fits"] and found["minutes"] is None:
+                if jobs.is_busy():
+                    not_measured = busy_reason()
+                elif local_folder(config.train.model) is None:
+                    not_measured = (
+                        f"{config.train.model} is not on this machine yet (training "
+                        "downloads it first)"
+                    )
+                else:
+                    found = estimate(config, rows, measure=True)
+                    if found["minutes"] is None:
+                        not_measured = "; ".join(found.get("failures") or []) or "it failed"
+            quick_minutes = None
+            quick = quick_of(config)
+            if found["fits"] and found.get("long") and quick is not None:
+                # the quick preset's time, for comparison (measured too when nothing trains)
+                quick_minutes = estimate(quick, rows, measure=not jobs.is_busy())["minutes"]
+            fits, text = describe_estimate(
+                found, quick_minutes=quick_minutes, not_measured=not_measured
+            )
+        except Exception as e:  # noqa: BLE001 - shown to the user
+            return error_box(user_message(e))
+        long = found.get("long") or found["minutes"] is None
+        return (error_box if not fits else info_box if long else ok_box)(text)
+
+    def start_training(
+        approach,
+        model,
+        data_source,
+        split,
+        max_train_rows,
+        max_eval_rows,
+        epochs,
+        max_steps,
+        lr,
+        batch_size,
+        lora_r,
+        eval_every,
+        quantize,
+        wandb,
+        use_clinician_labels,
+        data_key=None,
+        gpus=1,
+    ) -> tuple[str, str | None]:
+        """Check the configuration (no measurement: a cached one or a rough figure) and
+        start it in the background (refused in demo mode). Returns the message and the run
+        the action box follows from now on (None: no job)."""
+        form_now = locals()
+        values = {name: form_now[name] for name in tv.FORM_FIELDS}
+        if ctx.demo_mode:
+            return error_box(DEMO_REFUSAL), None
+        try:
+            n = tv._whole_or_none(gpus) or 1
+            if not 1 <= n <= max(n_gpus, 1):
+                raise ValueError(f"GPUs must be between 1 and {max(n_gpus, 1)}, got {n}.")
+            config = config_from(values, data_key)
+            if _MEASURE_LOCK.locked():  # the job would slow the probe and skew its figures
+                return error_box(MEASURING_REFUSAL), None
+            if jobs.is_busy():  # a cheap refusal before the preflight loads anything
+                snap = jobs.snapshot()
+                message = (
+                    f"A training job is already running (run {snap['run_id']}). "
+                    "Cancel it or wait for it to finish before starting another."
+                )
+                return error_box(message), snap["run_id"]
+            rows = row_counts(config)
+            found = estimate(config, rows, measure=False)
+            quick = quick_of(config)
+            quick_minutes = None
+            if found.get("long") and quick is not None:
+                quick_minutes = estimate(quick, rows, measure=False)["minutes"]
+            fits, text = describe_estimate(found, quick_minutes=quick_minutes)
+            if not fits:
+                return error_box(text), None
+            run_id = jobs.start(config, gpus=n) if n > 1 else jobs.start(config)
+        except Exception as e:  # noqa: BLE001 - JobBusyError names the running job
+            return error_box(user_message(e)), None
+        where = f" on {n} GPUs" if n > 1 else ""
+        return ok_box(f"Started run {run_id}{where}.\n{text}"), run_id
+
+    def cancel_training() -> tuple[str, str | None]:
+        """Ask the running job to stop after its current step (refused in demo mode)."""
+        if ctx.demo_mode:
+            return error_box(DEMO_REFUSAL), None
+        snap = jobs.snapshot()
+        if jobs.cancel():
+            message = f"Cancelling run {snap['run_id']}: it stops after the current step."
+            return info_box(message), snap["run_id"]
+        return info_box("No training job is running."), None
+
+    plot_lock = threading.Lock()
+    plot_cache: dict[str, Any] = {}
+    report_cache: dict[str, Any] = {}
+
+    def read_report(snap: dict[str, Any]) -> dict[str, Any] | None:
+        """The ended run's eval.json (read once per run and state)."""
+        from noshow.training.runs import read_eval
+
+        if snap.get("active") or not snap.get("run_dir"):
+            return None
+        key = f"{snap['run_dir']}|{snap.get('state')}"
+        if report_cache.get("key") != key:
+            try:
+                report = read_eval(snap["run_dir"])
+            except Exception:  # noqa: BLE001 - a damaged eval.json: the Runs table says why
+                report = None
+            report_cache.update(key=key, report=report)
+        return report_cache["report"]
+
+    def training_status(last_plot: Any = None, waiting_for: Any = None) -> tuple:
+        """The job's snapshot, summary (the test ROC-AUC next to the baseline once it has
+        ended), log, W&B link, curves (redrawn at most every few seconds while running) and,
+        when the job the action box spoke of has ended, the action box's new message."""
+        snap = jobs.snapshot()
+        report = read_report(snap)
+        ended = bool(waiting_for) and snap.get("run_id") == waiting_for and not snap["active"]
+        if ended:
+            action, still_waiting = tv.describe_job_end(snap, report), None
+        else:
+            action, still_waiting = gr.skip(), gr.skip()
+        parts = (
+            snap,
+            describe_status(snap, report),
+            "\n".join(snap.get("log") or []),
+            tv.wandb_markdown(snap.get("run_dir"), snap.get("config")),
+        )
+        frame = tv.curves_frame(snap) if snap.get("run_id") else pd.DataFrame()
+        key = f"{snap.get('run_id')}|{len(frame)}|{snap.get('state')}|{report is not None}"
+        last = last_plot if isinstance(last_plot, dict) else {}
+        same_view = last.get("view") == (snap.get("run_id"), snap.get("state"))
+        now = time.time()
+        if key == last.get("key") or (same_view and now - last.get("t", 0) < PLOT_EVERY_S):
+            # Unchanged, or changed too recently: a PNG per second per browser is wasted work.
+            return (*parts, gr.skip(), action, last, still_waiting)
+        if not snap.get("run_id"):
+            figure = None
+        else:
+            with plot_lock:  # one figure per change, shared by every open browser
+                if plot_cache.get("key") != key:
+                    # A running or completed run's axis spans its planned steps; a
+                    # cancelled one's the steps it made (5000 planned, 70 made: 70).
+                    planned = snap.get("active") or snap.get("state") == "completed"
+                    total = (snap.get("progress") or {}).get("total_steps") if planned else None
+                    plot_cache.update(
+                        key=key, figure=tv.training_curves_figure(frame, total, report)
+                    )
+                figure = plot_cache["figure"]
+        new_last = {"key": key, "view": (snap.get("run_id"), snap.get("state")), "t": now}
+        return (*parts, figure, action, new_last, still_waiting)
+
+    def list_runs() -> pd.DataFrame:
+        """Past runs in the runs folder, newest first."""
+        return tv.runs_table(runs_dir)
+
+    def apply_preset(name: str, current_approach: str) -> list:
+        values = tv.preset_values(name, current_approach)
+        return [values[field] for field in tv.PRESET_FIELDS]
+
+    def save_form(*values: Any) -> tuple[dict[str, Any], bool]:
+        # Saving counts as restored: a later change of the stored value is this save's echo.
+        return dict(zip(tv.FORM_FIELDS, values, strict=True)), True
+
+    def restore_form(saved: Any, done: bool) -> list:
+        """The form as last used in this browser, once per page (later changes of the
+        stored value are the page's own saves)."""
+        values = tv.restore_form(saved, demo_mode=ctx.demo_mode)
+        if done or not values:
+            return [gr.skip()] * (len(config_inputs) + 1) + [done]
+        note = "\n\n".join(part for part in (start_note, RESTORED_NOTE) if part)
+        restored = [values.get(name, gr.skip()) for name in tv.FORM_FIELDS]
+        return [*restored, gr.update(value=note, visible=True), True]
+
+    # -- wiring -------------------------------------------------------------------------
+
+    key_state = ctx.data_key
+    model.change(
+        lambda name: tv.describe_model_choice(name, PRESETS),
+        model,
+        model_note,
+        api_visibility="private",
+        queue=False,
+    )
+    preset_outputs = [form[name] for name in tv.PRESET_FIELDS]
+    form_saved = [saved_form, form_restored]
+    for name, button in preset_buttons.items():
+        button.click(
+            lambda a, name=name: apply_preset(name, a),
+            approach,
+            preset_outputs,
+            api_visibility="private",
+        ).then(save_form, config_inputs, form_saved, api_visibility="private", queue=False)
+    # `input` fires on the user's edits only, not on a restore or a preset: no echo loop.
+    gr.on(
+        [c.input for c in config_inputs],
+        save_form,
+        config_inputs,
+        form_saved,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
+    restore_outputs = [*config_inputs, form_note, form_restored]
+    # BrowserState reads localStorage when it is first drawn (when this tab first opens) and
+    # then fires `change`; the page's load covers a tab that is drawn at once.
+    saved_form.change(
+        restore_form,
+        [saved_form, form_restored],
+        restore_outputs,
+        api_visibility="private",
+        queue=False,
+    )
+    # The box says what is happening at once: a measurement can take a minute on a CPU.
+    preflight_btn.click(
+        lambda: info_box(tv.CHECKING_MESSAGE),
+        None,
+        action_msg,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    ).then(
+        preflight,
+        [*config_inputs, key_state],
+        action_msg,
+        api_name="preflight",
+        show_progress="minimal",
+    )
+    start_inputs = [*config_inputs, key_state] + ([gpus] if gpus is not None else [])
+    # After a start or a cancel the action box follows the job it spoke of until it ends.
+    start_btn.click(start_training, start_inputs, [action_msg, awaiting], api_name="start_training")
+    cancel_btn.click(cancel_training, None, [action_msg, awaiting], api_name="cancel_training")
+    status_inputs = [plot_key, awaiting]
+    status_outputs = [
+        status_json,
+        status_html,
+        log_box,
+        wandb_md,
+        curves,
+        job_ended,
+        plot_key,
+        awaiting,
+    ]
+    job_ended.change(
+        lambda message: message or gr.skip(),
+        job_ended,
+        action_msg,
+        api_visibility="private",
+        queue=False,
+        show_progress="hidden",
+    )
+    timer.tick(
+        training_status,
+        status_inputs,
+        status_outputs,
+        api_name="training_status",
+        show_progress="hidden",
+    )
+    # The runs table changes rarely; every 5 s is plenty and keeps disk reads low.
+    runs_timer = gr.Timer(5.0)
+    gr.on(
+        [refresh_runs.click, runs_timer.tick],
+        list_runs,
+        None,
+        runs_df,
+        api_name="list_runs",
+        show_progress="hidden",
+    )
+    return {
+        "controls": controls,
+        "form": form,
+        "gpus": gpus,
+        # the message alone, as the API answers (tests call it directly)
+        "start_training": lambda *args, **kwargs: start_training(*args, **kwargs)[0],
+        "training_status": training_status,
+        "status_inputs": status_inputs,
+        "status_outputs": status_outputs,
+        "plot_key": plot_key,
+        "restore_form": restore_form,
+        "restore_inputs": [saved_form, form_restored],
+        "restore_outputs": restore_outputs,
+        "list_runs": list_runs,
+        "runs_df": runs_df,
+    }

@@ -1,0 +1,359 @@
+"""One interface for both adapters: `load_predictor(path).predict_proba(statements)` gives
+P(no-show) per statement, whether the adapter is generative or a classifier head.
+
+On the CPU the LoRA weights are merged into the base (no adapter overhead per layer; an
+adapter trained on a 4-bit base gets that base: its weights rounded through NF4 first), and
+statements run through a lean fused forward (`noshow.inference.cpu.forward`; several statements share
+one pass) whose products take the form timed fastest on this CPU at load: fp32, fp32
+prepacked for oneDNN, or bf16 weights with fp32 activations (|dP| ~0.01), never slower than
+fp32 (`noshow.inference.cpu.runtime`; `NOSHOW_CPU_WEIGHTS=float32` for exact fp32). `predictor.weights`
+says which. On CUDA the base is loaded 4-bit (or bf16) and the adapter kept separate, as
+trained.
+
+    from noshow.inference.predict import load_predictor
+    p = load_predictor("runs/<run_id>")          # or an adapter folder
+    p.predict_proba(["A 25-year-old man ..."])   # -> [0.31]
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+
+from noshow.inference.cpu.thread import run_on_cpu_thread
+
+DEFAULT_MAX_LENGTH = 256
+# One statement of typical length (68 tokens; ~110 with the chat template) that the CPU
+# forms are timed on at load.
+SAMPLE_STATEMENT = (
+    "A 52-year-old woman from Maria Ortiz has an appointment on a Tuesday, booked 14 days "
+    "ahead at 9 a.m. She has hypertension; no diabetes, no alcoholism and no disability. She "
+    "receives no welfare scholarship. She got an SMS reminder. This is her first appointment "
+    "on record."
+)
+
+
+class PredictError(ValueError):
+    """The adapter cannot be loaded or the input cannot be scored; says why."""
+
+
+class Predictor(Protocol):
+    approach: str
+    threshold: float
+    name: str
+
+    def predict_proba(self, statements: list[str]) -> list[float]: ...
+
+
+def clean_statement(text: str) -> str:
+    """Something every tokenizer can read: lone surrogates replaced, blank text made a word
+    (a blank statement would leave the chat template's two halves touching)."""
+    text = text.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+    return text if text.strip() else "(empty)"
+
+
+def resolve_adapter_dir(path: str | Path) -> Path:
+    """Accept a run folder (uses its finished adapter) or an adapter folder."""
+    p = Path(path)
+    if not p.exists():
+        raise PredictError(f"Adapter folder not found: {p}")
+    if (p / "adapter" / "noshow.json").exists():
+        return p / "adapter"
+    if (p / "noshow.json").exists() and (p / "adapter_config.json").exists():
+        return p
+    if (p / "adapter.partial").exists() or (p / "status.json").exists():
+        raise PredictError(f"{p} holds no finished adapter (the run did not complete).")
+    raise PredictError(
+        f"{p} is not a noshow adapter: expected adapter_config.json and noshow.json in it."
+    )
+
+
+def read_adapter_meta(adapter_dir: Path) -> dict:
+    try:
+        meta = json.loads((adapter_dir / "noshow.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise PredictError(f"Cannot read {adapter_dir / 'noshow.json'}: {e}") from e
+    from noshow.modeling.approaches import REGISTRY
+
+    if meta.get("approach") not in REGISTRY:
+        raise PredictError(f"{adapter_dir}: unknown approach {meta.get('approach')!r}.")
+    return meta
+
+
+@dataclass
+class AdapterPredictor:
+    """A loaded adapter; thread-safe (one forward at a time per predictor)."""
+
+    approach: str
+    threshold: float
+    name: str
+    adapter_dir: Path
+    base_model: str
+    model: torch.nn.Module
+    tokenizer: object
+    device: torch.device
+    max_length: int = DEFAULT_MAX_LENGTH
+    calibrator: Any = (
+        None  # noshow.evaluation.calibration.Calibrator from calibration.json (or identity)
+    )
+    hybrid: Any = (
+        None  # noshow.evaluation.hybrid.Hybrid from hybrid.json (None: the adapter has none)
+    )
+    spec: Any = None  # the approach object (noshow.modeling.approaches)
+    bound: Any = None  # the approach bound to this model: encode, score, answer texts
+    weights: str = ""  # what scores: "float32, merged", "bf16 linears (fp32 activations)", ...
+    single_rows: bool = False  # one statement per forward (bf16 weights): batch == single
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def predict_proba(self, statements: list[str], *, calibrated: bool = True) -> list[float]:
+        """P(no-show) per statement, through the adapter's calibration (calibration.json,
+        fitted on validation; identity for adapters without one) unless `calibrated=False`."""
+        if isinstance(statements, str):
+            statements = [statements]
+        statements = [clean_statement(s) for s in statements]  # keep scores defined
+        if not statements:
+            return []
+        raw = self._call(lambda: self._score(statements))
+        return self._calibrate(raw, calibrated).tolist()
+
+    def _calibrate(self, raw, calibrated: bool = True) -> np.ndarray:
+        raw = np.asarray(raw, dtype=np.float64)
+        return self.calibrator.apply(raw) if calibrated and self.calibrator is not None else raw
+
+    def _call(self, fn):
+        """fn() under this predictor's lock; CPU work on the one CPU inference thread."""
+
+        def locked():
+            with self._lock:
+                return fn()
+
+        return run_on_cpu_thread(locked) if self.device.type == "cpu" else locked()
+
+    def predict_with_answer(self, statement: str) -> tuple[float, str | None]:
+        """P(no-show) for one statement and, for a generative adapter, its own answer text,
+        read from the same forward pass: the greedy first token is the answer when it is
+        "Yes" or "No" (what training teaches); anything else is generated out in full."""
+        return self.predict_with_answers([statement])[0]
+
+    def predict_with_answers(self, statements: list[str]) -> list[tuple[float, str | None]]:
+        """`predict_with_answer` for several statements in one scoring pass (what concurrent
+        Compares share): per statement P(no-show) and, for a generative adapter, its answer."""
+        statements = [clean_statement(s) for s in statements]
+        if not statements:
+            return []
+        if not self.spec.answers_in_words:
+            return [(p, None) for p in self.predict_proba(statements)]
+        probs, tokens = self._call(lambda: self._score(statements, answers=True))
+        probs = self._calibrate(probs)
+        texts = self.bound.answer_texts(tokens)
+        return [
+            (float(p), text if text is not None else self.generate(statement))
+            for statement, p, text in zip(statements, probs, texts, strict=True)
+        ]
+
+    def _score(self, statements: list[str], answers: bool = False):
+        rows = np.arange(len(statements))
+        enc = self.bound.encode(statements, np.zeros(len(rows), np.int64), rows, train=False)
+        return self.bound.score(enc, single_rows=self.single_rows, answers=answers)
+
+    @torch.inference_mode()
+    def generate(self, statement: str, max_new_tokens: int = 4) -> str | None:
+        """The generative model's own answer text (greedy); None for a classifier."""
+        if not self.spec.answers_in_words:
+            return None
+        from noshow.data.statements import render_generative_prompt
+
+        text = render_generative_prompt(clean_statement(statement), self.tokenizer)
+        enc = self.tokenizer(text, add_special_tokens=False, return_tensors="pt").to(self.device)
+        out = self._call(
+            lambda: self.model.generate(
+                **enc,
+                max_new_tokens=max_new_tokens,
+                do_sample=False,
+                pad_token_id=self.tokenizer.pad_token_id,
+            )
+        )
+        return self.tokenizer.decode(
+            out[0, enc["input_ids"].shape[1] :], skip_special_tokens=True
+        ).strip()
+
+
+def load_predictor(
+    path: str | Path,
+    *,
+    device: str | torch.device | None = None,
+    expected_approach: str | None = None,
+    merge: bool | None = None,
+    cpu_weights: str | None = None,
+) -> AdapterPredictor:
+    """Load base + adapter for scoring (on the CPU inference thread for a CPU predictor,
+    see noshow.inference.cpu.thread). `expected_approach` refuses the wrong kind clearly;
+    `cpu_weights` (auto/float32/bfloat16, default from NOSHOW_CPU_WEIGHTS) applies to a
+    merged model on the CPU."""
+    dev = (
+        torch.device(device)
+        if device
+        else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    )
+    kwargs = dict(expected_approach=expected_approach, merge=merge, cpu_weights=cpu_weights)
+    if dev.type == "cpu":
+        return run_on_cpu_thread(_load_predictor, path, dev, **kwargs)
+    return _load_predictor(path, dev, **kwargs)
+
+
+def _load_predictor(
+    path: str | Path,
+    dev: torch.device,
+    *,
+    expected_approach: str | None,
+    merge: bool | None,
+    cpu_weights: str | None,
+) -> AdapterPredictor:
+    from peft import PeftModel
+
+    from noshow.evaluation.calibration import Calibrator
+    from noshow.inference.cpu.forward import install_fast_forward, supported
+    from noshow.inference.cpu.runtime import choose_cpu_path
+    from noshow.inference.cpu.weights import cpu_weights_choice, hugepage_weights, nf4_round_trip
+    from noshow.modeling.approaches import get_approach
+    from noshow.modeling.models import ModelError, load_base, scoring_quantization
+    from noshow.system.quiet import silence_third_party
+
+    silence_third_party()  # before peft imports bitsandbytes
+    adapter_dir = resolve_adapter_dir(path)
+    meta = read_adapter_meta(adapter_dir)
+    approach = meta["approach"]
+    spec = get_approach(approach)
+    if expected_approach and approach != expected_approach:
+        raise PredictError(
+            f"{adapter_dir} is a {approach} adapter, not a {expected_approach} one: "
+            f"pick it in the {approach} slot."
+        )
+    quantize = scoring_quantization(meta.get("quantize"), dev)
+    try:
+        base, tokenizer = load_base(meta["base_model"], spec, quantize, device=dev)
+    except ModelError as e:
+        raise PredictError(f"Base model of {adapter_dir.name} unavailable: {e}") from e
+    nf4_base = quantize == "none" and meta.get("quantize") == "4bit"
+    if nf4_base:
+        try:
+            nf4_round_trip(base.get_decoder())  # the base the adapter was trained against
+        except ImportError as e:
+            raise PredictError(
+                f"{adapter_dir.name} was trained on a 4-bit base; scoring it on the CPU rounds "
+                f"the base the same way, which needs bitsandbytes "
+                f"(pip install bitsandbytes==0.50.2): {e}"
+            ) from e
+    model = PeftModel.from_pretrained(base, str(adapter_dir))
+    merged = merge if merge is not None else quantize == "none"
+    if merged:
+        model = model.merge_and_unload()  # plain weights: no LoRA branch per layer at inference
+    model.eval()
+    weights = "4-bit NF4" if quantize == "4bit" else str(next(model.parameters()).dtype)[6:]
+    weights += ", merged" if merged else ", adapter separate"
+    if nf4_base:
+        weights += ", NF4-rounded base"
+    try:
+        requested = cpu_weights_choice(cpu_weights)
+    except ValueError as e:
+        raise PredictError(str(e)) from e
+    if merged and dev.type == "cpu" and hugepage_weights(model):
+        weights += ", huge pages"  # TLB-bound weight reads; NOSHOW_HUGEPAGES=0 turns it off
+    max_length = int(meta.get("max_length", DEFAULT_MAX_LENGTH))
+    bound = spec.bind(model, tokenizer, max_length=max_length, device=dev)
+    single_rows = False
+    if merged and dev.type == "cpu" and supported(model.get_decoder()) is None:
+        # the chat template's fixed start is computed once; the form of the products is
+        # the fastest of the candidates on one real-length statement (noshow.inference.cpu.runtime)
+        prefix = tuple(bound.prefix_ids)
+        suffix = tuple(bound.suffix_ids)
+        sample = tokenizer(SAMPLE_STATEMENT, add_special_tokens=False)["input_ids"]
+        path = choose_cpu_path(
+            model.get_decoder(),
+            [*prefix, *sample, *suffix],
+            prefix_ids=prefix,
+            requested=requested,
+        )
+        install_fast_forward(model.get_decoder(), state=path.state)
+        weights = weights.replace(weights.split(",")[0], path.label, 1)
+        weights += f", fused forward; {path.describe()}"
+        # where bf16 products round differently for different row counts, one statement
+        # per forward keeps a statement's score the same in a batch as alone
+        single_rows = not path.batch_equals_single
+    return AdapterPredictor(
+        approach=approach,
+        threshold=float(meta.get("threshold", 0.5)),
+        name=meta.get("name")
+        or (adapter_dir.parent.name if adapter_dir.name == "adapter" else adapter_dir.name),
+        adapter_dir=adapter_dir,
+        base_model=meta["base_model"],
+        model=model,
+        tokenizer=tokenizer,
+        device=dev,
+        max_length=max_length,
+        spec=spec,
+        bound=bound,
+        calibrator=Calibrator.load(adapter_dir),
+        hybrid=_load_hybrid(adapter_dir),
+        weights=weights,
+        single_rows=single_rows,
+    )
+
+
+def _load_hybrid(adapter_dir: Path) -> Any:
+    """The adapter's hybrid, or None: an unreadable hybrid.json costs the hybrid card only,
+    never the adapter (its P does not depend on it)."""
+    from noshow.evaluation.hybrid import Hybrid, HybridError
+
+    try:
+        return Hybrid.load(adapter_dir)
+    except HybridError as e:
+        warnings.warn(f"{adapter_dir}: hybrid left out: {e}", stacklevel=2)
+        return None
+
+
+_CACHE: dict[tuple[str, str | None], AdapterPredictor] = {}
+_CACHE_LOCK = threading.Lock()
+
+
+def get_predictor(path: str | Path, expected_approach: str | None = None) -> AdapterPredictor:
+    """Load once per process and reuse (the app calls this on every Compare)."""
+    key = (str(resolve_adapter_dir(path).resolve()), expected_approach)
+    with _CACHE_LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = load_predictor(path, expected_approach=expected_approach)
+        return _CACHE[key]
+
+
+def list_adapters(
+    runs_dir: str | Path = "runs", shipped_dir: str | Path = "adapters"
+) -> list[dict]:
+    """Finished adapters from run folders and the shipped ones: name, path, approach, source."""
+    found: list[dict] = []
+    for source, root in (("shipped", Path(shipped_dir)), ("run", Path(runs_dir))):
+        if not root.is_dir():
+            continue
+        for folder in sorted(root.iterdir(), reverse=source == "run"):
+            try:
+                adapter_dir = resolve_adapter_dir(folder)
+                meta = read_adapter_meta(adapter_dir)
+            except PredictError:
+                continue
+            found.append(
+                {
+                    "name": folder.name,
+                    "path": str(folder),
+                    "approach": meta["approach"],
+                    "source": source,
+                    "base_model": meta.get("base_model"),
+                    "threshold": meta.get("threshold"),
+                }
+            )
+    return found
