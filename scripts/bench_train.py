@@ -217,117 +217,6 @@ def load_bench_rows(source: str, statements: int, test_rows: int, seed: int) -> 
 # ----------------------------------------------------------------------------- models
 
 
-def quantize_decoder_linears(model, compute_dtype) -> int:
-    """Swap every nn.Linear inside the decoder layers for a bitsandbytes NF4 `Linear4bit`
-    (double quantization, as `load_base` asks transformers for), quantizing on the weight's
-    own device and dropping each bf16 weight as soon as its 4-bit copy exists, so peak
-    memory stays near the bf16 model's. Heads (lm_head, score) stay unquantized, as
-    transformers leaves them. Returns the number of layers swapped."""
-    import bitsandbytes as bnb
-    import torch
-
-    layers = model.model.layers  # LlamaForCausalLM and LlamaForSequenceClassification alike
-    swapped = 0
-    for layer in layers:
-        names = [
-            n
-            for n, m in layer.named_modules()
-            if isinstance(m, torch.nn.Linear) and not isinstance(m, bnb.nn.Linear4bit)
-        ]
-        for name in names:
-            parent_name, _, attr = name.rpartition(".")
-            parent = layer.get_submodule(parent_name) if parent_name else layer
-            linear = getattr(parent, attr)
-            q = bnb.nn.Linear4bit(
-                linear.in_features,
-                linear.out_features,
-                bias=linear.bias is not None,
-                compute_dtype=compute_dtype,
-                compress_statistics=True,
-                quant_type="nf4",
-                quant_storage=torch.uint8,
-                device="meta",  # no throw-away allocation: the real weight comes next
-            )
-            weight = linear.weight.data
-            q.weight = bnb.nn.Params4bit(
-                weight,
-                requires_grad=False,
-                compress_statistics=True,
-                quant_type="nf4",
-                quant_storage=torch.uint8,
-                module=q,
-            ).to(weight.device)  # .to() quantizes
-            if linear.bias is not None:
-                q.bias = torch.nn.Parameter(linear.bias.data, requires_grad=False)
-            setattr(parent, attr, q)
-            del linear, weight
-            swapped += 1
-    return swapped
-
-
-def llama_8b_config():
-    """Llama 3.1 8B's shape (random weights are built from it in memory; 16 GB in bf16)."""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=128_256,
-        hidden_size=4096,
-        intermediate_size=14_336,
-        num_hidden_layers=32,
-        num_attention_heads=32,
-        num_key_value_heads=8,
-        max_position_embeddings=131_072,
-        rms_norm_eps=1e-5,
-        rope_theta=500_000.0,
-        tie_word_embeddings=False,
-    )
-
-
-def build_random_llama_in_memory(
-    shape: str, approach: str, quantize: str, device, tokenizer, seed: int = 0
-):
-    """A Llama of `shape` ("8b" or "tiny") with random weights, built directly on `device`
-    (bf16 on CUDA or when 4-bit, fp32 on the CPU, like `load_base`), 4-bit NF4 when asked.
-    Token ids come from `tokenizer` (the bundled one): "tiny" sizes its vocabulary to it,
-    "8b" keeps Llama 3.1's."""
-    import torch
-    from transformers import LlamaForCausalLM, LlamaForSequenceClassification
-
-    from noshow.modeling.models import random_llama_config
-
-    # "8b" keeps Llama 3.1's 128,256-row embedding and head (the seed pays for the head over
-    # every token, so its width matters); the bundled tokenizer's ids all fall inside it.
-    config = llama_8b_config() if shape == "8b" else random_llama_config(len(tokenizer))
-    if len(tokenizer) > config.vocab_size:
-        raise BenchError(
-            f"The tokenizer has {len(tokenizer)} tokens, more than the model's {config.vocab_size}."
-        )
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.bos_token_id = tokenizer.bos_token_id
-    if approach == "classifier":
-        config.num_labels = 2
-    model_class = LlamaForCausalLM if approach == "generative" else LlamaForSequenceClassification
-    dtype = torch.bfloat16 if (device.type == "cuda" or quantize == "4bit") else torch.float32
-    # A private RNG stream, so building the model leaves the caller's seeding alone.
-    gpus = [torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=gpus):
-        torch.manual_seed(seed)  # seeds the CUDA generators too
-        with torch.device(device):
-            model = model_class._from_config(config, dtype=dtype)
-    if quantize == "4bit":
-        from transformers.utils.quantization_config import QuantizationMethod
-
-        quantize_decoder_linears(model, compute_dtype=torch.bfloat16)
-        # The flags a `from_pretrained(quantization_config=...)` model carries: peft picks its
-        # 4-bit LoRA layers and prepare_model_for_kbit_training by them, and the Trainer
-        # leaves the model where it is.
-        model.is_loaded_in_4bit = True
-        model.quantization_method = QuantizationMethod.BITS_AND_BYTES
-    model.eval()
-    return model
-
-
 def build_base(
     args: argparse.Namespace,
     approach: str,
@@ -340,6 +229,7 @@ def build_base(
     from seed_recipe import load_seed_base
 
     from noshow.modeling.models import ModelError, load_tokenizer
+    from noshow.modeling.random_models import build_random_llama_in_memory
 
     if args.model == "llama-8b-random":
         tokenizer = load_tokenizer(BUNDLED_MODEL)
@@ -745,10 +635,11 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="noshow-bench-model-") as tmp:
             smoke_dir = None
             if args.smoke and args.model == "bundled":
-                from noshow.modeling.models import build_random_llama, resolve
+                from noshow.modeling.models import resolve
+                from noshow.modeling.random_models import build_random_llama
 
                 smoke_dir = build_random_llama(
-                    Path(tmp) / "tiny", "tiny", tokenizer_from=resolve(BUNDLED_MODEL)
+                    Path(tmp) / "tiny", tokenizer_from=resolve(BUNDLED_MODEL)
                 )
             if cuda:  # cuBLAS and kernel start-up must not count against whichever runs first
                 x = torch.randn(256, 256, device=device, dtype=torch.bfloat16)

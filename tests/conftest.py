@@ -69,10 +69,10 @@ def bundled_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
     """A 2-layer, hidden-16 random Llama with the bundled tokenizer (real Yes/No tokens)."""
-    from noshow.modeling.models import build_random_llama
+    from noshow.modeling.random_models import build_random_llama
 
     folder = tmp_path_factory.mktemp("tiny-llama")
-    return build_random_llama(folder, shape="tiny", tokenizer_from=bundled_model_dir)
+    return build_random_llama(folder, tokenizer_from=bundled_model_dir)
 
 
 @pytest.fixture(scope="session")

@@ -175,44 +175,6 @@ def test_seed_collator_pads_right_with_pad_id_zero_mask_and_ignored_labels():
 # ----------------------------------------------------------------------------- models
 
 
-def test_the_8b_shape_is_llama_3_1_8b(bench_train):
-    config = bench_train.llama_8b_config()
-    assert (config.hidden_size, config.intermediate_size, config.num_hidden_layers) == (
-        4096,
-        14_336,
-        32,
-    )
-    assert (config.num_attention_heads, config.num_key_value_heads, config.vocab_size) == (
-        32,
-        8,
-        128_256,
-    )
-    assert config.rope_parameters["rope_theta"] == 500_000.0
-
-
-def test_random_llama_in_memory_4bit_quantizes_every_decoder_linear_and_no_head(bench_train):
-    bnb = pytest.importorskip("bitsandbytes")
-    from noshow.modeling.models import load_tokenizer
-
-    tokenizer = load_tokenizer("smollm2-135m-instruct")
-    model = bench_train.build_random_llama_in_memory(
-        "tiny", "generative", "4bit", torch.device("cpu"), tokenizer
-    )
-    decoder_linears = [
-        m for m in model.get_decoder().layers.modules() if isinstance(m, torch.nn.Linear)
-    ]
-    assert len(decoder_linears) == 2 * 7  # 2 layers x (q, k, v, o, gate, up, down)
-    for m in decoder_linears:
-        assert isinstance(m, bnb.nn.Linear4bit)
-        assert m.weight.quant_type == "nf4" and m.weight.bnb_quantized
-    assert not isinstance(model.lm_head, bnb.nn.Linear4bit)
-    assert model.is_loaded_in_4bit
-    # No forward here: bitsandbytes' CPU 4-bit kernel needs output widths divisible by its
-    # block size, which the tiny shape's 8-wide k/v projections are not; the 8B shape runs
-    # forward and backward in bench_train on the GPU.
-    assert model.get_input_embeddings().weight.shape[0] == len(tokenizer)
-
-
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
 def test_fast_model_preparation_matches_the_approach_setup(bench_train, tiny_model_dir, approach):
     """The bench prepares in-memory bases like noshow.training.recipe.setup_model; if that changes,

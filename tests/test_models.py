@@ -24,7 +24,6 @@ from noshow.modeling.models import (
     PRESETS,
     ModelError,
     answer_token_ids,
-    build_random_llama,
     choose_quantization,
     describe_model,
     load_base,
@@ -327,33 +326,6 @@ def test_tiny_random_llama_matches_its_tokenizer_and_runs(tiny_model_dir):
     with torch.no_grad():
         logits = model(**tokenizer(["Yes or No?"], return_tensors="pt")).logits
     assert logits.shape[-1] == len(tokenizer) and torch.isfinite(logits).all()
-
-
-def test_build_random_llama_is_reproducible_for_a_seed(tmp_path, bundled_model_dir):
-    from safetensors.torch import load_file
-
-    def weights(folder: Path) -> dict:
-        return load_file(folder / "model.safetensors")
-
-    a = weights(build_random_llama(tmp_path / "a", tokenizer_from=bundled_model_dir, seed=1))
-    b = weights(build_random_llama(tmp_path / "b", tokenizer_from=bundled_model_dir, seed=1))
-    c = weights(build_random_llama(tmp_path / "c", tokenizer_from=bundled_model_dir, seed=2))
-    key = "model.layers.0.self_attn.q_proj.weight"
-    assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders
-
-
-def test_build_random_llama_refuses_a_non_empty_folder(tmp_path, bundled_model_dir):
-    (tmp_path / "notes.txt").write_text("keep me")
-    with pytest.raises(ModelError, match="empty folder"):
-        build_random_llama(tmp_path, tokenizer_from=bundled_model_dir)
-    assert (tmp_path / "notes.txt").read_text() == "keep me"
-
-
-def test_build_random_llama_writes_only_the_tiny_shape(tmp_path):
-    with pytest.raises(ModelError, match="in memory by scripts/bench_train.py"):
-        build_random_llama(tmp_path / "big", shape="8b")
-    assert not (tmp_path / "big").exists()
 
 
 def test_tiny_llama_loads_in_4bit_on_the_cpu(tiny_model_dir):

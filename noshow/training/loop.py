@@ -25,9 +25,10 @@ import torch
 
 from noshow.config import RunConfig
 from noshow.modeling.batching import Encoded, length_grouped_batches, make_batch
-from noshow.modeling.lora import trainable_state
+from noshow.modeling.lora import checkpointing_on, trainable_state
 from noshow.system.devices import free_accelerator_memory, is_oom
 from noshow.training import runs
+from noshow.training.finite import GradientWatch, check_finite_requested, describe_non_finite
 from noshow.training.session import TrainingCancelled, TrainingError, TrainingSession
 from noshow.training.step import FlatGrads, StepRunner, choose_engine
 
@@ -149,8 +150,13 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
     )
     optimizer = make_optimizer(params, session.config, device)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg.warmup_steps))
-    checkpointing = bool(getattr(model, "is_gradient_checkpointing", False))
+    checkpointing = checkpointing_on(model)
     engine = choose_engine(cfg.engine, device, checkpointing)
+    watch = None
+    if check_finite_requested():
+        engine = "eager"  # a captured or compiled step cannot stop to look at each module
+        watch = GradientWatch(model)
+        session.log("NOSHOW_CHECK_FINITE: every gradient is checked after each backward.")
     runner = StepRunner(model, bound.batch_loss, engine, grads, log=session.warn)
     if group is None:
         state = LoopState(micro_batch=cfg.batch_size)
@@ -191,7 +197,7 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
             if group is None:
                 session.check_stop()
                 loss_value = _optimizer_step(
-                    step_fn, idx, weights, optimizer, grads, state, session
+                    step_fn, idx, weights, optimizer, grads, state, session, watch
                 )
             else:
                 _check_step_flags(session, flags)  # the previous step's votes: one step late
@@ -287,33 +293,24 @@ def _accumulate(step_fn: StepFn, rows: np.ndarray, weights: np.ndarray, state) -
     return total
 
 
-# NOSHOW_CHECK_FINITE=1: after every backward, name the weights whose gradients are not
-# finite (one host read per step; for finding where a NaN starts, e.g. on a new model).
-CHECK_FINITE = os.environ.get("NOSHOW_CHECK_FINITE", "") not in ("", "0")
-
-
-def check_finite(total: torch.Tensor, grads, state) -> None:
-    """Raise TrainingError naming the first non-finite gradients (see CHECK_FINITE)."""
-    bad = [
-        n
-        for n, p in zip(grads.names, grads.params, strict=True)
-        if not torch.isfinite(p.grad).all()
-    ]
-    if bad or not torch.isfinite(total).all():
-        raise TrainingError(
-            f"Step {state.step + 1}: loss {float(total):.4g}; non-finite gradients in "
-            f"{len(bad)} weights, first {bad[:4]}"
-        )
-
-
-def _optimizer_step(step_fn, idx, weights, optimizer, grads, state, session) -> torch.Tensor:
-    """One optimizer step over `idx`, split into micro-batches; on OOM halve and retry."""
+def _optimizer_step(
+    step_fn, idx, weights, optimizer, grads, state, session, watch=None
+) -> torch.Tensor:
+    """One optimizer step over `idx`, split into micro-batches; on OOM halve and retry.
+    With a `GradientWatch` (NOSHOW_CHECK_FINITE=1), a non-finite loss or gradient stops the
+    run with a message naming where the backward first went wrong."""
     while True:
         try:
             grads.zero()
+            if watch is not None:
+                watch.reset()
             total = _accumulate(step_fn, idx, weights, state)
-            if CHECK_FINITE:
-                check_finite(total, grads, state)
+            if watch is not None:
+                problem = describe_non_finite(
+                    state.step + 1, total, grads.names, grads.params, watch
+                )
+                if problem:
+                    raise TrainingError(problem)
             grads.clip_(1.0)
             optimizer.step()
             return total
