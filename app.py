@@ -75,7 +75,7 @@ def ensure_bundled_model(
     """
     if not environ.get("SPACE_ID"):
         return False
-    from noshow.modeling.models import ModelError, bundled_gguf_path
+    from noshow.modeling.presets import ModelError, bundled_gguf_path
 
     try:
         bundled_gguf_path()

@@ -116,11 +116,11 @@ def build_smoke_adapters(folder: Path) -> dict[str, Path]:
     """Two tiny adapters in a few seconds: a tiny random Llama, synthetic data, one step."""
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
     from noshow.data.load import SYNTHETIC_SOURCE
-    from noshow.modeling.models import resolve
+    from noshow.modeling.models import load_tokenizer
     from noshow.modeling.random_models import build_random_llama
     from noshow.training.recipe import train
 
-    tiny = build_random_llama(folder / "tiny", tokenizer_from=resolve(BUNDLED_MODEL))
+    tiny = build_random_llama(folder / "tiny", load_tokenizer(BUNDLED_MODEL))
     out: dict[str, Path] = {}
     for approach in APPROACHES:
         config = RunConfig(

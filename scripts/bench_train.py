@@ -228,14 +228,16 @@ def build_base(
     quantize = quantize or args.quantize
     from seed_recipe import load_seed_base
 
-    from noshow.modeling.models import ModelError, load_tokenizer
+    from noshow.modeling.approaches import get_approach
+    from noshow.modeling.models import load_tokenizer
+    from noshow.modeling.presets import ModelError
     from noshow.modeling.random_models import build_random_llama_in_memory
 
     if args.model == "llama-8b-random":
         tokenizer = load_tokenizer(BUNDLED_MODEL)
         shape = "tiny" if args.smoke else "8b"
         model = build_random_llama_in_memory(
-            shape, approach, quantize, device, tokenizer, seed=args.seed
+            shape, get_approach(approach), quantize, device, tokenizer, seed=args.seed
         )
         return model, tokenizer
     name = str(smoke_dir) if smoke_dir is not None else BUNDLED_MODEL
@@ -635,12 +637,10 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="noshow-bench-model-") as tmp:
             smoke_dir = None
             if args.smoke and args.model == "bundled":
-                from noshow.modeling.models import resolve
+                from noshow.modeling.models import load_tokenizer
                 from noshow.modeling.random_models import build_random_llama
 
-                smoke_dir = build_random_llama(
-                    Path(tmp) / "tiny", tokenizer_from=resolve(BUNDLED_MODEL)
-                )
+                smoke_dir = build_random_llama(Path(tmp) / "tiny", load_tokenizer(BUNDLED_MODEL))
             if cuda:  # cuBLAS and kernel start-up must not count against whichever runs first
                 x = torch.randn(256, 256, device=device, dtype=torch.bfloat16)
                 (x @ x).sum().item()

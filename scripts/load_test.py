@@ -124,15 +124,15 @@ def train_adapters(runs_dir: Path, base: str) -> tuple[str, str]:
     Llama (`base="tiny"`, the tests' fixture) or on the bundled SmolLM2-135M (`"bundled"`:
     real arithmetic per request; about a minute to train)."""
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
-    from noshow.modeling.models import DEFAULT_MODEL, resolve
+    from noshow.modeling.models import load_tokenizer
+    from noshow.modeling.presets import DEFAULT_MODEL
     from noshow.modeling.random_models import build_random_llama
     from noshow.training.recipe import train
 
     model = DEFAULT_MODEL
     if base == "tiny":
-        tokenizer = resolve(DEFAULT_MODEL)
         folder = runs_dir.parent / "tiny-llama"
-        model = str(build_random_llama(folder, tokenizer_from=tokenizer))
+        model = str(build_random_llama(folder, load_tokenizer(DEFAULT_MODEL)))
     paths = []
     for approach in ("generative", "classifier"):
         config = RunConfig(

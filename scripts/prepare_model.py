@@ -16,14 +16,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from noshow.modeling.models import (  # noqa: E402
-    DEFAULT_MODEL,
-    PRESETS,
-    ModelError,
-    answer_token_ids,
-    load_tokenizer,
-    resolve,
-)
+from noshow.modeling.models import answer_token_ids, load_tokenizer  # noqa: E402
+from noshow.modeling.presets import DEFAULT_MODEL, PRESETS, ModelError, resolve  # noqa: E402
 
 
 def main(argv: list[str] | None = None) -> int:

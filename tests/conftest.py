@@ -61,7 +61,7 @@ def real_data_path() -> Path:
 
 @pytest.fixture(scope="session")
 def bundled_model_dir() -> Path:
-    from noshow.modeling.models import resolve
+    from noshow.modeling.presets import resolve
 
     return resolve("smollm2-135m-instruct")
 
@@ -69,10 +69,11 @@ def bundled_model_dir() -> Path:
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory, bundled_model_dir) -> Path:
     """A 2-layer, hidden-16 random Llama with the bundled tokenizer (real Yes/No tokens)."""
+    from noshow.modeling.models import load_tokenizer
     from noshow.modeling.random_models import build_random_llama
 
     folder = tmp_path_factory.mktemp("tiny-llama")
-    return build_random_llama(folder, tokenizer_from=bundled_model_dir)
+    return build_random_llama(folder, load_tokenizer(bundled_model_dir))
 
 
 @pytest.fixture(scope="session")

@@ -18,18 +18,16 @@ from pathlib import Path
 import pytest
 import torch
 
-import noshow.modeling.models as models
+import noshow.modeling.presets as presets
 from noshow.modeling.approaches import get_approach
 from noshow.modeling.models import (
-    PRESETS,
-    ModelError,
     answer_token_ids,
     choose_quantization,
     describe_model,
     load_base,
     load_tokenizer,
-    resolve,
 )
+from noshow.modeling.presets import PRESETS, ModelError, resolve
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = "smollm2-135m-instruct"
@@ -90,9 +88,9 @@ def test_presets_name_the_bundled_default_and_the_gated_llamas():
 
 def test_cache_dir_follows_noshow_home(tmp_path, monkeypatch):
     monkeypatch.setenv("NOSHOW_HOME", str(tmp_path))
-    assert models.cache_dir() == tmp_path
+    assert presets.cache_dir() == tmp_path
     monkeypatch.delenv("NOSHOW_HOME")
-    assert models.cache_dir() == REPO / ".noshow"
+    assert presets.cache_dir() == REPO / ".noshow"
 
 
 def test_bundled_model_resolves_to_a_converted_llama_folder(bundled_model_dir):
@@ -130,7 +128,9 @@ def test_gated_preset_without_token_says_how_to_get_access(monkeypatch):
 
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.setattr(huggingface_hub, "get_token", lambda: None)
-    monkeypatch.setattr(models, "_cached_snapshot", lambda hub_id: None)  # a dev may have it cached
+    monkeypatch.setattr(
+        presets, "_cached_snapshot", lambda hub_id: None
+    )  # a dev may have it cached
     with pytest.raises(ModelError) as info:
         resolve("llama-3.1-8b-instruct")
     message = str(info.value)
@@ -182,14 +182,14 @@ def test_hub_download_failures_become_clear_messages(monkeypatch, error_name, ex
 
 
 def test_missing_bundled_package_says_run_make_setup(empty_cache, monkeypatch):
-    monkeypatch.setattr(models.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(presets.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ModelError, match="make setup"):
         resolve(BUNDLED)
 
 
 def test_interrupted_conversion_leaves_nothing_that_looks_finished(empty_cache, monkeypatch):
     calls: list[Path] = []
-    monkeypatch.setattr(models, "_convert_gguf", fake_converter(calls, fail=KeyboardInterrupt()))
+    monkeypatch.setattr(presets, "_convert_gguf", fake_converter(calls, fail=KeyboardInterrupt()))
     with pytest.raises(KeyboardInterrupt):
         resolve(BUNDLED)
     assert len(calls) == 1
@@ -203,7 +203,7 @@ def test_partial_folder_of_a_killed_conversion_is_not_taken_as_finished(empty_ca
     (leftover / "config.json").write_text("{}")
     (leftover / "model.safetensors").write_bytes(b"half")
     calls: list[Path] = []
-    monkeypatch.setattr(models, "_convert_gguf", fake_converter(calls))
+    monkeypatch.setattr(presets, "_convert_gguf", fake_converter(calls))
 
     assert resolve(BUNDLED) == empty_cache / BUNDLED
     assert len(calls) == 1 and calls[0] != leftover

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 
-from noshow.modeling.models import ModelError, load_tokenizer
+from noshow.modeling.approaches import get_approach
+from noshow.modeling.models import load_tokenizer
+from noshow.modeling.presets import ModelError
 from noshow.modeling.random_models import (
     build_random_llama,
     build_random_llama_in_memory,
@@ -26,9 +28,9 @@ def test_build_random_llama_is_reproducible_for_a_seed(tmp_path, bundled_model_d
     def weights(folder: Path) -> dict:
         return load_file(folder / "model.safetensors")
 
-    a = weights(build_random_llama(tmp_path / "a", tokenizer_from=bundled_model_dir, seed=1))
-    b = weights(build_random_llama(tmp_path / "b", tokenizer_from=bundled_model_dir, seed=1))
-    c = weights(build_random_llama(tmp_path / "c", tokenizer_from=bundled_model_dir, seed=2))
+    a = weights(build_random_llama(tmp_path / "a", load_tokenizer(bundled_model_dir), seed=1))
+    b = weights(build_random_llama(tmp_path / "b", load_tokenizer(bundled_model_dir), seed=1))
+    c = weights(build_random_llama(tmp_path / "c", load_tokenizer(bundled_model_dir), seed=2))
     key = "model.layers.0.self_attn.q_proj.weight"
     assert torch.equal(a[key], b[key]) and not torch.equal(a[key], c[key])
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial folders
@@ -37,7 +39,7 @@ def test_build_random_llama_is_reproducible_for_a_seed(tmp_path, bundled_model_d
 def test_build_random_llama_refuses_a_non_empty_folder(tmp_path, bundled_model_dir):
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(ModelError, match="empty folder"):
-        build_random_llama(tmp_path, tokenizer_from=bundled_model_dir)
+        build_random_llama(tmp_path, load_tokenizer(bundled_model_dir))
     assert (tmp_path / "notes.txt").read_text() == "keep me"
 
 
@@ -62,7 +64,7 @@ def test_random_llama_in_memory_4bit_quantizes_every_decoder_linear_and_no_head(
 
     tokenizer = load_tokenizer("smollm2-135m-instruct")
     model = build_random_llama_in_memory(
-        "tiny", "generative", "4bit", torch.device("cpu"), tokenizer
+        "tiny", get_approach("generative"), "4bit", torch.device("cpu"), tokenizer
     )
     decoder_linears = [
         m for m in model.get_decoder().layers.modules() if isinstance(m, torch.nn.Linear)
@@ -131,7 +133,7 @@ def first_step_gradients(model, tokenizer) -> list[torch.Tensor]:
 def test_no_embedding_row_is_zeroed_for_the_pad_token():
     tokenizer = pad_opens_the_prompt_tokenizer()
     model = build_random_llama_in_memory(
-        "tiny", "generative", "none", torch.device("cpu"), tokenizer
+        "tiny", get_approach("generative"), "none", torch.device("cpu"), tokenizer
     )
     rows = model.get_input_embeddings().weight
     assert rows[tokenizer.pad_token_id].abs().sum() > 0
@@ -142,7 +144,7 @@ def test_a_32_layer_random_llama_whose_pad_opens_the_prompt_trains_with_finite_g
     tokenizer = pad_opens_the_prompt_tokenizer()
     config = deep_narrow_config(len(tokenizer))
     model = build_random_llama_in_memory(
-        config, "generative", "none", torch.device("cpu"), tokenizer
+        config, get_approach("generative"), "none", torch.device("cpu"), tokenizer
     )
     grads = first_step_gradients(model, tokenizer)
     assert all(torch.isfinite(g).all() for g in grads)
@@ -176,3 +178,35 @@ def test_draw_random_llama_leaves_the_callers_random_state_alone():
     torch.manual_seed(123)
     draw_random_llama(LlamaForCausalLM, random_llama_config(len(tokenizer)), tokenizer, seed=5)
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_the_random_8b_preset_is_a_model_every_entry_point_takes():
+    """`llama-3.1-8b-random` resolves to the bundled tokenizer's folder and counts 8B
+    parameters, so the recipe, the preflight and the CLI take it like any preset."""
+    from noshow.modeling.presets import PRESETS, local_folder, parameter_count, resolve
+
+    preset = PRESETS["llama-3.1-8b-random"]
+    assert preset.random_shape == "8b" and not preset.gated
+    assert resolve(preset.name) == resolve("smollm2-135m-instruct")
+    assert local_folder(preset.name) == local_folder("smollm2-135m-instruct")
+    assert parameter_count(preset.name) == preset.parameters
+
+
+def test_load_base_draws_a_random_preset_in_memory(monkeypatch):
+    """load_base builds the preset's shape with random weights (the 8B shape is swapped for
+    the tiny one here: 8B does not fit a CI machine)."""
+    import noshow.modeling.models as models
+
+    calls = []
+
+    def tiny_instead(shape, approach, quantize, device, tokenizer, seed=0):
+        calls.append((shape, approach.name, quantize))
+        return build_random_llama_in_memory("tiny", approach, quantize, device, tokenizer, seed)
+
+    monkeypatch.setattr(models, "build_random_llama_in_memory", tiny_instead)
+    model, tokenizer = models.load_base(
+        "llama-3.1-8b-random", get_approach("classifier"), quantize="none", device="cpu"
+    )
+    assert calls == [("8b", "classifier", "none")]
+    assert model.config.pad_token_id == tokenizer.pad_token_id  # the head pools by it
+    assert model.config.num_labels == 2

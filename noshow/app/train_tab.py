@@ -80,7 +80,7 @@ def gpu_count() -> int:
 
 def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     """Lay out the Train tab inside the current Blocks and wire its events."""
-    from noshow.modeling.models import PRESETS
+    from noshow.modeling.presets import PRESETS
 
     jobs = ctx.jobs
     runs_dir = ctx.runs_dir
@@ -300,7 +300,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         """Will this configuration fit, and how long will it take? Measures a few steps of
         it on this machine when no measurement is cached (up to a minute on a CPU; never
         while a job trains); says why when it will not fit."""
-        from noshow.modeling.models import local_folder
+        from noshow.modeling.presets import local_folder
 
         form_now = locals()
         values = {name: form_now[name] for name in tv.FORM_FIELDS}

@@ -298,7 +298,7 @@ def _check_size(path: Path, limit: int | None) -> None:
 
 def base_model_info(base_model: str) -> dict[str, Any]:
     """Hub id, license and whether `base_model` (a preset, hub id or folder) reloads anywhere."""
-    from noshow.modeling.models import PRESETS
+    from noshow.modeling.presets import PRESETS
 
     preset = PRESETS.get(base_model)
     hub_id = preset.hub_id if preset else None

@@ -223,7 +223,8 @@ def _load_predictor(
     from noshow.inference.cpu.runtime import choose_cpu_path
     from noshow.inference.cpu.weights import cpu_weights_choice, hugepage_weights, nf4_round_trip
     from noshow.modeling.approaches import get_approach
-    from noshow.modeling.models import ModelError, load_base, scoring_quantization
+    from noshow.modeling.models import load_base, scoring_quantization
+    from noshow.modeling.presets import ModelError
     from noshow.system.quiet import silence_third_party
 
     silence_third_party()  # before peft imports bitsandbytes

@@ -4,8 +4,8 @@ Llama-3.1-8B shape the benchmarks time without a download (built straight on the
 real single tokens.
 
     from noshow.modeling.random_models import build_random_llama, build_random_llama_in_memory
-    folder = build_random_llama(tmp_path / "tiny")           # saved, loads like a hub model
-    model = build_random_llama_in_memory("8b", "generative", "4bit", device, tokenizer)
+    folder = build_random_llama(tmp_path / "tiny", tokenizer)  # saved, loads like a hub model
+    model = build_random_llama_in_memory("8b", GENERATIVE, "4bit", device, tokenizer)
 
 A stand-in for pretrained weights has no zeroed embedding row. transformers' initialisation
 zeroes the row of `config.pad_token_id`; when the pad token also opens every chat prompt
@@ -26,7 +26,7 @@ from typing import Any
 
 import torch
 
-from noshow.modeling.models import BUNDLED_VOCAB_SIZE, DEFAULT_MODEL, ModelError, load_tokenizer
+from noshow.modeling.presets import BUNDLED_VOCAB_SIZE, ModelError
 
 SHAPES = ("tiny", "8b")
 
@@ -75,27 +75,22 @@ def draw_random_llama(model_class, config, tokenizer, *, seed: int, dtype=None, 
         torch.manual_seed(seed)  # seeds the CUDA generators too
         with torch.device(device or "cpu"):
             model = model_class._from_config(config, dtype=dtype) if dtype else model_class(config)
-    for holder in (model.config, model.generation_config):
-        if holder is not None:
+    for holder in (model.config, getattr(model, "generation_config", None)):
+        if holder is not None:  # a classifier has no generation config
             holder.pad_token_id = tokenizer.pad_token_id
     model.config.eos_token_id = tokenizer.eos_token_id
     model.config.bos_token_id = tokenizer.bos_token_id
     return model
 
 
-def build_random_llama(
-    folder: str | Path,
-    tokenizer_from: str | Path | None = None,
-    seed: int = 0,
-) -> Path:
-    """Save a randomly initialised tiny Llama + a real tokenizer into `folder` (empty or
-    new), for tests. `tokenizer_from` defaults to the bundled model."""
+def build_random_llama(folder: str | Path, tokenizer, seed: int = 0) -> Path:
+    """Save a randomly initialised tiny Llama + `tokenizer` (a real one, e.g. the bundled
+    model's) into `folder` (empty or new), for tests."""
     from transformers import LlamaForCausalLM
 
     target = Path(folder).expanduser()
     if target.exists() and (not target.is_dir() or any(target.iterdir())):
         raise ModelError(f"{target} is not an empty folder: choose a new or empty folder.")
-    tokenizer = load_tokenizer(tokenizer_from if tokenizer_from is not None else DEFAULT_MODEL)
     config = random_llama_config(vocab_size=len(tokenizer))
     config.architectures = ["LlamaForCausalLM"]
     model = draw_random_llama(LlamaForCausalLM, config, tokenizer, seed=seed)
@@ -113,15 +108,14 @@ def build_random_llama(
 
 
 def build_random_llama_in_memory(
-    shape: str | Any, approach: str, quantize: str, device, tokenizer, seed: int = 0
+    shape: str | Any, approach, quantize: str, device, tokenizer, seed: int = 0
 ):
     """A Llama of `shape` ("8b", "tiny" or a LlamaConfig) with random weights, built directly
     on `device` (bf16 on CUDA or when 4-bit, fp32 on the CPU, like `load_base`), 4-bit NF4
     when asked. "tiny" sizes its vocabulary to `tokenizer`; "8b" keeps Llama 3.1's 128,256
-    rows (the seed pays for the head over every token, so its width matters)."""
+    rows (the seed pays for the head over every token, so its width matters). `approach` is
+    an object from `noshow.modeling.approaches` (its model class and load settings)."""
     from transformers import LlamaForCausalLM, LlamaForSequenceClassification
-
-    from noshow.modeling.approaches import get_approach
 
     if isinstance(shape, str):
         if shape not in SHAPES:
@@ -133,12 +127,10 @@ def build_random_llama_in_memory(
         raise ModelError(
             f"The tokenizer has {len(tokenizer)} tokens, more than the model's {config.vocab_size}."
         )
-    spec = get_approach(approach)
-    for key, value in spec.load_kwargs().items():
+    for key, value in approach.load_kwargs().items():
         setattr(config, key, value)
-    model_class = (
-        LlamaForCausalLM if spec.task_type == "CAUSAL_LM" else LlamaForSequenceClassification
-    )
+    causal = approach.task_type == "CAUSAL_LM"
+    model_class = LlamaForCausalLM if causal else LlamaForSequenceClassification
     dtype = torch.bfloat16 if (device.type == "cuda" or quantize == "4bit") else torch.float32
     model = draw_random_llama(model_class, config, tokenizer, seed=seed, dtype=dtype, device=device)
     if quantize == "4bit":

@@ -139,7 +139,8 @@ def estimate_resources(
     bundled model); without one the estimate is rough and says so."""
     import torch
 
-    from noshow.modeling.models import choose_quantization, local_folder, parameter_count
+    from noshow.modeling.models import choose_quantization
+    from noshow.modeling.presets import local_folder, parameter_count
     from noshow.system.devices import pick_device
 
     n = _row_counts(config, rows)

@@ -336,7 +336,7 @@ def describe_failure(exc: BaseException, config: RunConfig) -> str:
             f"quantize {t.quantize}). Lower --batch-size or --max-length, or use --quantize 4bit."
         )
     from noshow.data.load import DataError
-    from noshow.modeling.models import ModelError
+    from noshow.modeling.presets import ModelError
 
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:
         where = f" while writing {exc.filename}" if exc.filename else ""

@@ -54,7 +54,8 @@ def build_prompt_layout(tokenizer) -> PromptLayout:
     """Split the rendered chat prompt around the statement, once per tokenizer, and check
     that the answer is one token followed by the end-of-turn token."""
     from noshow.data.statements import generative_messages, render_generative_prompt
-    from noshow.modeling.models import ModelError, answer_token_ids
+    from noshow.modeling.models import answer_token_ids
+    from noshow.modeling.presets import ModelError
 
     no_id, yes_id = answer_token_ids(tokenizer)
     text = render_generative_prompt(_MARKER, tokenizer)
