@@ -431,7 +431,7 @@ class Statements:
         return self.random_statement(i)
 
     def random_statement(self, i: int) -> str:
-        from noshow.app.compare_views import NEIGHBOURHOODS, WEEKDAYS, form_row
+        from noshow.app.compare_input import NEIGHBOURHOODS, WEEKDAYS, form_row
         from noshow.data.statements import render_statement
 
         with self._lock:
