@@ -1,5 +1,5 @@
-"""Small pieces shared by the app's tabs: the context object, the data cache, message boxes
-and where downloads are written.
+"""Small pieces shared by the app's tabs: the context object, the data cache, message boxes,
+who is asking (a request's owner) and where downloads are written.
 
 `UIContext` is what `build_demo` hands to every `build_*_tab(ctx)`: the services passed in
 (job manager, label store), settings (runs folder, demo mode) and the server-side cache of
@@ -112,6 +112,17 @@ def synthetic_banner(is_synthetic: bool, source: str = "") -> str:
         "real patients and figures computed on them say nothing about real no-shows. "
         "Load the Kaggle file (Data tab) for real results.</div>"
     )
+
+
+def request_owner(request: Any) -> str:
+    """Who is asking (a `gr.Request`'s browser session, else its client's host), for the
+    scheduler's fair queue and the one-batch-per-user limit."""
+    if request is None:
+        return ""
+    if getattr(request, "session_hash", None):
+        return str(request.session_hash)
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", "") or "")
 
 
 def export_folder() -> Path:

@@ -87,7 +87,7 @@ def fit_baseline(
 class BaselineCache:
     """One fitted baseline per loaded data set (keyed by the data cache key), fitted once in
     a background thread so a slow fit (the full Kaggle file's) never blocks more than the
-    caller's `timeout`."""
+    caller's `timeout`; each hybrid's tuned baseline is kept beside it (`tuned`)."""
 
     def __init__(self, max_entries: int = 4) -> None:
         self.max_entries = max_entries
@@ -131,6 +131,21 @@ class BaselineCache:
             )
         with self._lock:
             return self._items.get(key) or Baseline(error="the tabular baseline fit was lost.")
+
+    def tuned(self, entry: Any, timeout: float | None = None) -> TunedBaselines:
+        """What `score_hybrids` asks for the tuned baseline a hybrid blends: `get(entry,
+        timeout, params)` for the hybrid's `baseline_params`, a failure turned into a
+        Baseline whose `error` the hybrid's card shows."""
+
+        def tuned_baseline(params: Mapping[str, Any]) -> Baseline:
+            try:
+                return self.get(entry, timeout=timeout, params=params)
+            except Exception as e:  # noqa: BLE001 - the hybrid card says why
+                from noshow.app.common import user_message
+
+                return Baseline(error=f"tuned tabular baseline unavailable: {user_message(e)}")
+
+        return tuned_baseline
 
     def _fit(
         self,

@@ -25,32 +25,21 @@ disconnects or Stop is pressed, and the job stops at its next chunk.
 
 The handlers are thin: what the tab accepts is `noshow.app.compare_input`, the scoring
 `compare_single` and `compare_batch` (over `compare_slots` and `compare_baseline`), the
-words `compare_cards`.
+words `compare_cards`; the batch panel's layout and wiring are `compare_batch_panel`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from noshow.app.common import UIContext, error_box, info_box, user_message
+from noshow.app.common import UIContext, error_box, info_box, request_owner, user_message
 from noshow.app.compare_baseline import Baseline, BaselineCache, TunedBaselines, base_rate
-from noshow.app.compare_batch import (
-    DEFAULT_BATCH_ROWS,
-    DEFAULT_BATCH_ROWS_CPU,
-    BatchProgress,
-    batch_compare,
-    batch_figures,
-    batch_summary,
-    progress_html,
-    select_eval_rows,
-    write_predictions_csv,
-)
+from noshow.app.compare_batch_panel import build_batch_panel
 from noshow.app.compare_cards import (
     compare_summary,
     render_compare_html,
@@ -74,18 +63,11 @@ from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, load_slot, score_st
 from noshow.data.examples import EXAMPLES
 from noshow.data.statements import STATEMENT_FIELDS
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED_ADAPTERS = REPO / "adapters"
 # A single Compare waits this long for a first baseline fit before answering without it
-# (the fit carries on in the background; the synthetic data fits in about a second).
+# (the fit carries on in the background, and a small data set is fitted within it).
 BASELINE_WAIT_S = 3.0
-STOPPED_MESSAGE = "Batch comparison stopped. Press Run to start a new one."
-DEMO_BATCH_ROWS = 500
-# Single-statement events: room for every waiting user (the scheduler orders the model
-# work); batch evaluations: two at a time, one per session (noshow.inference.serving.BackgroundJobs).
+# Single-statement events: room for every waiting user (the scheduler orders the model work).
 COMPARE_CONCURRENCY = 64
-BATCH_CONCURRENCY = 2
-PROGRESS_EVERY_S = 0.5  # a batch yields this often: what lets Gradio notice a closed page
 
 
 def _row_state(statement: str, row: Any, source: str, truth: int | None = None) -> dict[str, Any]:
@@ -99,26 +81,6 @@ def _row_state(statement: str, row: Any, source: str, truth: int | None = None) 
     return {"statement": statement, "row": plain, "source": source, "truth": truth}
 
 
-def _owner(request: gr.Request | None) -> str:
-    """Who is asking, for the scheduler's fair queue and the one-batch-per-user limit."""
-    if request is None:
-        return ""
-    if getattr(request, "session_hash", None):
-        return str(request.session_hash)
-    client = getattr(request, "client", None)
-    return str(getattr(client, "host", "") or "")
-
-
-def _default_batch_rows(cap: int) -> int:
-    try:
-        import torch
-
-        gpu = torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - torch missing: the CPU default
-        gpu = False
-    return min(DEFAULT_BATCH_ROWS if gpu else DEFAULT_BATCH_ROWS_CPU, cap)
-
-
 def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     """Lay out the Compare tab inside the current Blocks and wire its events; returns its
     components by name. The adapters chosen here are kept in `ctx.adapter_inputs()`, which
@@ -128,8 +90,6 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     rates: dict[str, float | None] = {}
     rates_lock = threading.Lock()
     start = service.choices()
-    # A public Space shares one CPU between visitors: keep batch runs short there.
-    row_cap = DEMO_BATCH_ROWS if ctx.demo_mode else 5000
 
     def first(items: list[tuple[str, str]]) -> str | None:
         return items[0][1] if items else None
@@ -236,37 +196,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         summary_json = gr.JSON(label="Comparison")
         wi_json = gr.JSON(label="What-if")
 
-    with gr.Accordion("Batch: evaluate on the test split", open=False, elem_id="compare-batch"):
-        with gr.Row():
-            max_rows = gr.Slider(
-                10,
-                row_cap,
-                value=_default_batch_rows(row_cap),
-                step=10,
-                label="Rows to evaluate (at most)",
-                info="A stratified sample when the split is larger. On a CPU both adapters "
-                "score about 5 rows a second.",
-            )
-            gold = gr.Checkbox(
-                False,
-                label="Gold set: clinician-labelled records",
-                info="Evaluate on records labelled in the Label tab, their consensus label "
-                "replacing the data set's.",
-            )
-        with gr.Row():
-            batch_btn = gr.Button("Run batch comparison", variant="primary", elem_id="batch-run")
-            stop_btn = gr.Button("Stop", variant="stop", elem_id="batch-stop")
-        batch_msg = gr.HTML(elem_id="batch-progress")
-        summary_md = gr.Markdown()
-        metrics_df = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
-        with gr.Row():
-            roc_plot = gr.Plot(label="ROC curves")
-            calib_plot = gr.Plot(label="Calibration")
-        confusion_plot = gr.Plot(label="Confusion matrices")
-        disagree_df = gr.Dataframe(
-            label="Where the models disagree most", interactive=False, wrap=True
-        )
-        csv_file = gr.File(label="All predictions (CSV)", interactive=False)
+    build_batch_panel(ctx, baselines, gen_dd, clf_dd)
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -278,17 +208,6 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             keep = value if value in paths else first(found[approach])
             updates.append(gr.update(choices=found[approach], value=keep))
         return *updates, _adapters_note(found)
-
-    def tuned_for(entry: Any, timeout: float | None) -> TunedBaselines:
-        """The tuned baselines hybrids blend, fitted once per data set and settings."""
-
-        def tuned(params):
-            try:
-                return baselines.get(entry, timeout=timeout, params=params)
-            except Exception as e:  # noqa: BLE001 - the hybrid card says why
-                return Baseline(error=f"tuned tabular baseline unavailable: {user_message(e)}")
-
-        return tuned
 
     def data_for(
         key: Any, with_baseline: bool
@@ -305,7 +224,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             rate = rates[entry.key]
         if not with_baseline:
             return None, rate, None
-        tuned = tuned_for(entry, BASELINE_WAIT_S)
+        tuned = baselines.tuned(entry, BASELINE_WAIT_S)
         try:
             return baselines.get(entry, timeout=BASELINE_WAIT_S), rate, tuned
         except Exception as e:  # noqa: BLE001 - no baseline, still compare the adapters
@@ -345,7 +264,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         )
 
     def compare(text, gen_path, clf_path, state, key, request: gr.Request):
-        return run_compare(text, gen_path, clf_path, state, key, _owner(request))
+        return run_compare(text, gen_path, clf_path, state, key, request_owner(request))
 
     def compare_example(index: int):
         ex = EXAMPLES[index]
@@ -355,7 +274,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             return (
                 ex.statement,
                 state,
-                *run_compare(ex.statement, gen_path, clf_path, state, key, _owner(request)),
+                *run_compare(ex.statement, gen_path, clf_path, state, key, request_owner(request)),
             )
 
         return handler
@@ -372,7 +291,11 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         source = f"record {int(row['record_id'])}, {row.get('split', '?')} split"
         truth = int(row["no_show"]) if pd.notna(row.get("no_show")) else None
         state = _row_state(text, row, source, truth)
-        return text, state, *run_compare(text, gen_path, clf_path, state, key, _owner(request))
+        return (
+            text,
+            state,
+            *run_compare(text, gen_path, clf_path, state, key, request_owner(request)),
+        )
 
     def compare_form(
         age,
@@ -408,7 +331,11 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         except ValueError as e:
             return gr.update(), gr.update(), gr.update(), gr.update(), error_box(user_message(e))
         state = _row_state(text, row, "the form")
-        return text, state, *run_compare(text, gen_path, clf_path, state, key, _owner(request))
+        return (
+            text,
+            state,
+            *run_compare(text, gen_path, clf_path, state, key, request_owner(request)),
+        )
 
     def compare_what_if(text, fact, value, gen_path, clf_path, state, key, request: gr.Request):
         try:
@@ -429,7 +356,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 clf_path,
                 baseline=baseline,
                 source=service,
-                owner=_owner(request),
+                owner=request_owner(request),
             )
         except CompareInputError as e:
             return "", None, error_box(str(e))
@@ -448,76 +375,6 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             pass
         pick = next((c for c in choices if c.upper() != str(current).upper()), choices[0])
         return gr.update(choices=choices, value=pick)
-
-    def compare_batch(gen_path, clf_path, rows_cap, use_gold, key, request: gr.Request):
-        keep = [gr.skip()] * 7
-        empty = ["", None, None, None, None, None, None]
-        owner = _owner(request)
-        try:
-            entry = ctx.get_data(key)
-            gold_labels = None
-            if use_gold:
-                if ctx.store is None:
-                    raise CompareInputError(
-                        "The label store is off, so there is no gold set: start the app with a "
-                        "writable NOSHOW_LABELS_DB."
-                    )
-                gold_labels = ctx.store.consensus_labels()
-            cap = min(int(rows_cap or 1), row_cap)
-            rows, notes = select_eval_rows(entry.frame, cap, gold=gold_labels)
-            baselines.get(entry, timeout=0)  # the fit starts now, beside the adapters
-
-            def evaluate(job):
-                def report(progress: BatchProgress) -> None:
-                    job.report(progress.done, progress.total, progress.phase, progress.eta_s)
-
-                result = batch_compare(
-                    rows,
-                    gen_path,
-                    clf_path,
-                    lambda: baselines.get(entry),
-                    tuned_baselines=tuned_for(entry, None),
-                    source=service,
-                    owner=owner,
-                    on_progress=report,
-                    should_stop=job.should_stop,
-                )
-                result.notes = notes + result.notes
-                return (
-                    result,
-                    batch_figures(result),
-                    write_predictions_csv(result.predictions),
-                )
-
-            job = service.jobs.start(owner, "batch comparison", evaluate)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a sentence
-            yield (*keep, error_box(user_message(e)))  # a refused batch leaves results be
-            return
-        try:
-            yield (*empty, progress_html(job.snapshot()))
-            while not job.wait(PROGRESS_EVERY_S):
-                yield (*keep, progress_html(job.snapshot()))
-            if job.state == "cancelled":
-                yield (*empty, info_box(STOPPED_MESSAGE))
-                return
-            if job.state != "done":
-                reason = user_message(job.error)
-                yield (*empty, error_box(f"The batch comparison did not finish: {reason}."))
-                return
-            result, figures, path = job.result
-            yield (
-                batch_summary(result),
-                result.metrics,
-                figures["roc"],
-                figures["calibration"],
-                figures["confusion"],
-                result.disagreements,
-                str(path),
-                "",
-            )
-        finally:
-            # GeneratorExit when the browser disconnects or Stop is pressed: end the job too
-            job.cancel()
 
     def warm_up(gen_path, clf_path, key):
         """On page load: load the listed adapters, start the baseline fit and score the
@@ -587,24 +444,6 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     refresh_btn.click(
         refresh, [gen_dd, clf_dd], [gen_dd, clf_dd, adapters_msg], api_name="compare_adapters"
     )
-    batch_btn.click(
-        compare_batch,
-        [gen_dd, clf_dd, max_rows, gold, ctx.data_key],
-        [summary_md, metrics_df, roc_plot, calib_plot, confusion_plot, disagree_df, csv_file]
-        + [batch_msg],
-        api_name="compare_batch",
-        concurrency_id="compare_batch",
-        concurrency_limit=BATCH_CONCURRENCY,
-        show_progress="hidden",  # the progress panel in the message says more
-    )
-
-    def stop_batch(request: gr.Request):
-        """Cancel this browser's batch job; its generator then says "stopped" as its last
-        message (a second writer of the message box could be overtaken by a progress line)."""
-        for job in service.jobs.running(_owner(request)):
-            job.cancel()
-
-    stop_btn.click(stop_batch, None, None, api_visibility="private", show_progress="hidden")
     # Other tabs (Label) read the chosen adapters from these, not from the dropdowns.
     for dropdown, chosen in ((gen_dd, gen_chosen), (clf_dd, clf_chosen)):
         dropdown.change(
