@@ -317,7 +317,7 @@ TRAIN_STEPS = 100_000  # more than any window lasts: the job is cancelled at the
 def training_job_settings() -> dict[str, Any]:
     """/start_training's arguments: the Train tab's quick CPU preset, classifier head on the
     bundled model, synthetic data, steps enough to outlast the window."""
-    from noshow.app.train_views import SOURCE_SYNTHETIC, form_values
+    from noshow.app.train_form import SOURCE_SYNTHETIC, form_values
     from noshow.config import preset_config
 
     return {
