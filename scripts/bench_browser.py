@@ -13,7 +13,7 @@ app's answer cache never helps: real scoring) and an example button (the five in
 answers come from the cache the page load filled, as every visitor after the first gets).
 Each time is measured inside the page: `performance.now()` just before the click, and again
 when a MutationObserver sees the result whose data-key is that statement's
-(`noshow.app.compare_views.statement_key`) in #compare-result: Gradio's round trip, the
+(`noshow.app.compare_cards.statement_key`) in #compare-result: Gradio's round trip, the
 server's work and the DOM update, without Playwright's own overhead. Typing is not timed
 (the text is filled before the clock starts). The browser is Debian's /usr/bin/chromium;
 never `playwright install`.
@@ -73,7 +73,7 @@ async ([target, index, key]) => {
 
 
 def time_click(page, target: str, index: int, statement: str) -> float:
-    from noshow.app.compare_views import statement_key
+    from noshow.app.compare_cards import statement_key
 
     return float(page.evaluate(TIME_CLICK_JS, [target, index, statement_key(statement)]))
 

@@ -318,7 +318,7 @@ TRAIN_STEPS = 100_000  # more than any window lasts: the job is cancelled at the
 def training_job_settings() -> dict[str, Any]:
     """/start_training's arguments: the Train tab's quick CPU preset, classifier head on the
     bundled model, synthetic data, steps enough to outlast the window."""
-    from noshow.app.train_views import SOURCE_SYNTHETIC, form_values
+    from noshow.app.train_form import SOURCE_SYNTHETIC, form_values
     from noshow.config import preset_config
 
     return {
@@ -432,7 +432,7 @@ class Statements:
         return self.random_statement(i)
 
     def random_statement(self, i: int) -> str:
-        from noshow.app.compare_views import NEIGHBOURHOODS, WEEKDAYS, form_row
+        from noshow.app.compare_input import NEIGHBOURHOODS, WEEKDAYS, form_row
         from noshow.data.statements import render_statement
 
         with self._lock:

@@ -19,18 +19,13 @@ import pandas as pd
 import pytest
 
 from noshow.app import data_views as dv
+from noshow.app import train_form as tf
 from noshow.app import train_views as tv
 from noshow.app.common import DataCache, error_box, user_message
 from noshow.app.data_tab import SOURCE_PATH, SOURCE_SYNTHETIC, SOURCE_UPLOAD, resolve_source
-from noshow.app.train_views import (
-    DEMO_REFUSAL,
-    build_run_config,
-    describe_estimate,
-    describe_status,
-)
-from noshow.app.train_views import (
-    SOURCE_SYNTHETIC as TRAIN_SYNTHETIC,
-)
+from noshow.app.train_form import SOURCE_SYNTHETIC as TRAIN_SYNTHETIC
+from noshow.app.train_form import build_run_config
+from noshow.app.train_views import DEMO_REFUSAL, describe_estimate, describe_status
 from noshow.config import ConfigError
 
 STEP_S = 0.05
@@ -483,15 +478,15 @@ def test_restore_form_keeps_the_valid_fields_only():
         "data_source": "/data/mine.csv",
         "unknown": 1,
     }
-    assert tv.restore_form(saved) == {
+    assert tf.restore_form(saved) == {
         "approach": "generative",
         "max_steps": 7,
         "epochs": 0.5,
         "wandb": True,
         "data_source": "/data/mine.csv",
     }
-    assert "data_source" not in tv.restore_form(saved, demo_mode=True)
-    assert tv.restore_form("not a form") == {}
+    assert "data_source" not in tf.restore_form(saved, demo_mode=True)
+    assert tf.restore_form("not a form") == {}
 
 
 # ----------------------------------------------------------------------------- the app
@@ -578,9 +573,9 @@ def test_app_form_defaults_are_the_quick_preset_without_a_gpu(app):
     info = app.client.view_api(return_format="dict", print_info=False)
     params = info["named_endpoints"]["/start_training"]["parameters"]
     defaults = {p["parameter_name"]: p["parameter_default"] for p in params}
-    form = {name: defaults[name] for name in tv.FORM_FIELDS}
-    expected = RunConfig() if gpu_count() else preset_config(tv.CPU_PRESET)
-    assert tv.build_run_config(**{**form, "data_source": None}) == expected
+    form = {name: defaults[name] for name in tf.FORM_FIELDS}
+    expected = RunConfig() if gpu_count() else preset_config(tf.CPU_PRESET)
+    assert tf.build_run_config(**{**form, "data_source": None}) == expected
 
 
 @pytest.fixture()
@@ -646,7 +641,7 @@ def test_app_preflight_calls_a_long_cpu_run_long(
 
     idle(app)
     batch = option("train", "batch_size").default
-    quick_batch = preset_config(tv.CPU_PRESET).train.batch_size
+    quick_batch = preset_config(tf.CPU_PRESET).train.batch_size
     assert quick_batch != batch  # the quick preset is measured as a second, different run
     # 150 s a step at the default batch: the default form's 12 steps take about half an hour.
     calls = stand_in_measurements(monkeypatch, lambda b: 150.0 if b == batch else 1.0)

@@ -244,7 +244,7 @@ def test_browser_train_starts_a_quick_job_and_cancels_it(page, app):
 def test_browser_train_form_survives_a_reload(page, app):
     from playwright.sync_api import expect
 
-    from noshow.app.train_views import CPU_PRESET
+    from noshow.app.train_form import CPU_PRESET
     from noshow.config import preset_config
 
     open_tab(page, "Train")
@@ -277,7 +277,7 @@ def test_browser_train_short_run_shows_its_auc_next_to_the_baseline(
     from playwright.sync_api import expect
 
     import noshow.training.preflight
-    from noshow.app.train_views import CPU_PRESET
+    from noshow.app.train_form import CPU_PRESET
     from noshow.config import preset_config
     from noshow.training.runs import read_metrics
 

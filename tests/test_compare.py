@@ -19,7 +19,47 @@ import pandas as pd
 import pytest
 from conftest import free_port
 
-from noshow.app import compare_views as cv
+from noshow.app import compare_baseline
+from noshow.app.common import export_folder
+from noshow.app.compare_baseline import (
+    NO_FACTS_FOR_HYBRID,
+    Baseline,
+    BaselineCache,
+    fit_baseline,
+    score_baseline,
+)
+from noshow.app.compare_batch import (
+    DISAGREEMENT_ROWS,
+    BatchProgress,
+    batch_compare,
+    batch_figures,
+    batch_summary,
+    progress_html,
+    select_eval_rows,
+    write_predictions_csv,
+)
+from noshow.app.compare_cards import (
+    answer_line,
+    compare_summary,
+    label_text,
+    render_compare_html,
+    render_what_if_html,
+    statement_key,
+    timing_line,
+    what_if_summary,
+)
+from noshow.app.compare_input import (
+    MAX_STATEMENT_CHARS,
+    WHAT_IF_FACTS,
+    CompareInputError,
+    change_fact,
+    fact_text,
+    form_row,
+    prepare_statement,
+    render_form_statement,
+    resolve_facts,
+)
+from noshow.app.compare_single import compare_statement, what_if
 from noshow.data.examples import EXAMPLES
 
 # ----------------------------------------------------------------------------- fixtures
@@ -61,24 +101,24 @@ def table(value: dict) -> pd.DataFrame:
 
 def test_empty_or_whitespace_statement_is_refused_with_a_hint():
     for text in ("", "   \n\t ", None):
-        with pytest.raises(cv.CompareInputError, match="statement is empty"):
-            cv.prepare_statement(text)
+        with pytest.raises(CompareInputError, match="statement is empty"):
+            prepare_statement(text)
 
 
 def test_long_statement_is_cut_to_the_limit_with_a_notice():
-    text, notice = cv.prepare_statement("x" * 100_000)
-    assert len(text) == cv.MAX_STATEMENT_CHARS
+    text, notice = prepare_statement("x" * 100_000)
+    assert len(text) == MAX_STATEMENT_CHARS
     assert "100,000 characters" in notice and "first 2,000" in notice
 
 
 def test_short_statement_is_trimmed_without_notice():
-    assert cv.prepare_statement("  A statement.  ") == ("A statement.", None)
+    assert prepare_statement("  A statement.  ") == ("A statement.", None)
 
 
 def test_form_renders_the_same_statement_as_the_row_it_describes():
     example = EXAMPLES[1]  # a man with hypertension and 3 earlier appointments
     r = example.row
-    text, row = cv.render_form_statement(
+    text, row = render_form_statement(
         age=r["age"],
         gender=r["gender"],
         lead_days=r["lead_days"],
@@ -107,15 +147,15 @@ def test_form_renders_the_same_statement_as_the_row_it_describes():
     ],
 )
 def test_form_refuses_impossible_answers_naming_the_field(answers, message):
-    with pytest.raises(cv.CompareInputError, match=message):
-        cv.form_row(**answers)
+    with pytest.raises(CompareInputError, match=message):
+        form_row(**answers)
 
 
 def test_examples_span_low_to_high_risk_and_render_distinct_statements():
     assert [ex.risk for ex in EXAMPLES][0] == "low" and EXAMPLES[-1].risk == "high"
     texts = [ex.statement for ex in EXAMPLES]
     assert len(set(texts)) == len(texts)
-    assert all(50 < len(t) < cv.MAX_STATEMENT_CHARS for t in texts)
+    assert all(50 < len(t) < MAX_STATEMENT_CHARS for t in texts)
 
 
 @pytest.mark.slow
@@ -165,7 +205,7 @@ def fake_loader(ps: dict, **kwargs):
 
 def test_each_adapter_labels_at_its_own_threshold_and_disagreement_is_reported():
     loader = fake_loader({"generative": (0.6, 0.7), "classifier": (0.6, 0.5)})
-    result = cv.compare_statement("A statement.", "g", "c", loader=loader)
+    result = compare_statement("A statement.", "g", "c", loader=loader)
     assert result["generative"]["label"] == 0 and result["classifier"]["label"] == 1
     assert result["agree"] is False
     assert "disagree" in result["agree_text"]
@@ -175,36 +215,36 @@ def test_each_adapter_labels_at_its_own_threshold_and_disagreement_is_reported()
 
 def test_compare_html_escapes_model_text_and_shows_both_probabilities():
     loader = fake_loader({"generative": (0.25, 0.5), "classifier": (0.75, 0.5)})
-    html = cv.render_compare_html(cv.compare_statement("A statement.", "g", "c", loader=loader))
+    html = render_compare_html(compare_statement("A statement.", "g", "c", loader=loader))
     assert "&lt;b&gt;Yes&lt;/b&gt;" in html and "<b>Yes</b>" not in html
     assert "0.250" in html and "0.750" in html
 
 
 def test_card_says_briefly_which_weights_scored_and_how_long_it_took():
     loader = fake_loader({"generative": (0.25, 0.5), "classifier": (0.75, 0.5)})
-    result = cv.compare_statement("A statement.", "g", "c", loader=loader)
+    result = compare_statement("A statement.", "g", "c", loader=loader)
     result["generative"]["weights"] = "bf16 linears (fp32 activations), merged"
     result["classifier"]["weights"] = "4-bit NF4, adapter separate"
-    html = cv.render_compare_html(result)
+    html = render_compare_html(result)
     assert "(bf16 linears weights)" in html and "(4-bit NF4 weights)" in html
     assert html.count("Latency: ") == 2
-    assert cv.compare_summary(result)["generative"]["weights"].startswith("bf16 linears")
+    assert compare_summary(result)["generative"]["weights"].startswith("bf16 linears")
 
 
 def test_timing_line_says_when_a_forward_was_shared_or_the_cache_answered():
     shared = {"latency_ms": 180.4, "queue_ms": 35.2, "batch_size": 4, "cached": False}
-    assert cv.timing_line(shared) == (
+    assert timing_line(shared) == (
         "Latency: 180 ms, one forward for 4 statements; waited 35 ms for the model."
     )
-    assert cv.timing_line({"cached": True, "weights": "float32, merged"}) == (
+    assert timing_line({"cached": True, "weights": "float32, merged"}) == (
         "Answered from the cache: this statement was scored before (float32 weights)."
     )
 
 
 def test_each_card_says_where_its_threshold_came_from_and_the_base_rate():
     loader = fake_loader({"generative": (0.31, 0.27), "classifier": (0.2, 0.25)})
-    result = cv.compare_statement("A statement.", "g", "c", loader=loader, base_rate=0.2019)
-    html = cv.render_compare_html(result)
+    result = compare_statement("A statement.", "g", "c", loader=loader, base_rate=0.2019)
+    html = render_compare_html(result)
     assert html.count("where F1 peaked") == 2
     assert "Threshold 0.27: chosen on the adapter&#x27;s validation split, where F1 peaked." in html
     assert html.count("On average 20% of appointments are missed (train split).") == 2
@@ -225,9 +265,9 @@ def test_each_card_says_where_its_threshold_came_from_and_the_base_rate():
 )
 def test_generative_card_says_why_its_word_can_differ_from_the_prediction(p, word, why):
     slot = {"p": p, "threshold": 0.27, "label": int(p >= 0.27), "generated": word}
-    assert why in cv.answer_line(slot)
+    assert why in answer_line(slot)
     assert 'The word is the model\'s most likely next word: "Yes" only when P > 0.50' in (
-        cv.answer_line(slot)
+        answer_line(slot)
     )
 
 
@@ -236,18 +276,16 @@ def test_card_says_in_words_what_a_calibrated_probability_means():
 
     scaler = Calibrator(method="temperature", slope=1.2, rows=1590)
     ps = {"generative": (0.25, 0.5), "classifier": (0.25, 0.5)}
-    result = cv.compare_statement(
-        "A statement.", "g", "c", loader=fake_loader(ps, calibrator=scaler)
-    )
+    result = compare_statement("A statement.", "g", "c", loader=fake_loader(ps, calibrator=scaler))
     assert result["classifier"]["calibration"].startswith(
         "Calibrated on 1,590 validation appointments (temperature scaling)"
     )
     assert "of 100 appointments scored like this one, about 25 were missed" in (
-        cv.render_compare_html(result)
+        render_compare_html(result)
     )
-    plain = cv.compare_statement("A statement.", "g", "c", loader=fake_loader(ps))
+    plain = compare_statement("A statement.", "g", "c", loader=fake_loader(ps))
     assert plain["classifier"]["calibration"].startswith("Not calibrated")
-    assert cv.compare_summary(plain)["classifier"]["calibration"].startswith("Not calibrated")
+    assert compare_summary(plain)["classifier"]["calibration"].startswith("Not calibrated")
 
 
 def _hybrid(params=None):
@@ -262,24 +300,24 @@ def test_hybrid_card_blends_the_adapter_with_the_tuned_baseline_it_names():
 
     def tuned(params):
         asked.append(dict(params))
-        return cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+        return Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
 
     loader = fake_loader({"generative": (0.5, 0.5), "classifier": (0.5, 0.5)}, hybrid=_hybrid())
     row = dict(_toy_frame().iloc[0], age=20)  # AgeModel: P 0.8 under 30
-    result = cv.compare_statement(
+    result = compare_statement(
         "A statement.", "g", "c", loader=loader, row=row, tuned_baselines=tuned
     )
     slot = result["hybrid"]["classifier"]
     # sigmoid(1 * logit(0.5) + 1 * logit(0.8) + 0) = 0.8, labelled at the hybrid's threshold
     assert slot["p"] == pytest.approx(0.8) and slot["label"] == 1 and slot["threshold"] == 0.3
     assert asked == [{"max_leaf_nodes": 15}, {"max_leaf_nodes": 15}]  # one per adapter
-    html = cv.render_compare_html(result)
+    html = render_compare_html(result)
     assert "Hybrid: classifier + tabular" in html and "Hybrid: generative + tabular" in html
     assert "weights 1.00 (adapter) and 1.00 (tabular)" in html
-    assert cv.compare_summary(result)["hybrid"]["classifier"]["p"] == pytest.approx(0.8)
+    assert compare_summary(result)["hybrid"]["classifier"]["p"] == pytest.approx(0.8)
 
     # free text without facts: the card says so
-    no_row = cv.compare_statement(
+    no_row = compare_statement(
         "A statement.",
         "g",
         "c",
@@ -287,15 +325,13 @@ def test_hybrid_card_blends_the_adapter_with_the_tuned_baseline_it_names():
         reason="No baseline: no facts.",
         tuned_baselines=tuned,
     )
-    assert no_row["hybrid"]["classifier"]["error"] == cv.NO_FACTS_FOR_HYBRID
+    assert no_row["hybrid"]["classifier"]["error"] == NO_FACTS_FOR_HYBRID
     # a hybrid.json from before the settings were stored cannot be served: it says so
     old = fake_loader({"generative": (0.5, 0.5), "classifier": (0.5, 0.5)}, hybrid=_hybrid({}))
-    stale = cv.compare_statement(
-        "A statement.", "g", "c", loader=old, row=row, tuned_baselines=tuned
-    )
+    stale = compare_statement("A statement.", "g", "c", loader=old, row=row, tuned_baselines=tuned)
     assert "does not name its tabular model's settings" in stale["hybrid"]["classifier"]["error"]
     # adapters without a hybrid.json get no hybrid card
-    none = cv.compare_statement(
+    none = compare_statement(
         "A statement.",
         "g",
         "c",
@@ -303,11 +339,11 @@ def test_hybrid_card_blends_the_adapter_with_the_tuned_baseline_it_names():
         row=row,
         tuned_baselines=tuned,
     )
-    assert none["hybrid"] == {} and "Hybrid:" not in cv.render_compare_html(none)
+    assert none["hybrid"] == {} and "Hybrid:" not in render_compare_html(none)
 
 
 def test_missing_adapter_folder_is_a_message_in_its_slot(tmp_path):
-    result = cv.compare_statement("A statement.", str(tmp_path / "nope"), "")
+    result = compare_statement("A statement.", str(tmp_path / "nope"), "")
     assert "Adapter folder not found" in result["generative"]["error"]
     assert "No classifier adapter chosen" in result["classifier"]["error"]
     assert result["agree"] is None
@@ -315,37 +351,37 @@ def test_missing_adapter_folder_is_a_message_in_its_slot(tmp_path):
 
 def test_baseline_scores_rows_and_gives_the_reason_when_it_has_none():
     frame = _toy_frame()
-    baseline = cv.fit_baseline(frame)
+    baseline = fit_baseline(frame)
     row = frame.iloc[0].to_dict()
-    scored = cv.score_baseline(baseline, row)
+    scored = score_baseline(baseline, row)
     assert 0 <= scored["p"] <= 1 and scored["label"] in (0, 1)
     assert "where F1 peaked" in scored["threshold_source"]
-    assert "needs the appointment's facts" in cv.score_baseline(baseline, None)["error"]
-    assert cv.score_baseline(baseline, None, "No baseline: why.")["error"] == "No baseline: why."
+    assert "needs the appointment's facts" in score_baseline(baseline, None)["error"]
+    assert score_baseline(baseline, None, "No baseline: why.")["error"] == "No baseline: why."
 
 
 def test_typed_statement_in_the_template_words_gets_its_facts_read_back():
     example = EXAMPLES[3]
-    row, source, reason, truth = cv.resolve_facts(example.statement, None)
+    row, source, reason, truth = resolve_facts(example.statement, None)
     assert row == example.row and source == "read from the statement"
     assert reason is None and truth is None
 
 
 def test_free_text_gets_a_one_line_reason_instead_of_a_baseline():
-    row, source, reason, _ = cv.resolve_facts("Patient seems unreliable.", None)
+    row, source, reason, _ = resolve_facts("Patient seems unreliable.", None)
     assert row is None and source is None
     assert reason == "No baseline: the text does not follow the statement template at the person."
 
 
 def test_facts_from_the_form_or_a_row_count_while_the_text_is_unchanged():
     state = {"statement": "text", "row": {"age": 3}, "source": "record 7", "truth": 1}
-    assert cv.resolve_facts("text", state) == ({"age": 3}, "record 7", None, 1)
-    assert cv.resolve_facts("text edited", state)[0] is None
+    assert resolve_facts("text", state) == ({"age": 3}, "record 7", None, 1)
+    assert resolve_facts("text edited", state)[0] is None
 
 
 def test_data_set_row_shows_its_true_label_and_whether_each_model_matches_it():
     loader = fake_loader({"generative": (0.6, 0.5), "classifier": (0.1, 0.5)})
-    result = cv.compare_statement(
+    result = compare_statement(
         "A statement.",
         "g",
         "c",
@@ -354,7 +390,7 @@ def test_data_set_row_shows_its_true_label_and_whether_each_model_matches_it():
         facts_source="record 5, test split",
         row=EXAMPLES[0].row,
     )
-    html = cv.render_compare_html(result)
+    html = render_compare_html(result)
     assert (
         "In the data set this patient <b>missed the appointment</b> (record 5, test split)" in html
     )
@@ -362,14 +398,14 @@ def test_data_set_row_shows_its_true_label_and_whether_each_model_matches_it():
     assert (
         html.count("✓ matches the data set") == 1 and html.count("✗ differs from the data set") >= 1
     )
-    assert cv.compare_summary(result)["truth"] == 1
+    assert compare_summary(result)["truth"] == 1
 
 
 def test_result_html_carries_the_statement_key_and_the_server_time():
     loader = fake_loader({"generative": (0.6, 0.5), "classifier": (0.1, 0.5)})
-    result = cv.compare_statement("A statement.", "g", "c", loader=loader)
-    html = cv.render_compare_html(result)
-    assert f'data-key="{cv.statement_key("A statement.")}"' in html
+    result = compare_statement("A statement.", "g", "c", loader=loader)
+    html = render_compare_html(result)
+    assert f'data-key="{statement_key("A statement.")}"' in html
     assert "Answered in " in html and result["server_ms"] > 0
 
 
@@ -398,18 +434,18 @@ class SmsModel:
 
 def test_what_if_shows_each_models_prediction_before_and_after_one_change():
     row = EXAMPLES[2].row  # SMS reminder: yes
-    baseline = cv.Baseline(model=SmsModel(), threshold=0.3, train_rows=10)
-    result = cv.what_if(row, "SMS reminder", "no", "g", "c", baseline=baseline, source=sms_loader())
+    baseline = Baseline(model=SmsModel(), threshold=0.3, train_rows=10)
+    result = what_if(row, "SMS reminder", "no", "g", "c", baseline=baseline, source=sms_loader())
     assert (result["old"], result["new"]) == ("yes", "no")
     assert (
         "She got no SMS reminder." in result["after"] and result["before"] == EXAMPLES[2].statement
     )
-    summary = cv.what_if_summary(result)["models"]
+    summary = what_if_summary(result)["models"]
     assert summary["generative"]["delta"] == pytest.approx(0.1)
     assert summary["classifier"]["delta"] == pytest.approx(0.2)
     assert summary["baseline"]["delta"] == pytest.approx(0.3)
     assert (summary["classifier"]["label_before"], summary["classifier"]["label_after"]) == (0, 1)
-    html = cv.render_what_if_html(result)
+    html = render_what_if_html(result)
     assert "If <b>SMS reminder</b> were <b>no</b> instead of <b>yes</b>" in html
     assert "↑ +0.200" in html and "Shows up → No-show" in html
     assert "not the effect the change would have" in html
@@ -430,19 +466,19 @@ def test_what_if_shows_each_models_prediction_before_and_after_one_change():
 )
 def test_what_if_refuses_a_bad_value_or_no_change_naming_the_fact(fact, value, message):
     row = {**EXAMPLES[2].row, "prior_appointments": 3}
-    with pytest.raises(cv.CompareInputError, match=message):
-        cv.what_if(row, fact, value, "g", "c", source=sms_loader())
+    with pytest.raises(CompareInputError, match=message):
+        what_if(row, fact, value, "g", "c", source=sms_loader())
 
 
 def test_every_what_if_fact_changes_the_statement_it_names():
     from noshow.data.statements import parse_statement, render_statement
 
     row = {**EXAMPLES[4].row}
-    for fact, (field_name, choices) in cv.WHAT_IF_FACTS.items():
-        value = next(c for c in choices if c.upper() != cv.fact_text(row, fact).upper())
+    for fact, (field_name, choices) in WHAT_IF_FACTS.items():
+        value = next(c for c in choices if c.upper() != fact_text(row, fact).upper())
         if field_name == "prior_appointments":
             value = "5"  # at least the 2 missed ones
-        changed = cv.change_fact(row, fact, value)
+        changed = change_fact(row, fact, value)
         assert parse_statement(render_statement(changed))[field_name] == changed[field_name]
         assert {k for k in row if row[k] != changed[k]} == {field_name}, fact
 
@@ -456,10 +492,10 @@ def test_baseline_cache_fits_once_per_data_set_and_does_not_block_past_the_timeo
     def slow_fit(frame, params=None):
         calls.append((len(frame), params))
         release.wait(5)
-        return cv.Baseline(model=None, error="fitted" if params is None else "tuned")
+        return Baseline(model=None, error="fitted" if params is None else "tuned")
 
-    monkeypatch.setattr(cv, "fit_baseline", slow_fit)
-    cache = cv.BaselineCache()
+    monkeypatch.setattr(compare_baseline, "fit_baseline", slow_fit)
+    cache = BaselineCache()
     entry = SimpleNamespace(key="k", frame=_toy_frame())
     start = time.perf_counter()
     early = cache.get(entry, timeout=0.05)
@@ -507,7 +543,7 @@ def _toy_frame(n: int = 400) -> pd.DataFrame:
 
 
 def test_eval_rows_are_the_test_split_capped_with_both_classes():
-    rows, notes = cv.select_eval_rows(_toy_frame(), max_rows=50)
+    rows, notes = select_eval_rows(_toy_frame(), max_rows=50)
     assert len(rows) == 50 and set(rows["split"]) == {"test"}
     assert rows["no_show"].nunique() == 2
     assert any("stratified sample of 50" in n for n in notes)
@@ -516,7 +552,7 @@ def test_eval_rows_are_the_test_split_capped_with_both_classes():
 def test_gold_set_uses_clinician_labels_and_reports_count_and_changes():
     frame = _toy_frame()
     gold = {1000: 1 - int(frame.loc[0, "no_show"]), 1002: int(frame.loc[2, "no_show"]), 9: 1}
-    rows, notes = cv.select_eval_rows(frame, gold=gold)
+    rows, notes = select_eval_rows(frame, gold=gold)
     assert sorted(rows["record_id"]) == [1000, 1002]
     assert rows.set_index("record_id")["no_show"].to_dict() == {1000: gold[1000], 1002: gold[1002]}
     assert "2 clinician-labelled records" in notes[0] and "1 differ" in notes[0]
@@ -524,14 +560,14 @@ def test_gold_set_uses_clinician_labels_and_reports_count_and_changes():
 
 
 def test_gold_set_without_matching_records_is_refused_clearly():
-    with pytest.raises(cv.CompareInputError, match="None of the 1 clinician-labelled"):
-        cv.select_eval_rows(_toy_frame(), gold={5: 1})
+    with pytest.raises(CompareInputError, match="None of the 1 clinician-labelled"):
+        select_eval_rows(_toy_frame(), gold={5: 1})
 
 
 def test_batch_without_any_model_is_refused_with_the_reasons():
-    rows, _ = cv.select_eval_rows(_toy_frame(), max_rows=20)
-    with pytest.raises(cv.CompareInputError, match="No generative adapter chosen"):
-        cv.batch_compare(rows, "", "", None)
+    rows, _ = select_eval_rows(_toy_frame(), max_rows=20)
+    with pytest.raises(CompareInputError, match="No generative adapter chosen"):
+        batch_compare(rows, "", "", None)
 
 
 class AgeModel:
@@ -546,10 +582,10 @@ class AgeModel:
 
 def test_batch_metrics_and_disagreements_follow_the_scores():
     frame = _toy_frame()
-    rows, _ = cv.select_eval_rows(frame, max_rows=100)
+    rows, _ = select_eval_rows(frame, max_rows=100)
     loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
-    baseline = cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
-    result = cv.batch_compare(rows, "g", "c", baseline, loader=loader)
+    baseline = Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+    result = batch_compare(rows, "g", "c", baseline, loader=loader)
     metrics = result.metrics.set_index("model")
     assert list(metrics.index) == ["generative", "classifier", "tabular baseline"]
     assert metrics.loc["generative", "sensitivity"] == 1.0  # says no-show for everyone
@@ -557,7 +593,7 @@ def test_batch_metrics_and_disagreements_follow_the_scores():
     assert metrics.loc["tabular baseline", "ROC-AUC"] == 1.0  # the label is age < 30
     assert (result.disagreements["gap"] == 0.8).all()
     assert len(result.predictions) == len(rows)
-    figures = cv.batch_figures(result)
+    figures = batch_figures(result)
     assert set(figures) == {"roc", "calibration", "confusion"}
     assert metrics.loc["tabular baseline", "ROC-AUC 95% CI"] == "1.000-1.000"
 
@@ -565,7 +601,7 @@ def test_batch_metrics_and_disagreements_follow_the_scores():
 def test_batch_stopped_during_its_last_chunk_fits_no_baseline():
     from noshow.inference.serving import Cancelled
 
-    rows, _ = cv.select_eval_rows(_toy_frame(), max_rows=20)
+    rows, _ = select_eval_rows(_toy_frame(), max_rows=20)
     loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
     scored, fitted = [], []
 
@@ -574,10 +610,10 @@ def test_batch_stopped_during_its_last_chunk_fits_no_baseline():
 
     def baseline():
         fitted.append(1)
-        return cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+        return Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
 
     with pytest.raises(Cancelled):
-        cv.batch_compare(
+        batch_compare(
             rows,
             "g",
             "c",
@@ -593,7 +629,7 @@ def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_af
     from noshow.evaluation.calibration import Calibrator
 
     frame = _toy_frame()
-    rows, _ = cv.select_eval_rows(frame, max_rows=100)
+    rows, _ = select_eval_rows(frame, max_rows=100)
     rng = np.random.default_rng(1)
     noisy = dict(zip(rows["statement"], rng.uniform(0.05, 0.95, len(rows)), strict=True))
     scaler = Calibrator(method="temperature", slope=2.0, rows=300)
@@ -602,8 +638,8 @@ def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_af
         calibrator=scaler,
         hybrid=_hybrid(),
     )
-    baseline = cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
-    result = cv.batch_compare(
+    baseline = Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+    result = batch_compare(
         rows, "g", "c", baseline, loader=loader, tuned_baselines=lambda params: baseline
     )
     metrics = result.metrics.set_index("model")
@@ -622,13 +658,13 @@ def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_af
     )
     pairs = {(d["a"], d["b"]) for d in result.auc["differences"]}
     assert ("classifier", "baseline") in pairs and ("hybrid_classifier", "classifier") in pairs
-    summary = cv.batch_summary(result)
+    summary = batch_summary(result)
     assert "(95% CI " in summary and "ROC-AUC (" in summary  # the differences, in words
     preds = result.predictions
     np.testing.assert_allclose(
         scaler.apply(preds["p_classifier_uncalibrated"]), preds["p_classifier"], atol=1e-9
     )
-    figure = cv.batch_figures(result)["calibration"]
+    figure = batch_figures(result)["calibration"]
     assert [ax.get_title() for ax in figure.axes] == [
         "Before calibration (these rows)",
         "After calibration (these rows)",
@@ -640,16 +676,16 @@ def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_af
 
 def test_batch_reports_progress_and_an_eta_from_the_first_row():
     frame = _toy_frame()
-    rows, _ = cv.select_eval_rows(frame, max_rows=60)
+    rows, _ = select_eval_rows(frame, max_rows=60)
     loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
-    seen: list[cv.BatchProgress] = []
+    seen: list[BatchProgress] = []
     fitted = []
 
     def baseline_when_needed():
         fitted.append(len(seen))
-        return cv.Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
+        return Baseline(model=AgeModel(), threshold=0.5, train_rows=100)
 
-    result = cv.batch_compare(
+    result = batch_compare(
         rows, "g", "c", baseline_when_needed, loader=loader, on_progress=seen.append
     )
     scoring = [s for s in seen if s.phase.startswith("Scoring")]
@@ -664,11 +700,11 @@ def test_batch_reports_progress_and_an_eta_from_the_first_row():
 def test_batch_stops_between_chunks_when_asked():
     from noshow.inference.serving import Cancelled
 
-    rows, _ = cv.select_eval_rows(_toy_frame(), max_rows=100)
+    rows, _ = select_eval_rows(_toy_frame(), max_rows=100)
     loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
-    seen: list[cv.BatchProgress] = []
+    seen: list[BatchProgress] = []
     with pytest.raises(Cancelled):
-        cv.batch_compare(
+        batch_compare(
             rows,
             "g",
             "c",
@@ -680,7 +716,7 @@ def test_batch_stops_between_chunks_when_asked():
 
 
 def test_progress_panel_shows_rows_elapsed_time_and_time_left():
-    html = cv.progress_html(
+    html = progress_html(
         {"done": 30, "total": 400, "phase": "Scoring with the generative adapter"}
         | {"elapsed_s": 12.0, "eta_s": 150.0}
     )
@@ -698,7 +734,7 @@ def test_predictions_csv_neutralises_spreadsheet_formulas_and_keeps_numbers(tmp_
             "statement": ['=HYPERLINK("http://x")', "-2+3 is plain text"],
         }
     )
-    path = cv.write_predictions_csv(preds, tmp_path)
+    path = write_predictions_csv(preds, tmp_path)
     assert path.suffix == ".csv" and list(tmp_path.iterdir()) == [path]  # no temp file left
     with open(path, newline="", encoding="utf-8") as f:
         rows = list(csv.reader(f))
@@ -812,7 +848,7 @@ def test_app_scores_a_data_set_row_at_once_and_shows_its_true_label(app, adapter
     assert summary["truth"] == int(row["no_show"])
     assert summary["facts_source"] == f"record {int(row['record_id'])}, test split"
     assert summary["baseline"]["p"] is not None and summary["classifier"]["p"] is not None
-    assert f"true label {cv.label_text(int(row['no_show']))}" in html
+    assert f"true label {label_text(int(row['no_show']))}" in html
 
 
 def test_app_refuses_an_unknown_record_id_clearly(app, adapters):
@@ -867,7 +903,7 @@ def test_app_truncates_a_very_long_statement_with_a_notice(app, adapters):
         EXAMPLES[0].statement * 400, adapters.generative, adapters.classifier, api_name="/compare"
     )
     assert "only the first 2,000" in message
-    assert len(summary["statement"]) <= cv.MAX_STATEMENT_CHARS
+    assert len(summary["statement"]) <= MAX_STATEMENT_CHARS
     assert summary["classifier"]["p"] is not None
 
 
@@ -910,7 +946,7 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
         assert column in metrics.columns
     assert (metrics["rows"] == 40).all()
     assert roc is not None and calibration is not None and confusion is not None
-    assert len(table(disagreements)) == cv.DISAGREEMENT_ROWS
+    assert len(table(disagreements)) == DISAGREEMENT_ROWS
     preds = pd.read_csv(csv_path)
     assert len(preds) == 40
     assert {"p_generative", "p_classifier", "p_baseline", "statement"} <= set(preds.columns)
@@ -1008,9 +1044,9 @@ def test_demo_app_scores_listed_adapters_and_refuses_pasted_paths(adapters, tmp_
 
 
 def test_predictions_csv_is_written_under_the_temp_dir_gradio_serves():
-    path = cv.write_predictions_csv(pd.DataFrame({"record_id": [1], "statement": ["a"]}))
+    path = write_predictions_csv(pd.DataFrame({"record_id": [1], "statement": ["a"]}))
     try:
-        assert Path(path).parent == cv.export_folder()
+        assert Path(path).parent == export_folder()
     finally:
         Path(path).unlink()
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from noshow.app import train_views as tv
+from noshow.app import train_form as tf
 from noshow.config import RunConfig, config_from_args, options, preset_config
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,7 +42,7 @@ def built_form(monkeypatch, gpus: int) -> dict:
 def config_of(form: dict) -> RunConfig:
     values = {name: component.value for name, component in form.items()}
     # "Same as the Data tab" is the form's own choice; the config's default is "not set"
-    return tv.build_run_config(**{**values, "data_source": None})
+    return tf.build_run_config(**{**values, "data_source": None})
 
 
 def test_cli_defaults_are_the_config_defaults(cli):
@@ -65,15 +65,15 @@ def test_cli_help_shows_every_option_with_its_docstring_and_default(cli, capsys,
 def test_train_tab_defaults_on_a_gpu_are_the_config_and_cli_defaults(monkeypatch, cli):
     form = built_form(monkeypatch, gpus=1)
     assert config_of(form) == RunConfig() == config_from_args(cli.parse_args([]))
-    assert form["data_source"].value == tv.SOURCE_DATA_TAB
+    assert form["data_source"].value == tf.SOURCE_DATA_TAB
 
 
 def test_train_tab_choices_and_help_come_from_the_options(monkeypatch):
     form = built_form(monkeypatch, gpus=1)
-    for name in tv.FORM_OPTIONS:
-        o = tv.form_option(name)
+    for name in tf.FORM_OPTIONS:
+        o = tf.form_option(name)
         component = form[name]
-        assert component.info == tv.form_info(name)
+        assert component.info == tf.form_info(name)
         assert o.help.replace("`", "").split(";")[0] in component.info
         if o.choices is not None:
             assert [value for _, value in component.choices] == list(o.choices)
@@ -81,16 +81,16 @@ def test_train_tab_choices_and_help_come_from_the_options(monkeypatch):
 
 def test_train_tab_opens_on_the_quick_cpu_preset_without_a_gpu(monkeypatch):
     form = built_form(monkeypatch, gpus=0)
-    quick = preset_config(tv.CPU_PRESET)
+    quick = preset_config(tf.CPU_PRESET)
     assert config_of(form) == quick
     assert quick.train.max_steps and quick.data.max_train_rows  # a short run, not the default
 
 
 def test_presets_set_the_form_to_the_declared_presets():
     for name in ("quick-cpu", "full-gpu"):
-        form = {**tv.form_defaults(cuda=True), **tv.preset_values(name)}
-        assert tv.build_run_config(**form, data_source=None) == preset_config(name)
-    values = tv.preset_values("full-gpu", approach="generative")
+        form = {**tf.form_defaults(cuda=True), **tf.preset_values(name)}
+        assert tf.build_run_config(**form, data_source=None) == preset_config(name)
+    values = tf.preset_values("full-gpu", approach="generative")
     assert values["model"] == "llama-3.1-8b-instruct"  # the seed project's generative model
 
 

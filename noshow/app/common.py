@@ -1,4 +1,5 @@
-"""Small pieces shared by the app's tabs: the context object, the data cache, message boxes.
+"""Small pieces shared by the app's tabs: the context object, the data cache, message boxes,
+who is asking (a request's owner) and where downloads are written.
 
 `UIContext` is what `build_demo` hands to every `build_*_tab(ctx)`: the services passed in
 (job manager, label store), settings (runs folder, demo mode) and the server-side cache of
@@ -16,6 +17,7 @@ must not read /etc/passwd or a key file and echo it back.
 from __future__ import annotations
 
 import html
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -110,6 +112,24 @@ def synthetic_banner(is_synthetic: bool, source: str = "") -> str:
         "real patients and figures computed on them say nothing about real no-shows. "
         "Load the Kaggle file (Data tab) for real results.</div>"
     )
+
+
+def request_owner(request: Any) -> str:
+    """Who is asking (a `gr.Request`'s browser session, else its client's host), for the
+    scheduler's fair queue and the one-batch-per-user limit."""
+    if request is None:
+        return ""
+    if getattr(request, "session_hash", None):
+        return str(request.session_hash)
+    client = getattr(request, "client", None)
+    return str(getattr(client, "host", "") or "")
+
+
+def export_folder() -> Path:
+    """Where downloads are written: a folder under the system temp dir (Gradio serves it)."""
+    folder = Path(tempfile.gettempdir()) / "noshow-exports"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
 
 
 def format_duration(seconds: float | None) -> str:

@@ -23,37 +23,51 @@ single-statement events share one concurrency group with room for every waiting 
 and one per browser session; a batch is a generator, so Gradio stops it when its browser
 disconnects or Stop is pressed, and the job stops at its next chunk.
 
-The handlers are thin; the logic is in `noshow.app.compare_views` and `noshow.inference.serving`.
+The handlers are thin: what the tab accepts is `noshow.app.compare_input`, the scoring
+`compare_single` and `compare_batch` (over `compare_slots` and `compare_baseline`), the
+words `compare_cards`; the batch panel's layout and wiring are `compare_batch_panel`.
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-from pathlib import Path
 from typing import Any
 
 import gradio as gr
 import pandas as pd
 
-from noshow.app import compare_views as cv
-from noshow.app.common import UIContext, error_box, info_box, user_message
+from noshow.app.common import UIContext, error_box, info_box, request_owner, user_message
+from noshow.app.compare_baseline import Baseline, BaselineCache, TunedBaselines, base_rate
+from noshow.app.compare_batch_panel import build_batch_panel
+from noshow.app.compare_cards import (
+    compare_summary,
+    render_compare_html,
+    render_what_if_html,
+    what_if_summary,
+)
+from noshow.app.compare_input import (
+    CONDITIONS,
+    FORM_DEFAULTS,
+    NEIGHBOURHOODS,
+    WEEKDAYS,
+    WHAT_IF_FACTS,
+    CompareInputError,
+    fact_text,
+    prepare_statement,
+    render_form_statement,
+    resolve_facts,
+)
+from noshow.app.compare_single import compare_statement, what_if
+from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, load_slot, score_statements
 from noshow.data.examples import EXAMPLES
 from noshow.data.statements import STATEMENT_FIELDS
 
-REPO = Path(__file__).resolve().parents[2]
-SHIPPED_ADAPTERS = REPO / "adapters"
 # A single Compare waits this long for a first baseline fit before answering without it
-# (the fit carries on in the background; the synthetic data fits in about a second).
+# (the fit carries on in the background, and a small data set is fitted within it).
 BASELINE_WAIT_S = 3.0
-STOPPED_MESSAGE = "Batch comparison stopped. Press Run to start a new one."
-DEMO_BATCH_ROWS = 500
-# Single-statement events: room for every waiting user (the scheduler orders the model
-# work); batch evaluations: two at a time, one per session (noshow.inference.serving.BackgroundJobs).
+# Single-statement events: room for every waiting user (the scheduler orders the model work).
 COMPARE_CONCURRENCY = 64
-BATCH_CONCURRENCY = 2
-PROGRESS_EVERY_S = 0.5  # a batch yields this often: what lets Gradio notice a closed page
-NEIGHBOURHOODS = cv.NEIGHBOURHOODS
 
 
 def _row_state(statement: str, row: Any, source: str, truth: int | None = None) -> dict[str, Any]:
@@ -67,37 +81,15 @@ def _row_state(statement: str, row: Any, source: str, truth: int | None = None) 
     return {"statement": statement, "row": plain, "source": source, "truth": truth}
 
 
-def _owner(request: gr.Request | None) -> str:
-    """Who is asking, for the scheduler's fair queue and the one-batch-per-user limit."""
-    if request is None:
-        return ""
-    if getattr(request, "session_hash", None):
-        return str(request.session_hash)
-    client = getattr(request, "client", None)
-    return str(getattr(client, "host", "") or "")
-
-
-def _default_batch_rows(cap: int) -> int:
-    try:
-        import torch
-
-        gpu = torch.cuda.is_available()
-    except Exception:  # noqa: BLE001 - torch missing: the CPU default
-        gpu = False
-    return min(cv.DEFAULT_BATCH_ROWS if gpu else cv.DEFAULT_BATCH_ROWS_CPU, cap)
-
-
 def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     """Lay out the Compare tab inside the current Blocks and wire its events; returns its
     components by name. The adapters chosen here are kept in `ctx.adapter_inputs()`, which
     other tabs read; the adapters themselves are `ctx.adapters`."""
     service = ctx.adapters
-    baselines: cv.BaselineCache = ctx.extras.setdefault("baselines", cv.BaselineCache())
+    baselines: BaselineCache = ctx.extras.setdefault("baselines", BaselineCache())
     rates: dict[str, float | None] = {}
     rates_lock = threading.Lock()
     start = service.choices()
-    # A public Space shares one CPU between visitors: keep batch runs short there.
-    row_cap = DEMO_BATCH_ROWS if ctx.demo_mode else 5000
 
     def first(items: list[tuple[str, str]]) -> str | None:
         return items[0][1] if items else None
@@ -110,16 +102,16 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     )
     with gr.Row(equal_height=True):
         gen_dd = gr.Dropdown(
-            start[cv.GENERATIVE],
-            value=first(start[cv.GENERATIVE]),
+            start[GENERATIVE],
+            value=first(start[GENERATIVE]),
             label="Generative adapter",
             info="From finished runs and shipped adapters; or paste a folder path.",
             allow_custom_value=True,
             scale=3,
         )
         clf_dd = gr.Dropdown(
-            start[cv.CLASSIFIER],
-            value=first(start[cv.CLASSIFIER]),
+            start[CLASSIFIER],
+            value=first(start[CLASSIFIER]),
             label="Classifier adapter",
             info="From finished runs and shipped adapters; or paste a folder path.",
             allow_custom_value=True,
@@ -154,25 +146,23 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 record_btn = gr.Button("Score this record", size="sm", elem_id="compare-record")
             with gr.Accordion("Fill a form", open=False):
                 with gr.Row():
-                    f_age = gr.Number(cv.FORM_DEFAULTS["age"], label="Age", precision=0)
+                    f_age = gr.Number(FORM_DEFAULTS["age"], label="Age", precision=0)
                     f_gender = gr.Radio(["F", "M"], value="F", label="Gender")
                 with gr.Row():
-                    f_lead = gr.Number(
-                        cv.FORM_DEFAULTS["lead_days"], label="Lead days", precision=0
-                    )
+                    f_lead = gr.Number(FORM_DEFAULTS["lead_days"], label="Lead days", precision=0)
                     f_hour = gr.Number(9, label="Booking hour (0-23)", precision=0)
                 with gr.Row():
-                    f_weekday = gr.Dropdown(cv.WEEKDAYS, value="Tuesday", label="Weekday")
+                    f_weekday = gr.Dropdown(WEEKDAYS, value="Tuesday", label="Weekday")
                     f_place = gr.Dropdown(
                         NEIGHBOURHOODS,
-                        value=cv.FORM_DEFAULTS["neighbourhood"],
+                        value=FORM_DEFAULTS["neighbourhood"],
                         label="Neighbourhood",
                         allow_custom_value=True,
                     )
                 with gr.Row():
                     f_sms = gr.Checkbox(True, label="SMS reminder")
                     f_scholarship = gr.Checkbox(False, label="Welfare scholarship")
-                f_conditions = gr.CheckboxGroup(cv.CONDITIONS, label="Conditions")
+                f_conditions = gr.CheckboxGroup(CONDITIONS, label="Conditions")
                 with gr.Row():
                     f_prior = gr.Number(0, label="Earlier appointments", precision=0)
                     f_missed = gr.Number(0, label="Earlier no-shows", precision=0)
@@ -188,13 +178,13 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             "what the change would **cause**."
         )
         with gr.Row(equal_height=True):
-            first_fact = next(iter(cv.WHAT_IF_FACTS))
+            first_fact = next(iter(WHAT_IF_FACTS))
             wi_fact = gr.Dropdown(
-                list(cv.WHAT_IF_FACTS), value=first_fact, label="Fact to change", scale=2
+                list(WHAT_IF_FACTS), value=first_fact, label="Fact to change", scale=2
             )
             wi_value = gr.Dropdown(
-                cv.WHAT_IF_FACTS[first_fact][1],
-                value=cv.WHAT_IF_FACTS[first_fact][1][1],
+                WHAT_IF_FACTS[first_fact][1],
+                value=WHAT_IF_FACTS[first_fact][1][1],
                 label="New value",
                 allow_custom_value=True,
                 scale=2,
@@ -206,92 +196,51 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         summary_json = gr.JSON(label="Comparison")
         wi_json = gr.JSON(label="What-if")
 
-    with gr.Accordion("Batch: evaluate on the test split", open=False, elem_id="compare-batch"):
-        with gr.Row():
-            max_rows = gr.Slider(
-                10,
-                row_cap,
-                value=_default_batch_rows(row_cap),
-                step=10,
-                label="Rows to evaluate (at most)",
-                info="A stratified sample when the split is larger. On a CPU both adapters "
-                "score about 5 rows a second.",
-            )
-            gold = gr.Checkbox(
-                False,
-                label="Gold set: clinician-labelled records",
-                info="Evaluate on records labelled in the Label tab, their consensus label "
-                "replacing the data set's.",
-            )
-        with gr.Row():
-            batch_btn = gr.Button("Run batch comparison", variant="primary", elem_id="batch-run")
-            stop_btn = gr.Button("Stop", variant="stop", elem_id="batch-stop")
-        batch_msg = gr.HTML(elem_id="batch-progress")
-        batch_summary = gr.Markdown()
-        metrics_df = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
-        with gr.Row():
-            roc_plot = gr.Plot(label="ROC curves")
-            calib_plot = gr.Plot(label="Calibration")
-        confusion_plot = gr.Plot(label="Confusion matrices")
-        disagree_df = gr.Dataframe(
-            label="Where the models disagree most", interactive=False, wrap=True
-        )
-        csv_file = gr.File(label="All predictions (CSV)", interactive=False)
+    build_batch_panel(ctx, baselines, gen_dd, clf_dd)
 
     # -- handlers ----------------------------------------------------------------------------
 
     def refresh(gen_value: str | None, clf_value: str | None):
         found = service.choices()
         updates = []
-        for approach, value in ((cv.GENERATIVE, gen_value), (cv.CLASSIFIER, clf_value)):
+        for approach, value in ((GENERATIVE, gen_value), (CLASSIFIER, clf_value)):
             paths = [path for _, path in found[approach]]
             keep = value if value in paths else first(found[approach])
             updates.append(gr.update(choices=found[approach], value=keep))
         return *updates, _adapters_note(found)
 
-    def tuned_for(entry: Any, timeout: float | None) -> cv.TunedBaselines:
-        """The tuned baselines hybrids blend, fitted once per data set and settings."""
-
-        def tuned(params):
-            try:
-                return baselines.get(entry, timeout=timeout, params=params)
-            except Exception as e:  # noqa: BLE001 - the hybrid card says why
-                return cv.Baseline(error=f"tuned tabular baseline unavailable: {user_message(e)}")
-
-        return tuned
-
     def data_for(
         key: Any, with_baseline: bool
-    ) -> tuple[cv.Baseline | None, float | None, cv.TunedBaselines | None]:
+    ) -> tuple[Baseline | None, float | None, TunedBaselines | None]:
         """(baseline, base rate, tuned baselines) of the loaded data; a baseline that cannot
         be had says why."""
         try:
             entry = ctx.get_data(key)
         except Exception as e:  # noqa: BLE001 - no data: the adapters still compare
-            return cv.Baseline(error=f"no data loaded: {user_message(e)}"), None, None
+            return Baseline(error=f"no data loaded: {user_message(e)}"), None, None
         with rates_lock:
             if entry.key not in rates:
-                rates[entry.key] = cv.base_rate(entry.frame)
+                rates[entry.key] = base_rate(entry.frame)
             rate = rates[entry.key]
         if not with_baseline:
             return None, rate, None
-        tuned = tuned_for(entry, BASELINE_WAIT_S)
+        tuned = baselines.tuned(entry, BASELINE_WAIT_S)
         try:
             return baselines.get(entry, timeout=BASELINE_WAIT_S), rate, tuned
         except Exception as e:  # noqa: BLE001 - no baseline, still compare the adapters
             error = f"tabular baseline unavailable: {user_message(e)}"
-            return cv.Baseline(error=error), rate, tuned
+            return Baseline(error=error), rate, tuned
 
     def run_compare(text, gen_path, clf_path, state, key, owner):
         """(html, summary, message) for the statement `text`."""
         try:
-            prepared, _ = cv.prepare_statement(text)
-        except cv.CompareInputError as e:
+            prepared, _ = prepare_statement(text)
+        except CompareInputError as e:
             return "", None, error_box(str(e))
-        row, facts, reason, truth = cv.resolve_facts(prepared, state)
+        row, facts, reason, truth = resolve_facts(prepared, state)
         baseline, rate, tuned = data_for(key, with_baseline=row is not None)
         try:
-            result = cv.compare_statement(
+            result = compare_statement(
                 text,
                 gen_path,
                 clf_path,
@@ -305,17 +254,17 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 base_rate=rate,
                 tuned_baselines=tuned,
             )
-        except cv.CompareInputError as e:
+        except CompareInputError as e:
             return "", None, error_box(str(e))
         note = result.get("notice")
         return (
-            cv.render_compare_html(result),
-            cv.compare_summary(result),
+            render_compare_html(result),
+            compare_summary(result),
             info_box(note) if note else "",
         )
 
     def compare(text, gen_path, clf_path, state, key, request: gr.Request):
-        return run_compare(text, gen_path, clf_path, state, key, _owner(request))
+        return run_compare(text, gen_path, clf_path, state, key, request_owner(request))
 
     def compare_example(index: int):
         ex = EXAMPLES[index]
@@ -325,7 +274,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             return (
                 ex.statement,
                 state,
-                *run_compare(ex.statement, gen_path, clf_path, state, key, _owner(request)),
+                *run_compare(ex.statement, gen_path, clf_path, state, key, request_owner(request)),
             )
 
         return handler
@@ -342,7 +291,11 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         source = f"record {int(row['record_id'])}, {row.get('split', '?')} split"
         truth = int(row["no_show"]) if pd.notna(row.get("no_show")) else None
         state = _row_state(text, row, source, truth)
-        return text, state, *run_compare(text, gen_path, clf_path, state, key, _owner(request))
+        return (
+            text,
+            state,
+            *run_compare(text, gen_path, clf_path, state, key, request_owner(request)),
+        )
 
     def compare_form(
         age,
@@ -362,7 +315,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         request: gr.Request,
     ):
         try:
-            text, row = cv.render_form_statement(
+            text, row = render_form_statement(
                 age=age,
                 gender=gender,
                 lead_days=lead,
@@ -378,20 +331,24 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         except ValueError as e:
             return gr.update(), gr.update(), gr.update(), gr.update(), error_box(user_message(e))
         state = _row_state(text, row, "the form")
-        return text, state, *run_compare(text, gen_path, clf_path, state, key, _owner(request))
+        return (
+            text,
+            state,
+            *run_compare(text, gen_path, clf_path, state, key, request_owner(request)),
+        )
 
-    def what_if(text, fact, value, gen_path, clf_path, state, key, request: gr.Request):
+    def compare_what_if(text, fact, value, gen_path, clf_path, state, key, request: gr.Request):
         try:
-            prepared, _ = cv.prepare_statement(text)
-            row, _, reason, _ = cv.resolve_facts(prepared, state)
+            prepared, _ = prepare_statement(text)
+            row, _, reason, _ = resolve_facts(prepared, state)
             if row is None:
                 why = str(reason or "").removeprefix("No baseline: ").rstrip(".")
-                raise cv.CompareInputError(
+                raise CompareInputError(
                     "What-if needs the appointment's facts: fill the form, pick a data set row "
                     f"or an example, or type a statement in the examples' words ({why})."
                 )
             baseline, _, _ = data_for(key, with_baseline=True)
-            result = cv.what_if(
+            result = what_if(
                 row,
                 fact,
                 value,
@@ -399,110 +356,40 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 clf_path,
                 baseline=baseline,
                 source=service,
-                owner=_owner(request),
+                owner=request_owner(request),
             )
-        except cv.CompareInputError as e:
+        except CompareInputError as e:
             return "", None, error_box(str(e))
-        return cv.render_what_if_html(result), cv.what_if_summary(result), ""
+        return render_what_if_html(result), what_if_summary(result), ""
 
     def fact_values(fact, text, state):
         """The new-value choices for `fact`, starting at one that differs from the current."""
-        if fact not in cv.WHAT_IF_FACTS:
+        if fact not in WHAT_IF_FACTS:
             return gr.update()
-        choices = cv.WHAT_IF_FACTS[fact][1]
+        choices = WHAT_IF_FACTS[fact][1]
         current = None
         try:
-            row, _, _, _ = cv.resolve_facts(cv.prepare_statement(text)[0], state)
-            current = cv.fact_text(row, fact) if row else None
-        except cv.CompareInputError:
+            row, _, _, _ = resolve_facts(prepare_statement(text)[0], state)
+            current = fact_text(row, fact) if row else None
+        except CompareInputError:
             pass
         pick = next((c for c in choices if c.upper() != str(current).upper()), choices[0])
         return gr.update(choices=choices, value=pick)
 
-    def compare_batch(gen_path, clf_path, rows_cap, use_gold, key, request: gr.Request):
-        keep = [gr.skip()] * 7
-        empty = ["", None, None, None, None, None, None]
-        owner = _owner(request)
-        try:
-            entry = ctx.get_data(key)
-            gold_labels = None
-            if use_gold:
-                if ctx.store is None:
-                    raise cv.CompareInputError(
-                        "The label store is off, so there is no gold set: start the app with a "
-                        "writable NOSHOW_LABELS_DB."
-                    )
-                gold_labels = ctx.store.consensus_labels()
-            cap = min(int(rows_cap or 1), row_cap)
-            rows, notes = cv.select_eval_rows(entry.frame, cap, gold=gold_labels)
-            baselines.get(entry, timeout=0)  # the fit starts now, beside the adapters
-
-            def evaluate(job):
-                def report(progress: cv.BatchProgress) -> None:
-                    job.report(progress.done, progress.total, progress.phase, progress.eta_s)
-
-                result = cv.batch_compare(
-                    rows,
-                    gen_path,
-                    clf_path,
-                    lambda: baselines.get(entry),
-                    tuned_baselines=tuned_for(entry, None),
-                    source=service,
-                    owner=owner,
-                    on_progress=report,
-                    should_stop=job.should_stop,
-                )
-                result.notes = notes + result.notes
-                return (
-                    result,
-                    cv.batch_figures(result),
-                    cv.write_predictions_csv(result.predictions),
-                )
-
-            job = service.jobs.start(owner, "batch comparison", evaluate)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a sentence
-            yield (*keep, error_box(user_message(e)))  # a refused batch leaves results be
-            return
-        try:
-            yield (*empty, cv.progress_html(job.snapshot()))
-            while not job.wait(PROGRESS_EVERY_S):
-                yield (*keep, cv.progress_html(job.snapshot()))
-            if job.state == "cancelled":
-                yield (*empty, info_box(STOPPED_MESSAGE))
-                return
-            if job.state != "done":
-                reason = user_message(job.error)
-                yield (*empty, error_box(f"The batch comparison did not finish: {reason}."))
-                return
-            result, figures, path = job.result
-            yield (
-                cv.batch_summary(result),
-                result.metrics,
-                figures["roc"],
-                figures["calibration"],
-                figures["confusion"],
-                result.disagreements,
-                str(path),
-                "",
-            )
-        finally:
-            # GeneratorExit when the browser disconnects or Stop is pressed: end the job too
-            job.cancel()
-
     def warm_up(gen_path, clf_path, key):
         """On page load: load the listed adapters, start the baseline fit and score the
         examples into the cache, so a visitor's first click is answered at once."""
-        paths = {cv.GENERATIVE: gen_path, cv.CLASSIFIER: clf_path}
+        paths = {GENERATIVE: gen_path, CLASSIFIER: clf_path}
         with contextlib.suppress(Exception):  # no data: nothing to fit
             entry = ctx.get_data(key)
             baselines.get(entry, timeout=0)
             for approach, path in paths.items():  # the tuned baselines the hybrids blend
-                predictor, _ = cv.load_slot(path, approach, service)
+                predictor, _ = load_slot(path, approach, service)
                 hybrid = getattr(predictor, "hybrid", None)
                 if hybrid is not None and hybrid.baseline_params:
                     baselines.get(entry, timeout=0, params=hybrid.baseline_params)
         texts = [ex.statement for ex in EXAMPLES]
-        cv.score_statements(texts, paths, service)
+        score_statements(texts, paths, service)
 
     # -- wiring ------------------------------------------------------------------------------
 
@@ -547,7 +434,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             **interactive,
         ).then(**suggest_value)
     wi_btn.click(
-        what_if,
+        compare_what_if,
         [statement, wi_fact, wi_value, gen_dd, clf_dd, row_state, ctx.data_key],
         [wi_html, wi_json, wi_msg],
         api_name="what_if",
@@ -557,24 +444,6 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     refresh_btn.click(
         refresh, [gen_dd, clf_dd], [gen_dd, clf_dd, adapters_msg], api_name="compare_adapters"
     )
-    batch_btn.click(
-        compare_batch,
-        [gen_dd, clf_dd, max_rows, gold, ctx.data_key],
-        [batch_summary, metrics_df, roc_plot, calib_plot, confusion_plot, disagree_df, csv_file]
-        + [batch_msg],
-        api_name="compare_batch",
-        concurrency_id="compare_batch",
-        concurrency_limit=BATCH_CONCURRENCY,
-        show_progress="hidden",  # the progress panel in the message says more
-    )
-
-    def stop_batch(request: gr.Request):
-        """Cancel this browser's batch job; its generator then says "stopped" as its last
-        message (a second writer of the message box could be overtaken by a progress line)."""
-        for job in service.jobs.running(_owner(request)):
-            job.cancel()
-
-    stop_btn.click(stop_batch, None, None, api_visibility="private", show_progress="hidden")
     # Other tabs (Label) read the chosen adapters from these, not from the dropdowns.
     for dropdown, chosen in ((gen_dd, gen_chosen), (clf_dd, clf_chosen)):
         dropdown.change(
@@ -595,15 +464,15 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         )
 
     return {
-        cv.GENERATIVE: gen_dd,
-        cv.CLASSIFIER: clf_dd,
+        GENERATIVE: gen_dd,
+        CLASSIFIER: clf_dd,
         "statement": statement,
         "result": result_html,
     }
 
 
 def _adapters_note(found: dict[str, list[tuple[str, str]]]) -> str:
-    missing = [a for a in (cv.GENERATIVE, cv.CLASSIFIER) if not found.get(a)]
+    missing = [a for a in (GENERATIVE, CLASSIFIER) if not found.get(a)]
     if not missing:
         return ""
     return info_box(

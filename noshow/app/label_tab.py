@@ -28,7 +28,7 @@ from typing import Any
 import gradio as gr
 
 from noshow.app import label_views as lv
-from noshow.app.common import UIContext, error_box, info_box, ok_box, user_message
+from noshow.app.common import UIContext, error_box, export_folder, info_box, ok_box, user_message
 
 NAME_STORAGE_KEY = "noshow-annotator-name"
 # Only the annotator's own name is stored in the browser; a fixed secret keeps it readable
@@ -187,7 +187,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         return store
 
     def scorers(use: bool, gen_path: Any, clf_path: Any) -> dict[str, Any]:
-        from noshow.app.compare_views import CLASSIFIER, GENERATIVE, load_slot
+        from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, load_slot
 
         found = {}
         if not use:
@@ -202,7 +202,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     def suggest_for(statement: str, use: bool, gen_path: Any, clf_path: Any) -> str:
         if not use:
             return ""
-        from noshow.app.compare_views import CLASSIFIER, GENERATIVE, score_slot
+        from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, score_slot
 
         out = {}
         for approach, path in ((GENERATIVE, gen_path), (CLASSIFIER, clf_path)):
@@ -402,8 +402,6 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
 
     def export(key=None):
         try:
-            from noshow.app.compare_views import export_folder
-
             s = need_store()
             entry = ctx.get_data(key)
             texts = lv.statements_for(entry.frame, s.events()["record_id"].unique().tolist())

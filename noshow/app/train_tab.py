@@ -1,6 +1,6 @@
 """The Train tab: configure a run, check it fits (preflight), start it in the background,
-watch it live, cancel it, and list past runs. Layout and wiring only; the pure parts (form
-<-> RunConfig, wording, curves, runs table) are in `noshow/app/train_views.py`.
+watch it live, cancel it, and list past runs. Layout and wiring only; the form <-> RunConfig
+is `noshow/app/train_form.py`, the wording, curves and runs table `noshow/app/train_views.py`.
 
 The form's fields, defaults, choices and help text derive from `noshow.config.options()` and
 its preset buttons from `noshow.config.RUN_PRESETS`, like scripts/train.py's flags. On a
@@ -34,6 +34,7 @@ from typing import Any
 import gradio as gr
 import pandas as pd
 
+from noshow.app import train_form as tf
 from noshow.app import train_views as tv
 from noshow.app.common import (
     SYNTHETIC_SOURCE,
@@ -42,16 +43,6 @@ from noshow.app.common import (
     info_box,
     ok_box,
     user_message,
-)
-from noshow.app.train_views import (  # noqa: F401 - re-exported for tests and callers
-    DEMO_REFUSAL,
-    SOURCE_DATA_TAB,
-    SOURCE_DEFAULT,
-    SOURCE_SYNTHETIC,
-    build_run_config,
-    describe_estimate,
-    describe_status,
-    resolve_train_source,
 )
 from noshow.config import RUN_PRESETS, RunConfig, preset_config
 
@@ -85,10 +76,10 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     jobs = ctx.jobs
     runs_dir = ctx.runs_dir
     n_gpus = gpu_count()
-    first_preset = tv.start_preset(cuda=n_gpus > 0)
-    start = tv.form_defaults(cuda=n_gpus > 0)
-    opt, info = tv.form_option, tv.form_info
-    start_note = tv.cpu_start_note(start["approach"]) if first_preset else ""
+    first_preset = tf.start_preset(cuda=n_gpus > 0)
+    start = tf.form_defaults(cuda=n_gpus > 0)
+    opt, info = tf.form_option, tf.form_info
+    start_note = tf.cpu_start_note(start["approach"]) if first_preset else ""
 
     def whole_number(name: str, label: str, minimum: int) -> gr.Number:
         """A form box for a whole-number option, starting at its form default."""
@@ -97,12 +88,12 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         )
 
     if ctx.demo_mode:
-        gr.HTML(info_box(DEMO_REFUSAL))
+        gr.HTML(info_box(tv.DEMO_REFUSAL))
     with gr.Column(visible=not ctx.demo_mode) as controls:
         form_note = gr.Markdown(start_note, visible=bool(start_note), elem_id="train-form-note")
         with gr.Row():
             preset_buttons = {
-                name: gr.Button(f"Preset: {tv.PRESET_LABELS.get(name, name)}", size="sm")
+                name: gr.Button(f"Preset: {tf.PRESET_LABELS.get(name, name)}", size="sm")
                 for name in RUN_PRESETS
             }
         with gr.Row():
@@ -125,11 +116,11 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
                 label="Quantization",
                 info=info("quantize"),
             )
-        model_note = gr.Markdown(tv.describe_model_choice(start["model"], PRESETS))
+        model_note = gr.Markdown(tf.describe_model_choice(start["model"], PRESETS))
         with gr.Row():
             data_source = gr.Dropdown(
-                list(tv.SOURCE_CHOICES),
-                value=SOURCE_DATA_TAB,
+                list(tf.SOURCE_CHOICES),
+                value=tf.SOURCE_DATA_TAB,
                 label="Training data",
                 allow_custom_value=not ctx.demo_mode,
                 info="Or type the path of a CSV/Parquet file on the server.",
@@ -222,25 +213,25 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         "wandb": wandb,
         "use_clinician_labels": use_labels,
     }
-    config_inputs = [form[name] for name in tv.FORM_FIELDS]
+    config_inputs = [form[name] for name in tf.FORM_FIELDS]
     ctx.extras["train_form"] = form  # tests compare the form as built with the config
 
     # -- helpers ------------------------------------------------------------------------
 
     def config_from(values: dict[str, Any], key: str | None) -> RunConfig:
-        if ctx.demo_mode and values["data_source"] not in (None, "", *tv.SOURCE_CHOICES):
+        if ctx.demo_mode and values["data_source"] not in (None, "", *tf.SOURCE_CHOICES):
             raise ValueError("Reading files from the server is turned off in demo mode.")
         data_tab_source = None
-        if values["data_source"] == SOURCE_DATA_TAB:
+        if values["data_source"] == tf.SOURCE_DATA_TAB:
             loaded = ctx.get_data(key).loaded
             data_tab_source = SYNTHETIC_SOURCE if loaded.is_synthetic else str(loaded.source)
         values = {
             **values,
-            "data_source": tv.resolve_train_source(values["data_source"], data_tab_source),
+            "data_source": tf.resolve_train_source(values["data_source"], data_tab_source),
         }
         if ctx.demo_mode and values["data_source"] not in (None, SYNTHETIC_SOURCE):
             raise ValueError("Reading files from the server is turned off in demo mode.")
-        return build_run_config(**values, output_dir=runs_dir)
+        return tf.build_run_config(**values, output_dir=runs_dir)
 
     def row_counts(config: RunConfig) -> dict[str, int]:
         from noshow.app.data_views import load_entry
@@ -253,7 +244,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     def quick_of(config: RunConfig) -> RunConfig | None:
         """The quick CPU preset on the same data and approach (None when `config` is it)."""
         quick = preset_config(
-            tv.CPU_PRESET,
+            tf.CPU_PRESET,
             data={"source": config.data.source, "split": config.data.split},
             train={"approach": config.train.approach, "output_dir": config.train.output_dir},
         )
@@ -303,7 +294,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         from noshow.modeling.presets import local_folder
 
         form_now = locals()
-        values = {name: form_now[name] for name in tv.FORM_FIELDS}
+        values = {name: form_now[name] for name in tf.FORM_FIELDS}
         try:
             config = config_from(values, data_key)
             rows = row_counts(config)
@@ -326,7 +317,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             if found["fits"] and found.get("long") and quick is not None:
                 # the quick preset's time, for comparison (measured too when nothing trains)
                 quick_minutes = estimate(quick, rows, measure=not jobs.is_busy())["minutes"]
-            fits, text = describe_estimate(
+            fits, text = tv.describe_estimate(
                 found, quick_minutes=quick_minutes, not_measured=not_measured
             )
         except Exception as e:  # noqa: BLE001 - shown to the user
@@ -357,11 +348,11 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         start it in the background (refused in demo mode). Returns the message and the run
         the action box follows from now on (None: no job)."""
         form_now = locals()
-        values = {name: form_now[name] for name in tv.FORM_FIELDS}
+        values = {name: form_now[name] for name in tf.FORM_FIELDS}
         if ctx.demo_mode:
-            return error_box(DEMO_REFUSAL), None
+            return error_box(tv.DEMO_REFUSAL), None
         try:
-            n = tv._whole_or_none(gpus) or 1
+            n = tf.whole_or_none(gpus) or 1
             if not 1 <= n <= max(n_gpus, 1):
                 raise ValueError(f"GPUs must be between 1 and {max(n_gpus, 1)}, got {n}.")
             config = config_from(values, data_key)
@@ -380,7 +371,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             quick_minutes = None
             if found.get("long") and quick is not None:
                 quick_minutes = estimate(quick, rows, measure=False)["minutes"]
-            fits, text = describe_estimate(found, quick_minutes=quick_minutes)
+            fits, text = tv.describe_estimate(found, quick_minutes=quick_minutes)
             if not fits:
                 return error_box(text), None
             run_id = jobs.start(config, gpus=n) if n > 1 else jobs.start(config)
@@ -392,7 +383,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     def cancel_training() -> tuple[str, str | None]:
         """Ask the running job to stop after its current step (refused in demo mode)."""
         if ctx.demo_mode:
-            return error_box(DEMO_REFUSAL), None
+            return error_box(tv.DEMO_REFUSAL), None
         snap = jobs.snapshot()
         if jobs.cancel():
             message = f"Cancelling run {snap['run_id']}: it stops after the current step."
@@ -431,7 +422,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             action, still_waiting = gr.skip(), gr.skip()
         parts = (
             snap,
-            describe_status(snap, report),
+            tv.describe_status(snap, report),
             "\n".join(snap.get("log") or []),
             tv.wandb_markdown(snap.get("run_dir"), snap.get("config")),
         )
@@ -464,34 +455,34 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         return tv.runs_table(runs_dir)
 
     def apply_preset(name: str, current_approach: str) -> list:
-        values = tv.preset_values(name, current_approach)
-        return [values[field] for field in tv.PRESET_FIELDS]
+        values = tf.preset_values(name, current_approach)
+        return [values[field] for field in tf.PRESET_FIELDS]
 
     def save_form(*values: Any) -> tuple[dict[str, Any], bool]:
         # Saving counts as restored: a later change of the stored value is this save's echo.
-        return dict(zip(tv.FORM_FIELDS, values, strict=True)), True
+        return dict(zip(tf.FORM_FIELDS, values, strict=True)), True
 
     def restore_form(saved: Any, done: bool) -> list:
         """The form as last used in this browser, once per page (later changes of the
         stored value are the page's own saves)."""
-        values = tv.restore_form(saved, demo_mode=ctx.demo_mode)
+        values = tf.restore_form(saved, demo_mode=ctx.demo_mode)
         if done or not values:
             return [gr.skip()] * (len(config_inputs) + 1) + [done]
         note = "\n\n".join(part for part in (start_note, RESTORED_NOTE) if part)
-        restored = [values.get(name, gr.skip()) for name in tv.FORM_FIELDS]
+        restored = [values.get(name, gr.skip()) for name in tf.FORM_FIELDS]
         return [*restored, gr.update(value=note, visible=True), True]
 
     # -- wiring -------------------------------------------------------------------------
 
     key_state = ctx.data_key
     model.change(
-        lambda name: tv.describe_model_choice(name, PRESETS),
+        lambda name: tf.describe_model_choice(name, PRESETS),
         model,
         model_note,
         api_visibility="private",
         queue=False,
     )
-    preset_outputs = [form[name] for name in tv.PRESET_FIELDS]
+    preset_outputs = [form[name] for name in tf.PRESET_FIELDS]
     form_saved = [saved_form, form_restored]
     for name, button in preset_buttons.items():
         button.click(

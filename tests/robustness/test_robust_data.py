@@ -366,7 +366,7 @@ def export_labels(tmp_path: Path) -> Path:
 
 
 def export_compare_predictions(tmp_path: Path) -> Path:
-    from noshow.app.compare_views import write_predictions_csv
+    from noshow.app.compare_batch import write_predictions_csv
 
     frame = pd.DataFrame(
         {

@@ -282,7 +282,7 @@ def test_server_paths_outside_demo_mode_must_name_a_data_file(path):
     """Outside demo mode people type server paths on purpose, but a file that is not data
     is refused before it is read: the missing-column message would quote its first line."""
     from noshow.app.data_tab import SOURCE_PATH, resolve_source
-    from noshow.app.train_tab import resolve_train_source
+    from noshow.app.train_form import resolve_train_source
 
     with pytest.raises(ValueError, match="is not a data file"):
         resolve_source(SOURCE_PATH, None, path, demo_mode=False)

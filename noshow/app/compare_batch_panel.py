@@ -1,0 +1,183 @@
+"""The Compare tab's batch panel: evaluate both adapters, the tabular baseline and the hybrids
+on the test split (or the clinicians' gold set), with a progress panel and Stop, then the
+metrics, plots, disagreements and a CSV of every prediction. Layout and wiring only; the
+work is `noshow.app.compare_batch`.
+
+Endpoint (for gradio_client and tests): `/compare_batch(generative, classifier, max_rows,
+gold_set)` -> a generator: progress in the message, then (summary, metrics, ROC,
+calibration, confusion, disagreements, CSV file, message).
+
+A batch runs as the scheduler's background work (`noshow.inference.serving.BackgroundJobs`,
+one per browser session), in chunks behind the single Compares. Batches have their own
+concurrency group, so they never hold up a Compare; the handler is a generator, so Gradio
+stops it when its browser disconnects or Stop is pressed, and the job stops at its next
+chunk.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+
+from noshow.app.common import UIContext, error_box, info_box, request_owner, user_message
+from noshow.app.compare_baseline import BaselineCache
+from noshow.app.compare_batch import (
+    DEFAULT_BATCH_ROWS,
+    DEFAULT_BATCH_ROWS_CPU,
+    BatchProgress,
+    batch_compare,
+    batch_figures,
+    batch_summary,
+    progress_html,
+    select_eval_rows,
+    write_predictions_csv,
+)
+from noshow.app.compare_input import CompareInputError
+
+STOPPED_MESSAGE = "Batch comparison stopped. Press Run to start a new one."
+# A public Space shares one CPU between visitors: keep batch runs short there.
+DEMO_BATCH_ROWS = 500
+# Batch evaluations: two at a time, one per session (noshow.inference.serving.BackgroundJobs).
+BATCH_CONCURRENCY = 2
+PROGRESS_EVERY_S = 0.5  # a batch yields this often: what lets Gradio notice a closed page
+
+
+def _default_batch_rows(cap: int) -> int:
+    """Where the rows slider starts: the GPU default with CUDA, else the CPU one, at most `cap`."""
+    try:
+        import torch
+
+        gpu = torch.cuda.is_available()
+    except Exception:  # noqa: BLE001 - torch missing: the CPU default
+        gpu = False
+    return min(DEFAULT_BATCH_ROWS if gpu else DEFAULT_BATCH_ROWS_CPU, cap)
+
+
+def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf_dd: Any) -> None:
+    """Lay out the batch panel inside the current Blocks and wire its Run and Stop buttons;
+    the adapters are the ones chosen in `gen_dd` / `clf_dd`, the baselines come from the
+    tab's `baselines` cache."""
+    service = ctx.adapters
+    row_cap = DEMO_BATCH_ROWS if ctx.demo_mode else 5000
+
+    with gr.Accordion("Batch: evaluate on the test split", open=False, elem_id="compare-batch"):
+        with gr.Row():
+            max_rows = gr.Slider(
+                10,
+                row_cap,
+                value=_default_batch_rows(row_cap),
+                step=10,
+                label="Rows to evaluate (at most)",
+                info="A stratified sample when the split is larger. On a CPU both adapters "
+                "score about 5 rows a second.",
+            )
+            gold = gr.Checkbox(
+                False,
+                label="Gold set: clinician-labelled records",
+                info="Evaluate on records labelled in the Label tab, their consensus label "
+                "replacing the data set's.",
+            )
+        with gr.Row():
+            batch_btn = gr.Button("Run batch comparison", variant="primary", elem_id="batch-run")
+            stop_btn = gr.Button("Stop", variant="stop", elem_id="batch-stop")
+        batch_msg = gr.HTML(elem_id="batch-progress")
+        summary_md = gr.Markdown()
+        metrics_df = gr.Dataframe(label="Metrics", interactive=False, wrap=True)
+        with gr.Row():
+            roc_plot = gr.Plot(label="ROC curves")
+            calib_plot = gr.Plot(label="Calibration")
+        confusion_plot = gr.Plot(label="Confusion matrices")
+        disagree_df = gr.Dataframe(
+            label="Where the models disagree most", interactive=False, wrap=True
+        )
+        csv_file = gr.File(label="All predictions (CSV)", interactive=False)
+
+    def compare_batch(gen_path, clf_path, rows_cap, use_gold, key, request: gr.Request):
+        keep = [gr.skip()] * 7
+        empty = ["", None, None, None, None, None, None]
+        owner = request_owner(request)
+        try:
+            entry = ctx.get_data(key)
+            gold_labels = None
+            if use_gold:
+                if ctx.store is None:
+                    raise CompareInputError(
+                        "The label store is off, so there is no gold set: start the app with a "
+                        "writable NOSHOW_LABELS_DB."
+                    )
+                gold_labels = ctx.store.consensus_labels()
+            cap = min(int(rows_cap or 1), row_cap)
+            rows, notes = select_eval_rows(entry.frame, cap, gold=gold_labels)
+            baselines.get(entry, timeout=0)  # the fit starts now, beside the adapters
+
+            def evaluate(job):
+                def report(progress: BatchProgress) -> None:
+                    job.report(progress.done, progress.total, progress.phase, progress.eta_s)
+
+                result = batch_compare(
+                    rows,
+                    gen_path,
+                    clf_path,
+                    lambda: baselines.get(entry),
+                    tuned_baselines=baselines.tuned(entry, None),
+                    source=service,
+                    owner=owner,
+                    on_progress=report,
+                    should_stop=job.should_stop,
+                )
+                result.notes = notes + result.notes
+                return (
+                    result,
+                    batch_figures(result),
+                    write_predictions_csv(result.predictions),
+                )
+
+            job = service.jobs.start(owner, "batch comparison", evaluate)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a sentence
+            yield (*keep, error_box(user_message(e)))  # a refused batch leaves results be
+            return
+        try:
+            yield (*empty, progress_html(job.snapshot()))
+            while not job.wait(PROGRESS_EVERY_S):
+                yield (*keep, progress_html(job.snapshot()))
+            if job.state == "cancelled":
+                yield (*empty, info_box(STOPPED_MESSAGE))
+                return
+            if job.state != "done":
+                reason = user_message(job.error)
+                yield (*empty, error_box(f"The batch comparison did not finish: {reason}."))
+                return
+            result, figures, path = job.result
+            yield (
+                batch_summary(result),
+                result.metrics,
+                figures["roc"],
+                figures["calibration"],
+                figures["confusion"],
+                result.disagreements,
+                str(path),
+                "",
+            )
+        finally:
+            # GeneratorExit when the browser disconnects or Stop is pressed: end the job too
+            job.cancel()
+
+    batch_btn.click(
+        compare_batch,
+        [gen_dd, clf_dd, max_rows, gold, ctx.data_key],
+        [summary_md, metrics_df, roc_plot, calib_plot, confusion_plot, disagree_df, csv_file]
+        + [batch_msg],
+        api_name="compare_batch",
+        concurrency_id="compare_batch",
+        concurrency_limit=BATCH_CONCURRENCY,
+        show_progress="hidden",  # the progress panel in the message says more
+    )
+
+    def stop_batch(request: gr.Request):
+        """Cancel this browser's batch job; its generator then says "stopped" as its last
+        message (a second writer of the message box could be overtaken by a progress line)."""
+        for job in service.jobs.running(request_owner(request)):
+            job.cancel()
+
+    stop_btn.click(stop_batch, None, None, api_visibility="private", show_progress="hidden")
