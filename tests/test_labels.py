@@ -1,4 +1,5 @@
-"""Tests for the clinician label store (noshow/labels/store.py) on real SQLite files in tmp_path.
+"""Tests for the clinician labels (noshow/labels/: the store, exports and agreement) on real
+SQLite files in tmp_path.
 
 Run: .venv/bin/python -m pytest -q tests/test_labels.py
 """
@@ -17,18 +18,18 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from noshow.labels.store import (
-    COLUMNS,
+from noshow.labels.agreement import cohen_kappa_table, describe_kappa, disagreements
+from noshow.labels.events import COLUMNS, LabelError, hash_statement, labels_fingerprint
+from noshow.labels.export import (
     EXPORT_COLUMNS,
-    LabelError,
-    LabelStore,
-    cohen_kappa_table,
-    default_label_db,
-    disagreements,
-    hash_statement,
-    labels_fingerprint,
-    space_data_dir,
+    export_csv,
+    export_jsonl,
+    export_rows,
+    import_events,
+    push_to_hub,
+    to_dataset,
 )
+from noshow.labels.store import LabelStore, default_label_db, space_data_dir
 
 TRICKY_NOTES = [
     "plain",
@@ -349,18 +350,18 @@ TRICKY_STATEMENTS = {i: f"s{i}" for i in range(len(TRICKY_NOTES))}
 def test_export_then_import_round_trips_exactly(store, tmp_path, fmt):
     _fill_with_tricky_notes(store)
     out = tmp_path / f"labels.{fmt}"
-    getattr(store, f"export_{fmt}")(out, statements=TRICKY_STATEMENTS)
+    {"csv": export_csv, "jsonl": export_jsonl}[fmt](store, out, statements=TRICKY_STATEMENTS)
     with LabelStore(tmp_path / "fresh.sqlite") as fresh:
-        assert fresh.import_events(out) == len(TRICKY_NOTES) + 2
+        assert import_events(fresh, out) == len(TRICKY_NOTES) + 2
         pd.testing.assert_frame_equal(fresh.events(), store.events())
-        assert fresh.import_events(out) == 0  # importing twice adds nothing
+        assert import_events(fresh, out) == 0  # importing twice adds nothing
         assert len(fresh.events()) == len(TRICKY_NOTES) + 2
 
 
 def test_csv_export_neutralises_formulas_for_spreadsheets(store, tmp_path):
     _fill_with_tricky_notes(store)
     store.submit(7, 1, "ana", statement="=1+1 statement")
-    out = store.export_csv(tmp_path / "labels.csv", statements={7: "=1+1 statement"})
+    out = export_csv(store, tmp_path / "labels.csv", statements={7: "=1+1 statement"})
     with open(out, encoding="utf-8-sig", newline="") as f:
         rows = list(csv.reader(f))
     assert rows[0] == list(EXPORT_COLUMNS)
@@ -380,9 +381,9 @@ def test_exports_name_the_labels_and_carry_the_statement_text_and_annotator(stor
     store.submit(3, "shows_up", "Dr Bea", statement="the text shown then")
     # Record 3's statement has changed since it was labelled: its text is not put in.
     statements = {1: "A 30-year-old woman ...", 2: "A 70-year-old man ...", 3: "new text"}
-    with open(store.export_csv(tmp_path / "l.csv", statements), encoding="utf-8-sig") as f:
+    with open(export_csv(store, tmp_path / "l.csv", statements), encoding="utf-8-sig") as f:
         rows = list(csv.DictReader(f))
-    jsonl = store.export_jsonl(tmp_path / "l.jsonl", statements).read_text(encoding="utf-8")
+    jsonl = export_jsonl(store, tmp_path / "l.jsonl", statements).read_text(encoding="utf-8")
     for got in (rows, [json.loads(line) for line in jsonl.splitlines()]):
         table = [
             (r["record_id"], r["annotator"], r["label"], r["previous_label"], r["statement"])
@@ -395,7 +396,7 @@ def test_exports_name_the_labels_and_carry_the_statement_text_and_annotator(stor
             ("2", "Dr Bea", blank, blank, "A 70-year-old man ..."),
             ("3", "Dr Bea", "Shows up", blank, blank),
         ]
-    assert store.export_rows()[0]["statement"] is None  # no data given: no text, no guess
+    assert export_rows(store)[0]["statement"] is None  # no data given: no text, no guess
 
 
 def test_import_reads_older_exports_with_1_0_labels(store, tmp_path):
@@ -405,7 +406,7 @@ def test_import_reads_older_exports_with_1_0_labels(store, tmp_path):
         writer.writerow(COLUMNS)
         writer.writerow([1, 5, "abc", 1, "submitted", "ana", "2024-01-01", 1.5, "", "", "a"])
         writer.writerow([2, 5, "abc", 0, "submitted", "ana", "2024-01-02", 2.0, "", 1, "b"])
-    assert store.import_events(old) == 2
+    assert import_events(store, old) == 2
     assert store.events()[["label", "previous_label"]].astype(object).values.tolist() == [
         [1, pd.NA],
         [0, 1],
@@ -414,7 +415,7 @@ def test_import_reads_older_exports_with_1_0_labels(store, tmp_path):
 
 def test_jsonl_export_keeps_raw_text(store, tmp_path):
     store.submit(1, 1, "ana", statement="s", note='=HYPERLINK("x")')
-    out = store.export_jsonl(tmp_path / "labels.jsonl")
+    out = export_jsonl(store, tmp_path / "labels.jsonl")
     (line,) = out.read_text(encoding="utf-8").splitlines()
     assert json.loads(line)["note"] == '=HYPERLINK("x")'
 
@@ -424,7 +425,7 @@ def test_export_replaces_file_atomically_and_leaves_no_temp_files(store, tmp_pat
     out = tmp_path / "exports" / "labels.csv"
     out.parent.mkdir()
     out.write_text("old content")
-    store.export_csv(out)
+    export_csv(store, out)
     assert "old content" not in out.read_text(encoding="utf-8-sig")
     assert folder_listing(out.parent) == ["labels.csv"]
 
@@ -433,8 +434,8 @@ def test_import_appends_with_new_id_when_id_taken(tmp_path):
     with LabelStore(tmp_path / "a.sqlite") as a, LabelStore(tmp_path / "b.sqlite") as b:
         a.submit(1, 1, "ana", statement="s")
         b.submit(2, 0, "bob", statement="t")
-        a.export_jsonl(tmp_path / "a.jsonl")
-        assert b.import_events(tmp_path / "a.jsonl") == 1
+        export_jsonl(a, tmp_path / "a.jsonl")
+        assert import_events(b, tmp_path / "a.jsonl") == 1
         merged = b.events()
         assert merged["id"].tolist() == [1, 2]
         assert merged["annotator"].tolist() == ["bob", "ana"]
@@ -457,16 +458,16 @@ def test_import_of_a_bad_file_adds_nothing(store, tmp_path):
     path = tmp_path / "bad.jsonl"
     path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
     with pytest.raises(LabelError, match=r"bad.jsonl \(row 3\).*not allowed"):
-        store.import_events(path)
+        import_events(store, path)
     assert store.events().empty
     with pytest.raises(LabelError, match="expected a .csv or .jsonl"):
-        store.import_events(tmp_path / "labels.xlsx")
+        import_events(store, tmp_path / "labels.xlsx")
 
 
 def test_to_dataset_has_one_row_per_event_and_the_event_columns(store):
     store.submit(1, 1, "ana", statement="s", note="n")
     store.skip(2, "ana", statement="t")
-    dataset = store.to_dataset()
+    dataset = to_dataset(store)
     assert dataset.column_names == list(COLUMNS)
     assert dataset.num_rows == 2
     assert dataset["label"] == [1, None] and dataset["status"] == ["submitted", "skipped"]
@@ -476,7 +477,7 @@ def test_push_to_hub_without_token_is_refused(store, monkeypatch):
     monkeypatch.delenv("HF_TOKEN", raising=False)
     monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
     with pytest.raises(LabelError, match="needs a token with write access"):
-        store.push_to_hub("me/labels")
+        push_to_hub(store, "me/labels")
 
 
 def test_push_to_hub_failure_never_shows_the_token(store, monkeypatch):
@@ -490,7 +491,7 @@ def test_push_to_hub_failure_never_shows_the_token(store, monkeypatch):
 
     monkeypatch.setattr(datasets.Dataset, "push_to_hub", fail)
     with pytest.raises(LabelError, match="Could not push labels to me/labels") as info:
-        store.push_to_hub("me/labels", token=secret)
+        push_to_hub(store, "me/labels", token=secret)
     assert secret not in str(info.value)
     printed = "".join(traceback.format_exception(info.value))  # what a log would show
     assert "401 for request" in printed and secret not in printed
@@ -606,8 +607,6 @@ def test_kappa_of_a_one_label_annotator_is_zero_and_the_note_says_why(store):
     + [(0.5, "moderate"), (0.7, "substantial"), (0.81, "almost perfect"), (1.0, "almost")],
 )
 def test_describe_kappa_uses_landis_and_koch_words(kappa, words):
-    from noshow.labels.store import describe_kappa
-
     assert describe_kappa(kappa).startswith(words)
 
 

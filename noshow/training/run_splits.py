@@ -88,7 +88,8 @@ def apply_clinician_labels(
     frame: pd.DataFrame, log: Callable[[str], None] = print, store: Any = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Override the data set's labels with clinicians' consensus labels where they exist."""
-    from noshow.labels.store import LabelStore, default_label_db, labels_fingerprint
+    from noshow.labels.events import labels_fingerprint
+    from noshow.labels.store import LabelStore, default_label_db
 
     store = store or LabelStore(default_label_db())
     overrides = store.consensus_labels()

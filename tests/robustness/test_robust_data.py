@@ -357,12 +357,13 @@ FORMULAS = [
 
 
 def export_labels(tmp_path: Path) -> Path:
+    from noshow.labels.export import export_csv
     from noshow.labels.store import LabelStore
 
     with LabelStore(tmp_path / "labels.sqlite") as store:
         for i, text in enumerate(FORMULAS):
             store.submit(i, "no_show", f"{text} (annotator)"[:100], statement=text, note=text)
-        return store.export_csv(tmp_path / "labels.csv")
+        return export_csv(store, tmp_path / "labels.csv")
 
 
 def export_compare_predictions(tmp_path: Path) -> Path:
