@@ -44,7 +44,8 @@ def say(*parts: Any) -> None:
 
 
 def load_splits(data: str, split: str) -> dict[str, pd.DataFrame]:
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data(data).frame, split)
     return {name: frame[frame["split"] == name] for name in ("train", "validation", "test")}

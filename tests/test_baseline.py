@@ -149,7 +149,8 @@ def test_tuning_in_worker_processes_matches_one_process():
 
 @pytest.mark.slow
 def test_time_split_baselines_on_real_data(real_data_path):
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data(real_data_path).frame, "time")
     assert set(BASELINE_FEATURES) <= set(frame.columns)

@@ -302,7 +302,8 @@ def _adapter_scores(rows: pd.DataFrame, seed: int) -> np.ndarray:
 def synthetic_run() -> SimpleNamespace:
     """The synthetic data's time split, stand-in adapter scores and one evaluate_run on them
     (shared: each run tunes a baseline)."""
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data("synthetic").frame, "time")
     train, val, test = (

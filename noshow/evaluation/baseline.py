@@ -54,7 +54,7 @@ NUMERIC_COLUMNS = [
 ]
 # The columns a statement is written from (noshow.data.statements.STATEMENT_FIELDS, checked by
 # tests/test_baseline.py): the baseline sees what the LLM reads, no more.
-# (noshow.data.load.FEATURE_COLUMNS is the whole prepared frame.)
+# (noshow.data.clean.FEATURE_COLUMNS is the whole prepared frame.)
 BASELINE_FEATURES = [*CATEGORICAL_COLUMNS, *NUMERIC_COLUMNS]
 LABEL_COLUMN = "no_show"
 

@@ -191,7 +191,8 @@ def load_ci_rows(
     data_path: str | Path, rows: int = CI_ROWS, seed: int = CI_SEED
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(CI rows, a description of them) from the real Kaggle file, time split."""
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     loaded = load_data(data_path)
     if loaded.kind != "kaggle":

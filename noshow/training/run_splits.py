@@ -1,6 +1,6 @@
 """The rows a run trains and is judged on: load the data, apply the one split policy
-(`noshow.data.load.choose_split`, shared with the Data tab), let clinician labels override the
-data set's where asked, subsample, and refuse data that cannot train, with a message that
+(`noshow.data.splits.choose_split`, shared with the Data tab), let clinician labels override
+the data set's where asked, subsample, and refuse data that cannot train, with a message that
 says why.
 
     from noshow.training.run_splits import prepare_splits
@@ -36,7 +36,8 @@ class Splits:
 
 def prepare_splits(config: RunConfig, log: Callable[[str], None] = print) -> Splits:
     """Load, split, apply clinician labels and subsample, refusing data that cannot train."""
-    from noshow.data.load import choose_split, load_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import choose_split
 
     dc = config.data
     loaded = load_data(dc.source)
