@@ -33,7 +33,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from noshow.evaluation.baseline import baseline_predict, fit_tabular_baseline, tune_tabular_baseline  # noqa: E402
-from noshow.evaluation.report import compare_auc, evaluate_run, format_auc  # noqa: E402
+from noshow.evaluation.intervals import compare_auc  # noqa: E402
+from noshow.evaluation.metrics import format_auc  # noqa: E402
+from noshow.evaluation.report import evaluate_run  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
 SCORE_CHUNK = 64

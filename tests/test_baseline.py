@@ -19,7 +19,7 @@ from noshow.evaluation.baseline import (
     refit_tuned_baseline,
     tune_tabular_baseline,
 )
-from noshow.evaluation.report import compute_metrics
+from noshow.evaluation.metrics import compute_metrics
 
 SMALL_GRID = (
     {"neighbourhood": "code", "max_leaf_nodes": 7},

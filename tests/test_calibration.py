@@ -25,7 +25,7 @@ from noshow.evaluation.calibration import (
     plot_reliability,
     reliability_table,
 )
-from noshow.evaluation.report import expected_calibration_error
+from noshow.evaluation.metrics import expected_calibration_error
 
 REPO = Path(__file__).resolve().parents[1]
 

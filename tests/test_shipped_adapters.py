@@ -127,7 +127,7 @@ def ship(run_dir, dest, **kwargs):
 
 
 def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path):
-    from noshow.evaluation.report import format_auc
+    from noshow.evaluation.metrics import format_auc
     from noshow.inference.predict import list_adapters
 
     run = Path(adapters.generative)

@@ -380,7 +380,7 @@ class Baseline:
     def predict(self, rows: pd.DataFrame) -> np.ndarray | None:
         if self.model is None:
             return None
-        from noshow.evaluation.report import baseline_predict
+        from noshow.evaluation.baseline import baseline_predict
 
         return baseline_predict(self.model, rows)
 
@@ -391,8 +391,12 @@ def fit_baseline(
     """Fit the baseline on the train split; its threshold is the max-F1 one on validation.
     With `params` (a hybrid's `baseline_params`): the tuned baseline a run reported, refitted
     with its stored settings (one fit, no grid)."""
-    from noshow.evaluation.baseline import refit_tuned_baseline
-    from noshow.evaluation.report import baseline_predict, choose_threshold, fit_tabular_baseline
+    from noshow.evaluation.baseline import (
+        baseline_predict,
+        fit_tabular_baseline,
+        refit_tuned_baseline,
+    )
+    from noshow.evaluation.metrics import choose_threshold
 
     if "split" not in frame.columns:
         return Baseline(error="the data has no split column, so the baseline has no train rows.")
@@ -1201,7 +1205,7 @@ class BatchResult:
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
     auc: dict[str, Any] | None = (
-        None  # noshow.evaluation.report.compare_auc: intervals, differences
+        None  # noshow.evaluation.intervals.compare_auc: intervals, differences
     )
     raw: dict[str, np.ndarray] = field(default_factory=dict)  # adapters' P before calibration
 
@@ -1379,7 +1383,8 @@ def batch_compare(
     if not scores:
         raise CompareInputError("Nothing could score these rows. " + " ".join(notes))
     report(BatchProgress(total, total, "Computing metrics and intervals", 0.0))
-    from noshow.evaluation.report import compare_auc, compute_metrics
+    from noshow.evaluation.intervals import compare_auc
+    from noshow.evaluation.metrics import compute_metrics
 
     per_model = {key: compute_metrics(labels, p, thresholds[key]) for key, p in scores.items()}
     pairs = [(k, BASELINE) for k in scores if k != BASELINE and BASELINE in scores]
@@ -1502,7 +1507,7 @@ def batch_figures(result: BatchResult) -> dict[str, Any]:
     and after their calibration when they carry one; else observed vs predicted for every
     model) and the confusion matrices."""
     from noshow.evaluation.calibration import plot_reliability
-    from noshow.evaluation.report import plot_calibration, plot_confusion, plot_roc
+    from noshow.evaluation.plots import plot_calibration, plot_confusion, plot_roc
 
     preds = result.predictions
     labels = preds["label"].to_numpy()

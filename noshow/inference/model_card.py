@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from noshow.evaluation.report import format_auc
+from noshow.evaluation.metrics import format_auc
 from noshow.modeling.approaches import get_approach
 from noshow.system.files import replace_folder
 from noshow.system.paths import REPO
