@@ -15,7 +15,7 @@ ROC-AUC does not change, and the threshold is re-chosen on calibrated validation
     from noshow.evaluation.calibration import fit_calibrator, Calibrator
     cal = fit_calibrator(p_val, y_val)          # validation rows only
     cal.save(adapter_dir)                       # adapter_dir / "calibration.json"
-    cal = Calibrator.load(adapter_dir)          # identity when the file is absent (old adapters)
+    cal = Calibrator.load(adapter_dir)          # identity for an adapter without the file
     p = cal.apply(raw_p)                        # numpy only: predict.py needs no sklearn/scipy
 
 `reliability_table` and `plot_reliability` draw the before/after reliability diagram for model
