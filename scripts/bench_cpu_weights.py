@@ -33,7 +33,8 @@ COLUMNS = ("adapter", "weights", "rows", "ROC-AUC", "max dP vs fp32", "mean dP",
 
 
 def test_rows(source: str, rows: int, seed: int):
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     loaded = load_data(source)
     frame = split_data(loaded.frame, "time", seed=seed) if loaded.has_features else loaded.frame

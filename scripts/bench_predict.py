@@ -149,7 +149,9 @@ def load_statements(source: str, n: int, seed: int) -> list[str]:
     """`n` test-split statements (repeated when the split is smaller), in a seeded order."""
     import numpy as np
 
-    from noshow.data.load import DataError, load_data, split_data
+    from noshow.data.clean import DataError
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     try:
         loaded = load_data(source)

@@ -33,7 +33,9 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from noshow.evaluation.baseline import baseline_predict, fit_tabular_baseline, tune_tabular_baseline  # noqa: E402
-from noshow.evaluation.report import compare_auc, evaluate_run, format_auc  # noqa: E402
+from noshow.evaluation.intervals import compare_auc  # noqa: E402
+from noshow.evaluation.metrics import format_auc  # noqa: E402
+from noshow.evaluation.report import evaluate_run  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
 SCORE_CHUNK = 64
@@ -44,7 +46,8 @@ def say(*parts: Any) -> None:
 
 
 def load_splits(data: str, split: str) -> dict[str, pd.DataFrame]:
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data(data).frame, split)
     return {name: frame[frame["split"] == name] for name in ("train", "validation", "test")}

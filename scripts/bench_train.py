@@ -183,7 +183,9 @@ class BenchRows:
 
 def load_bench_rows(source: str, statements: int, test_rows: int, seed: int) -> BenchRows:
     """The same training and test rows for every recipe: a seeded sample of the time split."""
-    from noshow.data.load import DataError, load_data, split_data
+    from noshow.data.clean import DataError
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     try:
         loaded = load_data(source)

@@ -9,7 +9,7 @@ Writes into --out (replaced as a whole once complete; never a half-written folde
 statements.parquet / statements.csv (record_id, Statement, NoShow, split), hf/ (a
 `datasets.DatasetDict` with train/validation/test; `datasets.load_from_disk`) and
 summary.json, then prints rows and no-show rate per split. The logic lives in
-`noshow.data.load.export_statements`, which the app calls too.
+`noshow.data.export.export_statements`, which the app calls too.
 """
 
 from __future__ import annotations
@@ -20,14 +20,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout, uninstalled
 
-from noshow.data.load import (  # noqa: E402
+from noshow.data.clean import DataError  # noqa: E402
+from noshow.data.export import (  # noqa: E402
     EXPORT_FORMATS,
-    SPLIT_METHODS,
-    DataError,
     export_statements,
     format_export_summary,
-    load_data,
 )
+from noshow.data.load import load_data  # noqa: E402
+from noshow.data.splits import SPLIT_METHODS  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

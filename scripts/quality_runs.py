@@ -186,7 +186,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def preflight(config) -> dict[str, Any]:
     """noshow.training.preflight's answer for `config` (it measures a 3-step run first)."""
-    from noshow.data.load import choose_split, load_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import choose_split
     from noshow.training.preflight import estimate_resources
 
     choice = choose_split(load_data(config.data.source), config.data.split, seed=config.data.seed)

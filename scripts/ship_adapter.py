@@ -45,7 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from noshow.data.load import DataError
+    from noshow.data.clean import DataError
     from noshow.inference.model_card import ShipError, ship_adapter
     from noshow.inference.predict import PredictError
 

@@ -19,7 +19,7 @@ from noshow.evaluation.baseline import (
     refit_tuned_baseline,
     tune_tabular_baseline,
 )
-from noshow.evaluation.report import compute_metrics
+from noshow.evaluation.metrics import compute_metrics
 
 SMALL_GRID = (
     {"neighbourhood": "code", "max_leaf_nodes": 7},
@@ -149,7 +149,8 @@ def test_tuning_in_worker_processes_matches_one_process():
 
 @pytest.mark.slow
 def test_time_split_baselines_on_real_data(real_data_path):
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data(real_data_path).frame, "time")
     assert set(BASELINE_FEATURES) <= set(frame.columns)

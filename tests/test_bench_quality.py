@@ -20,7 +20,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def test_bench_quality_prints_and_saves_every_figure(tmp_path):
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data("synthetic").frame, "time")
     rows = frame[frame["split"].isin(["validation", "test"])]

@@ -1,11 +1,13 @@
 """The validation-fitted scaler: it recovers a known distortion, picks temperature or Platt by
-cross-validated log-loss, keeps P in [0, 1] and the ranking intact, round-trips through the
-adapter folder, and draws the before/after reliability diagram.
+cross-validated log-loss, maps literal points to hand-computed values (the ends included),
+keeps the ranking intact, round-trips through the adapter folder, and draws the before/after
+reliability diagram.
 Run with `.venv/bin/python -m pytest -q tests/test_calibration.py`."""
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -25,7 +27,7 @@ from noshow.evaluation.calibration import (
     plot_reliability,
     reliability_table,
 )
-from noshow.evaluation.report import expected_calibration_error
+from noshow.evaluation.metrics import expected_calibration_error
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,13 +69,25 @@ def test_identity_is_kept_for_a_calibrated_model():
     assert fit_calibrator(p, y).method == "identity"
 
 
-def test_calibrated_probabilities_stay_in_range_and_keep_the_ranking():
+def test_calibration_gives_hand_computed_values():
+    # logit(.25) = -ln 3, so slope 2 gives odds (1/3)^2 = 1/9: P = .1 (and .9 for .75).
+    platt = Calibrator(method="platt", slope=2.0, intercept=0.0)
+    np.testing.assert_allclose(platt.apply([0.25, 0.5, 0.75]), [0.1, 0.5, 0.9], atol=1e-12)
+    # An intercept of ln 3 cancels logit(.25) = -ln 3: P = .5.
+    assert Calibrator(method="platt", intercept=math.log(3)).apply(0.25) == pytest.approx(0.5)
+    # Temperature 2 halves the logit: logit(.1) = -ln 9 -> -ln 3, P = .25 (and .75 for .9).
+    temperature = Calibrator(method="temperature", slope=0.5)
+    np.testing.assert_allclose(temperature.apply([0.1, 0.9]), [0.25, 0.75], atol=1e-12)
+    # 0 and 1 are clipped to EPS = 1e-7 first: slope 2 squares the odds, P = 1e-14 (1 - 1e-14).
+    np.testing.assert_allclose(platt.apply([0.0, 1.0]), [1e-14, 1 - 1e-14], rtol=0, atol=1e-15)
+
+
+def test_calibrated_probabilities_stay_finite_and_keep_the_ranking():
     y, p = _distorted(3000, seed=3, slope=0.3, shift=-2.0)
     p[:4] = [0.0, 1.0, 1e-12, 1 - 1e-12]  # the ends, and values inside the clipping margin
     for method in ("temperature", "platt"):
         q = fit_calibrator(p, y, method=method).apply(p)
         assert q.dtype == np.float64 and np.isfinite(q).all()
-        assert (q >= 0).all() and (q <= 1).all()
         inner = slice(4, None)  # rows away from the clipping: strictly the same order
         np.testing.assert_array_equal(np.argsort(q[inner]), np.argsort(p[inner]))
         assert roc_auc_score(y, q) == pytest.approx(roc_auc_score(y, p))
@@ -101,11 +115,11 @@ def test_scaler_round_trips_through_the_adapter_folder(tmp_path):
 
 
 def test_loading_applies_without_scipy_or_sklearn(tmp_path):
-    Calibrator(method="platt", slope=0.9, intercept=0.1).save(tmp_path)
+    Calibrator(method="platt", slope=2.0, intercept=0.0).save(tmp_path)
     code = (
         "import sys; from noshow.evaluation.calibration import Calibrator; "
-        f"p = Calibrator.load({str(tmp_path)!r}).apply([0.2, 0.5]); "
-        "assert 0 < p[0] < p[1] < 1; "
+        f"p = Calibrator.load({str(tmp_path)!r}).apply([0.25, 0.5]); "
+        "assert abs(p[0] - 0.1) < 1e-12 and abs(p[1] - 0.5) < 1e-12, p; "  # odds (1/3)^2
         "print(sorted(m for m in ('scipy', 'sklearn', 'matplotlib') if m in sys.modules))"
     )
     env = {**os.environ, "PYTHONPATH": str(REPO)}

@@ -160,8 +160,9 @@ def test_examples_span_low_to_high_risk_and_render_distinct_statements():
 
 @pytest.mark.slow
 def test_examples_are_ordered_by_the_baseline_fitted_on_the_real_data(real_data_path):
-    from noshow.data.load import load_data, split_data
-    from noshow.evaluation.report import baseline_predict, fit_tabular_baseline
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
+    from noshow.evaluation.baseline import baseline_predict, fit_tabular_baseline
 
     frame = split_data(load_data(real_data_path).frame, "time")
     train_rows = frame[frame["split"] == "train"].sample(25_000, random_state=0)

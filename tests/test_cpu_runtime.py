@@ -88,7 +88,8 @@ def test_a_named_form_is_what_the_predictor_runs_and_says(adapters, monkeypatch)
 
 @pytest.fixture(scope="module")
 def real_statements(real_data_path) -> list[str]:
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data(real_data_path).frame, "time", seed=0)
     test = frame[frame["split"] == "test"].sample(40, random_state=11)

@@ -235,7 +235,8 @@ def test_tiny_predictor_with_huge_pages_scores_bit_for_bit(adapters, approach, m
 
 @pytest.fixture(scope="module")
 def real_statements(real_data_path) -> list[str]:
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data(real_data_path).frame, "time", seed=0)
     test = frame[frame["split"] == "test"].sample(24, random_state=3)

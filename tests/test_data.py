@@ -11,14 +11,14 @@ import pandas as pd
 import pytest
 
 import noshow.data.load as data_module
-from noshow.data.load import (
+from noshow.data.clean import (
     AGE_BANDS,
     FEATURE_COLUMNS,
     KAGGLE_COLUMNS,
     DataError,
     clean_kaggle_frame,
-    load_data,
 )
+from noshow.data.load import load_data
 from noshow.data.synthetic import make_synthetic
 
 DEFAULTS = {

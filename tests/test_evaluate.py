@@ -1,6 +1,7 @@
 """Metrics against hand-computed values, threshold choice, calibration error, ROC-AUC
 intervals (DeLong and bootstrap, by row and by patient) and their wording, the report, the
-end-of-run evaluation (nothing fitted reads test labels) and the plots.
+end-of-run evaluation (nothing fitted reads test labels) and the plots
+(noshow/evaluation/: metrics, intervals, report, plots).
 Run with `.venv/bin/python -m pytest -q tests/test_evaluate.py`."""
 
 from __future__ import annotations
@@ -14,24 +15,16 @@ import pytest
 from matplotlib.figure import Figure
 from sklearn.metrics import roc_auc_score
 
-from noshow.evaluation import baseline
 from noshow.evaluation.calibration import Calibrator
-from noshow.evaluation.report import (
-    REPORT_NAMES,
-    build_report,
+from noshow.evaluation.intervals import compare_auc, describe_difference
+from noshow.evaluation.metrics import (
     choose_threshold,
-    compare_auc,
     compute_metrics,
-    describe_difference,
-    evaluate_run,
     expected_calibration_error,
     format_auc,
-    plot_calibration,
-    plot_confusion,
-    plot_pr,
-    plot_roc,
-    plot_training_curves,
 )
+from noshow.evaluation.plots import plot_calibration, plot_confusion, plot_pr, plot_roc
+from noshow.evaluation.report import REPORT_NAMES, build_report, evaluate_run
 
 Y = [0, 0, 1, 1]
 P = [0.1, 0.4, 0.35, 0.8]
@@ -302,7 +295,8 @@ def _adapter_scores(rows: pd.DataFrame, seed: int) -> np.ndarray:
 def synthetic_run() -> SimpleNamespace:
     """The synthetic data's time split, stand-in adapter scores and one evaluate_run on them
     (shared: each run tunes a baseline)."""
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data("synthetic").frame, "time")
     train, val, test = (
@@ -400,14 +394,6 @@ def test_evaluate_run_refuses_scores_that_do_not_match_the_rows(synthetic_run):
         evaluate_run(s.train, s.val, s.test, [0.5], [0.5])
 
 
-def test_evaluate_reexports_the_baseline_for_older_callers():
-    from noshow.evaluation import report as evaluate
-
-    assert evaluate.fit_tabular_baseline is baseline.fit_tabular_baseline
-    assert evaluate.baseline_predict is baseline.baseline_predict
-    assert evaluate.BaselineError is baseline.BaselineError
-
-
 def test_plots_return_figures_with_auc_legends():
     curves = {"classifier": (Y, P), "empty": ([0, 0], [0.1, 0.2])}
     roc = plot_roc(curves)
@@ -433,27 +419,3 @@ def test_roc_legend_carries_the_interval_when_given():
     ci = intervals["classifier"]
     expected = f"classifier (AUC {ci['estimate']:.3f}, 95% CI {ci['low']:.3f}-{ci['high']:.3f})"
     assert expected in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
-
-
-def test_training_curves_plot_loss_and_validation_auc(tmp_path):
-    metrics = pd.DataFrame(
-        [
-            {"step": 1, "loss": 0.7},
-            {"step": 2, "loss": 0.6},
-            {"step": 2, "val_auc": 0.68, "val_loss": 0.5},
-            {"step": 4, "loss": 0.5},
-            {"step": 4, "val_auc": 0.71, "val_loss": 0.45},
-        ]
-    )
-    fig = plot_training_curves(metrics)
-    loss_ax, auc_ax = fig.axes
-    assert list(loss_ax.lines[0].get_xdata()) == [1, 2, 4]
-    assert list(loss_ax.lines[1].get_ydata()) == [0.5, 0.45]
-    assert list(auc_ax.lines[0].get_ydata()) == [0.68, 0.71]
-    assert auc_ax.get_legend().get_texts()[0].get_text() == "validation (best 0.710)"
-    fig.savefig(tmp_path / "curves.png")  # renders without a display
-    assert (tmp_path / "curves.png").stat().st_size > 1000
-    older = plot_training_curves(pd.DataFrame([{"step": 3, "eval_roc_auc": 0.7}]))
-    assert list(older.axes[1].lines[0].get_ydata()) == [0.7]
-    empty = plot_training_curves(pd.DataFrame())
-    assert empty.axes[0].texts[0].get_text() == "no metrics yet"

@@ -1,12 +1,13 @@
 """The hybrid blend: fitted on validation rows only, it recovers known weights, beats each
-input when they carry different signal, keeps P in [0, 1], and round-trips as JSON. That
-it never sees test labels is checked end to end in test_evaluate.py
-(test_evaluate_run_fits_nothing_on_test_labels).
+input when they carry different signal, gives hand-computed P for literal (extreme) inputs,
+and round-trips as JSON. That it never sees test labels is checked end to end in
+test_evaluate.py (test_evaluate_run_fits_nothing_on_test_labels).
 Run with `.venv/bin/python -m pytest -q tests/test_hybrid.py`."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import replace
 
 import numpy as np
@@ -41,11 +42,17 @@ def test_blend_recovers_the_weights_and_beats_each_input():
     assert roc_auc_score(y2, hybrid.predict(pa2, pb2)) > roc_auc_score(y2, pa2) + 0.02
 
 
-def test_predictions_stay_in_range_for_extreme_inputs():
+def test_predictions_match_hand_computed_values_for_extreme_inputs():
     hybrid = Hybrid(w_adapter=3.0, w_baseline=2.0, intercept=-1.0)
-    p = hybrid.predict([0.0, 1.0, 0.5, 1e-12], [0.0, 1.0, 0.5, 1 - 1e-12])
-    assert np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()
-    assert p[0] < p[2] < p[1]
+    p = hybrid.predict([0.0, 1.0, 0.5, 1e-12, 0.25], [0.0, 1.0, 0.5, 1 - 1e-12, 0.75])
+    # Inputs are clipped to [EPS, 1 - EPS], EPS = 1e-7, so logit(0) = ln(1e-7 / (1 - 1e-7)).
+    # 0 and 0: z = 5 logit(EPS) - 1 ~ -81.6, P ~ 4e-36, i.e. 0 (and 1 for 1 and 1).
+    # .5 and .5: both logits 0, z = -1, P = 1 / (1 + e).
+    # 1e-12 and 1 - 1e-12: z = -3 L + 2 L - 1 = logit(EPS) - 1, P ~ EPS / e (odds EPS / e).
+    # .25 and .75: logits -ln 3 and ln 3, z = -ln 3 - 1, P = 1 / (1 + 3e).
+    odds = 1e-7 / (1 - 1e-7) / math.e
+    expected = [0.0, 1.0, 1 / (1 + math.e), odds / (1 + odds), 1 / (1 + 3 * math.e)]
+    np.testing.assert_allclose(p, expected, rtol=1e-6, atol=1e-15)
 
 
 def test_cross_validation_keeps_a_patient_in_one_fold():
@@ -123,5 +130,9 @@ def test_an_adapter_with_a_broken_hybrid_file_still_scores_without_its_hybrid(ad
         predictor = load_predictor(folder)
     assert predictor.hybrid is None
     assert any("hybrid left out" in str(w.message) for w in caught)
+    # The hybrid is a separate card: the adapter's own P is the one it gives with the file intact.
     (p,) = predictor.predict_proba(["A statement."])
-    assert 0.0 <= p <= 1.0
+    (intact,) = load_predictor(resolve_adapter_dir(adapters.classifier)).predict_proba(
+        ["A statement."]
+    )
+    assert p == pytest.approx(intact, abs=1e-6)

@@ -20,6 +20,7 @@ import pytest
 from conftest import free_port
 
 from noshow.app import label_views as lv
+from noshow.labels.export import import_events
 from noshow.labels.store import LabelStore
 
 # Outputs of every item view, in order (the session state stays on the server).
@@ -179,7 +180,7 @@ def test_item_card_shows_the_dataset_label_only_after_an_answer_or_with_the_swit
 
 
 def test_agreement_views_spell_out_an_undefined_kappa(store):
-    from noshow.labels.store import cohen_kappa_table, disagreements
+    from noshow.labels.agreement import cohen_kappa_table, disagreements
 
     store.submit(1, 1, "Ana", statement="s")
     store.submit(1, 1, "Bea", statement="s")
@@ -361,7 +362,7 @@ def test_app_exports_csv_and_jsonl_that_reimport_exactly(app, tmp_path):
     assert f"Exported {len(original)} events" in message
     for path in paths:
         with LabelStore(tmp_path / f"copy-{path.rsplit('.', 1)[-1]}.sqlite") as copy:
-            assert copy.import_events(path) == len(original)
+            assert import_events(copy, path) == len(original)
             pd.testing.assert_frame_equal(copy.events(), original)
 
 

@@ -1,51 +1,23 @@
-"""Tests for the clinician label store (noshow/labels/store.py) on real SQLite files in tmp_path.
+"""The clinician label store (noshow/labels/store.py, with the checks of
+noshow/labels/events.py) on real SQLite files in tmp_path: where the file lives, writing and
+reading, bad input, broken databases, progress, consensus and the labels' fingerprint.
+Exports are tested in test_label_export.py, agreement in test_label_agreement.py.
 
 Run: .venv/bin/python -m pytest -q tests/test_labels.py
 """
 
 from __future__ import annotations
 
-import csv
-import json
-import math
 import random
 import sqlite3
 import threading
-import traceback
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from noshow.labels.store import (
-    COLUMNS,
-    EXPORT_COLUMNS,
-    LabelError,
-    LabelStore,
-    cohen_kappa_table,
-    default_label_db,
-    disagreements,
-    hash_statement,
-    labels_fingerprint,
-    space_data_dir,
-)
-
-TRICKY_NOTES = [
-    "plain",
-    "commas, and more, commas",
-    'she said "I will come"',
-    "two\nlines",
-    "windows\r\nline end",
-    "ünïcødé — São Paulo, 日本語 😀",
-    '=HYPERLINK("http://evil.example","click")',
-    "+1 555",
-    "-5 days",
-    "@SUM(A1)",
-    "\tleading tab",
-    "'already quoted",
-    "''two quotes",
-    "",
-]
+from noshow.labels.events import LabelError, hash_statement, labels_fingerprint
+from noshow.labels.store import LabelStore, default_label_db, space_data_dir
 
 
 @pytest.fixture
@@ -330,172 +302,6 @@ def test_newer_schema_version_is_refused(db):
         LabelStore(db)
 
 
-# ---------------------------------------------------------------- export / import
-
-
-def _fill_with_tricky_notes(store: LabelStore) -> None:
-    for i, note in enumerate(TRICKY_NOTES):
-        store.submit(
-            i, i % 2, f"annotator {i % 3}", statement=f"s{i}", note=note, seconds_spent=i / 3
-        )
-    store.skip(0, "annotator 0", statement="s0", note="=cmd|' /C calc'!A0")
-    store.submit(0, 1, "-dash name", statement="s0", submission_id="=sid")
-
-
-TRICKY_STATEMENTS = {i: f"s{i}" for i in range(len(TRICKY_NOTES))}
-
-
-@pytest.mark.parametrize("fmt", ["csv", "jsonl"])
-def test_export_then_import_round_trips_exactly(store, tmp_path, fmt):
-    _fill_with_tricky_notes(store)
-    out = tmp_path / f"labels.{fmt}"
-    getattr(store, f"export_{fmt}")(out, statements=TRICKY_STATEMENTS)
-    with LabelStore(tmp_path / "fresh.sqlite") as fresh:
-        assert fresh.import_events(out) == len(TRICKY_NOTES) + 2
-        pd.testing.assert_frame_equal(fresh.events(), store.events())
-        assert fresh.import_events(out) == 0  # importing twice adds nothing
-        assert len(fresh.events()) == len(TRICKY_NOTES) + 2
-
-
-def test_csv_export_neutralises_formulas_for_spreadsheets(store, tmp_path):
-    _fill_with_tricky_notes(store)
-    store.submit(7, 1, "ana", statement="=1+1 statement")
-    out = store.export_csv(tmp_path / "labels.csv", statements={7: "=1+1 statement"})
-    with open(out, encoding="utf-8-sig", newline="") as f:
-        rows = list(csv.reader(f))
-    assert rows[0] == list(EXPORT_COLUMNS)
-    cells = [cell for row in rows[1:] for cell in row]
-    dangerous = [c for c in cells if c.startswith(("=", "+", "-", "@", "\t", "\r"))]
-    assert dangerous == []
-    assert '\'=HYPERLINK("http://evil.example","click")' in cells
-    assert "'=sid" in cells and "'-dash name" in cells and "'=1+1 statement" in cells
-    numbers = {row[EXPORT_COLUMNS.index("seconds_spent")] for row in rows[1:]}
-    assert "0.3333333333333333" in numbers  # numbers are never escaped
-
-
-def test_exports_name_the_labels_and_carry_the_statement_text_and_annotator(store, tmp_path):
-    store.submit(1, "no_show", "Dr Ana", statement="A 30-year-old woman ...")
-    store.submit(1, "shows_up", "Dr Ana", statement="A 30-year-old woman ...")  # a correction
-    store.skip(2, "Dr Bea", statement="A 70-year-old man ...")
-    store.submit(3, "shows_up", "Dr Bea", statement="the text shown then")
-    # Record 3's statement has changed since it was labelled: its text is not put in.
-    statements = {1: "A 30-year-old woman ...", 2: "A 70-year-old man ...", 3: "new text"}
-    with open(store.export_csv(tmp_path / "l.csv", statements), encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    jsonl = store.export_jsonl(tmp_path / "l.jsonl", statements).read_text(encoding="utf-8")
-    for got in (rows, [json.loads(line) for line in jsonl.splitlines()]):
-        table = [
-            (r["record_id"], r["annotator"], r["label"], r["previous_label"], r["statement"])
-            for r in got
-        ]
-        blank = "" if got is rows else None
-        assert [tuple(str(v) if isinstance(v, int) else v for v in t) for t in table] == [
-            ("1", "Dr Ana", "No-show", blank, "A 30-year-old woman ..."),
-            ("1", "Dr Ana", "Shows up", "No-show", "A 30-year-old woman ..."),
-            ("2", "Dr Bea", blank, blank, "A 70-year-old man ..."),
-            ("3", "Dr Bea", "Shows up", blank, blank),
-        ]
-    assert store.export_rows()[0]["statement"] is None  # no data given: no text, no guess
-
-
-def test_import_reads_older_exports_with_1_0_labels(store, tmp_path):
-    old = tmp_path / "old.csv"
-    with open(old, "w", encoding="utf-8-sig", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(COLUMNS)
-        writer.writerow([1, 5, "abc", 1, "submitted", "ana", "2024-01-01", 1.5, "", "", "a"])
-        writer.writerow([2, 5, "abc", 0, "submitted", "ana", "2024-01-02", 2.0, "", 1, "b"])
-    assert store.import_events(old) == 2
-    assert store.events()[["label", "previous_label"]].astype(object).values.tolist() == [
-        [1, pd.NA],
-        [0, 1],
-    ]
-
-
-def test_jsonl_export_keeps_raw_text(store, tmp_path):
-    store.submit(1, 1, "ana", statement="s", note='=HYPERLINK("x")')
-    out = store.export_jsonl(tmp_path / "labels.jsonl")
-    (line,) = out.read_text(encoding="utf-8").splitlines()
-    assert json.loads(line)["note"] == '=HYPERLINK("x")'
-
-
-def test_export_replaces_file_atomically_and_leaves_no_temp_files(store, tmp_path):
-    store.submit(1, 1, "ana", statement="s")
-    out = tmp_path / "exports" / "labels.csv"
-    out.parent.mkdir()
-    out.write_text("old content")
-    store.export_csv(out)
-    assert "old content" not in out.read_text(encoding="utf-8-sig")
-    assert folder_listing(out.parent) == ["labels.csv"]
-
-
-def test_import_appends_with_new_id_when_id_taken(tmp_path):
-    with LabelStore(tmp_path / "a.sqlite") as a, LabelStore(tmp_path / "b.sqlite") as b:
-        a.submit(1, 1, "ana", statement="s")
-        b.submit(2, 0, "bob", statement="t")
-        a.export_jsonl(tmp_path / "a.jsonl")
-        assert b.import_events(tmp_path / "a.jsonl") == 1
-        merged = b.events()
-        assert merged["id"].tolist() == [1, 2]
-        assert merged["annotator"].tolist() == ["bob", "ana"]
-
-
-def test_import_of_a_bad_file_adds_nothing(store, tmp_path):
-    good = {c: None for c in COLUMNS} | {
-        "id": 1,
-        "record_id": 1,
-        "statement_hash": "h",
-        "label": 1,
-        "status": "submitted",
-        "annotator": "ana",
-        "created_at": "2024-01-01T00:00:00+00:00",
-        "seconds_spent": 1.0,
-        "note": "",
-        "submission_id": "x",
-    }
-    bad = dict(good, id=2, submission_id="y", label=7)
-    path = tmp_path / "bad.jsonl"
-    path.write_text(json.dumps(good) + "\n" + json.dumps(bad) + "\n")
-    with pytest.raises(LabelError, match=r"bad.jsonl \(row 3\).*not allowed"):
-        store.import_events(path)
-    assert store.events().empty
-    with pytest.raises(LabelError, match="expected a .csv or .jsonl"):
-        store.import_events(tmp_path / "labels.xlsx")
-
-
-def test_to_dataset_has_one_row_per_event_and_the_event_columns(store):
-    store.submit(1, 1, "ana", statement="s", note="n")
-    store.skip(2, "ana", statement="t")
-    dataset = store.to_dataset()
-    assert dataset.column_names == list(COLUMNS)
-    assert dataset.num_rows == 2
-    assert dataset["label"] == [1, None] and dataset["status"] == ["submitted", "skipped"]
-
-
-def test_push_to_hub_without_token_is_refused(store, monkeypatch):
-    monkeypatch.delenv("HF_TOKEN", raising=False)
-    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
-    with pytest.raises(LabelError, match="needs a token with write access"):
-        store.push_to_hub("me/labels")
-
-
-def test_push_to_hub_failure_never_shows_the_token(store, monkeypatch):
-    store.submit(1, 1, "ana", statement="s")
-    secret = "hf_not_a_real_token_123456"
-
-    def fail(self, repo_id, token=None, private=True):
-        raise RuntimeError(f"401 for request with Authorization: Bearer {token}")
-
-    import datasets
-
-    monkeypatch.setattr(datasets.Dataset, "push_to_hub", fail)
-    with pytest.raises(LabelError, match="Could not push labels to me/labels") as info:
-        store.push_to_hub("me/labels", token=secret)
-    assert secret not in str(info.value)
-    printed = "".join(traceback.format_exception(info.value))  # what a log would show
-    assert "401 for request" in printed and secret not in printed
-
-
 # ---------------------------------------------------------------- status, progress, consensus
 
 
@@ -548,81 +354,3 @@ def test_consensus_and_fingerprint_are_stable_across_insertion_order(tmp_path):
     assert fingerprint["count"] == 30 and len(fingerprint["hash"]) == 64
     flipped = results[0] | {0: 1 - results[0][0]}
     assert labels_fingerprint(flipped)["hash"] != fingerprint["hash"]
-
-
-# ---------------------------------------------------------------- agreement
-
-
-def _annotate(store: LabelStore, annotator: str, labels: list[int], start: int = 0) -> None:
-    for offset, label in enumerate(labels):
-        store.submit(start + offset, label, annotator, statement="s")
-
-
-def test_cohen_kappa_for_pairs_and_against_data_set(store):
-    # Records 0..9.  A = 1111000000, B = 1110000001, data set D = 1100000000.
-    # A vs B: agree on 8 of 10 -> po = 0.8; each says 1 four times -> pe = .4*.4 + .6*.6 = .52;
-    #         kappa = (.8 - .52) / (1 - .52) = .28 / .48 = 7/12.
-    # A vs D: agree on 8 -> po = .8; pe = .4*.2 + .6*.8 = .56; kappa = .24 / .44 = 6/11.
-    # B vs D: agree on 8 (differ on 2 and 9) -> same marginals as A vs D -> 6/11.
-    # C labels only records 0 and 1 as no-show: every overlap has one class -> kappa NaN.
-    _annotate(store, "A", [1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
-    _annotate(store, "B", [1, 1, 1, 0, 0, 0, 0, 0, 0, 1])
-    _annotate(store, "C", [1, 1])
-    store.submit(500, 1, "E", statement="s")  # overlaps nobody
-    data = dict(enumerate([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]))
-    table = cohen_kappa_table(store, data).set_index(["kind", "rater_a", "rater_b"])
-    assert set(table.loc["pair"].index) == {("A", "B"), ("A", "C"), ("B", "C")}
-    assert table.loc[("pair", "A", "B"), "kappa"] == pytest.approx(7 / 12)
-    assert table.loc[("pair", "A", "B"), "n"] == 10
-    assert table.loc[("vs_dataset", "A", "data set"), "kappa"] == pytest.approx(6 / 11)
-    assert table.loc[("vs_dataset", "A", "data set"), "note"] == (
-        "moderate agreement; 8 of 10 records agree (under 20 records: a rough figure)"
-    )
-    assert table.loc[("vs_dataset", "B", "data set"), "kappa"] == pytest.approx(6 / 11)
-    single = table.loc[("pair", "A", "C")]
-    assert single["n"] == 2 and math.isnan(single["kappa"]) and "one class" in single["note"]
-    no_overlap = table.loc[("vs_dataset", "E", "data set")]
-    assert no_overlap["n"] == 0 and math.isnan(no_overlap["kappa"])
-    assert no_overlap["note"] == "none of these labels is on a record of the loaded data set"
-    assert "vs_dataset" not in set(cohen_kappa_table(store, None)["kind"])
-
-
-def test_kappa_of_a_one_label_annotator_is_zero_and_the_note_says_why(store):
-    # D answers No-show for every record; the data set has both labels there. Expected and
-    # observed agreement are then equal, so kappa is 0 however many records agree.
-    _annotate(store, "D", [1, 1, 1, 1])
-    table = cohen_kappa_table(store, dict(enumerate([1, 1, 1, 0])))
-    row = table.set_index("rater_a").loc["D"]
-    assert row["kappa"] == 0.0 and row["n"] == 4
-    assert row["note"] == (
-        "D gave every shared record the same label (No-show), so kappa is 0 by definition; "
-        "3 of 4 records agree (under 20 records: a rough figure)"
-    )
-
-
-@pytest.mark.parametrize(
-    ("kappa", "words"),
-    [(-0.1, "less agreement than chance"), (0.0, "slight"), (0.2, "slight"), (0.21, "fair")]
-    + [(0.5, "moderate"), (0.7, "substantial"), (0.81, "almost perfect"), (1.0, "almost")],
-)
-def test_describe_kappa_uses_landis_and_koch_words(kappa, words):
-    from noshow.labels.store import describe_kappa
-
-    assert describe_kappa(kappa).startswith(words)
-
-
-def test_disagreements_lists_records_to_adjudicate(store):
-    _annotate(store, "A", [1, 1, 1, 1, 0, 0, 0, 0, 0, 0])
-    _annotate(store, "B", [1, 1, 1, 0, 0, 0, 0, 0, 0, 1])
-    store.submit(3, 1, "A", statement="s", note="looks like a no-show")  # same label, a note
-    data = dict(enumerate([1, 1, 0, 0, 0, 0, 0, 0, 0, 0]))
-    table = disagreements(store, data).set_index("record_id")
-    assert table.index.tolist() == [2, 3, 9]
-    assert table.loc[2, "reason"] == "differs from data set"
-    assert table.loc[3, "reason"] == "annotators disagree; differs from data set"
-    assert table.loc[9, "labels"] == "A: Shows up; B: No-show"
-    assert (table.loc[9, "no_show_votes"], table.loc[9, "shows_up_votes"]) == (1, 1)
-    assert table.loc[3, "notes"] == "A: looks like a no-show"
-    assert table.loc[2, "dataset_label"] == "Shows up"
-    among_annotators = disagreements(store, None)
-    assert among_annotators["record_id"].tolist() == [3, 9]

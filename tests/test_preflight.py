@@ -10,7 +10,8 @@ import time
 import pytest
 
 from noshow.config import RUN_PRESETS, preset_config
-from noshow.data.load import SYNTHETIC_SOURCE, choose_split, load_data
+from noshow.data.load import SYNTHETIC_SOURCE, load_data
+from noshow.data.splits import choose_split
 from noshow.training import preflight
 
 

@@ -1,4 +1,4 @@
-"""Exporting the Statement/NoShow data set (noshow.data.load.export_statements) and its CLI."""
+"""Exporting the Statement/NoShow data set (noshow.data.export.export_statements) and its CLI."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ import datasets
 import pandas as pd
 import pytest
 
-from noshow.data.load import DataError, export_statements, load_data, split_data
+from noshow.data.clean import DataError
+from noshow.data.export import export_statements
+from noshow.data.load import load_data
+from noshow.data.splits import split_data
 from noshow.data.synthetic import make_synthetic
 
 REPO = Path(__file__).resolve().parents[1]

@@ -127,7 +127,7 @@ def ship(run_dir, dest, **kwargs):
 
 
 def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path):
-    from noshow.evaluation.report import format_auc
+    from noshow.evaluation.metrics import format_auc
     from noshow.inference.predict import list_adapters
 
     run = Path(adapters.generative)
@@ -266,7 +266,8 @@ def test_train_command_is_rebuilt_from_the_config_without_defaults():
 
 
 def test_ci_subsample_is_stratified_fixed_and_independent_of_row_order():
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     frame = split_data(load_data("synthetic").frame, "time")
     test = frame[frame["split"] == "test"]

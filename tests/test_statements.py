@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import pandas as pd
 import pytest
 
@@ -225,9 +227,21 @@ def test_statements_stay_short_on_the_real_file(real_data_path):
     assert longest <= 60  # about 80 tokens; training time grows with length
 
 
-def test_template_version_is_v1():
-    # Changing the wording must bump this: adapters trained on v1 learned the v1 text.
-    assert TEMPLATE_VERSION == "v1"
+# What each template version renders for the GOLDEN rows: the SHA-256 of their statements,
+# one per line. Adapters record the version they learned, so a version must never change its
+# text: new wording gets a new TEMPLATE_VERSION and a new line here, the old lines stay.
+RENDERED_BY_VERSION = {
+    "v1": "880cb4af5422a908be60ccadd3da73f2d45f46971bff148b1bbfb2c6ee550d89",
+}
+
+
+def test_a_template_version_always_renders_the_same_text():
+    rendered = "\n".join(render_statement(values) for values, _ in GOLDEN.values())
+    digest = hashlib.sha256(rendered.encode("utf-8")).hexdigest()
+    assert RENDERED_BY_VERSION.get(TEMPLATE_VERSION) == digest, (
+        f"The statements' wording differs from what {TEMPLATE_VERSION} rendered: bump "
+        "TEMPLATE_VERSION and add the new version's hash to RENDERED_BY_VERSION."
+    )
 
 
 def test_generative_messages_without_answer_end_with_the_question():

@@ -448,7 +448,8 @@ def test_clinician_labels_override_the_data_set_and_are_recorded_in_the_config(
 ):
     """Two clinicians relabel three records; the run trains on their labels and its
     config.json says how many it applied, how many changed, and a hash of them."""
-    from noshow.labels.store import LabelStore, default_label_db, labels_fingerprint
+    from noshow.labels.events import labels_fingerprint
+    from noshow.labels.store import LabelStore, default_label_db
 
     frame = pd.read_csv(statements_csv)
     flipped = {rid: 0 if frame.loc[rid, "NoShow"] == "Yes" else 1 for rid in (0, 1, 2)}

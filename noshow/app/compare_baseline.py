@@ -65,7 +65,7 @@ def fit_baseline(
         fit_tabular_baseline,
         refit_tuned_baseline,
     )
-    from noshow.evaluation.report import choose_threshold
+    from noshow.evaluation.metrics import choose_threshold
 
     if "split" not in frame.columns:
         return Baseline(error="the data has no split column, so the baseline has no train rows.")

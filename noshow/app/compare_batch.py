@@ -65,7 +65,7 @@ class BatchResult:
     disagreements: pd.DataFrame
     notes: list[str] = field(default_factory=list)
     figures: dict[str, Any] = field(default_factory=dict)
-    auc: dict[str, Any] | None = None  # noshow.evaluation.report.compare_auc's answer
+    auc: dict[str, Any] | None = None  # noshow.evaluation.intervals.compare_auc's answer
     raw: dict[str, np.ndarray] = field(default_factory=dict)  # adapters' P before calibration
 
 
@@ -242,7 +242,8 @@ def batch_compare(
     if not scores:
         raise CompareInputError("Nothing could score these rows. " + " ".join(notes))
     report(BatchProgress(total, total, "Computing metrics and intervals", 0.0))
-    from noshow.evaluation.report import compare_auc, compute_metrics
+    from noshow.evaluation.intervals import compare_auc
+    from noshow.evaluation.metrics import compute_metrics
 
     per_model = {key: compute_metrics(labels, p, thresholds[key]) for key, p in scores.items()}
     pairs = [(k, BASELINE) for k in scores if k != BASELINE and BASELINE in scores]
@@ -368,7 +369,7 @@ def batch_figures(result: BatchResult) -> dict[str, Any]:
     and after their calibration when they carry one; else observed vs predicted for every
     model) and the confusion matrices."""
     from noshow.evaluation.calibration import plot_reliability
-    from noshow.evaluation.report import plot_calibration, plot_confusion, plot_roc
+    from noshow.evaluation.plots import plot_calibration, plot_confusion, plot_roc
 
     preds = result.predictions
     labels = preds["label"].to_numpy()

@@ -143,9 +143,9 @@ def load_entry(
     """Load `source` (a path, "synthetic", or None/"default" for the discovery order), split it
     and keep it in `cache`; a repeat call returns the cached entry.
 
-    Raises `noshow.data.load.DataError` (message names the file and the problem) for bad input.
+    Raises `noshow.data.clean.DataError` (message names the file and the problem) for bad input.
     """
-    from noshow.data import load as data
+    from noshow.data.splits import choose_split
 
     prefix, shown = _source_identity(source)
     key = f"{prefix}::{split_method}"
@@ -153,7 +153,7 @@ def load_entry(
     if entry is not None:
         return entry
     loaded = _load(source)
-    choice = data.choose_split(loaded, split_method)  # the same policy as training
+    choice = choose_split(loaded, split_method)  # the same policy as training
     used_method = {
         "given": "from file",
         "random": "random"

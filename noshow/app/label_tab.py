@@ -270,7 +270,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
 
     def checked_session(name: Any, state: Any, show: Any = False) -> tuple[str, dict]:
         """(annotator, session with the switch's current value) or LabelViewError."""
-        from noshow.labels.store import normalize_annotator
+        from noshow.labels.events import normalize_annotator
 
         who = normalize_annotator(name)
         if not isinstance(state, dict) or not state.get("queue"):
@@ -299,7 +299,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         progress=gr.Progress(),  # noqa: B008 - how Gradio injects a progress bar
     ):
         try:
-            from noshow.labels.store import normalize_annotator
+            from noshow.labels.events import normalize_annotator
 
             s = need_store()
             who = normalize_annotator(name)
@@ -402,22 +402,24 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
 
     def export(key=None):
         try:
+            from noshow.labels.export import export_csv, export_jsonl, export_rows
+
             s = need_store()
             entry = ctx.get_data(key)
             texts = lv.statements_for(entry.frame, s.events()["record_id"].unique().tolist())
             stamp = time.strftime("%Y%m%d-%H%M%S")
             folder = export_folder()
-            rows = s.export_rows(texts)
+            rows = export_rows(s, texts)
             paths = [
-                s.export_csv(folder / f"labels-{stamp}.csv", texts),
-                s.export_jsonl(folder / f"labels-{stamp}.jsonl", texts),
+                export_csv(s, folder / f"labels-{stamp}.csv", texts),
+                export_jsonl(s, folder / f"labels-{stamp}.jsonl", texts),
             ]
             return [str(p) for p in paths], ok_box(lv.export_message(rows, entry.label))
         except Exception as e:  # noqa: BLE001
             return None, error_box(user_message(e))
 
     def agreement(key=None):
-        from noshow.labels.store import cohen_kappa_table, disagreements
+        from noshow.labels.agreement import cohen_kappa_table, disagreements
 
         try:
             s = need_store()

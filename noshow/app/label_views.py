@@ -389,7 +389,7 @@ def queue_table(
 
 def agreement_views(kappa: pd.DataFrame, disagreements: pd.DataFrame) -> tuple:
     """The agreement tables as shown: kappa to 3 decimals, or 'undefined' (the note says
-    why); label names as people say them (see noshow.labels.store.cohen_kappa_table)."""
+    why); label names as people say them (see noshow.labels.agreement.cohen_kappa_table)."""
     shown = kappa.copy()
     shown["kappa"] = [
         "undefined" if pd.isna(k) else f"{k:.3f}".replace("-0.000", "0.000") for k in kappa["kappa"]
@@ -402,7 +402,7 @@ def agreement_views(kappa: pd.DataFrame, disagreements: pd.DataFrame) -> tuple:
 
 def empty_agreement_views() -> tuple:
     """Both agreement tables with their real headers and no rows (before anything is read)."""
-    from noshow.labels.store import DISAGREEMENT_COLUMNS, KAPPA_COLUMNS
+    from noshow.labels.agreement import DISAGREEMENT_COLUMNS, KAPPA_COLUMNS
 
     return pd.DataFrame(columns=list(KAPPA_COLUMNS)), pd.DataFrame(
         columns=list(DISAGREEMENT_COLUMNS)

@@ -141,11 +141,3 @@ EXAMPLES: tuple[Example, ...] = (
 def example_statements() -> list[str]:
     """The examples' statements, in EXAMPLES order."""
     return [ex.statement for ex in EXAMPLES]
-
-
-def find_example(label: str) -> Example:
-    """The example whose `label` (or title) is `label`; KeyError naming the choices."""
-    for ex in EXAMPLES:
-        if label in (ex.label, ex.title):
-            return ex
-    raise KeyError(f"No example called {label!r}; choose one of: {[e.label for e in EXAMPLES]}")

@@ -54,16 +54,15 @@ NUMERIC_COLUMNS = [
 ]
 # The columns a statement is written from (noshow.data.statements.STATEMENT_FIELDS, checked by
 # tests/test_baseline.py): the baseline sees what the LLM reads, no more.
-# (noshow.data.load.FEATURE_COLUMNS is the whole prepared frame.)
+# (noshow.data.clean.FEATURE_COLUMNS is the whole prepared frame.)
 BASELINE_FEATURES = [*CATEGORICAL_COLUMNS, *NUMERIC_COLUMNS]
 LABEL_COLUMN = "no_show"
 
-# The grid, measured on the real data (BENCHMARKS.md, "Why the tuned baseline's grid is what
-# it is"): how the 81 neighbourhoods are encoded matters most and the splits disagree (time
-# split: ordered codes 0.761 validation ROC-AUC vs 0.756 as one native categorical feature;
-# patient split: 0.742 as a category vs 0.739), so both are tried; tree size moves it by
-# ~0.001 (7 leaves never won and needs the most trees). Learning rate 0.05 with early stopping
-# keeps each fit to ~150-300 trees; 0.03 gained <0.001 at twice the time.
+# The grid, measured on the real data (figures in BENCHMARKS.md, "Why the tuned baseline's
+# grid is what it is"): how the 81 neighbourhoods are encoded matters most and the time and
+# patient splits prefer different encodings, so both are tried; tree size barely moves it
+# (7 leaves never won and needs the most trees). Learning rate 0.05 with early stopping keeps
+# each fit short; a lower one gained nothing measurable at twice the time.
 TUNING_GRID: tuple[dict[str, Any], ...] = tuple(
     {"neighbourhood": encoding, "max_leaf_nodes": leaves}
     for encoding in ("code", "category")

@@ -15,7 +15,7 @@ ROC-AUC does not change, and the threshold is re-chosen on calibrated validation
     from noshow.evaluation.calibration import fit_calibrator, Calibrator
     cal = fit_calibrator(p_val, y_val)          # validation rows only
     cal.save(adapter_dir)                       # adapter_dir / "calibration.json"
-    cal = Calibrator.load(adapter_dir)          # identity when the file is absent (old adapters)
+    cal = Calibrator.load(adapter_dir)          # identity for an adapter without the file
     p = cal.apply(raw_p)                        # numpy only: predict.py needs no sklearn/scipy
 
 `reliability_table` and `plot_reliability` draw the before/after reliability diagram for model
@@ -200,8 +200,8 @@ def fit_calibrator(
 
     method "auto" (default) keeps whichever of identity, temperature and Platt has the lowest
     `folds`-fold cross-validated log-loss on these rows; "temperature" or "platt" force one.
-    `threshold` is left None: `noshow.evaluation.report.evaluate_run` sets it to the max-F1 threshold
-    on the calibrated validation scores (`dataclasses.replace(cal, threshold=...)`).
+    `threshold` is left None: `noshow.evaluation.report.evaluate_run` sets it to the max-F1
+    threshold on the calibrated validation scores (`dataclasses.replace(cal, threshold=...)`).
     """
     if method != "auto" and method not in METHODS:
         raise CalibrationError(
@@ -247,7 +247,7 @@ def reliability_table(
 ) -> dict[str, list]:
     """Per equal-width bin of P that holds rows: {"low", "high", "rows", "mean_p",
     "observed"} lists (bin edges, row count, mean predicted P, observed no-show rate), the
-    numbers a reliability diagram plots and the ECE (noshow.evaluation.report) averages."""
+    numbers a reliability diagram plots and the ECE (noshow.evaluation.metrics) averages."""
     y = np.asarray(y_true, dtype=float).ravel()
     q = _check_probabilities(p).ravel()
     if y.shape != q.shape:

@@ -68,8 +68,9 @@ class Hybrid:
     rows: int = 0  # validation rows it was fitted on
     threshold: float | None = None  # max-F1 threshold on its validation scores
     cv_auc: Mapping[str, float] | None = None  # hybrid / adapter / baseline, same folds
-    # The tuned baseline's settings (noshow.evaluation.baseline.TunedBaseline.params) whose P it blends:
-    # a server refits that baseline (`refit_tuned_baseline`) to score new rows the same way.
+    # The tuned baseline's settings (noshow.evaluation.baseline.TunedBaseline.params) whose P
+    # it blends: a server refits that baseline (`refit_tuned_baseline`) to score new rows the
+    # same way.
     baseline_params: Mapping[str, Any] | None = None
 
     def predict(
@@ -167,7 +168,8 @@ def fit_hybrid(
 ) -> Hybrid:
     """Fit the blend on validation rows only: the adapter's and the tuned baseline's P for
     each validation row, and its label. `groups` (patient ids) keeps a patient's rows in one
-    cross-validation fold. The threshold is left for the caller to choose (noshow.evaluation.report)."""
+    cross-validation fold. The threshold is left for the caller to choose
+    (noshow.evaluation.report.evaluate_run)."""
     from sklearn.metrics import roc_auc_score
 
     a = _probabilities(p_adapter_val, "adapter scores")

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from noshow.evaluation.report import format_auc
+from noshow.evaluation.metrics import format_auc
 from noshow.modeling.approaches import get_approach
 from noshow.system.files import replace_folder
 from noshow.system.paths import REPO
@@ -191,7 +191,8 @@ def load_ci_rows(
     data_path: str | Path, rows: int = CI_ROWS, seed: int = CI_SEED
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """(CI rows, a description of them) from the real Kaggle file, time split."""
-    from noshow.data.load import load_data, split_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import split_data
 
     loaded = load_data(data_path)
     if loaded.kind != "kaggle":

@@ -1,4 +1,6 @@
-"""Clinician labels: the SQLite store, the labelling queue, agreement between annotators
-and exports.
+"""Clinician labels: what a label event is and the checks on its fields (`events`), the
+append-only SQLite store (`store`), exports and imports for people (`export`) and agreement
+between annotators and with the data set (`agreement`). The Label tab's queue (what to label
+next) is built in `noshow.app.label_views`.
 
 Layer 2: imports `noshow.config`, `noshow.system` and `noshow.data` only."""

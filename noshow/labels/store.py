@@ -1,20 +1,19 @@
-"""Clinician label store: an append-only SQLite log of label events, plus agreement and export.
+"""The clinician label store: an append-only SQLite log of label events.
 
 Every action a clinician takes in the Label tab (No-show, Shows up, Skip, a correction after
 Back) becomes one event row; nothing is ever updated or deleted, so no click is lost and the
 history stays auditable. The *current* label of a (record, annotator) pair is its latest event.
 The file lives in a data folder that survives app restarts (see `default_label_db`).
 
-    from noshow.labels.store import LabelStore, default_label_db, labels_fingerprint
+    from noshow.labels.store import LabelStore, default_label_db
     store = LabelStore(default_label_db(), valid_record_ids=lambda: set(frame.record_id))
     store.submit(5642903, "no_show", "Dr Ana", statement=text, seconds_spent=4.2)
     store.skip(5642904, "Dr Ana", statement=text2)
     store.current_labels()                       # latest event per (record_id, annotator)
     labels = store.consensus_labels()            # {record_id: 1 (no-show) | 0 (shows up)}
-    labels_fingerprint(labels)                   # {"count": ..., "hash": ...} for run configs
-    store.export_csv("labels.csv", statements={5642903: text})   # label names + statement text
-    LabelStore("other.sqlite").import_events("labels.csv")
-    cohen_kappa_table(store, dataset_labels); disagreements(store, dataset_labels)
+
+What an event holds and the checks on its fields are in `noshow.labels.events`; exports and
+imports in `noshow.labels.export`; Cohen's kappa and disagreements in `noshow.labels.agreement`.
 
 Reliability rules, each covered by tests/test_labels.py:
 - WAL mode, one connection per thread with a busy timeout, every write in its own
@@ -23,23 +22,11 @@ Reliability rules, each covered by tests/test_labels.py:
 - A locked, corrupt, foreign or newer-version database raises `LabelError` with the file's
   path and is never modified or recreated; the store only ever creates a file that does not
   exist yet (atomically, so a half-initialised file never appears).
-- Exports are for people: labels as "No-show" / "Shows up", the annotator, and the
-  statement's text when the caller passes the loaded data's statements (the store keeps only
-  a hash of what was shown; a text whose hash differs is left out, never guessed).
-  `import_events` reads these files and the older ones with 1/0 labels.
-- Exports are written to a temporary file and moved into place. CSV text cells that a
-  spreadsheet would run as a formula (starting with =, +, -, @, tab or CR) get a leading
-  apostrophe; so that the escape can be undone exactly, a cell that already starts with an
-  apostrophe gets one more. `import_events` strips exactly one leading apostrophe from those
-  text columns of a CSV, so export -> import round-trips byte for byte. JSONL keeps raw text.
 """
 
 from __future__ import annotations
 
 import contextlib
-import csv
-import hashlib
-import json
 import math
 import os
 import sqlite3
@@ -47,67 +34,26 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
-from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from noshow.system.files import escape_spreadsheet_cell, unescape_spreadsheet_cell, write_atomic
+from noshow.labels.events import (
+    COLUMNS,
+    MAX_NOTE_CHARS,
+    LabelError,
+    LabelEvent,
+    hash_statement,
+    normalize_annotator,
+    normalize_label,
+    normalize_record_id,
+)
 from noshow.system.paths import REPO
 
 SCHEMA_VERSION = 1
-NO_SHOW, SHOWS_UP = 1, 0
-LABEL_NAMES = {NO_SHOW: "no_show", SHOWS_UP: "shows_up"}
-# What people read: exports, the agreement and disagreement tables, the Label tab.
-LABEL_DISPLAY = {NO_SHOW: "No-show", SHOWS_UP: "Shows up"}
-_LABEL_ALIASES: dict[Any, int] = {"no_show": NO_SHOW, "shows_up": SHOWS_UP}
-ALLOWED_LABELS_TEXT = "'no_show' or 1 (misses the appointment), 'shows_up' or 0 (attends)"
-STATUSES = ("submitted", "skipped")
-MAX_ANNOTATOR_CHARS = 100
-MAX_NOTE_CHARS = 10_000
 _SQLITE_MAGIC = b"SQLite format 3\x00"
-
-COLUMNS = (
-    "id",
-    "record_id",
-    "statement_hash",
-    "label",
-    "status",
-    "annotator",
-    "created_at",
-    "seconds_spent",
-    "note",
-    "previous_label",
-    "submission_id",
-)
-# The export's columns: what a reader needs first, then the audit fields. `statement` is the
-# text the annotator read (from the loaded data, checked against statement_hash).
-EXPORT_COLUMNS = (
-    "id",
-    "record_id",
-    "annotator",
-    "label",
-    "status",
-    "statement",
-    "note",
-    "previous_label",
-    "seconds_spent",
-    "created_at",
-    "statement_hash",
-    "submission_id",
-)
-# Columns holding free or client-supplied text: the only ones escaped for spreadsheets.
-_TEXT_COLUMNS = (
-    "statement",
-    "statement_hash",
-    "status",
-    "annotator",
-    "created_at",
-    "note",
-    "submission_id",
-)
 
 _SCHEMA = f"""
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
@@ -136,38 +82,6 @@ CREATE TRIGGER IF NOT EXISTS label_events_no_delete BEFORE DELETE ON label_event
 INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION}
     WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 """
-
-
-class LabelError(ValueError):
-    """Bad label input or an unusable label database; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class LabelEvent:
-    """One stored action: a submitted label or a skip."""
-
-    id: int
-    record_id: int
-    statement_hash: str
-    label: int | None
-    """1 = no-show, 0 = shows up, None for a skip."""
-    status: str
-    """'submitted' or 'skipped'."""
-    annotator: str
-    created_at: str
-    """UTC time in ISO 8601."""
-    seconds_spent: float
-    note: str
-    previous_label: int | None
-    """This annotator's current label for the record before this event (None if none)."""
-    submission_id: str
-
-    @property
-    def label_name(self) -> str | None:
-        return LABEL_NAMES.get(self.label) if self.label is not None else None
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 # ---------------------------------------------------------------- where the file lives
@@ -199,64 +113,6 @@ def default_label_db(*, space_root: str | Path = "/data") -> Path:
     if space is not None:
         return space / "labels" / "labels.sqlite"
     return REPO / ".noshow" / "labels" / "labels.sqlite"
-
-
-# ---------------------------------------------------------------- input checks
-
-
-def hash_statement(statement: str) -> str:
-    """First 16 hex digits of the statement's SHA-256: ties a label to the exact text shown."""
-    return hashlib.sha256(statement.encode("utf-8")).hexdigest()[:16]
-
-
-def normalize_label(label: Any) -> int:
-    """Map 'no_show'/1 -> 1 and 'shows_up'/0 -> 0; anything else raises LabelError."""
-    if isinstance(label, str):
-        key = label.strip().lower().replace("-", "_").replace(" ", "_")
-        if key in _LABEL_ALIASES:
-            return _LABEL_ALIASES[key]
-    # bool is an int subclass; True/False would be ambiguous, so refuse it.
-    elif not isinstance(label, bool) and _is_whole_number(label) and int(label) in (0, 1):
-        return int(label)
-    raise LabelError(f"Label {label!r} is not allowed: use {ALLOWED_LABELS_TEXT}.")
-
-
-def normalize_annotator(annotator: Any) -> str:
-    if not isinstance(annotator, str) or not annotator.strip():
-        raise LabelError(
-            "Annotator name is empty: type your name (or initials) before labelling, so "
-            "labels from different clinicians can be told apart."
-        )
-    name = annotator.strip()
-    if len(name) > MAX_ANNOTATOR_CHARS:
-        raise LabelError(
-            f"Annotator name is {len(name)} characters long; use at most {MAX_ANNOTATOR_CHARS}."
-        )
-    return name
-
-
-def _is_whole_number(value: Any) -> bool:
-    try:
-        as_float = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return False
-    return math.isfinite(as_float) and as_float == int(as_float)
-
-
-def normalize_record_id(record_id: Any) -> int:
-    """Accept ints, numpy ints, whole floats and digit strings (what UI widgets send)."""
-    if isinstance(record_id, bool) or not _is_whole_number(record_id):
-        raise LabelError(f"Record id {record_id!r} is not a whole number (an AppointmentID).")
-    if isinstance(record_id, str):
-        try:
-            value = int(record_id.strip())
-        except ValueError:
-            value = int(float(record_id))
-    else:
-        value = int(record_id)
-    if not 0 <= value < 2**63:  # SQLite stores signed 64-bit integers
-        raise LabelError(f"Record id {record_id!r} is out of range for an AppointmentID.")
-    return value
 
 
 # ---------------------------------------------------------------- the store
@@ -691,64 +547,19 @@ class LabelStore:
                 result[int(rid)] = latest
         return result
 
-    # ------------------------------------------------ export / import
+    # ------------------------------------------------ importing
 
-    def export_rows(self, statements: Mapping[int, str] | None = None) -> list[dict[str, Any]]:
-        """Every event as a dict of EXPORT_COLUMNS: labels as "No-show" / "Shows up" (None
-        for a skip), and `statement` the text from `statements` ({record_id: text}, usually
-        the loaded data's) when its hash is the one stored with the event, else None."""
-        rows = []
-        for event in self.events().itertuples(index=False):
-            plain = _plain(event._asdict())
-            text = (statements or {}).get(plain["record_id"])
-            shown = isinstance(text, str) and hash_statement(text) == plain["statement_hash"]
-            plain["statement"] = text if shown else None
-            for column in ("label", "previous_label"):
-                if plain[column] is not None:
-                    plain[column] = LABEL_DISPLAY[plain[column]]
-            rows.append({c: plain[c] for c in EXPORT_COLUMNS})
-        return rows
-
-    def export_csv(self, path: str | Path, statements: Mapping[int, str] | None = None) -> Path:
-        """Write all events to a CSV (UTF-8 with BOM so spreadsheets read accents right); see
-        `export_rows` for the columns. Formula-looking text cells are escaped with a leading
-        apostrophe (see module doc)."""
-        rows = self.export_rows(statements)
-
-        def write(f: Any) -> None:
-            writer = csv.writer(f)
-            writer.writerow(EXPORT_COLUMNS)
-            for row in rows:
-                writer.writerow(_csv_cells(row))
-
-        return _write_atomic(Path(path), write, encoding="utf-8-sig")
-
-    def export_jsonl(self, path: str | Path, statements: Mapping[int, str] | None = None) -> Path:
-        """Write all events as JSON lines (columns of `export_rows`), text kept raw."""
-        rows = self.export_rows(statements)
-
-        def write(f: Any) -> None:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False) + "\n")
-
-        return _write_atomic(Path(path), write, encoding="utf-8")
-
-    def import_events(self, path: str | Path) -> int:
-        """Add events from a CSV or JSONL written by `export_csv`/`export_jsonl`.
-
-        Events keep their ids and submission ids; an event whose submission id is already
-        stored is ignored (importing twice adds nothing), and one whose id is taken by a
-        different event is appended with a new id. All or nothing: a bad row adds no events.
-        Returns the number of events added.
-        """
-        path = Path(path)
-        rows = _read_export(path)
-        events = [_validate_import_row(r, path, n) for n, r in enumerate(rows, start=2)]
-        events.sort(key=lambda e: e["id"])
+    def add_events(self, events: Iterable[Mapping[str, Any]]) -> int:
+        """Append events that already carry their ids and submission ids (an import), in id
+        order and in one transaction: all or nothing. An event whose submission id is already
+        stored is skipped (adding twice adds nothing); one whose id is taken by a different
+        event gets a new id. Returns the number added. The caller checks the fields first
+        (`noshow.labels.export.import_events` does)."""
+        ordered = sorted(events, key=lambda e: e["id"])
 
         def insert(conn: sqlite3.Connection) -> int:
             added = 0
-            for event in events:
+            for event in ordered:
                 if conn.execute(
                     "SELECT 1 FROM label_events WHERE submission_id = ?", (event["submission_id"],)
                 ).fetchone():
@@ -767,36 +578,6 @@ class LabelStore:
 
         return self._write(insert)
 
-    def to_dataset(self) -> Any:
-        """All events as a `datasets.Dataset` (same columns as `events()`)."""
-        import datasets
-
-        return datasets.Dataset.from_pandas(self.events(), preserve_index=False)
-
-    def push_to_hub(self, repo_id: str, token: str | None = None, private: bool = True) -> Any:
-        """Upload the events as a (private by default) Hugging Face data set."""
-        token = token or os.environ.get("HF_TOKEN") or os.environ.get("HUGGING_FACE_HUB_TOKEN")
-        if not token:
-            raise LabelError(
-                "Pushing labels to the Hugging Face Hub needs a token with write access: pass "
-                "token=... or set HF_TOKEN (create one at https://huggingface.co/settings/tokens)."
-            )
-        if not isinstance(repo_id, str) or "/" not in repo_id.strip("/"):
-            raise LabelError(f"repo_id must look like 'user/labels', got {repo_id!r}.")
-        dataset = self.to_dataset()
-        try:
-            return dataset.push_to_hub(repo_id, token=token, private=private)
-        except Exception as e:
-            # Hub errors can echo request headers: never let the token reach a message or log.
-            detail = f"{type(e).__name__}: {e}".replace(token, "***")
-            raise LabelError(
-                f"Could not push labels to {repo_id}: {detail}. Check the token's write access "
-                "and the network; labels stay safe in the local database."
-            ) from None
-
-
-# ---------------------------------------------------------------- helpers
-
 
 def _events_frame(rows: list[tuple]) -> pd.DataFrame:
     frame = pd.DataFrame.from_records(rows, columns=list(COLUMNS))
@@ -810,283 +591,3 @@ def _events_frame(rows: list[tuple]) -> pd.DataFrame:
     for column in COLUMNS:
         frame[column] = frame[column].astype(dtypes.get(column, "str"))
     return frame
-
-
-def _plain(row: Mapping[str, Any]) -> dict[str, Any]:
-    """pandas/numpy scalars -> JSON-friendly Python values (NA -> None)."""
-    out: dict[str, Any] = {}
-    for key, value in row.items():
-        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-            out[key] = None
-        elif key in ("id", "record_id", "label", "previous_label"):
-            out[key] = int(value)
-        elif key == "seconds_spent":
-            out[key] = float(value)
-        else:
-            out[key] = str(value)
-    return out
-
-
-def _csv_cells(row: Mapping[str, Any]) -> list[str]:
-    cells = []
-    for column in EXPORT_COLUMNS:
-        value = row[column]
-        if value is None:
-            cells.append("")
-        elif column in _TEXT_COLUMNS:
-            cells.append(escape_spreadsheet_cell(value))
-        else:
-            cells.append(repr(value) if isinstance(value, float) else str(value))
-    return cells
-
-
-def _write_atomic(path: Path, write: Callable[[Any], None], *, encoding: str) -> Path:
-    """`files.write_atomic` for an export (a reader never sees half of it), with the
-    failure to create it said as a LabelError."""
-    try:
-        return write_atomic(path, write, encoding=encoding, newline="")
-    except OSError as e:
-        raise LabelError(f"Cannot write the export {path}: {e.strerror}.") from e
-
-
-def _read_export(path: Path) -> list[dict[str, Any]]:
-    suffix = path.suffix.lower()
-    if suffix not in (".csv", ".jsonl", ".ndjson", ".json"):
-        raise LabelError(
-            f"Cannot import {path}: expected a .csv or .jsonl file written by export_csv or "
-            "export_jsonl."
-        )
-    try:
-        if suffix == ".csv":
-            with open(path, encoding="utf-8-sig", newline="") as f:
-                reader = csv.DictReader(f)
-                missing = set(COLUMNS) - set(reader.fieldnames or ())
-                if missing:
-                    raise LabelError(
-                        f"Cannot import {path}: missing column(s) {sorted(missing)}; expected "
-                        f"the columns written by export_csv: {', '.join(COLUMNS)}."
-                    )
-                rows: list[dict[str, Any]] = []
-                for raw in reader:
-                    row: dict[str, Any] = {}
-                    for column in COLUMNS:
-                        cell = raw[column] if raw[column] is not None else ""
-                        if column in _TEXT_COLUMNS:
-                            row[column] = unescape_spreadsheet_cell(cell)
-                        else:
-                            row[column] = None if cell == "" else cell
-                    rows.append(row)
-                return rows
-        rows = []
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, start=1):
-                if not line.strip():
-                    continue
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise LabelError(
-                        f"Cannot import {path}: line {n} is not JSON ({e.msg})."
-                    ) from e
-        return rows
-    except OSError as e:
-        raise LabelError(f"Cannot read {path}: {e.strerror}.") from e
-    except UnicodeDecodeError as e:
-        raise LabelError(f"Cannot import {path}: it is not UTF-8 text.") from e
-
-
-def _validate_import_row(row: Any, path: Path, line: int) -> dict[str, Any]:
-    where = f"{path} (row {line})"
-    if not isinstance(row, dict) or set(COLUMNS) - set(row):
-        raise LabelError(f"Cannot import {where}: expected the fields {', '.join(COLUMNS)}.")
-    try:
-        event = {
-            "id": normalize_record_id(row["id"]),
-            "record_id": normalize_record_id(row["record_id"]),
-            "statement_hash": str(row["statement_hash"]),
-            "label": _import_label(row["label"]),
-            "status": str(row["status"]),
-            "annotator": normalize_annotator(row["annotator"]),
-            "created_at": str(row["created_at"]),
-            "seconds_spent": float(row["seconds_spent"]),
-            "note": "" if row["note"] is None else str(row["note"]),
-            "previous_label": _import_label(row["previous_label"]),
-            "submission_id": str(row["submission_id"]),
-        }
-    except (LabelError, TypeError, ValueError) as e:
-        raise LabelError(f"Cannot import {where}: {e}") from e
-    if event["status"] not in STATUSES or (event["status"] == "submitted") != (
-        event["label"] is not None
-    ):
-        raise LabelError(
-            f"Cannot import {where}: status must be 'submitted' with a label or 'skipped' "
-            f"without one, got status {event['status']!r} and label {event['label']!r}."
-        )
-    if not event["submission_id"].strip() or not math.isfinite(event["seconds_spent"]):
-        raise LabelError(f"Cannot import {where}: empty submission_id or bad seconds_spent.")
-    return event
-
-
-def _import_label(value: Any) -> int | None:
-    """A label cell of an export: "No-show" / "Shows up", or 1 / 0 in older exports."""
-    if value is None or (isinstance(value, str) and not value.strip()):
-        return None
-    if isinstance(value, str) and not _is_whole_number(value):
-        return normalize_label(value)
-    return normalize_label(int(float(value)))
-
-
-def labels_fingerprint(labels: Mapping[Any, Any]) -> dict[str, Any]:
-    """{"count", "hash"} of a {record_id: label} mapping, independent of insertion order;
-    stored in run configs so a result can be traced to the exact labels it used."""
-    items = sorted((normalize_record_id(k), normalize_label(v)) for k, v in labels.items())
-    payload = json.dumps(items, separators=(",", ":"))
-    return {"count": len(items), "hash": hashlib.sha256(payload.encode("utf-8")).hexdigest()}
-
-
-# ---------------------------------------------------------------- agreement
-
-DATASET_RATER = "data set"
-KAPPA_COLUMNS = ("kind", "rater_a", "rater_b", "n", "kappa", "note")
-DISAGREEMENT_COLUMNS = (
-    "record_id",
-    "labels",
-    "no_show_votes",
-    "shows_up_votes",
-    "dataset_label",
-    "reason",
-    "notes",
-)
-
-
-def _submitted_by_annotator(store: LabelStore) -> dict[str, dict[int, int]]:
-    current = store.current_labels()
-    current = current[current["status"] == "submitted"]
-    by_annotator: dict[str, dict[int, int]] = {}
-    for row in current.itertuples(index=False):
-        by_annotator.setdefault(row.annotator, {})[int(row.record_id)] = int(row.label)
-    return by_annotator
-
-
-# Landis & Koch (1977), the usual words for a kappa: (kappa above this, word); 0 is slight.
-KAPPA_BANDS = (
-    (0.8, "almost perfect"),
-    (0.6, "substantial"),
-    (0.4, "moderate"),
-    (0.2, "fair"),
-)
-FEW_RECORDS = 20  # below this many shared records a kappa swings with one label
-
-
-def describe_kappa(kappa: float) -> str:
-    """'moderate agreement' etc. (Landis & Koch); 'less agreement than chance' below 0."""
-    if kappa < 0:
-        return "less agreement than chance"
-    word = next((w for bound, w in KAPPA_BANDS if kappa > bound), "slight")
-    return f"{word} agreement"
-
-
-def _kappa(
-    a: dict[int, int], b: Mapping[int, int], name_a: str = "", name_b: str = ""
-) -> tuple[int, float, str]:
-    """(records in common, kappa, a sentence that says how to read it)."""
-    from sklearn.metrics import cohen_kappa_score
-
-    common = sorted(set(a) & set(b))
-    if not common:
-        return 0, math.nan, "no records in common"
-    y1 = [a[r] for r in common]
-    y2 = [int(b[r]) for r in common]
-    n = len(common)
-    agree = f"{sum(x == y for x, y in zip(y1, y2, strict=True))} of {n} records agree"
-    if n < FEW_RECORDS:
-        agree += f" (under {FEW_RECORDS} records: a rough figure)"
-    if len(set(y1) | set(y2)) < 2:
-        # Chance agreement is 1, so kappa is 0/0: report it as undefined, not as a crash.
-        only = LABEL_DISPLAY[y1[0]]
-        return n, math.nan, f"only one class ({only}) in the overlap, kappa is undefined; {agree}"
-    kappa = float(cohen_kappa_score(y1, y2, labels=[0, 1]))
-    for name, labels in ((name_a, y1), (name_b, y2)):
-        if len(set(labels)) == 1:
-            # Expected agreement then equals the observed one: kappa is 0 however many agree.
-            same = LABEL_DISPLAY[labels[0]]
-            note = f"{name or 'one rater'} gave every shared record the same label ({same}), "
-            return n, kappa, f"{note}so kappa is 0 by definition; {agree}"
-    return n, kappa, f"{describe_kappa(kappa)}; {agree}"
-
-
-def cohen_kappa_table(
-    store: LabelStore, dataset_labels: Mapping[int, int] | None = None
-) -> pd.DataFrame:
-    """Cohen's kappa for each pair of annotators with overlapping current labels, and for
-    each annotator against the data set's labels (when given).
-
-    Columns: kind ('pair' | 'vs_dataset'), rater_a, rater_b, n, kappa (NaN when undefined),
-    note (how to read the kappa: Landis & Koch's word and how many records agree, or why it
-    is 0 or undefined).
-    """
-    by_annotator = _submitted_by_annotator(store)
-    names = sorted(by_annotator)
-    rows = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            n, kappa, note = _kappa(by_annotator[a], by_annotator[b], a, b)
-            if n:
-                rows.append(("pair", a, b, n, kappa, note))
-    if dataset_labels is not None:
-        truth = {normalize_record_id(k): int(v) for k, v in dataset_labels.items()}
-        for a in names:
-            n, kappa, note = _kappa(by_annotator[a], truth, a, "the data set")
-            if not n:
-                note = "none of these labels is on a record of the loaded data set"
-            rows.append(("vs_dataset", a, DATASET_RATER, n, kappa, note))
-    frame = pd.DataFrame(rows, columns=list(KAPPA_COLUMNS))
-    return frame.astype({"n": "int64", "kappa": "float64"})
-
-
-def disagreements(
-    store: LabelStore, dataset_labels: Mapping[int, int] | None = None
-) -> pd.DataFrame:
-    """Records to adjudicate: annotators' current labels disagree with each other, or with
-    the data set's label (when given).
-
-    Columns: record_id, labels ('name: No-show; name: Shows up'), no_show_votes,
-    shows_up_votes, dataset_label ('No-show' / 'Shows up', None if unknown), reason, notes
-    (annotators' notes).
-    """
-    current = store.current_labels()
-    current = current[current["status"] == "submitted"]
-    truth = (
-        {}
-        if dataset_labels is None
-        else {normalize_record_id(k): int(v) for k, v in dataset_labels.items()}
-    )
-    rows = []
-    for rid, group in current.groupby("record_id", sort=True):
-        labels = group["label"].astype(int)
-        reasons = []
-        if labels.nunique() > 1:
-            reasons.append("annotators disagree")
-        data_label = truth.get(int(rid))
-        if data_label is not None and (labels != data_label).any():
-            reasons.append("differs from data set")
-        if not reasons:
-            continue
-        rows.append(
-            {
-                "record_id": int(rid),
-                "labels": "; ".join(
-                    f"{a}: {LABEL_DISPLAY[int(v)]}"
-                    for a, v in zip(group["annotator"], group["label"], strict=True)
-                ),
-                "no_show_votes": int((labels == NO_SHOW).sum()),
-                "shows_up_votes": int((labels == SHOWS_UP).sum()),
-                "dataset_label": None if data_label is None else LABEL_DISPLAY[data_label],
-                "reason": "; ".join(reasons),
-                "notes": "; ".join(
-                    f"{a}: {n}" for a, n in zip(group["annotator"], group["note"], strict=True) if n
-                ),
-            }
-        )
-    frame = pd.DataFrame(rows, columns=list(DISAGREEMENT_COLUMNS))
-    return frame.astype({"record_id": "int64", "dataset_label": "object"})

@@ -120,6 +120,6 @@ def evaluate_and_save(
 
 
 def _fmt_auc(metrics: dict[str, Any] | None) -> str:
-    from noshow.evaluation.report import format_auc
+    from noshow.evaluation.metrics import format_auc
 
     return "n/a" if not metrics or metrics.get("roc_auc") is None else format_auc(metrics)

@@ -136,7 +136,7 @@ def make_step_fn(
 
 
 def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
-    from noshow.evaluation.report import compute_metrics
+    from noshow.evaluation.metrics import compute_metrics
     from noshow.training.distributed import StepFlags
 
     cfg = session.config.train

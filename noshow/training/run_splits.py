@@ -1,6 +1,6 @@
 """The rows a run trains and is judged on: load the data, apply the one split policy
-(`noshow.data.load.choose_split`, shared with the Data tab), let clinician labels override the
-data set's where asked, subsample, and refuse data that cannot train, with a message that
+(`noshow.data.splits.choose_split`, shared with the Data tab), let clinician labels override
+the data set's where asked, subsample, and refuse data that cannot train, with a message that
 says why.
 
     from noshow.training.run_splits import prepare_splits
@@ -36,7 +36,8 @@ class Splits:
 
 def prepare_splits(config: RunConfig, log: Callable[[str], None] = print) -> Splits:
     """Load, split, apply clinician labels and subsample, refusing data that cannot train."""
-    from noshow.data.load import choose_split, load_data
+    from noshow.data.load import load_data
+    from noshow.data.splits import choose_split
 
     dc = config.data
     loaded = load_data(dc.source)
@@ -88,7 +89,8 @@ def apply_clinician_labels(
     frame: pd.DataFrame, log: Callable[[str], None] = print, store: Any = None
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Override the data set's labels with clinicians' consensus labels where they exist."""
-    from noshow.labels.store import LabelStore, default_label_db, labels_fingerprint
+    from noshow.labels.events import labels_fingerprint
+    from noshow.labels.store import LabelStore, default_label_db
 
     store = store or LabelStore(default_label_db())
     overrides = store.consensus_labels()

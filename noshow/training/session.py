@@ -335,7 +335,7 @@ def describe_failure(exc: BaseException, config: RunConfig) -> str:
             f"Out of GPU memory (batch size {t.batch_size}, max length {t.max_length}, "
             f"quantize {t.quantize}). Lower --batch-size or --max-length, or use --quantize 4bit."
         )
-    from noshow.data.load import DataError
+    from noshow.data.clean import DataError
     from noshow.modeling.presets import ModelError
 
     if isinstance(exc, OSError) and exc.errno == errno.ENOSPC:

@@ -28,7 +28,8 @@ import pandas as pd
 import pytest
 from robust_helpers import REPO, formula_cells, half_written, launch_app, tree
 
-from noshow.data.load import KAGGLE_COLUMNS, DataError, load_data
+from noshow.data.clean import KAGGLE_COLUMNS, DataError
+from noshow.data.load import load_data
 
 ROWS = 300
 
@@ -357,12 +358,13 @@ FORMULAS = [
 
 
 def export_labels(tmp_path: Path) -> Path:
+    from noshow.labels.export import export_csv
     from noshow.labels.store import LabelStore
 
     with LabelStore(tmp_path / "labels.sqlite") as store:
         for i, text in enumerate(FORMULAS):
             store.submit(i, "no_show", f"{text} (annotator)"[:100], statement=text, note=text)
-        return store.export_csv(tmp_path / "labels.csv")
+        return export_csv(store, tmp_path / "labels.csv")
 
 
 def export_compare_predictions(tmp_path: Path) -> Path:
@@ -380,7 +382,7 @@ def export_compare_predictions(tmp_path: Path) -> Path:
 
 
 def export_prepared_statements(tmp_path: Path) -> Path:
-    from noshow.data.load import export_statements
+    from noshow.data.export import export_statements
 
     source = tmp_path / "statements-in.csv"
     source.write_bytes(statements_csv(FORMULAS * 6))
@@ -402,7 +404,7 @@ def test_csv_exports_never_hold_a_runnable_formula(export, tmp_path):
 
 
 def test_prepared_parquet_keeps_the_exact_text(tmp_path):
-    from noshow.data.load import export_statements
+    from noshow.data.export import export_statements
 
     source = tmp_path / "statements-in.csv"
     source.write_bytes(statements_csv(FORMULAS * 6))

@@ -21,7 +21,8 @@ from pathlib import Path
 import pytest
 from robust_helpers import REPO, tree
 
-from noshow.labels.store import LabelError, LabelStore
+from noshow.labels.events import LabelError
+from noshow.labels.store import LabelStore
 
 WRITER = textwrap.dedent(
     """
