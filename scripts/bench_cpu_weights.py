@@ -26,8 +26,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
+from bench_common import default_data_source, format_table  # noqa: E402
 from bench_predict import APPROACHES, SHIPPED  # noqa: E402
-from bench_train import default_data_source, format_table  # noqa: E402
 
 COLUMNS = ("adapter", "weights", "rows", "ROC-AUC", "max dP vs fp32", "mean dP", "seconds")
 

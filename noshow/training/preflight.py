@@ -129,6 +129,7 @@ def estimate_resources(
     rows: Mapping[str, int] | int,
     *,
     measure: bool = True,
+    fresh: bool = False,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Memory and time of the run `config` describes, and whether it fits this machine.
@@ -136,7 +137,8 @@ def estimate_resources(
     `rows`: {"train", "validation", "test"} row counts after subsampling (an int = train
     rows; the evaluation rows then follow max_eval_rows or the training rows' tenth).
     `measure`: run the short measurement when none is cached (seconds on a CPU for the
-    bundled model); without one the estimate is rough and says so."""
+    bundled model); without one the estimate is rough and says so. `fresh`: measure again
+    even when a measurement of this configuration is cached."""
     import torch
 
     from noshow.modeling.models import choose_quantization
@@ -150,7 +152,7 @@ def estimate_resources(
     quant = "4bit" if t.quantize == "4bit" else choose_quantization(t.quantize, device, t.model)
     steps = total_steps_for(config, max(n["train"], 1))
     key = _cache_key(config, device)
-    found = _read_cache().get(key)
+    found = None if fresh else _read_cache().get(key)
     if found is None and measure and local_folder(t.model) is not None:
         try:
             found = dataclasses.asdict(measure_run(config, log))
