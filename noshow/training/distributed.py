@@ -98,10 +98,6 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
-def is_main_process() -> bool:
-    return rank() == 0
-
-
 def visible_gpu_count() -> int:
     """CUDA devices this process may use. The app asks at start-up, so torch is imported
     only where the NVIDIA driver lists several GPUs (narrowed by CUDA_VISIBLE_DEVICES);
