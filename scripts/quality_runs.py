@@ -175,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         for text in r["differences"]:
             print(f"- {r['name']}: {text}")
     if args.ship:
-        from noshow.inference.model_card import ship_adapter
+        from noshow.inference.ship import ship_adapter
 
         for approach, r in chosen.items():
             dest = Path(args.ship) / f"{approach}-smollm2-135m"

@@ -1,4 +1,5 @@
 """Using a trained adapter: load and score it (`predict`), serve many users on one machine
-(`serving`), the CPU engines (`cpu/`), and ship it with its model card (`model_card`).
+(`serving`), the CPU engines (`cpu/`), and ship it (`ship`) with its model card
+(`model_card`).
 
 Layer 6: imports every layer below; never the app."""
