@@ -315,7 +315,7 @@ def _slot_error(approach: str, error: str) -> dict[str, Any]:
 
 
 def _scored_slot(approach: str, predictor: Any, path: Any, scored: Any) -> dict[str, Any]:
-    """A card's data from one `noshow.inference.serving.Scored`."""
+    """A card's data from one `noshow.inference.scheduler.Scored`."""
     threshold = float(getattr(predictor, "threshold", 0.5))
     meta = adapter_meta(predictor)
     p = float(scored.p)
@@ -1291,10 +1291,10 @@ def batch_compare(
     the first one row, so progress and an ETA show from the first row; Compares go
     first). `baseline` may be a function that returns it: it is called after the adapters,
     so a baseline still being fitted does not hold up their progress. `should_stop()` is
-    checked between chunks (raises noshow.inference.serving.Cancelled). Each adapter with a hybrid.json
-    adds its hybrid (`score_hybrids`, the tuned baseline from `tuned_baselines`); every ROC-AUC
-    gets a 95% interval and each model's difference to the baseline (`compare_auc`). A model
-    that cannot be loaded is left out with a note; raises CompareInputError when no model at
+    checked between chunks (raises noshow.inference.scheduler.Cancelled). Each adapter with a
+    hybrid.json adds its hybrid (`score_hybrids`, the tuned baseline from `tuned_baselines`);
+    every ROC-AUC gets a 95% interval and each model's difference to the baseline
+    (`compare_auc`). A model that cannot be loaded is left out with a note; raises CompareInputError when no model at
     all can score.
     """
     labels = rows["no_show"].astype(int).to_numpy()
@@ -1344,7 +1344,7 @@ def batch_compare(
         thresholds[approach] = float(getattr(predictor, "threshold", 0.5))
         names[approach] = str(getattr(predictor, "name", "") or "")
     if should_stop is not None and should_stop():  # Stop during the last chunk: no fits
-        from noshow.inference.serving import Cancelled
+        from noshow.inference.scheduler import Cancelled
 
         raise Cancelled("the batch comparison was stopped")
     if callable(baseline) and not isinstance(baseline, Baseline):
