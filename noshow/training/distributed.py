@@ -344,8 +344,9 @@ def launch_training(
     SIGTERM (then SIGKILL) to its whole process group. A run that ends without a final
     status (a rank crashed, the launcher was killed) is marked failed or cancelled here.
     """
+    from noshow.system.redact import redact_secrets
     from noshow.training import runs
-    from noshow.training.runs import RunResult, redact_secrets
+    from noshow.training.runs import RunResult
 
     run_dir = Path(run_dir)
     if not (run_dir / runs.CONFIG_FILE).exists():
