@@ -534,9 +534,9 @@ def score_baseline_rows_on_cpu_thread(
 ) -> list[dict[str, Any]]:
     """`score_baseline_rows` on the CPU inference thread, in turn with the adapters' forwards.
 
-    Run beside a forward (in the caller's thread) it took 30-60 ms instead of 11 and slowed
-    the generative forward from ~120 to ~165 ms: it preempts one of the forward's two
-    OpenMP threads, and the whole team waits (2-core VM, browser timing, 2026-11-30)."""
+    Run beside a forward (in the caller's thread) it preempts one of the forward's two
+    OpenMP threads, and the whole team waits: both get slower (BENCHMARKS.md, "The app under
+    load and in the browser")."""
     if baseline is None or baseline.model is None or all(row is None for row in rows):
         return score_baseline_rows(baseline, rows, reason)  # nothing to compute
     from noshow.inference.cpu.thread import run_on_cpu_thread
