@@ -6,7 +6,7 @@ statements and for the example buttons, measured in the page; prints a Markdown 
     python scripts/bench_browser.py --url http://127.0.0.1:7860/   # an app already running
 
 Without --url it starts `python app.py` as a public demo on a free port with the shipped
-adapters in adapters/ (scripts/load_test.py's `start_app`). One Chromium page opens the
+adapters in adapters/ (`start_app` of scripts/app_process.py). One Chromium page opens the
 Compare tab, waits until both adapters are loaded (a first Compare), then alternates, A B A
 B: a typed statement (a new one each round, from the real data file when present, so the
 app's answer cache never helps: real scoring) and an example button (the five in turn; their
@@ -37,14 +37,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
-from load_test import (  # noqa: E402 - scripts/ is on the path only now
-    Statements,
-    machine_line,
-    percentile,
-    shipped_adapters,
-    start_app,
-    stop_app,
-)
+from app_process import machine_line, shipped_adapters, start_app, stop_app  # noqa: E402
+from load_users import Statements, percentile  # noqa: E402
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-sync"]

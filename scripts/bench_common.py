@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
+BENCHMARKS_FILE = REPO / "BENCHMARKS.md"
 SHARED_DATA = REPO.parent / "shared" / "data" / "KaggleV2-May-2016.csv"
 BUNDLED_MODEL = "smollm2-135m-instruct"
 

@@ -50,7 +50,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))
 
 # Shared with bench_train so both scripts write BENCHMARKS.md the same way.
-from bench_train import (  # noqa: E402
+from bench_common import (  # noqa: E402
     BENCHMARKS_FILE,
     BUNDLED_MODEL,
     BenchError,
@@ -62,14 +62,23 @@ from bench_train import (  # noqa: E402
     format_value,
     say,
 )
+from predict_timing import (  # noqa: E402
+    WARMUP_CALLS,
+    cpu_summary,
+    latency_stats,
+    measure_batch,
+    measure_compare,
+    measure_latencies,
+    profile_line,
+    use_form,
+    weights_label,
+)
 
 APPROACHES = ("generative", "classifier")
 SHIPPED = {
     "generative": REPO / "adapters" / "generative-smollm2-135m",
     "classifier": REPO / "adapters" / "classifier-smollm2-135m",
 }
-WARMUP_CALLS = 5
-WARMUP_BATCH = 256
 SMOKE_ROWS = 64
 SMOKE_REPEATS = 10
 
@@ -168,71 +177,7 @@ def load_statements(source: str, n: int, seed: int) -> list[str]:
     return [str(texts[i]) for i in np.resize(order, n)]
 
 
-# ----------------------------------------------------------------------------- measurements
-
-
-def measure_batch(predictor, statements: list[str]) -> dict[str, Any]:
-    import torch
-
-    predictor.predict_proba(statements[:WARMUP_BATCH])  # kernels, allocator, tokenizer caches
-    if predictor.device.type == "cuda":
-        torch.cuda.synchronize(predictor.device)
-    t0 = time.perf_counter()
-    predictor.predict_proba(statements)  # returns Python floats, so the GPU is done
-    seconds = time.perf_counter() - t0
-    return {"statements": len(statements), "statements_per_s": len(statements) / max(seconds, 1e-9)}
-
-
-def measure_latencies(variants: list, statements: list[str], repeats: int) -> list[dict]:
-    """Single-statement calls, the variants (functions statement -> P) taking turns on each
-    statement (the order alternating), so noise from other work on the machine lands on all
-    of them alike."""
-    for s in statements[-WARMUP_CALLS:]:  # not the timed ones, so no cache can flatter them
-        for score in variants:
-            score(s)
-    times: list[list[float]] = [[] for _ in variants]
-    probs: list[list[float]] = [[] for _ in variants]
-    for i in range(repeats):
-        order = range(len(variants)) if i % 2 == 0 else reversed(range(len(variants)))
-        for k in order:
-            t0 = time.perf_counter()
-            p = variants[k](statements[i])
-            times[k].append((time.perf_counter() - t0) * 1000)
-            probs[k].append(p)
-    return [latency_stats(t) | {"probs": pr} for t, pr in zip(times, probs, strict=True)]
-
-
-def latency_stats(times_ms: list[float]) -> dict[str, Any]:
-    times_ms = sorted(times_ms)
-    return {
-        "statements": len(times_ms),
-        "statements_per_s": len(times_ms) / (sum(times_ms) / 1000),
-        "p50_ms": statistics.median(times_ms),
-        "p95_ms": times_ms[min(len(times_ms) - 1, int(round(0.95 * (len(times_ms) - 1))))],
-    }
-
-
-def measure_compare(generative, classifier, statements: list[str], repeats: int) -> dict:
-    """One Compare's scoring: the generative P and answer text, then the classifier's P."""
-    for s in statements[-WARMUP_CALLS:]:
-        generative.predict_with_answer(s)
-        classifier.predict_with_answer(s)
-    times: list[float] = []
-    for s in statements[:repeats]:
-        t0 = time.perf_counter()
-        generative.predict_with_answer(s)
-        classifier.predict_with_answer(s)
-        times.append((time.perf_counter() - t0) * 1000)
-    return latency_stats(times)
-
-
-def weights_label(predictor) -> str:
-    """What the scored weights are: 4-bit, bf16 linears or a float dtype; merged or not."""
-    if getattr(predictor, "weights", ""):
-        return predictor.weights
-    model = predictor.model
-    dtype = next(p.dtype for p in model.parameters() if p.is_floating_point())
-    return f"{str(dtype).replace('torch.', '')}, {'adapter separate' if hasattr(model, 'peft_config') else 'merged'}"
+# ----------------------------------------------------------------------------- benchmarks
 
 
 def bench_batch(name: str, path: Path, approach: str, args, statements: list[str], gpu_ok: bool):
@@ -275,17 +220,6 @@ def cpu_forms(predictor) -> list[tuple[str, Any]]:
                 continue
             forms.append((matmuls.label + ", fused", build_fast_path(decoder, matmuls, prefix)))
     return forms
-
-
-def use_form(predictor, state) -> None:
-    """Score through `state` (None: transformers' own forward)."""
-    from noshow.inference.cpu.forward import install_fast_forward, uninstall_fast_forward
-
-    decoder = predictor.model.get_decoder()
-    if state is None:
-        uninstall_fast_forward(decoder)
-    else:
-        install_fast_forward(decoder, state=state)
 
 
 def bench_cpu(name: str, path: Path, approach: str, args, statements: list[str]):
@@ -372,49 +306,6 @@ def bench_batches(predictor, statements: list[str], args) -> list[dict[str, Any]
             }
         )
     return rows
-
-
-PROFILE_CALLS = 4
-
-
-def op_kind(name: str) -> str:
-    if name in ("aten::mm", "aten::addmm", "aten::bmm"):
-        return "matmuls"
-    if "scaled_dot_product" in name:
-        return "attention"
-    if name in ("aten::copy_", "aten::_to_copy", "aten::to"):
-        return "dtype casts"
-    return "other ops"
-
-
-def profile_line(name: str, predictor, statements: list[str]) -> str:
-    """Share of CPU time by kind of op over a few Compare-style calls (after warm-up)."""
-    from torch.profiler import profile
-
-    from noshow.inference.cpu.thread import run_on_cpu_thread
-
-    def profiled():
-        for s in statements[:PROFILE_CALLS]:
-            predictor.predict_with_answer(s)
-        with profile() as prof:
-            for s in statements[:PROFILE_CALLS]:
-                predictor.predict_with_answer(s)
-        return prof
-
-    # CPU predictors compute on noshow.inference.cpu.thread's thread; the profiler sees its own thread
-    prof = run_on_cpu_thread(profiled)
-    shares: dict[str, float] = {}
-    for event in prof.key_averages():
-        kind = op_kind(event.key)
-        shares[kind] = shares.get(kind, 0.0) + event.self_cpu_time_total
-    total = sum(shares.values()) or 1.0
-    parts = ", ".join(
-        f"{kind} {100 * t / total:.0f}%" for kind, t in sorted(shares.items(), key=lambda x: -x[1])
-    )
-    per_call = total / PROFILE_CALLS / 1000
-    return (
-        f"- profile, {name} ({predictor.weights}): {per_call:.1f} ms of op time per call; {parts}"
-    )
 
 
 def failure_row(name: str, approach: str, e: Exception) -> dict[str, Any]:
@@ -616,39 +507,6 @@ def main(argv: list[str] | None = None) -> int:
         )
         say(f"appended to {args.benchmarks_file}")
     return 1 if any("error" in r for r in results) else 0
-
-
-def cpu_summary() -> str:
-    """One line on the CPU the figures come from: model, the bf16/AMX features torch sees,
-    oneDNN's ISA cap, torch threads, the cores this process may use and the load average."""
-    import platform
-
-    import torch
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    features = []
-    for label, probe in (
-        ("AVX512-BF16", "_is_avx512_bf16_supported"),
-        ("AMX", "_is_amx_tile_supported"),
-    ):
-        try:
-            features.append(f"{label} {'yes' if getattr(torch.cpu, probe)() else 'no'}")
-        except AttributeError:
-            features.append(f"{label} unknown")
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    load = ", ".join(f"{x:.2f}" for x in os.getloadavg()) if hasattr(os, "getloadavg") else "-"
-    isa = os.environ.get("ONEDNN_MAX_CPU_ISA", "none")
-    return (
-        f"CPU: {model}; {', '.join(features)}; ONEDNN_MAX_CPU_ISA={isa}; "
-        f"{torch.get_num_threads()} torch threads on {cores} cores; load average {load}"
-    )
 
 
 def predict_section(args, argv, device, table: str) -> str:

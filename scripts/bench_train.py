@@ -41,6 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))  # the other bench modules live here
 
 from bench_common import (  # noqa: E402
+    BENCHMARKS_FILE,
     BUNDLED_MODEL,
     BenchError,
     append_benchmarks,
@@ -54,7 +55,6 @@ from bench_common import (  # noqa: E402
 )
 from bench_recipes import BenchRows, Variant, load_bench_rows, run_fast, run_seed  # noqa: E402
 
-BENCHMARKS_FILE = REPO / "BENCHMARKS.md"
 MODELS = ("bundled", "llama-8b-random")
 SMOKE_STATEMENTS = 64
 SMOKE_TEST_ROWS = 64

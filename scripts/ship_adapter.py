@@ -5,9 +5,10 @@
         --command "python scripts/train.py --approach generative --data ... --quantize 4bit"
     python scripts/ship_adapter.py runs/<run_id> adapters/classifier-smollm2-135m --data ../shared/data/KaggleV2-May-2016.csv
 
-The CI check scores a fixed 200-row subsample of the time-split test set on the CPU (~25 s
-for a generative SmolLM2 adapter on 2 cores). Everything happens in a hidden staging folder
-that is renamed into place at the end. See noshow/inference/model_card.py.
+The CI check scores a fixed 200-row subsample of the time-split test set on the CPU (the
+card records how long it took). Everything happens in a hidden staging folder that is
+renamed into place at the end. See noshow/inference/ship.py (shipping) and
+noshow/inference/model_card.py (the card).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from noshow.inference.model_card import CI_ROWS, CI_SEED, MAX_FILE_BYTES, MIB  # noqa: E402
+from noshow.inference.ship import CI_ROWS, CI_SEED, MAX_FILE_BYTES, MIB  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -46,8 +47,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     from noshow.data.clean import DataError
-    from noshow.inference.model_card import ShipError, ship_adapter
     from noshow.inference.predict import PredictError
+    from noshow.inference.ship import ShipError, ship_adapter
 
     a = parse_args(argv)
     try:

@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         run_sweep(args.data, out, budget_s=args.budget_s, stages=tuple(args.stages))
     print(report(out))
     if args.ship:
-        from noshow.inference.model_card import ship_adapter
+        from noshow.inference.ship import ship_adapter
 
         for (approach, split), r in choose(read_table(out)).items():
             if split == "time":

@@ -415,8 +415,8 @@ def fresh_app(tmp_path_factory, adapters):
     repository's adapters/ (or NOSHOW_TEST_SHIPPED_DIR) when both approaches are there, else
     two tiny runs shipped here."""
     from noshow.app.demo import build_demo, style_kwargs
-    from noshow.inference.model_card import SHIPPED_DIR, ship_adapter, shipped_adapters
     from noshow.inference.predict import read_adapter_meta
+    from noshow.inference.ship import SHIPPED_DIR, ship_adapter, shipped_adapters
     from noshow.training.jobs import JobManager
 
     repo_dir = Path(os.environ.get("NOSHOW_TEST_SHIPPED_DIR") or SHIPPED_DIR)

@@ -600,7 +600,7 @@ def test_batch_metrics_and_disagreements_follow_the_scores():
 
 
 def test_batch_stopped_during_its_last_chunk_fits_no_baseline():
-    from noshow.inference.serving import Cancelled
+    from noshow.inference.scheduler import Cancelled
 
     rows, _ = select_eval_rows(_toy_frame(), max_rows=20)
     loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})
@@ -699,7 +699,7 @@ def test_batch_reports_progress_and_an_eta_from_the_first_row():
 
 
 def test_batch_stops_between_chunks_when_asked():
-    from noshow.inference.serving import Cancelled
+    from noshow.inference.scheduler import Cancelled
 
     rows, _ = select_eval_rows(_toy_frame(), max_rows=100)
     loader = fake_loader({"generative": (0.9, 0.5), "classifier": (0.1, 0.5)})

@@ -1,7 +1,8 @@
-"""The scheduler in front of the predictors (noshow.inference.serving): concurrent calls share a
-forward, owners take turns, the cache, background chunks behind interactive calls,
-cancellation, one batch job per owner; and batched scores equal single ones (within 1e-3)
-on real adapters (tiny random Llama, trained here on the CPU).
+"""The scheduler in front of the predictors (noshow.inference.scheduler): concurrent calls
+share a forward, owners take turns, the cache, background chunks behind interactive calls,
+cancellation; one batch job per owner (noshow.inference.serving.BackgroundJobs); and batched
+scores equal single ones (within 1e-3) on real adapters (tiny random Llama, trained here on
+the CPU).
 
     .venv/bin/python -m pytest -q tests/test_serving.py
 """
@@ -13,13 +14,8 @@ import time
 
 import pytest
 
-from noshow.inference.serving import (
-    AdapterService,
-    BackgroundJobs,
-    BusyError,
-    Cancelled,
-    Scheduler,
-)
+from noshow.inference.scheduler import BusyError, Cancelled, Scheduler
+from noshow.inference.serving import AdapterService, BackgroundJobs
 
 
 class GatedPredictor:

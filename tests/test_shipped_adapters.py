@@ -3,8 +3,8 @@
 1. Every folder under adapters/: its files, bf16 weights under the size limit, its card, and
    (with the real data file) its CI check figure recomputed through `load_predictor` on the
    CPU, which must match the card within 0.005. Skips with a reason while none are shipped.
-2. `noshow.inference.model_card.ship_adapter` and scripts/ship_adapter.py on tiny runs trained here on the
-   CPU (the `adapters` fixture in conftest.py): files, dtypes, size limit, atomic
+2. `noshow.inference.ship.ship_adapter` and scripts/ship_adapter.py on tiny runs trained here
+   on the CPU (the `adapters` fixture in conftest.py): files, dtypes, size limit, atomic
    replacement, card content, the CI subsample.
 
     .venv/bin/python -m pytest -q tests/test_shipped_adapters.py
@@ -20,11 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from noshow.inference import model_card as mc
+from noshow.inference import ship as shipping
 
 # The repository's adapters/; another folder can be checked with NOSHOW_TEST_SHIPPED_DIR.
-SHIPPED_ROOT = Path(os.environ.get("NOSHOW_TEST_SHIPPED_DIR") or mc.SHIPPED_DIR)
-SHIPPED = mc.shipped_adapters(SHIPPED_ROOT)
+SHIPPED_ROOT = Path(os.environ.get("NOSHOW_TEST_SHIPPED_DIR") or shipping.SHIPPED_DIR)
+SHIPPED = shipping.shipped_adapters(SHIPPED_ROOT)
 NO_SHIPPED = pytest.mark.skip(
     reason=f"no shipped adapters under {SHIPPED_ROOT} yet: train on the real data, then "
     "ship with scripts/ship_adapter.py RUN_DIR adapters/<name>"
@@ -52,7 +52,7 @@ def hidden_leftovers(folder: Path) -> list[str]:
 def test_shipped_adapter_has_bf16_weights_under_the_limit_and_a_card(folder):
     from noshow.inference.predict import list_adapters, read_adapter_meta
 
-    card = mc.read_card(folder)
+    card = shipping.read_card(folder)
     meta = read_adapter_meta(folder)
     assert card["name"] == folder.name
     assert card["approach"] == meta["approach"]
@@ -60,12 +60,12 @@ def test_shipped_adapter_has_bf16_weights_under_the_limit_and_a_card(folder):
     weights = list(folder.glob("*.safetensors"))
     assert weights, f"{folder} holds no safetensors weights"
     for path in weights:
-        assert path.stat().st_size <= mc.MAX_FILE_BYTES, f"{path.name} is over 16 MiB"
+        assert path.stat().st_size <= shipping.MAX_FILE_BYTES, f"{path.name} is over 16 MiB"
         assert safetensors_dtypes(path) == {"BF16"}, path.name
     for path in folder.iterdir():
-        assert path.stat().st_size <= mc.MAX_FILE_BYTES, f"{path.name} is over 16 MiB"
+        assert path.stat().st_size <= shipping.MAX_FILE_BYTES, f"{path.name} is over 16 MiB"
     for name, recorded in card["weights"]["files"].items():  # unchanged since shipping
-        assert mc.sha256_file(folder / name) == recorded["sha256"], (
+        assert shipping.sha256_file(folder / name) == recorded["sha256"], (
             f"{folder.name}/{name} changed after shipping: ship it again"
         )
     readme = (folder / "README.md").read_text(encoding="utf-8")
@@ -87,7 +87,7 @@ def ci_rows_cache():
 
     def get(path: Path, rows: int, seed: int):
         if (rows, seed) not in cache:
-            cache[(rows, seed)] = mc.load_ci_rows(path, rows, seed)
+            cache[(rows, seed)] = shipping.load_ci_rows(path, rows, seed)
         return cache[(rows, seed)]
 
     return get
@@ -96,7 +96,7 @@ def ci_rows_cache():
 @pytest.mark.slow
 @pytest.mark.parametrize("folder", SHIPPED_PARAMS)
 def test_shipped_adapter_reproduces_its_ci_check_figure(folder, real_data_path, ci_rows_cache):
-    card = mc.read_card(folder)
+    card = shipping.read_card(folder)
     ci = card["ci_check"]
     assert ci, f"{folder.name}'s card has no CI check figure; ship it again with the data file."
     sample = ci_rows_cache(real_data_path, ci["rows"], ci["seed"])
@@ -107,8 +107,8 @@ def test_shipped_adapter_reproduces_its_ci_check_figure(folder, real_data_path, 
     assert info["record_ids_sha256"] == ci["record_ids_sha256"], (
         "the CI rows changed (cleaning, split or subsample code): the figure no longer applies"
     )
-    now = mc.score_ci_check(folder, real_data_path, sample=sample)
-    assert abs(now["roc_auc"] - ci["roc_auc"]) <= mc.CI_TOLERANCE, (
+    now = shipping.score_ci_check(folder, real_data_path, sample=sample)
+    assert abs(now["roc_auc"] - ci["roc_auc"]) <= shipping.CI_TOLERANCE, (
         f"{folder.name}: CI ROC-AUC {now['roc_auc']:.4f} now, {ci['roc_auc']:.4f} on its card"
     )
 
@@ -123,7 +123,7 @@ def ship(run_dir, dest, **kwargs):
         "allow_local_base": True,
         "log": lambda _: None,
     }
-    return mc.ship_adapter(run_dir, dest, **{**options, **kwargs})
+    return shipping.ship_adapter(run_dir, dest, **{**options, **kwargs})
 
 
 def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path):
@@ -151,7 +151,7 @@ def test_ship_writes_bf16_weights_tokenizer_and_a_model_card(adapters, tmp_path)
     assert card["ci_check"] is None and card["data"]["synthetic"] is True
     assert set(card["weights"]["files"]) == names - {"README.md", "card.json"}
     for name, recorded in card["weights"]["files"].items():  # hashes of the files as shipped
-        assert mc.sha256_file(dest / name) == recorded["sha256"], name
+        assert shipping.sha256_file(dest / name) == recorded["sha256"], name
 
     readme = (dest / "README.md").read_text(encoding="utf-8")
     assert readme.startswith("---\nlicense: cc-by-nc-sa-4.0\n")
@@ -182,15 +182,15 @@ def test_a_hub_base_is_named_in_adapter_config_and_front_matter(adapters, tmp_pa
     hub_id = "HuggingFaceTB/SmolLM2-135M-Instruct"
     info = {"name": "smollm2-135m-instruct", "preset": "smollm2-135m-instruct", "hub_id": hub_id}
     info.update(license="apache-2.0", license_name="Apache-2.0", portable=True)
-    monkeypatch.setattr(mc, "base_model_info", lambda name: info)
+    monkeypatch.setattr(shipping, "base_model_info", lambda name: info)
     dest = ship(adapters.classifier, tmp_path / "classifier-tiny", allow_local_base=False)
     config = json.loads((dest / "adapter_config.json").read_text())
     assert config["base_model_name_or_path"] == hub_id  # not the training machine's cache path
     front = (dest / "README.md").read_text().split("---")[1]
     assert f"base_model: {hub_id}" in front and f"base_model:adapter:{hub_id}" in front
     assert "pipeline_tag: text-classification" in front
-    for name, recorded in mc.read_card(dest)["weights"]["files"].items():
-        assert mc.sha256_file(dest / name) == recorded["sha256"], name
+    for name, recorded in shipping.read_card(dest)["weights"]["files"].items():
+        assert shipping.sha256_file(dest / name) == recorded["sha256"], name
 
 
 def test_shipped_adapter_predicts_like_its_run(adapters, tmp_path):
@@ -209,7 +209,7 @@ def test_shipped_adapter_predicts_like_its_run(adapters, tmp_path):
 
 def test_ship_refuses_a_file_over_the_limit_and_leaves_nothing(adapters, tmp_path):
     dest = tmp_path / "adapters" / "classifier-tiny"
-    with pytest.raises(mc.ShipError, match=r"over the .* limit for shipped adapters"):
+    with pytest.raises(shipping.ShipError, match=r"over the .* limit for shipped adapters"):
         ship(adapters.classifier, dest, max_file_bytes=1024)
     assert not dest.exists()
     assert hidden_leftovers(dest.parent) == []
@@ -222,7 +222,7 @@ def test_a_failed_ship_keeps_the_previous_adapter_whole(adapters, tmp_path, monk
     def broken(card):
         raise RuntimeError("disk full while writing the card")
 
-    monkeypatch.setattr(mc, "render_model_card", broken)
+    monkeypatch.setattr(shipping, "render_model_card", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         ship(adapters.classifier, dest, command="second")
     assert {p.name: p.read_bytes() for p in dest.iterdir()} == before
@@ -230,7 +230,7 @@ def test_a_failed_ship_keeps_the_previous_adapter_whole(adapters, tmp_path, monk
 
     monkeypatch.undo()
     ship(adapters.classifier, dest, command="second")
-    assert mc.read_card(dest)["command"] == "second"
+    assert shipping.read_card(dest)["command"] == "second"
     assert hidden_leftovers(tmp_path) == []
 
 
@@ -239,27 +239,28 @@ def test_ship_refuses_synthetic_data_local_bases_and_unfinished_runs(adapters, t
     from noshow.training.runs import create_run
 
     dest = tmp_path / "out"
-    with pytest.raises(mc.ShipError, match="synthetic data"):
+    with pytest.raises(shipping.ShipError, match="synthetic data"):
         ship(adapters.generative, dest, allow_synthetic=False)
-    with pytest.raises(mc.ShipError, match="local folder"):
+    with pytest.raises(shipping.ShipError, match="local folder"):
         ship(adapters.generative, dest, allow_local_base=False)
     unfinished = create_run(RunConfig(), output_dir=tmp_path / "runs")
-    with pytest.raises(mc.ShipError, match="no finished adapter"):
+    with pytest.raises(shipping.ShipError, match="no finished adapter"):
         ship(unfinished, dest)
-    with pytest.raises(mc.ShipError, match="not found"):
+    with pytest.raises(shipping.ShipError, match="not found"):
         ship(tmp_path / "nowhere", dest)
     assert not dest.exists()
 
 
 def test_train_command_is_rebuilt_from_the_config_without_defaults():
     from noshow.config import DataConfig, LoraSettings, RunConfig, TrainConfig
+    from noshow.inference.model_card import train_command
 
     config = RunConfig(
         data=DataConfig(source="data/KaggleV2-May-2016.csv", max_train_rows=1000),
         lora=LoraSettings(r=8),
         train=TrainConfig(approach="generative", quantize="4bit", batch_size=16, wandb=True),
     ).to_dict()
-    assert mc.train_command(config) == (
+    assert train_command(config) == (
         "python scripts/train.py --approach generative --data data/KaggleV2-May-2016.csv "
         "--max-train-rows 1000 --lora-r 8 --quantize 4bit --batch-size 16 --wandb"
     )
@@ -271,27 +272,29 @@ def test_ci_subsample_is_stratified_fixed_and_independent_of_row_order():
 
     frame = split_data(load_data("synthetic").frame, "time")
     test = frame[frame["split"] == "test"]
-    sample = mc.ci_subsample(frame, rows=60, seed=0)
+    sample = shipping.ci_subsample(frame, rows=60, seed=0)
     assert len(sample) == 60 and set(sample["split"]) == {"test"}
     assert abs(sample["no_show"].sum() - 60 * test["no_show"].mean()) <= 1
     shuffled = frame.sample(frac=1.0, random_state=1)
-    again = mc.ci_subsample(shuffled, rows=60, seed=0)
+    again = shipping.ci_subsample(shuffled, rows=60, seed=0)
     assert again["record_id"].tolist() == sample["record_id"].tolist()
-    other = mc.ci_subsample(frame, rows=60, seed=1)
+    other = shipping.ci_subsample(frame, rows=60, seed=1)
     assert other["record_id"].tolist() != sample["record_id"].tolist()
-    with pytest.raises(mc.ShipError, match="fewer than"):
-        mc.ci_subsample(frame, rows=len(test) + 1)
+    with pytest.raises(shipping.ShipError, match="fewer than"):
+        shipping.ci_subsample(frame, rows=len(test) + 1)
 
 
 def test_ci_check_on_the_real_data_is_recorded_and_reproducible(adapters, tmp_path, real_data_path):
     dest = ship(adapters.classifier, tmp_path / "classifier-tiny", data_path=real_data_path)
-    ci = mc.read_card(dest)["ci_check"]
-    assert ci["rows"] == mc.CI_ROWS and ci["seed"] == mc.CI_SEED and ci["split"] == "time"
+    ci = shipping.read_card(dest)["ci_check"]
+    assert (
+        ci["rows"] == shipping.CI_ROWS and ci["seed"] == shipping.CI_SEED and ci["split"] == "time"
+    )
     assert ci["data_file"] == "KaggleV2-May-2016.csv" and ci["device"] == "cpu"
     assert 30 <= ci["positives"] <= 45  # 18.5% of 200 test rows are no-shows
     assert 0.0 <= ci["roc_auc"] <= 1.0
     assert f"ROC-AUC **{ci['roc_auc']:.4f}**" in (dest / "README.md").read_text()
-    again = mc.score_ci_check(dest, real_data_path)
+    again = shipping.score_ci_check(dest, real_data_path)
     assert again["record_ids_sha256"] == ci["record_ids_sha256"]
     assert again["roc_auc"] == pytest.approx(ci["roc_auc"], abs=1e-6)
 
@@ -300,7 +303,7 @@ def test_cli_ships_a_run_and_explains_failures(adapters, tmp_path, capsys):
     import importlib.util
 
     spec = importlib.util.spec_from_file_location(
-        "ship_adapter_cli", mc.REPO / "scripts" / "ship_adapter.py"
+        "ship_adapter_cli", Path(__file__).resolve().parents[1] / "scripts" / "ship_adapter.py"
     )
     cli = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(cli)
@@ -308,10 +311,10 @@ def test_cli_ships_a_run_and_explains_failures(adapters, tmp_path, capsys):
     common = ["--skip-ci-check", "--allow-synthetic", "--allow-local-base"]
     assert cli.main([adapters.generative, str(dest), "--command", "make it", *common]) == 0
     assert capsys.readouterr().out.strip() == str(dest / "README.md")
-    assert mc.read_card(dest)["command"] == "make it"
+    assert shipping.read_card(dest)["command"] == "make it"
     assert cli.main([adapters.generative, str(dest), "--max-file-mib", "0.001", *common]) == 2
     assert "limit for shipped adapters" in capsys.readouterr().err
-    assert mc.read_card(dest)["command"] == "make it"  # the failed ship changed nothing
+    assert shipping.read_card(dest)["command"] == "make it"  # the failed ship changed nothing
     shutil.rmtree(dest)
     assert cli.main([str(tmp_path / "missing"), str(dest), *common]) == 2
     assert "Run folder not found" in capsys.readouterr().err

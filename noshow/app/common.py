@@ -80,7 +80,7 @@ def info_box(message: str) -> str:
 def user_message(exc: BaseException) -> str:
     """A sentence for the user from an exception: our own errors as written, others named;
     secrets (HF/W&B tokens, the login password) are redacted either way."""
-    from noshow.training.runs import redact_secrets
+    from noshow.system.redact import redact_secrets
 
     text = redact_secrets(str(exc).strip() or type(exc).__name__)
     if type(exc).__name__ in _USER_ERROR_NAMES or isinstance(exc, ValueError | FileNotFoundError):

@@ -16,7 +16,7 @@ Endpoints (for gradio_client and tests):
 - `/compare_adapters()` -> refreshed adapter lists
 
 How it stays responsive with many users: every model call goes through the app's
-`noshow.inference.serving` scheduler (`ctx.adapters`), so Compares of many sessions share forwards
+scheduler (`noshow.inference.scheduler`, reached through `ctx.adapters`), so Compares of many sessions share forwards
 and are served in turn, and a batch evaluation runs as background chunks behind them. The
 single-statement events share one concurrency group with room for every waiting user
 (their order is the scheduler's); batch evaluations have their own group (two at a time)

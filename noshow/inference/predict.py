@@ -22,7 +22,7 @@ import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
@@ -42,14 +42,6 @@ SAMPLE_STATEMENT = (
 
 class PredictError(ValueError):
     """The adapter cannot be loaded or the input cannot be scored; says why."""
-
-
-class Predictor(Protocol):
-    approach: str
-    threshold: float
-    name: str
-
-    def predict_proba(self, statements: list[str]) -> list[float]: ...
 
 
 def clean_statement(text: str) -> str:

@@ -98,10 +98,6 @@ def is_distributed() -> bool:
     return world_size() > 1
 
 
-def is_main_process() -> bool:
-    return rank() == 0
-
-
 def visible_gpu_count() -> int:
     """CUDA devices this process may use. The app asks at start-up, so torch is imported
     only where the NVIDIA driver lists several GPUs (narrowed by CUDA_VISIBLE_DEVICES);
@@ -348,8 +344,9 @@ def launch_training(
     SIGTERM (then SIGKILL) to its whole process group. A run that ends without a final
     status (a rank crashed, the launcher was killed) is marked failed or cancelled here.
     """
+    from noshow.system.redact import redact_secrets
     from noshow.training import runs
-    from noshow.training.runs import RunResult, redact_secrets
+    from noshow.training.runs import RunResult
 
     run_dir = Path(run_dir)
     if not (run_dir / runs.CONFIG_FILE).exists():

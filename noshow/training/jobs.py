@@ -16,7 +16,7 @@ timer, so a reload or a second browser re-attaches to the same job.
     jobs.wait()                      # block until the thread ends (scripts and tests)
 
 Everything `snapshot()` hands to the UI (config, log lines, error) has its secrets redacted
-(`noshow.training.runs.redact_secrets`: HF/W&B tokens, the login password), whatever training logged.
+(`noshow.system.redact.redact_secrets`: HF/W&B tokens, the login password), whatever training logged.
 
 `train_fn` defaults to `noshow.training.recipe.train` (imported on first use so the app starts
 without loading torch); tests pass a fake with the same signature. `start(config, gpus=n)`
@@ -309,7 +309,7 @@ class JobManager:
 
 
 def _redact(snapshot: dict[str, Any]) -> dict[str, Any]:
-    from noshow.training.runs import redact_secrets
+    from noshow.system.redact import redact_secrets
 
     for key in ("log", "error", "config", "progress"):
         snapshot[key] = redact_secrets(snapshot[key])

@@ -14,10 +14,10 @@ A run folder holds everything needed to show a run after a restart:
 Every file is written to a temporary file and renamed (os.replace), so a reader never sees a
 half-written file under the final name; a run folder that cannot be set up completely (disk
 full) is removed again. A run whose status says `running` but whose process is gone reads as
-`interrupted`. Secrets never reach these files: credential-like keys are dropped from
-config.json, and `redact_secrets` blanks the values of HF_TOKEN, WANDB_API_KEY and the
-NOSHOW_AUTH password (and anything shaped like a Hugging Face token) in config.json and in
-status.json's text.
+`interrupted`. Secrets never reach these files (`noshow.system.redact`): credential-like
+keys are dropped from config.json, and the values of HF_TOKEN, WANDB_API_KEY and the
+NOSHOW_AUTH password (and anything shaped like a Hugging Face token) are blanked in
+config.json and in status.json's text.
 
     from noshow.training.runs import create_run, write_status, append_metrics, list_runs
     run_dir = create_run(config)                 # runs/20261128-071502-classifier-...
@@ -47,6 +47,7 @@ import numpy as np
 import pandas as pd
 
 from noshow.system.files import pid_alive, process_start, write_atomic
+from noshow.system.redact import drop_secret_keys, redact_secrets
 
 STATES = ("queued", "running", "completed", "failed", "cancelled", "interrupted")
 RUN_ACTIVE_STATES = ("queued", "running")
@@ -77,14 +78,6 @@ LIST_COLUMNS = [
     "path",
 ]
 
-# Key names that may hold credentials; such entries are dropped from config.json.
-_SECRET_KEY = re.compile(r"token|key|secret|password|passwd|credential", re.IGNORECASE)
-# Hugging Face access tokens pasted into an ordinary field (e.g. a URL) are redacted too.
-_HF_TOKEN = re.compile(r"hf_[A-Za-z0-9]{20,}")
-# Environment variables whose values must never be written or shown.
-SECRET_ENV_VARS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN", "WANDB_API_KEY", "NOSHOW_AUTH")
-REDACTED = "<redacted>"
-_MIN_SECRET_CHARS = 6  # shorter values would blank ordinary words
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-")
 _CHECKPOINT = re.compile(r"^step-(\d+)$")
 
@@ -141,39 +134,6 @@ def _parse_time(value: Any) -> datetime | None:
     except ValueError:
         return None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def _secret_values() -> list[str]:
-    values = []
-    for name in SECRET_ENV_VARS:
-        value = os.environ.get(name, "").strip()
-        if name == "NOSHOW_AUTH":
-            value = value.partition(":")[2]  # the password; the user name is no secret
-        if len(value) >= _MIN_SECRET_CHARS:
-            values.append(value)
-    return sorted(values, key=len, reverse=True)
-
-
-def redact_secrets(value: Any) -> Any:
-    """`value` with secrets blanked: the current values of SECRET_ENV_VARS and Hugging Face
-    token shapes in every string (recursing into dicts and lists)."""
-    if isinstance(value, Mapping):
-        return {k: redact_secrets(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [redact_secrets(v) for v in value]
-    if not isinstance(value, str):
-        return value
-    for secret in _secret_values():
-        value = value.replace(secret, REDACTED)
-    return _HF_TOKEN.sub("hf_" + REDACTED, value)
-
-
-def _scrub(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _scrub(v) for k, v in value.items() if not _SECRET_KEY.search(str(k))}
-    if isinstance(value, list | tuple):
-        return [_scrub(v) for v in value]
-    return redact_secrets(value)
 
 
 def _to_json_safe(value: Any) -> Any:
@@ -237,7 +197,7 @@ def create_run(
             f"cannot create run folder {run_dir}: {e.strerror or e}; check --output-dir."
         ) from e
     try:
-        _write_json(run_dir / CONFIG_FILE, _scrub(data))
+        _write_json(run_dir / CONFIG_FILE, drop_secret_keys(data))
         write_status(run_dir, "queued", created_at=_now())
     except BaseException as e:
         # A folder without config/status would list as a broken run: take it away again.
@@ -255,7 +215,7 @@ def create_run(
 def write_config(run_dir: str | Path, config: Any) -> None:
     """Rewrite config.json atomically (training adds what it used, e.g. clinician labels)."""
     data = config.to_dict() if hasattr(config, "to_dict") else dict(config)
-    _write_json(Path(run_dir) / CONFIG_FILE, _scrub(data))
+    _write_json(Path(run_dir) / CONFIG_FILE, drop_secret_keys(data))
 
 
 def read_config(run_dir: str | Path) -> dict[str, Any]:

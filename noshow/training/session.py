@@ -28,6 +28,7 @@ import numpy as np
 from noshow.config import ConfigError, RunConfig
 from noshow.modeling.batching import Encoded, take_rows
 from noshow.system.devices import free_accelerator_memory, is_oom
+from noshow.system.redact import redact_secrets
 from noshow.training import runs
 from noshow.training.runs import RunResult
 
@@ -136,7 +137,7 @@ class TrainingSession:
                 # the full traceback goes to the run folder, never to the UI
                 with contextlib.suppress(OSError):
                     (self.run_dir / "error.log").write_text(
-                        runs.redact_secrets("".join(traceback.format_exception(exc_type, exc, tb)))
+                        redact_secrets("".join(traceback.format_exception(exc_type, exc, tb)))
                     )
             else:  # only rank 0 writes the run folder: the launcher's output keeps this one
                 print(f"[rank {self.dist.rank}] Failed: {self.error}", file=sys.stderr)
@@ -177,7 +178,7 @@ class TrainingSession:
     def log(self, message: str) -> None:
         if not self.is_writer:
             return
-        line = runs.redact_secrets(f"[{time.strftime('%H:%M:%S')}] {message}")
+        line = redact_secrets(f"[{time.strftime('%H:%M:%S')}] {message}")
         self.log_lines.append(line)
         with contextlib.suppress(OSError), open(self.run_dir / "train.log", "a") as f:
             f.write(line + "\n")
@@ -282,7 +283,7 @@ class TrainingSession:
                 project=os.environ.get("WANDB_PROJECT", "noshow"),
                 name=self.run_dir.name,
                 dir=str(self.run_dir),
-                config=runs.redact_secrets(self.config.to_dict()),
+                config=redact_secrets(self.config.to_dict()),
                 mode=mode,
                 reinit="create_new",
             )

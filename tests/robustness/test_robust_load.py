@@ -1,6 +1,7 @@
 """Load, as a smoke test: scripts/load_test.py with 3 users for 5 s against the public-demo app
-(two tiny adapters) finishes with zero errors and prints its Markdown table. The full run
-(20 users x 60 s, `make bench-load`) and its figures are in BENCHMARKS.md ("The app under load").
+(two tiny adapters) finishes with zero errors and prints its Markdown table; its users'
+answers are judged by scripts/load_users.py. The full run (20 users x 60 s, `make
+bench-load`) and its figures are in BENCHMARKS.md ("The app under load").
 
     .venv/bin/python -m pytest -q tests/robustness/test_robust_load.py
 """
@@ -23,6 +24,14 @@ def load_test():
     sys.modules[spec.name] = module  # its dataclasses look their module up
     spec.loader.exec_module(module)
     return module
+
+
+@pytest.fixture(scope="module")
+def load_users(load_test):
+    """scripts/load_users.py, imported as load_test.py imports it (scripts/ on the path)."""
+    import load_users
+
+    return load_users
 
 
 def test_three_users_for_five_seconds_get_every_answer(load_test, adapters, capsys):
@@ -73,14 +82,14 @@ def test_compare_answers_while_the_app_trains_a_job(load_test, adapters, capsys,
     assert int(cells[3]) == 0 and int(cells[2].replace(",", "")) >= 1, out
 
 
-def test_report_counts_errors_and_percentiles(load_test):
-    samples = [load_test.Sample(0.0, s / 1000, True, 10.0) for s in range(1, 101)]
-    samples.append(load_test.Sample(0.0, 5.0, False, None, "ReadTimeout: no answer"))
+def test_report_counts_errors_and_percentiles(load_test, load_users):
+    samples = [load_users.Sample(0.0, s / 1000, True, 10.0) for s in range(1, 101)]
+    samples.append(load_users.Sample(0.0, 5.0, False, None, "ReadTimeout: no answer"))
     report = load_test.Report(users=2, duration_s=10, samples=samples, first_request_s=1.5)
     text = load_test.markdown(report, "python scripts/load_test.py --users 2")
     assert "| 2 | 10 | 101 | 1 | 10.1 | 51 | 96 | 5,000 | 10 |" in text
     assert "ReadTimeout: no answer" in text
-    assert load_test.percentile([], 0.5) is None
+    assert load_users.percentile([], 0.5) is None
 
 
 @pytest.mark.parametrize(
@@ -93,5 +102,5 @@ def test_report_counts_errors_and_percentiles(load_test):
     ],
     ids=["both scores", "one adapter failed", "NaN", "no result"],
 )
-def test_an_answer_counts_only_with_two_defined_scores(load_test, answer, ok):
-    assert load_test.check_answer(answer)[0] is ok
+def test_an_answer_counts_only_with_two_defined_scores(load_users, answer, ok):
+    assert load_users.check_answer(answer)[0] is ok
