@@ -189,3 +189,25 @@ def approach_name_decisions(package: Path) -> list[str]:
             if decides:
                 found.add((str(path.relative_to(package.parent)), node.lineno))
     return [f"{f}:{n}" for f, n in sorted(found)]
+
+
+MAX_LINES = 600
+
+
+def test_no_file_of_the_package_scripts_or_app_is_over_600_lines():
+    """A file that holds several concerns is several files (a reader sees a file whole)."""
+    root = PACKAGE.parent
+    files = [*PACKAGE.rglob("*.py"), *(root / "scripts").glob("*.py"), root / "app.py"]
+    long = {
+        str(p.relative_to(root)): n
+        for p in files
+        if (n := len(p.read_text().splitlines())) > MAX_LINES
+    }
+    assert long == {}, f"over {MAX_LINES} lines: {long}"
+
+
+def test_the_package_top_level_is_its_layers():
+    entries = sorted(p.name for p in PACKAGE.iterdir() if not p.name.startswith("__pycache__"))
+    assert len(entries) <= 10, entries
+    folders = {p.name for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__"}
+    assert {f"noshow.{name}" for name in folders} <= set(LAYERS), folders
