@@ -47,12 +47,17 @@ def autocast_context(device: torch.device):
 
 
 def free_accelerator_memory() -> None:
-    """Collect garbage and release cached GPU memory (only if torch is already loaded)."""
+    """Collect garbage and release cached GPU memory (only if torch is already loaded),
+    cuBLAS's workspaces included: cuBLAS keeps one per handle and stream (a job's thread and
+    its capture stream each got one), and a finished job must give the GPU back whole."""
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None:
         with contextlib.suppress(Exception):  # best effort
             if torch.cuda.is_available():
+                clear = getattr(torch._C, "_cuda_clearCublasWorkspaces", None)
+                if clear is not None:
+                    clear()
                 torch.cuda.empty_cache()
 
 

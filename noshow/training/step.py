@@ -29,6 +29,7 @@ read), all-reduced as one tensor under torchrun, and fixed in memory as a CUDA g
 
 from __future__ import annotations
 
+import contextlib
 import os
 import typing
 from collections.abc import Callable
@@ -43,6 +44,9 @@ ENGINES = typing.get_args(Engine)
 # Sequence lengths are padded to a multiple of this for the graph and compile engines.
 LENGTH_MULTIPLE = 16
 WARMUP_RUNS = 2  # eager runs of a new shape before its capture (cuBLAS, autograd, allocator)
+# A capture is attempted only with this many times the step's activations free (the
+# backward's temporaries come on top of them).
+CAPTURE_MEMORY_MARGIN = 1.5
 
 
 def choose_engine(engine: str, device: torch.device, checkpointing: bool) -> str:
@@ -136,6 +140,7 @@ class StepRunner:
         try:
             return self._replay(batch)
         except Exception as e:  # noqa: BLE001 - a capture a library refuses: carry on eager
+            restore_cuda_rng_after_failed_capture()
             self._fall_back(f"CUDA graph capture failed ({type(e).__name__}: {e})")
             return self._eager(batch)
 
@@ -173,12 +178,26 @@ class StepRunner:
             *(getattr(batch, n).clone() for n in ("input_ids", "last_index", "labels", "weight"))
         )
         saved = self.grads.buffer.clone() if self.grads is not None else None
-        side = torch.cuda.Stream()
+        side = capture_stream()
         side.wait_stream(torch.cuda.current_stream())
+        before = torch.cuda.memory_allocated()
+        needed = 0
         with torch.cuda.stream(side):
             for _ in range(WARMUP_RUNS):
-                self.batch_loss(self.model, static).backward()
+                loss = self.batch_loss(self.model, static)
+                needed = max(needed, torch.cuda.memory_allocated() - before)  # activations
+                loss.backward()
         torch.cuda.current_stream().wait_stream(side)
+        # The graph keeps this shape's activations in a pool of its own: capturing what does
+        # not fit fails inside the capture, and a failed capture can leave CUDA's generator
+        # behind (restore_cuda_rng_after_failed_capture): refuse it beforehand instead.
+        free, _ = torch.cuda.mem_get_info()
+        free += torch.cuda.memory_reserved() - torch.cuda.memory_allocated()
+        if needed * CAPTURE_MEMORY_MARGIN > free:
+            raise torch.cuda.OutOfMemoryError(
+                f"a CUDA graph of batch shape {batch.shape} needs ~{needed / 2**30:.1f} GiB, "
+                f"{free / 2**30:.1f} GiB are free"
+            )
         graph = torch.cuda.CUDAGraph()
         with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
             loss = self.batch_loss(self.model, static)
@@ -189,6 +208,28 @@ class StepRunner:
         entry = (graph, static, loss)
         self.graphs[batch.shape] = entry
         return entry
+
+
+_CAPTURE_STREAMS: dict[int, torch.cuda.Stream] = {}
+
+
+def capture_stream() -> torch.cuda.Stream:
+    """One side stream per device for every capture's warm-up: cuBLAS keeps a workspace per
+    stream it has run on, so a new stream per capture would keep one more each job."""
+    device = torch.cuda.current_device()
+    if device not in _CAPTURE_STREAMS:
+        _CAPTURE_STREAMS[device] = torch.cuda.Stream()
+    return _CAPTURE_STREAMS[device]
+
+
+def restore_cuda_rng_after_failed_capture() -> None:
+    """A capture that fails midway can leave the default CUDA generator in capture mode, and
+    every later random draw outside a graph (a new model's initialisation) then fails with
+    "Offset increment outside graph capture encountered unexpectedly". Swap in a copy of
+    its state (same seed and offset) that is not capturing."""
+    generator = torch.cuda.default_generators[torch.cuda.current_device()]
+    with contextlib.suppress(Exception):  # older torch: nothing to restore
+        generator.graphsafe_set_state(generator.clone_state())
 
 
 def compile_layers(model: torch.nn.Module) -> int:
