@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from noshow.training.sweep import choose, read_table, run_sweep  # noqa: E402
+from noshow.training.sweep import choose, read_table, run_folder, run_sweep  # noqa: E402
 
 STAGES = ("defaults", "search", "combined")
 
@@ -53,7 +53,7 @@ def report(out: Path) -> str:
         "| chosen on validation | test ROC-AUC (95% CI) | tuned baseline | hybrid | test ECE raw -> calibrated |",
         "|---|---|---|---|---|",
     ]
-    for (approach, split), r in sorted(choose(table).items()):
+    for (approach, split), r in sorted(choose(table, out).items()):
         t = r["test"]
         lines.append(
             f"| {approach}, {split} split: {r['key']} | {fmt_auc(t.get('model'))} | "
@@ -83,10 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship:
         from noshow.inference.ship import ship_adapter
 
-        for (approach, split), r in choose(read_table(out)).items():
+        for (approach, split), r in choose(read_table(out), out).items():
             if split == "time":
                 dest = Path(args.ship) / f"{approach}-smollm2-135m"
-                ship_adapter(r["run_dir"], dest, data_path=args.data)
+                ship_adapter(run_folder(r, out), dest, data_path=args.data)
     return 0
 
 
