@@ -18,7 +18,6 @@ from noshow.inference.cpu import weights as cpu_weights
 from noshow.inference.cpu.weights import (
     Bf16Linear,
     bf16_linears,
-    cpu_weights_choice,
     hugepage_arena,
     hugepage_weights,
     transparent_hugepages,
@@ -29,24 +28,11 @@ from noshow.modeling.approaches import get_approach
 REPO = Path(__file__).resolve().parents[1]
 
 
-def test_choice_reads_argument_then_env_and_defaults_to_timing(monkeypatch):
-    monkeypatch.delenv("NOSHOW_CPU_WEIGHTS", raising=False)
-    assert cpu_weights_choice() == "auto"
-    assert cpu_weights_choice("fp32") == "float32"
-    assert cpu_weights_choice("float32-oneDNN") == "float32-onednn"
-    assert cpu_weights_choice(" BF16 ") == "bfloat16"
-    monkeypatch.setenv("NOSHOW_CPU_WEIGHTS", "float32")
-    assert cpu_weights_choice() == "float32"
-    assert cpu_weights_choice("bfloat16") == "bfloat16"  # the argument wins
-    with pytest.raises(ValueError, match="auto, float32, float32-onednn, bfloat16"):
-        cpu_weights_choice("int4")
-
-
 def test_bad_env_value_is_a_clear_predict_error(adapters, monkeypatch):
     from noshow.inference.predict import PredictError, load_predictor
 
-    monkeypatch.setenv("NOSHOW_CPU_WEIGHTS", "fast-please")
-    with pytest.raises(PredictError, match="NOSHOW_CPU_WEIGHTS='fast-please'"):
+    monkeypatch.setenv("NOSHOW_CPU_ENGINE", "fast-please")
+    with pytest.raises(PredictError, match="NOSHOW_CPU_ENGINE='fast-please'"):
         load_predictor(adapters.classifier, device="cpu")
 
 

@@ -3,11 +3,12 @@ P(no-show) per statement, whether the adapter is generative or a classifier head
 
 On the CPU the LoRA weights are merged into the base (no adapter overhead per layer; an
 adapter trained on a 4-bit base gets that base: its weights rounded through NF4 first), and
-statements run through a lean fused forward (`noshow.inference.cpu.forward`; several statements share
-one pass) whose products take the form timed fastest on this CPU at load: fp32, fp32
-prepacked for oneDNN, or bf16 weights with fp32 activations (|dP| ~0.01), never slower than
-fp32 (`noshow.inference.cpu.runtime`; `NOSHOW_CPU_WEIGHTS=float32` for exact fp32). `predictor.weights`
-says which. On CUDA the base is loaded 4-bit (or bf16) and the adapter kept separate, as
+statements run through the engine chosen for this CPU's kind from a measured table
+(`noshow.inference.cpu.choice`: the hand-written fused forward in fp32 or bf16, ONNX Runtime,
+...; the chat template's fixed start computed once, several statements per pass), never one
+whose scores drift past the bound against fp32. `NOSHOW_CPU_ENGINE=fused-fp32` (or
+`load_predictor(cpu_weights=...)`) names one. `predictor.weights` and `predictor.engine` say
+which and why. On CUDA the base is loaded 4-bit (or bf16) and the adapter kept separate, as
 trained.
 
     from noshow.inference.predict import load_predictor
@@ -30,15 +31,6 @@ import torch
 from noshow.inference.cpu.thread import run_on_cpu_thread
 
 DEFAULT_MAX_LENGTH = 256
-# One statement of typical length (68 tokens; ~110 with the chat template) that the CPU
-# forms are timed on at load.
-SAMPLE_STATEMENT = (
-    "A 52-year-old woman from Maria Ortiz has an appointment on a Tuesday, booked 14 days "
-    "ahead at 9 a.m. She has hypertension; no diabetes, no alcoholism and no disability. She "
-    "receives no welfare scholarship. She got an SMS reminder. This is her first appointment "
-    "on record."
-)
-
 
 class PredictError(ValueError):
     """The adapter cannot be loaded or the input cannot be scored; says why."""
@@ -101,6 +93,7 @@ class AdapterPredictor:
     spec: Any = None  # the approach object (noshow.modeling.approaches)
     bound: Any = None  # the approach bound to this model: encode, score, answer texts
     weights: str = ""  # what scores: "float32, merged", "bf16 linears (fp32 activations)", ...
+    engine: str = ""  # the CPU engine and why it was chosen (noshow.inference.cpu.choice)
     single_rows: bool = False  # one statement per forward (bf16 weights): batch == single
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
@@ -187,8 +180,8 @@ def load_predictor(
 ) -> AdapterPredictor:
     """Load base + adapter for scoring (on the CPU inference thread for a CPU predictor,
     see noshow.inference.cpu.thread). `expected_approach` refuses the wrong kind clearly;
-    `cpu_weights` (auto/float32/bfloat16, default from NOSHOW_CPU_WEIGHTS) applies to a
-    merged model on the CPU."""
+    `cpu_weights` (auto, an engine of noshow.inference.cpu.engines, or float32/bfloat16;
+    default from NOSHOW_CPU_ENGINE) applies to a merged model on the CPU."""
     dev = (
         torch.device(device)
         if device
@@ -211,9 +204,9 @@ def _load_predictor(
     from peft import PeftModel
 
     from noshow.evaluation.calibration import Calibrator
-    from noshow.inference.cpu.forward import install_fast_forward, supported
-    from noshow.inference.cpu.runtime import choose_cpu_path
-    from noshow.inference.cpu.weights import cpu_weights_choice, hugepage_weights, nf4_round_trip
+    from noshow.inference.cpu.forward import supported
+    from noshow.inference.cpu.runtime import install_engine
+    from noshow.inference.cpu.weights import hugepage_weights, nf4_round_trip
     from noshow.modeling.approaches import get_approach
     from noshow.modeling.models import load_base, scoring_quantization
     from noshow.modeling.presets import ModelError
@@ -253,33 +246,30 @@ def _load_predictor(
     weights += ", merged" if merged else ", adapter separate"
     if nf4_base:
         weights += ", NF4-rounded base"
-    try:
-        requested = cpu_weights_choice(cpu_weights)
-    except ValueError as e:
-        raise PredictError(str(e)) from e
     if merged and dev.type == "cpu" and hugepage_weights(model):
         weights += ", huge pages"  # TLB-bound weight reads; NOSHOW_HUGEPAGES=0 turns it off
     max_length = int(meta.get("max_length", DEFAULT_MAX_LENGTH))
     bound = spec.bind(model, tokenizer, max_length=max_length, device=dev)
     single_rows = False
+    engine = ""
     if merged and dev.type == "cpu" and supported(model.get_decoder()) is None:
-        # the chat template's fixed start is computed once; the form of the products is
-        # the fastest of the candidates on one real-length statement (noshow.inference.cpu.runtime)
-        prefix = tuple(bound.prefix_ids)
-        suffix = tuple(bound.suffix_ids)
-        sample = tokenizer(SAMPLE_STATEMENT, add_special_tokens=False)["input_ids"]
-        path = choose_cpu_path(
-            model.get_decoder(),
-            [*prefix, *sample, *suffix],
-            prefix_ids=prefix,
-            requested=requested,
-        )
-        install_fast_forward(model.get_decoder(), state=path.state)
-        weights = weights.replace(weights.split(",")[0], path.label, 1)
-        weights += f", fused forward; {path.describe()}"
+        # the engine for this CPU's kind from the measured table (noshow.inference.cpu.choice);
+        # the chat template's fixed start is computed once, whatever the engine
+        try:
+            installed = install_engine(
+                model.get_decoder(),
+                tuple(bound.prefix_ids),
+                adapter_dir,
+                approach,
+                requested=cpu_weights,
+            )
+        except ValueError as e:
+            raise PredictError(str(e)) from e
+        weights = weights.replace(weights.split(",")[0], installed.label, 1)
+        engine = installed.describe()
         # where bf16 products round differently for different row counts, one statement
         # per forward keeps a statement's score the same in a batch as alone
-        single_rows = not path.batch_equals_single
+        single_rows = installed.single_rows
     return AdapterPredictor(
         approach=approach,
         threshold=float(meta.get("threshold", 0.5)),
@@ -296,6 +286,7 @@ def _load_predictor(
         calibrator=Calibrator.load(adapter_dir),
         hybrid=_load_hybrid(adapter_dir),
         weights=weights,
+        engine=engine,
         single_rows=single_rows,
     )
 

@@ -1,3 +1,5 @@
-"""Scoring on a CPU: the weights' form (`weights`), the lean fused forward (`forward`),
-the choice of form for this CPU (`runtime`) and the one thread all CPU model work runs on
-(`thread`)."""
+"""Scoring on a CPU: which kind of CPU this is (`features`), which engine scores on it
+(`choice`, from the measured `engine_table.json`), the engines (`engines`: ONNX Runtime,
+OpenVINO, torch int8 over the exportable `graph`; the hand-written fused `forward`), putting
+the chosen one behind a decoder (`runtime`), the weights' transforms (`weights`) and the one
+thread all CPU model work runs on (`thread`)."""

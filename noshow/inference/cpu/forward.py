@@ -18,7 +18,7 @@ The products run in the form a `Matmuls` names: the model's weights as they are 
 bf16 after `bf16_linears`), or copies in another dtype, and plain `F.linear` or weights
 prepacked once in oneDNN's blocked layout (`torch.ops.mkldnn`, what inductor's `freezing`
 emits: no per-call weight reorder). Which one is fastest depends on the CPU; see
-`noshow.inference.cpu.runtime`, which times them.
+`noshow.inference.cpu.choice`, which decides from the CPU's kind and a measured table.
 
 Anything else (masks that are not one block of ones per row, past key values, gradients, a
 decoder it does not recognise) goes through the original forward, so results never depend
@@ -195,8 +195,9 @@ def install_fast_forward(
 ) -> bool:
     """Route calls of `decoder` that the fast path can run (see the module docstring) through
     it; True when installed (False, and nothing changed, when `supported` says no). `state`:
-    one `build_fast_path` made (e.g. the one `noshow.inference.cpu.runtime` timed fastest), else one
-    is built from the model's own weights and `prefix_ids`. Installing again replaces it."""
+    one `build_fast_path` made, or one holding another engine's `runner` (see
+    `noshow.inference.cpu.runtime`), else one is built from the model's own weights and
+    `prefix_ids`. Installing again replaces it."""
     if supported(decoder) is not None:
         return False
     state = state if state is not None else build_fast_path(decoder, prefix_ids=prefix_ids)
@@ -204,14 +205,16 @@ def install_fast_forward(
 
     def forward(self, input_ids=None, attention_mask=None, position_ids=None, **kwargs):
         rows = _fast_path_rows(input_ids, attention_mask, position_ids, kwargs)
-        if rows is None:
-            return state.original(
-                input_ids=input_ids,
-                attention_mask=attention_mask,
-                position_ids=position_ids,
-                **kwargs,
-            )
-        return _fast_forward(self, state, input_ids, rows)
+        if rows is not None:
+            out = _fast_forward(self, state, input_ids, rows)
+            if out is not None:
+                return out
+        return state.original(
+            input_ids=input_ids,
+            attention_mask=attention_mask,
+            position_ids=position_ids,
+            **kwargs,
+        )
 
     decoder.forward = types.MethodType(forward, decoder)
     return True
@@ -263,6 +266,8 @@ def _fast_forward(decoder, state, input_ids: torch.Tensor, rows):
         input_ids[i, f : f + n] for i, (f, n) in enumerate(zip(first, lengths, strict=True))
     ]
     last = last_hidden_states(decoder, state, statements)  # (B, H)
+    if last is None:  # an engine that needs the cached prefix met a row without it
+        return None
     # Only each row's last real position is computed (it is all scoring reads); the other
     # positions are zeros.
     hidden = last.new_zeros(*input_ids.shape, last.shape[-1])
@@ -271,9 +276,11 @@ def _fast_forward(decoder, state, input_ids: torch.Tensor, rows):
     return BaseModelOutputWithPast(last_hidden_state=hidden)
 
 
-def last_hidden_states(decoder, state, statements: Sequence[torch.Tensor]) -> torch.Tensor:
+def last_hidden_states(decoder, state, statements: Sequence[torch.Tensor]) -> torch.Tensor | None:
     """(B, H): the final-normed hidden state of each statement's last token (1-D token id
-    tensors), all statements in one pass."""
+    tensors), all statements in one pass. A state with a `runner` (another engine, see
+    `noshow.inference.cpu.engines`) gets the statements' tails after the cached prefix, and
+    None comes back when a statement lacks that prefix (the caller runs the original)."""
     prefix = state.prefix
     cut = 0 if prefix is None else prefix.shape[0]
     tails, starts = [], []
@@ -281,7 +288,10 @@ def last_hidden_states(decoder, state, statements: Sequence[torch.Tensor]) -> to
         cached = cut and ids.shape[0] > cut and torch.equal(ids[:cut], prefix)
         tails.append(ids[cut:] if cached else ids)
         starts.append(cut if cached else 0)
+    runner = getattr(state, "runner", None)
     with torch.inference_mode():
+        if runner is not None:
+            return runner(tails) if all(s == cut for s in starts) else None
         return _run(decoder, state, tails, starts)
 
 

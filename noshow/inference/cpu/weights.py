@@ -1,8 +1,6 @@
-"""CPU inference weights: the choice of form (`NOSHOW_CPU_WEIGHTS`), bf16 linear layers with
-fp32 activations, the NF4 round trip of a 4-bit-trained adapter's base, and huge pages.
-
-Which form scores is chosen by timing at load (`noshow.inference.cpu.runtime`); this module reads the
-override and holds the weight transforms.
+"""CPU inference weights: bf16 linear layers with fp32 activations, the NF4 round trip of a
+4-bit-trained adapter's base, and huge pages. Which engine scores is decided in
+`noshow.inference.cpu.choice`; this module holds the weight transforms.
 
 bf16 linears: only the matmul inputs and weights are rounded; the residual stream, norms,
 attention softmax and the heads stay fp32. Measured on the shipped adapters and 400 real
@@ -10,12 +8,7 @@ test statements: max |dP| 0.011 (generative) / 0.02 (classifier) against fp32, R
 unchanged within noise; a full bf16 model moved P by up to 0.05 and cost the generative
 adapter 0.036 AUC, so it is not offered (see BENCHMARKS.md). Whether bf16 is faster depends
 on the CPU: with AMX about half the time of fp32, with AVX512-BF16 alone 12-23% slower on
-one CPU and faster on another, hence the timing at load.
-
-`NOSHOW_CPU_WEIGHTS`: `auto` (default: time the candidates at load, see noshow.inference.cpu.runtime),
-`float32` (exact fp32, what the model cards were scored in), `float32-onednn` (fp32 weights
-prepacked for oneDNN) or `bfloat16` (bf16 even where the CPU would emulate it: slow, for
-tests).
+one CPU and faster on another, hence the measured table.
 
 Huge pages (`hugepage_weights`): with transparent huge pages in `madvise` mode (common on
 VMs), torch's weights sit in 4 KiB pages and a forward that streams ~200 MB of them is bound
@@ -36,8 +29,6 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-ENV_VAR = "NOSHOW_CPU_WEIGHTS"
-CHOICES = ("auto", "float32", "float32-onednn", "bfloat16")
 HUGEPAGES_ENV_VAR = "NOSHOW_HUGEPAGES"
 THP_ENABLED = Path("/sys/kernel/mm/transparent_hugepage/enabled")
 HUGE_PAGE = 2 << 20  # x86-64 / arm64 (4 KiB base pages) PMD size
@@ -50,17 +41,6 @@ def native_bf16() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except AttributeError:  # an older torch without the probes: assume emulation
         return False
-
-
-def cpu_weights_choice(requested: str | None = None) -> str:
-    """One of CHOICES for CPU inference, from the argument, else the env var, else 'auto'
-    (time the candidates at load). An unknown value is an error that names the choices."""
-    value = (requested or os.environ.get(ENV_VAR) or "auto").strip().lower()
-    aliases = {"fp32": "float32", "bf16": "bfloat16"}
-    value = aliases.get(value, value)
-    if value not in CHOICES:
-        raise ValueError(f"{ENV_VAR}={value!r}: use one of {', '.join(CHOICES)}.")
-    return value
 
 
 class Bf16Linear(torch.nn.Module):
