@@ -14,6 +14,7 @@ This file only wires services and launches; everything else lives in noshow/.
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import subprocess
 import sys
@@ -106,6 +107,9 @@ def main() -> None:
     from noshow.system.quiet import silence_third_party
 
     silence_third_party()  # before any tab imports peft, which imports bitsandbytes
+    # the Space's log says which CPU engine scores each adapter and why (noshow.inference)
+    logging.basicConfig(format="%(asctime)s %(name)s: %(message)s")
+    logging.getLogger("noshow").setLevel(logging.INFO)
     from noshow.app.demo import build_demo, launch_kwargs, parse_auth
     from noshow.training.jobs import JobManager
 

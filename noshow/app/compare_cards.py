@@ -166,6 +166,11 @@ def _card(
     timing = timing_line(slot)
     if timing:
         lines.append(f'<div class="noshow-timing" {_NOTE}>{esc(timing)}</div>')
+    if slot.get("engine"):  # which CPU engine scored, and why this one (noshow.inference.cpu)
+        lines.append(
+            f'<details class="noshow-engine" {_NOTE}><summary>Engine</summary>'
+            f"{esc(slot['engine'])}</details>"
+        )
     return f'<div class="noshow-card" data-approach="{kind}" {box}>{head}{"".join(lines)}</div>'
 
 
@@ -235,6 +240,7 @@ SUMMARY_SLOT_KEYS = (
     "cached",
     "generated",
     "weights",
+    "engine",
     "error",
 )
 

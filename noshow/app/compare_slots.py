@@ -159,6 +159,7 @@ def _scored_slot(approach: str, predictor: Any, path: Any, scored: Any) -> dict[
         "cached": scored.cached,
         "generated": scored.answer if answers_in_words(approach) else None,
         "weights": getattr(predictor, "weights", None),
+        "engine": getattr(predictor, "engine", None),
         "error": None,
     }
     return out
