@@ -5,7 +5,7 @@ latency on the CPU, in one run, through the same `noshow.inference.predict` inte
   adapter kept separate), then one `predict_proba(statements)` call over `--rows` test
   statements, tokenization included; statements/s after a warm-up call.
 - CPU latency: `load_predictor(adapter, device="cpu")` as the app loads it (LoRA merged,
-  the form of the products timed fastest at load, see noshow/inference/cpu/runtime.py), then every
+  the engine chosen for this CPU, see noshow/inference/cpu/choice.py), then every
   candidate form on that same model: fp32 through transformers' own forward (the plain
   reference), and through the lean fused forward (noshow/inference/cpu/forward.py) fp32, fp32
   oneDNN-packed, bf16 linears and bf16 oneDNN-packed; `--repeats` calls of one statement
@@ -236,12 +236,15 @@ def bench_cpu(name: str, path: Path, approach: str, args, statements: list[str])
     chosen = getattr(decoder, FUSED_ATTR, None)
     forms = cpu_forms(predictor)
     if chosen is not None:  # the app's own state stands in for the candidate it equals
+        app_matmuls = getattr(chosen, "matmuls", None)
         forms = [
             (label + " (app)", chosen)
-            if state is not None and state.matmuls == chosen.matmuls
+            if state is not None and state.matmuls == app_matmuls
             else (label, state)
             for label, state in forms
         ]
+        if app_matmuls is None:  # another engine (noshow.inference.cpu.engines): its own row
+            forms.append((predictor.weights.split(",")[0] + " (app)", chosen))
 
     def scorer(state):
         def score(statement: str) -> float:
