@@ -9,6 +9,8 @@ this machine for D seconds, optionally while batch evaluations run; prints a Mar
     python scripts/load_test.py --statements examples    # the five example buttons' texts
     python scripts/load_test.py --url http://127.0.0.1:7860/ --auth user:password
     python scripts/load_test.py --users 1 --duration 60 --while-training   # issue 5's goal
+    python scripts/load_test.py --adapters shipped --clicks both   # without pause, then with
+                                                   # think time (a visitor's mix), both reported
 
 Without --url it starts `python app.py` as a public demo (NOSHOW_DEMO=1, as on a Space) on a
 free port, with a runs folder holding two adapters: `--adapters tiny` trains a generative and
@@ -39,12 +41,18 @@ bundled SmolLM2-135M, synthetic data, the "quick CPU demo" settings with steps e
 outlast the window), so the Compare figures are those of an app whose background thread
 trains on the same cores; the report gives the steps the job made during the window, and
 the job is cancelled at the end. Run it once without the flag for the idle figures.
+`--clicks think` gives each user a think time of 3-12 s between an answer and the next click
+and a seeded mix of actions as on a Space (half typed statements, 30% example buttons, 20%
+what-ifs: scripts/load_users.py's MIX); `--clicks nonstop` (default) clicks without pause;
+`--clicks both` runs the two windows one after the other on the same app and prints a table
+for each, with latency percentiles per kind of action.
 Exit status 1 when any request failed.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import os
 import shlex
@@ -77,6 +85,7 @@ from load_users import (  # noqa: E402
     measure_http_compare,
     measure_round_trip,
     percentile,
+    run_think_users,
     run_users,
     start_training_job,
     training_line,
@@ -101,6 +110,7 @@ class Report:
     statements: str = ""  # what the users sent
     batches: str = ""  # batch evaluations running through the window
     load: str = ""  # the machine's load average at the start and the end
+    clicks: str = "nonstop"  # users clicking without pause, or with think time
 
     @property
     def errors(self) -> list[Sample]:
@@ -123,6 +133,7 @@ def markdown(report: Report, command: str) -> str:
     when = dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
     lines = [
         f"## Load test: Compare, {report.users} users x {report.duration_s:.0f} s"
+        + (" with think time (a visitor's mix)" if report.clicks == "think" else "")
         + (" while a job trains" if report.training else ""),
         "",
         f"- date: {when}",
@@ -153,6 +164,18 @@ def markdown(report: Report, command: str) -> str:
         f"{fmt(report.rss_peak_mb, 1)} | {fmt(percentile(waited, 0.5))} | "
         f"{fmt(percentile(shared, 0.5), 1)} |",
     ]
+    kinds = sorted({s.kind for s in report.samples})
+    if len(kinds) > 1:
+        lines.append(
+            "\n| action | requests | errors | p50 (ms) | p95 (ms) |\n|---|---:|---:|---:|---:|"
+        )
+        for kind in kinds:
+            times = [s.seconds for s in report.samples if s.kind == kind]
+            bad = sum(not s.ok for s in report.samples if s.kind == kind)
+            lines.append(
+                f"| {kind} | {len(times):,} | {bad:,} | {fmt(percentile(times, 0.5))} | "
+                f"{fmt(percentile(times, 0.95))} |"
+            )
     if ok and len(ok) != n:
         lines.append(f"\nLatency of successful requests only: p50 {fmt(percentile(ok, 0.5))} ms.")
     if report.errors:
@@ -196,6 +219,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="batch evaluations kept running through the window (one session each)",
     )
     p.add_argument(
+        "--clicks",
+        choices=["nonstop", "think", "both"],
+        default="nonstop",
+        help="users click without pause, with think time and a visitor's mix, or both in turn",
+    )
+    p.add_argument(
         "--while-training",
         action="store_true",
         help="start a training job in the app first and measure Compare while it trains",
@@ -214,6 +243,7 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     auth = tuple(args.auth.split(":", 1)) if args.auth else None
     report = Report(users=args.users, duration_s=args.duration)
+    reports: list[Report] = []
     workdir = Path(tempfile.mkdtemp(prefix="noshow-load-"))
     proc = sampler = None
     gen, clf = args.generative, args.classifier
@@ -285,14 +315,23 @@ def main(argv: list[str] | None = None) -> int:
             runners = BatchRunners(url, gen, clf, args.batches, auth)
             runners.start()
         rows_before = runners.progress() if runners else 0
-        statements = Statements(args.statements)
-        report.statements = statements.source
-        load_start = os.getloadavg()[0]
-        print(f"{args.users} users x {args.duration:.0f} s against {url}...", file=sys.stderr)
-        report.samples = run_users(
-            url, gen, clf, args.users, args.duration, auth, statements=statements
-        )
-        report.load = f"{load_start:.1f}, {os.getloadavg()[0]:.1f}"
+        reports = []
+        for clicks in ["nonstop", "think"] if args.clicks == "both" else [args.clicks]:
+            if clicks != "nonstop" or args.clicks == "both":
+                report = dataclasses.replace(report, samples=[], clicks=clicks)
+            statements = Statements(args.statements, seed=len(reports))
+            report.statements = statements.source
+            load_start = os.getloadavg()[0]
+            print(
+                f"{args.users} users ({clicks}) x {args.duration:.0f} s against {url}...",
+                file=sys.stderr,
+            )
+            run = run_think_users if clicks == "think" else run_users
+            report.samples = run(
+                url, gen, clf, args.users, args.duration, auth, statements=statements
+            )
+            report.load = f"{load_start:.1f}, {os.getloadavg()[0]:.1f}"
+            reports.append(report)
         if runners is not None:
             still = sum(job is not None and not job.done() for job in runners.jobs)
             report.batches = (
@@ -318,8 +357,9 @@ def main(argv: list[str] | None = None) -> int:
     command = "python scripts/load_test.py " + " ".join(
         shlex.quote(a) for a in (sys.argv[1:] if argv is None else argv)
     )
-    print(markdown(report, command.strip()))
-    return 1 if report.errors or not report.samples else 0
+    for each in reports or [report]:
+        print(markdown(each, command.strip()) + "\n")
+    return 1 if any(r.errors or not r.samples for r in reports or [report]) else 0
 
 
 if __name__ == "__main__":

@@ -38,6 +38,7 @@ class Sample:
     error: str | None = None
     queue_ms: float | None = None  # the app's scheduler held it this long (longer adapter)
     shared: int | None = None  # statements in the forward that scored it (largest)
+    kind: str = "typed"  # what the user did: typed, example or what_if
 
 
 def percentile(values: list[float], q: float) -> float | None:
@@ -63,6 +64,21 @@ def check_answer(answer: Any) -> tuple[bool, float | None, str | None]:
             return False, None, f"{approach}: {slot.get('error') or p!r}"[:300]
         ms += float(slot.get("latency_ms") or 0.0)
     return True, ms, None
+
+
+def check_what_if(answer: Any) -> tuple[bool, float | None, str | None]:
+    """(ok, None, error) for one /what_if answer: both adapters' P before and after."""
+    _, summary, message = answer
+    if not isinstance(summary, dict):
+        return False, None, f"no result: {message!r}"[:300]
+    for approach in ("generative", "classifier"):
+        slot = (summary.get("models") or {}).get(approach) or {}
+        if slot.get("error") or not all(
+            isinstance(slot.get(k), float) and 0.0 <= slot[k] <= 1.0
+            for k in ("p_before", "p_after")
+        ):
+            return False, None, f"what-if {approach}: {slot.get('error') or slot!r}"[:300]
+    return True, None, None
 
 
 def serving_of(answer: Any) -> tuple[float | None, int | None]:
@@ -199,6 +215,90 @@ def run_users(
     barrier.wait()
     for thread in threads:
         thread.join(duration + 600)
+    for client in clients:
+        client.close()
+    return samples
+
+
+# What a visitor of the Space does, and how long they look at an answer before the next
+# click: mostly statements they type (new to the cache), the example buttons (answered from
+# the cache after their first scoring), and what-ifs (two rows through both adapters).
+MIX = (("typed", 0.5), ("example", 0.3), ("what_if", 0.2))
+THINK_S = (3.0, 12.0)  # uniform think time between answer and next click
+
+
+def run_think_users(
+    url: str,
+    generative: str,
+    classifier: str,
+    users: int,
+    duration: float,
+    auth: tuple[str, str] | None = None,
+    statements: Statements | None = None,
+    think_s: tuple[float, float] = THINK_S,
+    seed: int = 0,
+) -> list[Sample]:
+    """`users` sessions that click, read the answer for a think time, and click again for
+    `duration` seconds: a seeded `MIX` of typed statements (`statements`), example buttons
+    (the five examples' texts through /compare) and what-ifs (/what_if on the last typed
+    statement, one fact changed). Each user starts after a random part of one think time."""
+    import random
+
+    from gradio_client import Client
+
+    from noshow.app.compare_input import WHAT_IF_FACTS
+    from noshow.data.examples import EXAMPLES
+
+    statements = statements or Statements("rows")
+    clients = [Client(url, auth=auth, verbose=False) for _ in range(users)]
+    samples: list[Sample] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(users + 1)
+    deadline: list[float] = []
+    kinds, weights = zip(*MIX, strict=True)
+
+    def user(index: int, client: Any) -> None:
+        rng = random.Random(seed * 1000 + index)
+        barrier.wait()
+        time.sleep(rng.uniform(0, think_s[1]))
+        last = statements.next()
+        while time.time() < deadline[0]:
+            kind = rng.choices(kinds, weights)[0]
+            start = time.time()
+            queue_ms = shared = None
+            try:
+                if kind == "what_if":
+                    fact = rng.choice(list(WHAT_IF_FACTS))
+                    value = rng.choice(WHAT_IF_FACTS[fact][1])
+                    answer = client.predict(
+                        last, fact, value, generative, classifier, None, None, api_name="/what_if"
+                    )
+                    ok, scoring_ms, error = check_what_if(answer)
+                else:
+                    if kind == "typed":
+                        last = statements.next()
+                    text = last if kind == "typed" else rng.choice(EXAMPLES).statement
+                    answer = client.predict(text, generative, classifier, api_name="/compare")
+                    ok, scoring_ms, error = check_answer(answer)
+                    queue_ms, shared = serving_of(answer)
+            except Exception as e:  # noqa: BLE001 - every failure is counted and shown
+                ok, scoring_ms, error = False, None, f"{type(e).__name__}: {e}"[:300]
+            sample = Sample(
+                start, time.time() - start, ok, scoring_ms, error, queue_ms, shared, kind
+            )
+            with lock:
+                samples.append(sample)
+            time.sleep(rng.uniform(*think_s))
+
+    threads = [
+        threading.Thread(target=user, args=(k, c), daemon=True) for k, c in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline.append(time.time() + duration)
+    barrier.wait()
+    for thread in threads:
+        thread.join(duration + think_s[1] + 600)
     for client in clients:
         client.close()
     return samples
