@@ -171,6 +171,46 @@ def real_statements(seed: int = 0, limit: int = 50_000) -> list[str]:
 # ----------------------------------------------------------------------------- the users
 
 
+def run_sessions(
+    url: str,
+    users: int,
+    duration: float,
+    auth: tuple[str, str] | None,
+    session: Any,
+    grace: float = 600.0,
+) -> list[Sample]:
+    """`users` gradio_client sessions started together, each running `session(index,
+    client, deadline, record)` (record(Sample) keeps one answer) until `deadline`."""
+    from gradio_client import Client
+
+    clients = [Client(url, auth=auth, verbose=False) for _ in range(users)]
+    samples: list[Sample] = []
+    lock = threading.Lock()
+    barrier = threading.Barrier(users + 1)
+    deadline: list[float] = []
+
+    def record(sample: Sample) -> None:
+        with lock:
+            samples.append(sample)
+
+    def user(index: int, client: Any) -> None:
+        barrier.wait()
+        session(index, client, deadline[0], record)
+
+    threads = [
+        threading.Thread(target=user, args=(k, c), daemon=True) for k, c in enumerate(clients)
+    ]
+    for thread in threads:
+        thread.start()
+    deadline.append(time.time() + duration)
+    barrier.wait()
+    for thread in threads:
+        thread.join(duration + grace)
+    for client in clients:
+        client.close()
+    return samples
+
+
 def run_users(
     url: str,
     generative: str,
@@ -181,43 +221,31 @@ def run_users(
     statements: Statements | None = None,
 ) -> list[Sample]:
     """`users` sessions calling /compare back to back for `duration` seconds."""
-    from gradio_client import Client
-
     statements = statements or Statements("rows")
-    clients = [Client(url, auth=auth, verbose=False) for _ in range(users)]
-    samples: list[Sample] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(users + 1)
-    deadline: list[float] = []
 
-    def user(index: int, client: Any) -> None:
-        barrier.wait()
-        while time.time() < deadline[0]:
-            text = statements.next()
-            start = time.time()
-            queue_ms = shared = None
-            try:
-                answer = client.predict(text, generative, classifier, api_name="/compare")
-                ok, scoring_ms, error = check_answer(answer)
-                queue_ms, shared = serving_of(answer)
-            except Exception as e:  # noqa: BLE001 - every failure is counted and shown
-                ok, scoring_ms, error = False, None, f"{type(e).__name__}: {e}"[:300]
-            sample = Sample(start, time.time() - start, ok, scoring_ms, error, queue_ms, shared)
-            with lock:
-                samples.append(sample)
+    def session(_index: int, client: Any, deadline: float, record) -> None:
+        while time.time() < deadline:
+            record(timed_call(client, "typed", statements.next(), generative, classifier))
 
-    threads = [
-        threading.Thread(target=user, args=(k, c), daemon=True) for k, c in enumerate(clients)
-    ]
-    for thread in threads:
-        thread.start()
-    deadline.append(time.time() + duration)
-    barrier.wait()
-    for thread in threads:
-        thread.join(duration + 600)
-    for client in clients:
-        client.close()
-    return samples
+    return run_sessions(url, users, duration, auth, session)
+
+
+def timed_call(client: Any, kind: str, text: str, *adapters: str, what_if=None) -> Sample:
+    """One /compare of `text` (or, with `what_if` = (fact, value), one /what_if), timed and
+    checked; a failure is a Sample with its error."""
+    start = time.time()
+    queue_ms = shared = None
+    try:
+        if what_if is not None:
+            answer = client.predict(text, *what_if, *adapters, None, None, api_name="/what_if")
+            ok, scoring_ms, error = check_what_if(answer)
+        else:
+            answer = client.predict(text, *adapters, api_name="/compare")
+            ok, scoring_ms, error = check_answer(answer)
+            queue_ms, shared = serving_of(answer)
+    except Exception as e:  # noqa: BLE001 - every failure is counted and shown
+        ok, scoring_ms, error = False, None, f"{type(e).__name__}: {e}"[:300]
+    return Sample(start, time.time() - start, ok, scoring_ms, error, queue_ms, shared, kind)
 
 
 # What a visitor of the Space does, and how long they look at an answer before the next
@@ -244,64 +272,30 @@ def run_think_users(
     statement, one fact changed). Each user starts after a random part of one think time."""
     import random
 
-    from gradio_client import Client
-
     from noshow.app.compare_input import WHAT_IF_FACTS
     from noshow.data.examples import EXAMPLES
 
     statements = statements or Statements("rows")
-    clients = [Client(url, auth=auth, verbose=False) for _ in range(users)]
-    samples: list[Sample] = []
-    lock = threading.Lock()
-    barrier = threading.Barrier(users + 1)
-    deadline: list[float] = []
     kinds, weights = zip(*MIX, strict=True)
 
-    def user(index: int, client: Any) -> None:
+    def session(index: int, client: Any, deadline: float, record) -> None:
         rng = random.Random(seed * 1000 + index)
-        barrier.wait()
         time.sleep(rng.uniform(0, think_s[1]))
         last = statements.next()
-        while time.time() < deadline[0]:
+        while time.time() < deadline:
             kind = rng.choices(kinds, weights)[0]
-            start = time.time()
-            queue_ms = shared = None
-            try:
-                if kind == "what_if":
-                    fact = rng.choice(list(WHAT_IF_FACTS))
-                    value = rng.choice(WHAT_IF_FACTS[fact][1])
-                    answer = client.predict(
-                        last, fact, value, generative, classifier, None, None, api_name="/what_if"
-                    )
-                    ok, scoring_ms, error = check_what_if(answer)
-                else:
-                    if kind == "typed":
-                        last = statements.next()
-                    text = last if kind == "typed" else rng.choice(EXAMPLES).statement
-                    answer = client.predict(text, generative, classifier, api_name="/compare")
-                    ok, scoring_ms, error = check_answer(answer)
-                    queue_ms, shared = serving_of(answer)
-            except Exception as e:  # noqa: BLE001 - every failure is counted and shown
-                ok, scoring_ms, error = False, None, f"{type(e).__name__}: {e}"[:300]
-            sample = Sample(
-                start, time.time() - start, ok, scoring_ms, error, queue_ms, shared, kind
-            )
-            with lock:
-                samples.append(sample)
+            if kind == "what_if":
+                fact = rng.choice(list(WHAT_IF_FACTS))
+                change = (fact, rng.choice(WHAT_IF_FACTS[fact][1]))
+                record(timed_call(client, kind, last, generative, classifier, what_if=change))
+            else:
+                if kind == "typed":
+                    last = statements.next()
+                text = last if kind == "typed" else rng.choice(EXAMPLES).statement
+                record(timed_call(client, kind, text, generative, classifier))
             time.sleep(rng.uniform(*think_s))
 
-    threads = [
-        threading.Thread(target=user, args=(k, c), daemon=True) for k, c in enumerate(clients)
-    ]
-    for thread in threads:
-        thread.start()
-    deadline.append(time.time() + duration)
-    barrier.wait()
-    for thread in threads:
-        thread.join(duration + think_s[1] + 600)
-    for client in clients:
-        client.close()
-    return samples
+    return run_sessions(url, users, duration, auth, session, grace=think_s[1] + 600)
 
 
 BATCH_ROWS = 500  # the public demo's cap: the batches outlast a 60 s window on a CPU
