@@ -264,11 +264,12 @@ def table(rows) -> str:
 
 
 def write_table(rows, kind: str, stamp: str, path: Path) -> None:
-    """This CPU kind's rows in the shipped table (other kinds kept)."""
+    """This CPU kind's rows in the shipped table (other kinds, and approaches not measured
+    in this run, kept)."""
     from noshow.inference.cpu.choice import load_table
 
     data = load_table(path)
-    data[kind] = {
+    fresh = {
         approach: [
             {
                 "engine": r["engine"],
@@ -286,6 +287,8 @@ def write_table(rows, kind: str, stamp: str, path: Path) -> None:
         ]
         for approach in APPROACHES
     }
+    # an approach this run did not measure (or measured no engine of) keeps its old rows
+    data[kind] = data.get(kind, {}) | {a: new for a, new in fresh.items() if new}
     path.write_text(json.dumps(data, indent=1, sort_keys=True) + "\n")
 
 

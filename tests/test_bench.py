@@ -229,3 +229,26 @@ def test_append_benchmarks_creates_header_once_and_appends_in_order(bench_common
     assert text.index("## first") < text.index("## second")
     assert text.endswith("## second\n")
     assert [p.name for p in tmp_path.iterdir()] == ["BENCHMARKS.md"]  # no temp file left
+
+
+def test_writing_the_engine_table_keeps_other_kinds_and_unmeasured_approaches(tmp_path):
+    import json
+
+    import bench_engines
+
+    path = tmp_path / "engine_table.json"
+    old = {"engine": "fused-fp32", "p50_ms": 99.0, "max_dp": 0.0, "measured": "old"}
+    path.write_text(json.dumps({"amx": {"classifier": [old]}, "avx2": {"generative": [old]}}))
+    row = {
+        "adapter": "classifier-smollm2-135m",
+        "engine": "onnxruntime-fp32",
+        "p50_ms": 50.0,
+        "batch16_ms": None,
+        "max_dp": 0.0001,
+        "auc_drift": 0.0,
+    }
+    bench_engines.write_table([row], "avx2", "now", path)
+    table = json.loads(path.read_text())
+    assert table["amx"] == {"classifier": [old]}
+    assert table["avx2"]["generative"] == [old]  # not measured in this run: kept
+    assert [r["engine"] for r in table["avx2"]["classifier"]] == ["onnxruntime-fp32"]
