@@ -77,6 +77,29 @@ def test_an_exact_engine_wins_a_near_tie_and_missing_packages_are_skipped():
     assert not within_bound({"max_dp": MAX_DP + 1e-4, "auc_drift": 0.0})
 
 
+def test_a_missing_package_is_named_in_the_reason_and_the_log(caplog):
+    def no_onnxruntime(name):
+        return "onnxruntime not installed" if name.startswith("onnxruntime") else None
+
+    with caplog.at_level("WARNING", logger="noshow.inference"):
+        choice = choose_engine("classifier", flags=ZEN3, table=TABLE, available=no_onnxruntime)
+    assert choice.engine == "fused-fp32"
+    assert "onnxruntime-int8 (onnxruntime not installed)" in choice.reason
+    assert "onnxruntime-int8-dynamic" not in choice.reason  # outside the bound: not a loss
+    assert "onnxruntime not installed" in caplog.text
+
+
+def test_an_onnx_engine_needs_the_exporter_too(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "onnxscript" else real(name)
+    )
+    assert "onnxscript" in why_unavailable("openvino-fp32")
+    assert why_unavailable("torch-int8-dynamic") is None
+
+
 def test_a_named_engine_wins_and_old_names_still_work(monkeypatch):
     monkeypatch.delenv("NOSHOW_CPU_ENGINE", raising=False)
     monkeypatch.setenv("NOSHOW_CPU_WEIGHTS", "float32")

@@ -21,6 +21,7 @@ name, still maps float32 / bfloat16 to the hand-written forms).
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -30,6 +31,7 @@ from typing import Any
 from noshow.inference.cpu.engines import ENGINES, why_unavailable
 from noshow.inference.cpu.features import cpu_flags, cpu_kind
 
+log = logging.getLogger("noshow.inference")
 TABLE = Path(__file__).with_name("engine_table.json")
 ENV_VAR = "NOSHOW_CPU_ENGINE"
 MAX_DP = 0.01  # largest change in P(no-show) against fp32 that an engine may make
@@ -76,14 +78,11 @@ def pick(
     """(engine, reason) from one kind's measured rows for one approach, or None when no row
     is usable: within the drift bound, can run here, fastest at one statement; an exact
     engine within `tie` of the fastest wins."""
-    usable = [
-        r
-        for r in rows
-        if r.get("engine") in ENGINES
-        and r.get("p50_ms")
-        and within_bound(r)
-        and available(r["engine"]) is None
+    bounded = [
+        r for r in rows if r.get("engine") in ENGINES and r.get("p50_ms") and within_bound(r)
     ]
+    missing = {r["engine"]: why for r in bounded if (why := available(r["engine"]))}
+    usable = [r for r in bounded if r["engine"] not in missing]
     if not usable:
         return None
     best = min(r["p50_ms"] for r in usable)
@@ -94,7 +93,19 @@ def pick(
         f"fastest within the drift bound in the measured table ({row['p50_ms']:.0f} ms per "
         f"statement there, max |dP| {row['max_dp']:.4f} against fp32; {row.get('measured', '')})"
     )
-    return row["engine"], reason
+    return row["engine"], reason + skipped(bounded, missing, row["p50_ms"])
+
+
+def skipped(rows: list[dict[str, Any]], missing: dict[str, str], than: float) -> str:
+    """'; faster in the table but cannot run here: ...' naming the engines within the bound
+    that the table ranks faster than `than` ms and that cannot run here (a package missing),
+    so the log says what this machine loses; '' when none."""
+    lost = [
+        f"{r['engine']} ({missing[r['engine']]})"
+        for r in rows
+        if r["engine"] in missing and r["p50_ms"] < than
+    ]
+    return f"; faster in the table but cannot run here: {', '.join(lost)}" if lost else ""
 
 
 def choose_engine(
@@ -121,10 +132,15 @@ def choose_engine(
     rows = (load_table() if table is None else table).get(kind, {}).get(approach, [])
     chosen = pick(rows, available)
     if chosen is None:
-        return EngineChoice(
+        bounded = [r for r in rows if r.get("engine") in ENGINES and r.get("p50_ms")]
+        bounded = [r for r in bounded if within_bound(r)]
+        missing = {r["engine"]: why for r in bounded if (why := available(r["engine"]))}
+        chosen = (
             FALLBACK,
-            kind,
             f"no measured row for {kind} CPUs fits here: the exact fp32 path (measure this "
-            f"CPU with python scripts/bench_engines.py --write-table)",
+            f"CPU with python scripts/bench_engines.py --write-table)"
+            + skipped(bounded, missing, float("inf")),
         )
+    if "cannot run here" in chosen[1]:  # a package missing: say so where people look
+        log.warning("%s: %s", approach, chosen[1].split("; ")[-1])
     return EngineChoice(chosen[0], kind, chosen[1])

@@ -51,6 +51,9 @@ GRAPH_VERSION = "1"  # bump when ScoringGraph's arithmetic or inputs change: old
 INT8_KEEP_FP32 = ("down",)
 SMOOTH_ALPHA = 0.5
 CALIBRATION_BATCH = 8
+# what building any ONNX artefact needs besides the runtime: torch's dynamo exporter writes
+# through onnxscript, and onnx saves, renames and quantizes the files
+EXPORT_PACKAGES = ("onnx", "onnxscript")
 
 Runner = Callable[[Sequence[torch.Tensor]], torch.Tensor]
 
@@ -88,15 +91,17 @@ def why_unavailable(name: str, *, emulated_ok: bool = False) -> str | None:
     engine = ENGINES.get(name)
     if engine is None:
         return f"unknown engine {name!r} (known: {', '.join(ENGINES)})"
-    if engine.package and importlib.util.find_spec(engine.package) is None:
-        return f"{engine.package} is not installed"
+    needs = ((engine.package,) if engine.package else ()) + (
+        EXPORT_PACKAGES if engine.package in ("onnxruntime", "openvino") else ()
+    )
+    missing = [p for p in needs if importlib.util.find_spec(p) is None]
+    if missing:
+        return f"{', '.join(missing)} not installed (pip install -r requirements.txt)"
     if name == "fused-bf16" and not emulated_ok:
         from noshow.inference.cpu.weights import native_bf16
 
         if not native_bf16():
             return "this CPU has no native bf16 (emulated bf16 is several times slower)"
-    if name == "onnxruntime-int8" and importlib.util.find_spec("onnx") is None:
-        return "onnx is not installed"
     return None
 
 
