@@ -111,6 +111,7 @@ def drift_rows(adapter: Path, approach: str, engines, statements, labels, calibr
     """{engine: drift dict or {"error": ...}} against the hand-written fp32 path."""
     from engine_timing import install, use
 
+    from noshow.inference.cpu.engines import why_unavailable
     from noshow.inference.cpu.thread import run_on_cpu_thread
     from noshow.inference.predict import load_predictor
 
@@ -122,6 +123,10 @@ def drift_rows(adapter: Path, approach: str, engines, statements, labels, calibr
         for name in engines:
             if name.startswith("llama.cpp"):
                 out[name] = llama_drift(predictor, approach, name, statements, labels, reference)
+                continue
+            why = why_unavailable(name)  # bf16 on a CPU without it: emulated, many times slower
+            if why:
+                out[name] = {"error": f"not run: {why}"}
                 continue
             say(f"{adapter.name}: {name}: building (cached after the first time) and scoring ...")
             try:
@@ -327,7 +332,9 @@ def main(argv=None) -> int:
     for approach in args.approaches.split(","):
         adapter = SHIPPED[approach]
         drifts = drift_rows(adapter, approach, engines, statements, labels, calibration)
+        # timed: the engines that scored (not llama.cpp, timed in this process below)
         graph_engines = [e for e in engines if not e.startswith("llama.cpp")]
+        graph_engines = [e for e in graph_engines if "error" not in drifts[e]]
         timed = time_rounds(adapter, graph_engines, statements[: args.repeats + 16 * 10], args)
         llama_times = {}
         for name, d in drifts.items():
