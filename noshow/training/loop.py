@@ -3,7 +3,8 @@ one host sync every `log_every(total)` steps, cancel checked every step, micro-b
 out-of-memory, mid-training validation with early stopping, resumable checkpoints.
 
 In a multi-process run (`session.dist`) each rank trains on its shard of every batch and the
-gradients are summed in one all_reduce per step (see noshow/training/distributed.py).
+gradients are summed in one all_reduce per step (see noshow/training/distributed.py), or through
+torch DDP with `data_parallel="ddp"` (noshow/training/ddp.py).
 
     from noshow.training.loop import fit
     state = fit(session, model, train_enc, bound.loss, bound.score, mid_val, device)
@@ -143,13 +144,7 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
     group = session.dist
     total = total_steps_for(session.config, len(encoded))
     params = [p for p in model.parameters() if p.requires_grad]
-    grads = FlatGrads(
-        params,
-        extra_slots=STEP_FLAG_SLOTS if group is not None else 0,
-        names=[n for n, p in model.named_parameters() if p.requires_grad],
-    )
-    optimizer = make_optimizer(params, session.config, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg.warmup_steps))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
     checkpointing = checkpointing_on(model)
     engine = choose_engine(cfg.engine, device, checkpointing)
     watch = None
@@ -157,7 +152,29 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
         engine = "eager"  # a captured or compiled step cannot stop to look at each module
         watch = GradientWatch(model)
         session.log("NOSHOW_CHECK_FINITE: every gradient is checked after each backward.")
-    runner = StepRunner(model, bound.batch_loss, engine, grads, log=session.warn)
+    ddp_step = None
+    if group is not None and cfg.data_parallel == "ddp":
+        from noshow.training.ddp import DDPStep
+
+        # the library's step beside the hand-written one below, until BENCHMARKS.md's scaling
+        # rows decide between them (issue 26)
+        ddp_step = DDPStep(model, bound.batch_loss, group, engine, names)
+        grads = ddp_step.grads
+        runner = StepRunner(
+            model,
+            ddp_step.batch_loss,
+            engine,
+            grads,
+            log=session.warn,
+            ddp=ddp_step.ddp,
+            eager_before_capture=ddp_step.eager_before_capture,
+        )
+    else:
+        extra = STEP_FLAG_SLOTS if group is not None else 0
+        grads = FlatGrads(params, extra_slots=extra, names=names)
+        runner = StepRunner(model, bound.batch_loss, engine, grads, log=session.warn)
+    optimizer = make_optimizer(params, session.config, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg.warmup_steps))
     if group is None:
         state = LoopState(micro_batch=cfg.batch_size)
     else:
@@ -185,7 +202,8 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
     samples_at_t0 = state.samples_seen
     # model and data are ready; the preflight times the first step from here
     session.emit(phase="ready", total_steps=total)
-    session.log(f"Training starts: {total} steps, engine {engine}.")
+    parallel = f", {group.world_size} processes ({cfg.data_parallel})" if group else ""
+    session.log(f"Training starts: {total} steps, engine {engine}{parallel}.")
     while state.step < total:
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed + state.epoch)
         start_batch = state.batch_in_epoch
@@ -201,9 +219,14 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
                 )
             else:
                 _check_step_flags(session, flags)  # the previous step's votes: one step late
-                loss_value = _distributed_step(
-                    step_fn, idx, weights, optimizer, grads, state, session, flags
-                )
+                if ddp_step is not None:
+                    loss_value = ddp_step.step(
+                        step_fn, idx, weights, optimizer, state, session, flags
+                    )
+                else:
+                    loss_value = _distributed_step(
+                        step_fn, idx, weights, optimizer, grads, state, session, flags
+                    )
                 after = state.step + 1
                 if (
                     after == total
