@@ -558,6 +558,43 @@ def test_data_parallel_flag_is_in_train_help_from_the_config(capsys, monkeypatch
     assert f"--data-parallel {{flat,ddp}} {o.help} (default: flat)" in text
 
 
+def test_bench_scaling_runs_every_row_on_the_cpu(tiny_model_dir, statements_csv, tmp_path):
+    """scripts/bench_scaling.py --device cpu: one process, then flat and DDP on 2 processes
+    (gloo); every row trains to the end and the table has its columns (no speed is judged)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("NOSHOW_DATA", "WORLD_SIZE")}
+    out = tmp_path / "scaling"
+    args = cli_args(tiny_model_dir, statements_csv, tmp_path / "unused", "classifier", 4)
+    keep = ["--model", "--split", "--max-train-rows", "--quantize", "--lora-r", "--lr"]
+    extra = [w for i, w in enumerate(args) if w in keep or (i and args[i - 1] in keep)]
+    done = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "bench_scaling.py"), "--data", str(statements_csv),
+         "--device", "cpu", "--steps", "4", "--steady-from", "1", "--batch-size", "16",
+         "--eval-rows", "32", "--out", str(out), *extra],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    lines = [ln for ln in done.stdout.splitlines() if ln.startswith("|")]
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert header == [
+        "processes",
+        "data parallel",
+        "steady statements/s",
+        "speed-up",
+        "final loss",
+        "test ROC-AUC",
+        "wall s",
+    ]
+    cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
+    assert [c[:2] for c in cells] == [["1", "-"], ["2", "flat"], ["2", "ddp"]]
+    assert cells[0][3] == "1.00x" and all(c[3].endswith("x") for c in cells)
+    losses = [float(c[4]) for c in cells]
+    assert max(losses) - min(losses) < 1e-4  # the same run, however it is spread
+    rows = json.loads((out / "scaling.json").read_text())
+    assert all(r["statements_per_s"] > 0 and r["test_roc_auc"] is not None for r in rows)
+    log = (out / "procs-2-ddp" / "train.log").read_text()
+    assert "2 processes (ddp)" in log
+
+
 # ----------------------------------------------------------------------------- the app
 
 
