@@ -264,7 +264,7 @@ sys.path.insert(0, {tests!r})
 import test_distributed as t
 from noshow.training.ddp import DDPStep
 from noshow.training.distributed import StepFlags, init_group
-from noshow.training.loop import LoopState, _check_step_flags
+from noshow.training.loop import STEP_FLAG_SLOTS, LoopState, _check_step_flags, _distributed_step
 from noshow.training.step import StepRunner
 
 group = init_group()
@@ -280,7 +280,7 @@ def guard(part):
 
 def run(batches, stop_at=None):
     model, enc = t.make_linear_problem()
-    step = DDPStep(model, t.linear_batch_loss(guard), group, "eager")
+    step = DDPStep(model, t.linear_batch_loss(guard), group, "eager", STEP_FLAG_SLOTS)
     runner = StepRunner(model, step.batch_loss, "eager", step.grads, ddp=step.ddp)
     opt = t.RecordingOptimizer(step.module.trainable)
     state = LoopState(micro_batch=4)
@@ -294,7 +294,8 @@ def run(batches, stop_at=None):
     try:
         for idx in batches:
             _check_step_flags(session, flags)
-            loss = step.step(step_fn, idx, t.uniform(idx), opt, state, session, flags)
+            loss = _distributed_step(
+                step_fn, idx, t.uniform(idx), opt, step.grads, state, session, flags, step)
             losses.append(float(loss))
             state.step += 1
         _check_step_flags(session, flags)
@@ -317,14 +318,15 @@ if {in_backward!r}:  # rank 1 fails inside the synchronised backward: no way to 
     def loss_fn(model, batch):
         out = t.linear_batch_loss()(model, batch)
         return Boom.apply(out) if group.rank == 1 else out
-    step = DDPStep(model, loss_fn, group, "eager")
+    step = DDPStep(model, loss_fn, group, "eager", STEP_FLAG_SLOTS)
     state = LoopState(micro_batch=4)
     session = SimpleNamespace(dist=group, warn=print, failure_shared=False, stop_vote=lambda: False)
     step_fn = lambda part, w: StepRunner(model, step.batch_loss, "eager", step.grads,
                                          ddp=step.ddp)(t.linear_batch(enc, part, w))
     try:
-        step.step(step_fn, t.BATCH_UNEVEN, t.uniform(t.BATCH_UNEVEN), t.RecordingOptimizer([]),
-                  state, session, StepFlags(group.device))
+        _distributed_step(step_fn, t.BATCH_UNEVEN, t.uniform(t.BATCH_UNEVEN),
+                          t.RecordingOptimizer([]), step.grads, state, session,
+                          StepFlags(group.device), step)
     except RuntimeError as e:
         Path({out!r}, f"rank{{group.rank}}.txt").write_text(str(e))
         raise

@@ -9,8 +9,8 @@ Both stay until the GPU rows of scripts/bench_scaling.py decide between them (is
 BENCHMARKS.md, "Two GPUs against one"): the hand-written path is kept only if it wins by a
 clear margin.
 
-How a step maps onto DDP (every rank builds the same global batches and takes its shard, as
-in the flat path; noshow/training/distributed.py):
+How a step maps onto DDP (the step is the flat path's `loop._distributed_step`, given a
+`DDPStep` for what differs; every rank builds the same global batches and takes its shard):
 
 - `LossModule` makes the approach's `batch_loss(model, batch)` a module's forward: our losses
   call the decoder and head directly, and DDP's reducer only arms itself in its own forward;
@@ -57,7 +57,6 @@ import torch
 
 from noshow.config import TrainConfig
 from noshow.modeling.batching import Batch
-from noshow.system.devices import free_accelerator_memory, is_oom
 from noshow.training.step import capture_stream
 
 # PyTorch's recipe: DDP collects runtime statistics (host reads of CUDA events) in its first 10
@@ -182,9 +181,10 @@ class BucketGrads:
 
 
 class DDPStep:
-    """One optimizer step of a multi-process run through DDP (see the module docstring):
-    `step(step_fn, idx, weights, optimizer, state, session, flags)` is the DDP counterpart of
-    the flat path's `loop._distributed_step`."""
+    """What a multi-process step takes from DDP (the step itself is the flat path's,
+    `loop._distributed_step(..., ddp=this)`): the wrapped model and its `batch_loss`, the
+    gradients in its buckets, micro-batches under no_sync() but the last, the zero step, the
+    flags' own small buffer, and whether a failure could still rejoin the peers."""
 
     def __init__(
         self,
@@ -192,16 +192,16 @@ class DDPStep:
         batch_loss: Callable[..., torch.Tensor],
         group: Any,
         engine: str,
+        flag_slots: int,
         names: list[str] | None = None,
     ) -> None:
-        self.group = group
         capture = "cuda-graphs" in engine and group.device.type == "cuda"
         self.ddp = wrap_model(model, batch_loss, group.device, capture=capture)
         self.module: LossModule = self.ddp.module
         self.grads = BucketGrads(self.module.trainable, names)
         self.eager_before_capture = EAGER_STEPS_BEFORE_CAPTURE if capture else 0
-        # (loss, stop votes, failed ranks, ranks out of memory), summed once per step
-        self.flags = torch.zeros(4, dtype=torch.float32, device=group.device)
+        # the step's loss, stop votes and failures, summed once per step beside DDP's buckets
+        self.flags = torch.zeros(flag_slots, dtype=torch.float32, device=group.device)
         # True once a synchronised forward returned: DDP's reducer now waits for this
         # backward's hooks, and a failure from here on cannot rejoin the peers
         self.armed = False
@@ -214,59 +214,10 @@ class DDPStep:
         """What the StepRunner calls: the loss through DDP's forward."""
         return self.ddp(batch.input_ids, batch.last_index, batch.labels, batch.weight)
 
-    def step(self, step_fn, idx, weights, optimizer, state, session, flags) -> torch.Tensor:
-        """This rank's shard of global batch `idx` in micro-batches (the last one synchronised),
-        then the flags' all_reduce, clip and optimizer step. Returns the global batch's loss
-        (on the device; no host sync)."""
-        group = self.group
-        positions = group.shard(np.arange(len(idx)))
-        mine = idx[positions]
-        # DDP averages the ranks' gradients; world_size x each row's share makes it their sum
-        my_weights = weights[positions] * np.float32(group.world_size)
-        failure: Exception | None = None
-        total = None
-        while True:
-            try:
-                self.grads.zero()
-                total = self._accumulate(step_fn, mine, my_weights, state)
-                break
-            except Exception as e:
-                if self.armed:
-                    raise  # inside the synchronised backward: nothing can rejoin (docstring)
-                self.grads.zero()
-                if is_oom(e) and state.micro_batch > 1:
-                    free_accelerator_memory()
-                    state.micro_batch = max(1, state.micro_batch // 2)
-                    session.warn(
-                        f"Out of memory: micro-batch lowered to {state.micro_batch} "
-                        "(gradient accumulation)."
-                    )
-                    continue
-                failure = e
-                break
-        if total is None:  # no rows here, or failed before any collective: join with zeros
-            self.grads.zero()
-            self.ddp(None).backward()  # an argument: DDP moves inputs to its device first
-        failed = failure is not None
-        extras = self.flags
-        extras.zero_()
-        if total is not None:
-            extras[0].copy_(total)
-        extras[1].fill_(float(session.stop_vote()))
-        extras[2].fill_(float(failed))
-        extras[3].fill_(float(failed and is_oom(failure)))
-        reduced = group.all_reduce_flat(extras)
-        flags.record(reduced[1:], state.step + 1)
-        if failure is not None:
-            session.failure_shared = True  # the others learn of it from this step's flags
-            raise failure
-        self.grads.clip_(1.0)
-        optimizer.step()
-        return reduced[0] / group.world_size  # a new tensor: the next step reuses `flags`
-
-    def _accumulate(self, step_fn, rows: np.ndarray, weights: np.ndarray, state) -> Any:
+    def accumulate(self, step_fn, rows: np.ndarray, weights: np.ndarray, state) -> Any:
         """Forward + backward over `rows` in micro-batches, all but the last under no_sync()
-        (their gradients add up locally; the last backward reduces the sum)."""
+        (their gradients add up locally; the last backward reduces the sum). None for no
+        rows."""
         starts = list(range(0, len(rows), state.micro_batch))
         total = None
         for i, start in enumerate(starts):
@@ -277,3 +228,9 @@ class DDPStep:
                 loss = step_fn(rows[part], weights[part])
             total = loss if total is None else total + loss
         return total
+
+    def zero_step(self) -> None:
+        """Join the peers' bucket all_reduces with zero gradients (no rows here, or a failure
+        before the synchronised backward)."""
+        self.grads.zero()
+        self.ddp(None).backward()  # an argument: DDP moves its inputs to the device first

@@ -158,7 +158,7 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
 
         # the library's step beside the hand-written one below, until BENCHMARKS.md's scaling
         # rows decide between them (issue 26)
-        ddp_step = DDPStep(model, bound.batch_loss, group, engine, names)
+        ddp_step = DDPStep(model, bound.batch_loss, group, engine, STEP_FLAG_SLOTS, names)
         grads = ddp_step.grads
         runner = StepRunner(
             model,
@@ -219,14 +219,9 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
                 )
             else:
                 _check_step_flags(session, flags)  # the previous step's votes: one step late
-                if ddp_step is not None:
-                    loss_value = ddp_step.step(
-                        step_fn, idx, weights, optimizer, state, session, flags
-                    )
-                else:
-                    loss_value = _distributed_step(
-                        step_fn, idx, weights, optimizer, grads, state, session, flags
-                    )
+                loss_value = _distributed_step(
+                    step_fn, idx, weights, optimizer, grads, state, session, flags, ddp_step
+                )
                 after = state.step + 1
                 if (
                     after == total
@@ -348,7 +343,7 @@ def _optimizer_step(
             )
 
 
-def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, flags):
+def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, flags, ddp=None):
     """One optimizer step of a multi-process run over global batch `idx`: this rank's shard
     in micro-batches (halved on OOM, locally: nothing collective runs in backward), then one
     all_reduce(SUM) of the flat gradient buffer with the loss, cancel votes and failures in
@@ -357,19 +352,29 @@ def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, f
     `weights` are the rows' shares of the global batch, so the summed gradient is the
     single-process one. A rank that fails still joins the all_reduce (with zero gradients and
     its failure counted) before raising, so no rank waits for a missing peer. Returns the
-    global batch's loss (on the device; no host sync)."""
+    global batch's loss (on the device; no host sync).
+
+    With `ddp` (a noshow.training.ddp.DDPStep) the gradients are reduced by DDP in the
+    shard's last backward instead, and only the step's flags by the all_reduce here; a rank
+    without rows or that failed before that backward joins DDP's collectives with a zero step,
+    and a failure inside it is raised at once (nothing can rejoin; see ddp.py)."""
     group = session.dist
     positions = group.shard(np.arange(len(idx)))
     mine, my_weights = idx[positions], weights[positions]
+    if ddp is not None:  # DDP averages the ranks' gradients: world_size x the shares sums them
+        my_weights = my_weights * np.float32(group.world_size)
+    accumulate = _accumulate if ddp is None else ddp.accumulate
     failure: Exception | None = None
     total = None
     while True:
         try:
             grads.zero()
-            if len(mine):
-                total = _accumulate(step_fn, mine, my_weights, state)
+            if len(mine) or ddp is not None:
+                total = accumulate(step_fn, mine, my_weights, state)
             break
         except Exception as e:
+            if ddp is not None and ddp.armed:
+                raise  # inside DDP's synchronised backward: no way to rejoin the peers
             grads.zero()
             if is_oom(e) and state.micro_batch > 1:
                 free_accelerator_memory()
@@ -382,8 +387,10 @@ def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, f
             failure = e
             grads.zero()
             break
+    if ddp is not None and total is None:
+        ddp.zero_step()
     failed = failure is not None
-    extras = grads.extras  # [loss, stop vote, failed, failed by OOM]
+    extras = grads.extras if ddp is None else ddp.flags  # [loss, stop vote, failed, by OOM]
     extras.zero_()
     if total is not None:
         extras[0].copy_(total)
@@ -391,14 +398,15 @@ def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, f
     extras[1].fill_(float(session.stop_vote()))
     extras[2].fill_(float(failed))
     extras[3].fill_(float(failed and is_oom(failure)))
-    reduced = group.all_reduce_flat(grads.buffer)
+    reduced = group.all_reduce_flat(grads.buffer if ddp is None else ddp.flags)
     flags.record(reduced[-STEP_FLAG_SLOTS + 1 :], state.step + 1)
     if failure is not None:
         session.failure_shared = True  # the others learn of it from this step's flags
         raise failure
     grads.clip_(1.0)
     optimizer.step()
-    return reduced[-STEP_FLAG_SLOTS]
+    loss = reduced[-STEP_FLAG_SLOTS]
+    return loss if ddp is None else loss / group.world_size  # (a new tensor: `flags` is reused)
 
 
 def _check_step_flags(session: TrainingSession, flags) -> None:
