@@ -48,7 +48,6 @@ least 11 synchronised eager steps before the first capture (StepRunner does the 
 from __future__ import annotations
 
 import contextlib
-import inspect
 from collections.abc import Callable
 from typing import Any
 
@@ -109,11 +108,11 @@ def wrap_model(
     for p in module.trainable:
         if p.grad is None:  # DDP makes existing gradients views of its buckets at once
             p.grad = torch.zeros_like(p)
-    kwargs: dict[str, Any] = {"gradient_as_bucket_view": True, "init_sync": False}
-    # torch >= 2.13 names "no broadcast of buffers before each forward" forward_sync_buffers
-    signature = inspect.signature(DistributedDataParallel).parameters
-    buffers = "forward_sync_buffers" if "forward_sync_buffers" in signature else "broadcast_buffers"
-    kwargs[buffers] = False
+    kwargs: dict[str, Any] = {
+        "gradient_as_bucket_view": True,
+        "init_sync": False,
+        "forward_sync_buffers": False,  # torch 2.13's name for broadcast_buffers
+    }
     if device.type == "cuda":
         kwargs["device_ids"] = [device.index]
     side = capture_stream() if capture else None
