@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -90,23 +91,33 @@ def run(args, procs: int, mode: str | None, out: Path, extra: list[str]) -> dict
     losses = [m["loss"] for m in metrics if "loss" in m]
     return {
         **row,
+        "engine": engine_used((folder / "train.log").read_text() + done.stdout + done.stderr),
         "statements_per_s": steady_statements_per_s(metrics, args.batch_size, args.steady_from),
         "final_loss": losses[-1] if losses else None,
         "test_roc_auc": (report.get("model") or {}).get("roc_auc"),
     }
 
 
+def engine_used(output: str) -> str:
+    """The step engine a run started with (its train.log), and "-> eager" when a rank fell
+    back (a capture refused): a row must not pass eager steps off as captured ones."""
+    found = re.search(r"Training starts: \d+ steps, engine ([\w+-]+)", output)
+    engine = found.group(1) if found else "?"
+    return f"{engine} -> eager" if "continues with the eager engine" in output else engine
+
+
 def print_table(rows: list[dict]) -> None:
     base = next((r for r in rows if r["procs"] == 1 and r.get("statements_per_s")), None)
     fmt = lambda v, d: "-" if v is None else f"{v:,.{d}f}"  # noqa: E731
-    print("| processes | data parallel | steady statements/s | speed-up | final loss | "
+    print("| processes | data parallel | engine | steady statements/s | speed-up | final loss | "
           "test ROC-AUC | wall s |")  # fmt: skip
-    print("|---:|---|---:|---:|---:|---:|---:|")
+    print("|---:|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
         head = f"| {r['procs']} | {r['mode']} |"
         if "error" in r:
-            print(f"{head} FAILED: {r['error'][-120:]!r} | | | | {r['wall_s']:.0f} |")
+            print(f"{head} | FAILED: {r['error'][-120:]!r} | | | | {r['wall_s']:.0f} |")
             continue
+        head += f" {r['engine']} |"
         speed = r["statements_per_s"]
         up = f"{speed / base['statements_per_s']:.2f}x" if base and speed else "-"
         print(

@@ -580,6 +580,7 @@ def test_bench_scaling_runs_every_row_on_the_cpu(tiny_model_dir, statements_csv,
     assert header == [
         "processes",
         "data parallel",
+        "engine",
         "steady statements/s",
         "speed-up",
         "final loss",
@@ -587,9 +588,13 @@ def test_bench_scaling_runs_every_row_on_the_cpu(tiny_model_dir, statements_csv,
         "wall s",
     ]
     cells = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines[2:]]
-    assert [c[:2] for c in cells] == [["1", "-"], ["2", "flat"], ["2", "ddp"]]
-    assert cells[0][3] == "1.00x" and all(c[3].endswith("x") for c in cells)
-    losses = [float(c[4]) for c in cells]
+    assert [c[:3] for c in cells] == [
+        ["1", "-", "eager"],
+        ["2", "flat", "eager"],
+        ["2", "ddp", "eager"],
+    ]
+    assert cells[0][4] == "1.00x" and all(c[4].endswith("x") for c in cells)
+    losses = [float(c[5]) for c in cells]
     assert max(losses) - min(losses) < 1e-4  # the same run, however it is spread
     rows = json.loads((out / "scaling.json").read_text())
     assert all(r["statements_per_s"] > 0 and r["test_roc_auc"] is not None for r in rows)
