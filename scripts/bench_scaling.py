@@ -168,10 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         for mode in [None] if n == 1 else args.modes:
             rows.append(run(args, n, mode, out, extra))
             print(json.dumps(rows[-1]), file=sys.stderr, flush=True)  # progress, for long runs
+            (out / "scaling.json").write_text(json.dumps(rows, indent=2))  # kept if cut short
     print(f"\n{machine}; {args.approach}, batch {args.batch_size} (global), {args.steps} steps, "
           f"steady from step {args.steady_from}; {' '.join(extra) or 'default options'}\n")  # fmt: skip
     print_table(rows)
-    (out / "scaling.json").write_text(json.dumps(rows, indent=2))
     return 0 if all("error" not in r for r in rows) else 1
 
 
