@@ -446,6 +446,11 @@ def fit_stacked(
         if stacked.folds < 2:
             raise StackingError("cross-fitting needs at least two days, patients or rows.")
         fold = _folds(labels, g, stacked.folds, seed)
+        for f in range(stacked.folds):
+            if len(np.unique(labels[fold != f])) < 2:
+                raise StackingError(
+                    "too few validation rows to cross-fit: a fold's complement holds one class."
+                )
         held = cross_fit(x, labels, fold, k, max_trees, settings, seed, patience=PATIENCE)
         losses = _pooled_log_loss(labels, held)
         trees = int(np.argmin(losses))  # ties: fewer trees
