@@ -345,7 +345,7 @@ def describe_ece_difference(d: Mapping[str, Any]) -> str:
     if d["low"] <= 0 <= d["high"]:
         return f"No clear difference in test ECE between {a} and {b}: {d['estimate']:+.3f} ({ci})."
     word = "lower" if d["high"] < 0 else "higher"
-    return f"Test ECE {word} {a} than {b} by {abs(d['estimate']):.3f} ({ci})."
+    return f"{a.capitalize()}, the test ECE is {word} than {b} by {abs(d['estimate']):.3f} ({ci})."
 
 
 def recalibration_report(
