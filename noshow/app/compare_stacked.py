@@ -16,7 +16,6 @@ Nothing here imports Gradio:
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +23,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from noshow.app.background_fits import BackgroundFits
+from noshow.app.compare_baseline import fill_slots
 from noshow.app.compare_slots import (
     BOTH,
     CLASSIFIER,
@@ -130,44 +131,20 @@ class StackedCache:
 
     def __init__(self, baselines: Any, max_entries: int = 8) -> None:
         self.baselines = baselines
-        self.max_entries = max_entries
-        self._items: dict[tuple, FittedStacked] = {}
-        self._pending: dict[tuple, threading.Event] = {}
-        self._lock = threading.Lock()
+        self._fits: BackgroundFits[FittedStacked] = BackgroundFits(
+            "noshow-stacked",
+            busy=lambda: FittedStacked(
+                error="the stacked model is still being fitted on this data set's validation "
+                "rows; its card appears on a later Compare."
+            ),
+            failed=lambda e: FittedStacked(error=f"stacked model unavailable: {e}"),
+            max_entries=max_entries,
+        )
 
     def get(
         self, key: tuple, fit: Callable[[], FittedStacked], timeout: float | None
     ) -> FittedStacked:
-        with self._lock:
-            if key in self._items:
-                return self._items[key]
-            done = self._pending.get(key)
-            if done is None:
-                done = self._pending[key] = threading.Event()
-                threading.Thread(
-                    target=self._fit, args=(key, fit, done), name="noshow-stacked", daemon=True
-                ).start()
-        if not done.wait(timeout):
-            return FittedStacked(
-                error="the stacked model is still being fitted on this data set's validation "
-                "rows; its card appears on a later Compare."
-            )
-        with self._lock:
-            return self._items.get(key) or FittedStacked(error="the stacked model fit was lost.")
-
-    def _fit(self, key: tuple, fit: Callable[[], FittedStacked], done: threading.Event) -> None:
-        try:
-            fitted = fit()
-        except Exception as e:  # noqa: BLE001 - reported in the card
-            from noshow.app.common import user_message
-
-            fitted = FittedStacked(error=f"stacked model unavailable: {user_message(e)}")
-        with self._lock:
-            self._items[key] = fitted
-            while len(self._items) > self.max_entries:
-                self._items.pop(next(iter(self._items)))
-            self._pending.pop(key, None)
-        done.set()
+        return self._fits.get(key, fit, timeout)
 
     def source(self, entry: Any, timeout: float | None = None) -> StackedSource:
         """What `score_stacked` asks: for the chosen adapters ({approach: predictor}), each
@@ -264,16 +241,8 @@ def score_stacked(
                 slots[i]["error"] = f"stacked model unavailable: {e}"
             continue
         threshold = float(fitted.model.threshold if fitted.model.threshold is not None else 0.5)
-        for i, value in zip(todo, values, strict=True):
-            slots[i].update(
-                p=float(value),
-                threshold=threshold,
-                threshold_source="chosen on the validation split's cross-fitted scores, where "
-                "F1 peaked",
-                label=int(value >= threshold),
-                blend=describe_stacked(fitted.model),
-                error=None,
-            )
+        where = "chosen on the validation split's cross-fitted scores, where F1 peaked"
+        fill_slots(slots, todo, values, threshold, where, describe_stacked(fitted.model))
     return out
 
 
