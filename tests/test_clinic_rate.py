@@ -154,13 +154,17 @@ def test_no_clinic_rate_leaves_every_card_as_it_was():
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"), [(None, None), ("", None), (0.15, 0.15), ("0.2", 0.2)]
+    ("value", "expected"),
+    [(None, None), ("", None), (0.15, 0.15), ("0.2", 0.2), ("15%", 0.15), (" 12,5 % ", 0.125)],
 )
 def test_the_box_reads_a_share_or_nothing(value, expected):
     assert parse_clinic_rate(value) == expected
 
 
-@pytest.mark.parametrize(("value", "message"), [(15, "for 15% write 0.15"), (1, "strictly")])
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [(15, "for 15% write 0.15"), (1, "strictly"), ("0%", "strictly"), ("abc%", "like 15%")],
+)
 def test_the_box_refuses_a_percentage_or_a_certainty_with_a_hint(value, message):
     with pytest.raises(CompareInputError, match=message):
         parse_clinic_rate(value)

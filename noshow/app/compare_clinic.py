@@ -27,7 +27,7 @@ from noshow.evaluation.recalibration import (
     shift_prior,
 )
 
-CLINIC_RATE_LABEL = "Your clinic's no-show rate (optional: a share, e.g. 0.15)"
+CLINIC_RATE_LABEL = "Your clinic's no-show rate (optional: e.g. 15% or 0.15)"
 CLINIC_RATE_INFO = PRIOR_SHIFT_TEXT
 NO_RATE = (
     "Not adjusted to your clinic's rate: this adapter does not record the no-show rate it "
@@ -36,10 +36,18 @@ NO_RATE = (
 
 
 def parse_clinic_rate(value: Any) -> float | None:
-    """The rate typed in the box: None when empty, else a share in (0, 1);
+    """The rate typed in the box: None when empty, else a share in (0, 1) ("15%" is 0.15);
     CompareInputError saying how to write it otherwise."""
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if isinstance(value, str) and value.strip().endswith("%"):
+        try:
+            value = float(value.strip()[:-1].replace(",", ".")) / 100
+        except ValueError:
+            raise CompareInputError(
+                f"The clinic's no-show rate must be a percentage like 15% or a share like "
+                f"0.15, got {value.strip()[:40]!r}."
+            ) from None
     try:
         return check_rate(value, "clinic's no-show rate")
     except RecalibrationError as e:

@@ -17,7 +17,9 @@ Endpoints (for gradio_client and tests):
   file, message)
 - `/compare_adapters()` -> refreshed adapter lists
 
-`clinic_rate` (optional, last; empty = None) is "your clinic's no-show rate": every card's P
+`clinic_rate` (last: "" or None = not set; "15%" or 0.15; gradio_client may leave it out,
+the plain HTTP API at /gradio_api/call/... takes every input, so "" there) is "your clinic's
+no-show rate": every card's P
 is moved to it (`noshow.app.compare_clinic`); the stacked cards come from
 `noshow.app.compare_stacked`.
 
@@ -128,8 +130,14 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         )
         refresh_btn = gr.Button("Refresh adapter lists", scale=1, size="sm")
     adapters_msg = gr.HTML(_adapters_note(start))
-    clinic = gr.Number(
-        None, label=CLINIC_RATE_LABEL, info=CLINIC_RATE_INFO, elem_id="compare-clinic-rate"
+    # A text box, not gr.Number: the browser sends an empty number box as 0, which is no rate.
+    clinic = gr.Textbox(
+        "",
+        label=CLINIC_RATE_LABEL,
+        info=CLINIC_RATE_INFO,
+        placeholder="e.g. 15% or 0.15; empty = as calibrated",
+        elem_id="compare-clinic-rate",
+        max_lines=1,
     )
     row_state = gr.State(None)
     gen_chosen, clf_chosen = ctx.adapter_inputs()
