@@ -7,8 +7,10 @@ budget, each chosen on validation only, resumed from the sweep's own table.
     python scripts/sweep.py --out runs-sweep --report    # the table so far, no training
 
 Prints every trial's validation ROC-AUC, then per approach and split the trial chosen on
-validation with its test ROC-AUC (95% interval) beside the tuned tabular baseline and the
-hybrid of the same run. --ship DIR ships each approach's chosen time-split adapter.
+validation with its test ROC-AUC (95% interval) beside the tuned tabular baseline, the
+hybrid and the stacked model of the same run, and its test ECE raw, calibrated and
+recalibrated day by day. --ship DIR ships each approach's chosen time-split adapter; then
+scripts/stack_adapters.py on the two chosen time-split runs stacks both adapters together.
 """
 
 from __future__ import annotations
@@ -32,6 +34,12 @@ def fmt_auc(d: dict | None) -> str:
     return f"{d['roc_auc']:.3f} ({d['roc_auc_low']:.3f}-{d['roc_auc_high']:.3f})"
 
 
+def fmt_ece(d: dict | None) -> str:
+    if not d:
+        return "-"
+    return f"{d['estimate']:.3f} ({d['low']:.3f}-{d['high']:.3f})"
+
+
 def num(value, digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -50,15 +58,17 @@ def report(out: Path) -> str:
         )
     lines += [
         "",
-        "| chosen on validation | test ROC-AUC (95% CI) | tuned baseline | hybrid | test ECE raw -> calibrated |",
-        "|---|---|---|---|---|",
+        "| chosen on validation | test ROC-AUC (95% CI) | tuned baseline | hybrid | stacked "
+        "| test ECE raw -> calibrated -> recalibrated daily (95% CI) |",
+        "|---|---|---|---|---|---|",
     ]
     for (approach, split), r in sorted(choose(table, out).items()):
         t = r["test"]
         lines.append(
             f"| {approach}, {split} split: {r['key']} | {fmt_auc(t.get('model'))} | "
             f"{fmt_auc(t.get('baseline'))} | {fmt_auc(t.get('hybrid'))} | "
-            f"{num(t.get('ece_uncalibrated'), 3)} -> {num(t.get('ece'), 3)} |"
+            f"{fmt_auc(t.get('stacked'))} | {num(t.get('ece_uncalibrated'), 3)} -> "
+            f"{num(t.get('ece'), 3)} -> {fmt_ece(t.get('ece_rolling'))} |"
         )
     return "\n".join(lines)
 

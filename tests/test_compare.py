@@ -948,6 +948,9 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
         "tabular baseline",
         "hybrid (generative + tabular)",
         "hybrid (classifier + tabular)",
+        "stacked (generative + tabular)",
+        "stacked (classifier + tabular)",
+        "stacked (both adapters + tabular)",
     ]
     assert metrics["ROC-AUC 95% CI"].str.fullmatch(r"\d\.\d{3}-\d\.\d{3}").all()
     for column in ("ROC-AUC", "PR-AUC", "F1", "sensitivity", "specificity", "Brier"):

@@ -34,6 +34,7 @@ from noshow.app.compare_batch import (
     write_predictions_csv,
 )
 from noshow.app.compare_input import CompareInputError
+from noshow.app.compare_stacked import stacked_cache
 
 STOPPED_MESSAGE = "Batch comparison stopped. Press Run to start a new one."
 # A public Space shares one CPU between visitors: keep batch runs short there.
@@ -121,6 +122,7 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                     clf_path,
                     lambda: baselines.get(entry),
                     tuned_baselines=baselines.tuned(entry, None),
+                    stacked_models=stacked_cache(ctx.extras, baselines).source(entry, None),
                     source=service,
                     owner=owner,
                     on_progress=report,

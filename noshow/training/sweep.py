@@ -222,8 +222,9 @@ def run_folder(row: dict[str, Any], out: Path) -> Path:
 
 
 def read_test_figures(run_dir: Path) -> dict[str, Any]:
-    """Test ROC-AUC with its interval for the adapter, the tuned baseline and the hybrid,
-    and the calibration error, from a run's eval.json."""
+    """Test ROC-AUC with its interval for the adapter, the tuned baseline, the hybrid and the
+    stacked model, and the calibration error (also recalibrated day by day), from a run's
+    eval.json."""
     path = run_dir / "eval.json"
     if not path.exists():
         return {}
@@ -237,6 +238,10 @@ def read_test_figures(run_dir: Path) -> dict[str, Any]:
         "model": auc("model"),
         "baseline": auc("baseline"),
         "hybrid": auc("hybrid"),
+        "stacked": auc("stacked"),
         "ece": (m.get("model") or {}).get("ece"),
         "ece_uncalibrated": (m.get("model_uncalibrated") or {}).get("ece"),
+        "ece_rolling": (
+            ((m.get("recalibration") or {}).get("models") or {}).get("model", {}).get("ece", {})
+        ).get("rolling"),
     }
