@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
 
         client = Client(url, auth=auth, verbose=False)
         start = time.time()
-        answer = client.predict("A first statement.", gen, clf, api_name="/compare")
+        answer = client.predict("A first statement.", gen, clf, "", api_name="/compare")
         report.first_request_s = time.time() - start
         report.round_trip_s = measure_round_trip(client)
         client.close()

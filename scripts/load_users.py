@@ -237,10 +237,11 @@ def timed_call(client: Any, kind: str, text: str, *adapters: str, what_if=None) 
     queue_ms = shared = None
     try:
         if what_if is not None:
-            answer = client.predict(text, *what_if, *adapters, None, None, api_name="/what_if")
+            # the last input: the clinic's no-show rate, "" = as calibrated
+            answer = client.predict(text, *what_if, *adapters, "", api_name="/what_if")
             ok, scoring_ms, error = check_what_if(answer)
         else:
-            answer = client.predict(text, *adapters, api_name="/compare")
+            answer = client.predict(text, *adapters, "", api_name="/compare")
             ok, scoring_ms, error = check_answer(answer)
             queue_ms, shared = serving_of(answer)
     except Exception as e:  # noqa: BLE001 - every failure is counted and shown
