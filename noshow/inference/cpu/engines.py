@@ -375,6 +375,9 @@ def ort_runner(path: Path) -> Runner:
     options.inter_op_num_threads = 1
     options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # no busy-waiting between calls: on 2 shared cores a spinning pool starves torch's
+    # OpenMP team (the heads, the other adapter) and everything else in the process
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return _graph_runner(
         lambda ids, lengths: session.run(None, {"ids": ids, "lengths": lengths})[0]
