@@ -230,6 +230,21 @@ def run_users(
     return run_sessions(url, users, duration, auth, session)
 
 
+def what_if_change(rng: Any, text: str) -> tuple[str, str]:
+    """(fact, new value) for a what-if on `text`: a value that differs from the statement's
+    own, as the page offers (the app refuses a "change" to the same value)."""
+    from noshow.app.compare_input import WHAT_IF_FACTS, fact_text, prepare_statement, resolve_facts
+
+    fact = rng.choice(list(WHAT_IF_FACTS))
+    choices = WHAT_IF_FACTS[fact][1]
+    try:
+        row = resolve_facts(prepare_statement(text)[0], None)[0]
+        current = fact_text(row, fact).upper() if row else None
+    except Exception:  # noqa: BLE001 - facts not readable: any value (the app says why)
+        current = None
+    return fact, rng.choice([c for c in choices if c.upper() != current] or choices)
+
+
 def timed_call(client: Any, kind: str, text: str, *adapters: str, what_if=None) -> Sample:
     """One /compare of `text` (or, with `what_if` = (fact, value), one /what_if), timed and
     checked; a failure is a Sample with its error."""
@@ -273,7 +288,6 @@ def run_think_users(
     statement, one fact changed). Each user starts after a random part of one think time."""
     import random
 
-    from noshow.app.compare_input import WHAT_IF_FACTS
     from noshow.data.examples import EXAMPLES
 
     statements = statements or Statements("rows")
@@ -286,8 +300,7 @@ def run_think_users(
         while time.time() < deadline:
             kind = rng.choices(kinds, weights)[0]
             if kind == "what_if":
-                fact = rng.choice(list(WHAT_IF_FACTS))
-                change = (fact, rng.choice(WHAT_IF_FACTS[fact][1]))
+                change = what_if_change(rng, last)
                 record(timed_call(client, kind, last, generative, classifier, what_if=change))
             else:
                 if kind == "typed":
