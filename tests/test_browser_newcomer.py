@@ -97,6 +97,44 @@ def keys(page, *names: str) -> None:
         page.keyboard.press(name)
 
 
+@pytest.fixture(scope="module")
+def started_app(tmp_path_factory):
+    """`python app.py` in a fresh process, as `make run` starts it (the import race needs an
+    interpreter that has imported nothing yet)."""
+    import sys
+
+    from conftest import REPO
+
+    sys.path.insert(0, str(REPO / "scripts"))
+    from app_process import start_app, stop_app
+
+    work = tmp_path_factory.mktemp("started-app")
+    proc, url, log_path = start_app(work / "runs", work, demo=False)
+    yield SimpleNamespace(url=url, log=log_path)
+    stop_app(proc)
+
+
+def test_browser_first_page_after_a_start_renders_the_prompt_without_a_server_path(
+    browser, started_app
+):
+    from playwright.sync_api import expect
+
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(WAIT_MS * 3)
+    try:
+        page.goto(started_app.url)
+        prompt = page.locator("#data-prompt textarea")
+        expect(prompt).to_have_value(re.compile(r"<\|im_start\|>"), timeout=WAIT_MS * 3)
+        text = prompt.input_value()
+        assert "cannot" not in text and "site-packages" not in text, text
+        shot(page, "newcomer-first-page")
+    finally:
+        context.close()
+    log = started_app.log.read_text()
+    assert "Traceback" not in log, log[-3000:]
+
+
 def test_browser_label_keeps_every_answer_pressed_at_keyboard_speed(page, app):
     from playwright.sync_api import expect
 

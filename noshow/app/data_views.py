@@ -32,6 +32,7 @@ from noshow.app.data_cache import (
     DataEntry,
     file_fingerprint,
 )
+from noshow.system.redact import redact_library_paths
 
 ALL = "All"
 LABEL_CHOICES = [ALL, "No-show", "Showed up"]
@@ -389,7 +390,7 @@ def record_views(row: pd.Series, tokenizer: Any | None = None) -> RecordView:
         tok = tokenizer if tokenizer is not None else load_display_tokenizer()
         prompt = render_generative_prompt(statement, tok)
     except Exception as e:  # noqa: BLE001 - the other two views are still useful
-        prompt = f"(cannot render the chat prompt: {e})"
+        prompt = f"(cannot render the chat prompt: {redact_library_paths(str(e))})"
     # The same words as the table: "no-show: Yes", flags as Yes/No, not 1/0.
     fields: list[tuple[str, Any]] = [("no-show", "Yes" if int(row["no_show"]) == 1 else "No")]
     if "split" in row.index:
