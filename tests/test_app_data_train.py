@@ -11,6 +11,7 @@ a test needs a slow machine) and the bundled synthetic data.
 
 from __future__ import annotations
 
+import html
 import socket
 import time
 from types import SimpleNamespace
@@ -330,9 +331,9 @@ def test_build_run_config_maps_the_form():
 
 
 def test_build_run_config_refuses_bad_values():
-    with pytest.raises(ConfigError, match="batch_size"):
+    with pytest.raises(ConfigError, match="Batch size must be a whole number of at least 1"):
         build_run_config(**{**QUICK, "batch_size": 0})
-    with pytest.raises(ValueError, match="whole number"):
+    with pytest.raises(ConfigError, match=r"Max steps must be 0 \(= run epochs\) or a whole"):
         build_run_config(**{**QUICK, "max_steps": 2.5})
 
 
@@ -613,6 +614,30 @@ def stand_in_measurements(monkeypatch, seconds_per_step) -> list:
 
     monkeypatch.setattr(noshow.training.preflight, "measure_run", measure_run)
     return calls
+
+
+# Values a newcomer typed; each refusal names the form's field and what it takes.
+FORM_REFUSALS = [
+    ("epochs", -1, "Epochs must be a number above 0"),
+    ("epochs", 0, "Epochs must be a number above 0"),
+    ("batch_size", 0, "Batch size must be a whole number of at least 1"),
+    ("batch_size", -4, "Batch size must be a whole number of at least 1"),
+    ("lora_r", 0, "LoRA r must be a whole number of at least 1"),
+    ("max_train_rows", -5, "Max training rows must be 0 (= all) or a whole number of at least 1"),
+    ("max_eval_rows", -1, "Max validation/test rows must be 0 (= all) or a whole number"),
+    ("max_steps", -3, "Max steps must be 0 (= run epochs) or a whole number of at least 1"),
+    ("eval_every", -1, "Evaluate every must be a whole number of at least 0"),
+    ("lr", 0, "Learning rate must be a number above 0 and below 1"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "refusal"), FORM_REFUSALS)
+def test_app_form_refusals_name_the_field_and_its_range(app, field, value, refusal):
+    for endpoint in ("/preflight", "/start_training"):
+        message = html.unescape(app.client.predict(**{**QUICK, field: value}, api_name=endpoint))
+        assert f"{refusal}" in message and f"got {value}" in message, (endpoint, message)
+        assert "noshow-msg-error" in message
+    assert not app.jobs.is_busy()
 
 
 def test_app_preflight_refuses_what_will_not_fit(app, preflight_cache):

@@ -170,3 +170,28 @@ def test_browser_label_keeps_every_answer_pressed_at_keyboard_speed(page, app):
     assert events["label"].tolist() == [1, 0, 0, 1, 0, 1, 0]
     current = app.store.current_labels("Dr Fast").set_index("record_id")["label"]
     assert current.to_dict() == {a: 0, b: 0, c: 0}
+
+
+def test_browser_train_form_refusals_name_the_field_in_the_action_box(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Train")
+    action = page.locator("#train-action")
+    for label, value, button, refusal in (
+        ("Batch size", "0", "Preflight check", "Batch size must be a whole number of at least 1"),
+        ("Epochs", "-1", "Start training", "Epochs must be a number above 0"),
+        ("LoRA r", "0", "Preflight check", "LoRA r must be a whole number of at least 1"),
+    ):
+        box = page.get_by_label(label, exact=True)
+        before = box.input_value()
+        box.fill(value)
+        box.press("Tab")
+        page.get_by_role("button", name=button).click()
+        expect(action).to_contain_text(refusal)
+        expect(action).to_contain_text(f"got {value}")
+        expect(action).not_to_contain_text("Checking")  # no stale "Checking ..." left
+        expect(page.locator(".toast-body")).to_have_count(0)  # no pop-up, no traceback
+        shot(page, f"newcomer-train-refusal-{label.replace(' ', '-')}")
+        box.fill(before)
+        box.press("Tab")
+    assert not app.jobs.is_busy()

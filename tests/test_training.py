@@ -322,8 +322,8 @@ def test_resume_continues_from_last_checkpoint(tiny_model_dir, tmp_path, stateme
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"lr": 0}, "lr must be positive"),
-        ({"lr": -1e-4}, "lr must be positive"),
+        ({"lr": 0}, "lr must be a number above 0"),
+        ({"lr": -1e-4}, "lr must be a number above 0"),
         ({"batch_size": 0}, "batch_size"),
     ],
 )
@@ -333,7 +333,7 @@ def test_invalid_train_config_is_refused_with_fix(kwargs, message):
 
 
 def test_invalid_lora_config_is_refused_with_fix():
-    with pytest.raises(ConfigError, match="positive whole number"):
+    with pytest.raises(ConfigError, match="lora_r must be a whole number of at least 1"):
         LoraSettings(r=0)
     with pytest.raises(ConfigError, match="Unknown target module"):
         LoraSettings(target_modules=["q_proj", "attn_out"])

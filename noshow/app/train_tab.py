@@ -81,11 +81,13 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     opt, info = tf.form_option, tf.form_info
     start_note = tf.cpu_start_note(start["approach"]) if first_preset else ""
 
-    def whole_number(name: str, label: str, minimum: int) -> gr.Number:
-        """A form box for a whole-number option, starting at its form default."""
-        return gr.Number(
-            value=start[name], label=label, precision=0, minimum=minimum, info=info(name)
-        )
+    label = tf.FORM_LABELS
+
+    def whole_number(name: str) -> gr.Number:
+        """A form box for a whole-number option, starting at its form default. No minimum
+        here: Gradio would refuse with a pop-up that names no field; build_run_config's
+        refusal names the field and its range in the action box."""
+        return gr.Number(value=start[name], label=label[name], precision=0, info=info(name))
 
     if ctx.demo_mode:
         gr.HTML(info_box(tv.DEMO_REFUSAL))
@@ -100,20 +102,20 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             approach = gr.Radio(
                 list(opt("approach").choices),
                 value=start["approach"],
-                label="Approach",
+                label=label["approach"],
                 info=info("approach"),
             )
             model = gr.Dropdown(
                 list(PRESETS),
                 value=start["model"],
-                label="Model",
+                label=label["model"],
                 allow_custom_value=True,
                 info=info("model"),
             )
             quantize = gr.Radio(
                 list(opt("quantize").choices),
                 value=start["quantize"],
-                label="Quantization",
+                label=label["quantize"],
                 info=info("quantize"),
             )
         model_note = gr.Markdown(tf.describe_model_choice(start["model"], PRESETS))
@@ -121,31 +123,30 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             data_source = gr.Dropdown(
                 list(tf.SOURCE_CHOICES),
                 value=tf.SOURCE_DATA_TAB,
-                label="Training data",
+                label=label["data_source"],
                 allow_custom_value=not ctx.demo_mode,
                 info="Or type the path of a CSV/Parquet file on the server.",
             )
             split = gr.Radio(
-                list(opt("split").choices), value=start["split"], label="Split", info=info("split")
+                list(opt("split").choices),
+                value=start["split"],
+                label=label["split"],
+                info=info("split"),
             )
-            max_train_rows = whole_number("max_train_rows", "Max training rows", 0)
-            max_eval_rows = whole_number("max_eval_rows", "Max validation/test rows", 0)
+            max_train_rows = whole_number("max_train_rows")
+            max_eval_rows = whole_number("max_eval_rows")
         with gr.Row():
-            epochs = gr.Number(
-                value=start["epochs"], label="Epochs", minimum=0.01, info=info("epochs")
-            )
-            max_steps = whole_number("max_steps", "Max steps", 0)
-            lr = gr.Number(value=start["lr"], label="Learning rate", info=info("lr"))
-            batch_size = whole_number("batch_size", "Batch size", 1)
-            lora_r = whole_number("lora_r", "LoRA r", 1)
-            eval_every = whole_number("eval_every", "Evaluate every", 0)
+            epochs = gr.Number(value=start["epochs"], label=label["epochs"], info=info("epochs"))
+            max_steps = whole_number("max_steps")
+            lr = gr.Number(value=start["lr"], label=label["lr"], info=info("lr"))
+            batch_size = whole_number("batch_size")
+            lora_r = whole_number("lora_r")
+            eval_every = whole_number("eval_every")
         with gr.Row():
-            wandb = gr.Checkbox(
-                value=start["wandb"], label="Log to Weights & Biases", info=info("wandb")
-            )
+            wandb = gr.Checkbox(value=start["wandb"], label=label["wandb"], info=info("wandb"))
             use_labels = gr.Checkbox(
                 value=start["use_clinician_labels"],
-                label="Use clinician labels",
+                label=label["use_clinician_labels"],
                 info=info("use_clinician_labels"),
             )
             gpus = None
@@ -154,8 +155,6 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
                     value=1,
                     label="GPUs",
                     precision=0,
-                    minimum=1,
-                    maximum=n_gpus,
                     info=f"data-parallel with torchrun ({n_gpus} visible); the batch is split",
                 )
         with gr.Row():
