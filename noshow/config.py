@@ -223,7 +223,7 @@ class RunConfig:
 # test runs "quick-cpu"): only the values that differ from the defaults.
 RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick-cpu": {  # the whole flow in ~3 minutes on a 2-core CPU; the AUC means little
-        "data": {"max_train_rows": 48, "max_eval_rows": 40},
+        "data": {"max_train_rows": 48, "max_eval_rows": 100},  # 100: see MIN_EVAL_ROWS
         "train": {
             "model": "smollm2-135m-instruct",
             "quantize": "none",

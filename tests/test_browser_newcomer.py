@@ -195,3 +195,26 @@ def test_browser_train_form_refusals_name_the_field_in_the_action_box(page, app)
         box.fill(before)
         box.press("Tab")
     assert not app.jobs.is_busy()
+
+
+def test_browser_train_asks_before_a_run_evaluated_on_one_row(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Train")
+    rows = page.get_by_label("Max validation/test rows", exact=True)
+    rows.fill("1")
+    rows.press("Tab")
+    page.get_by_role("button", name="Start training").click()
+    action = page.locator("#train-action")
+    expect(action).to_contain_text("Not started yet: this run needs a yes first.")
+    expect(action).to_contain_text("It evaluates on 1 validation and 1 test rows")
+    anyway = page.get_by_role("button", name="Start anyway")
+    expect(anyway).to_be_visible()
+    action.scroll_into_view_if_needed()
+    shot(page, "newcomer-train-asks")
+    assert not app.jobs.is_busy()
+    anyway.click()
+    expect(action).to_contain_text(re.compile(r"Started run \S+"))
+    expect(anyway).to_be_hidden()
+    page.get_by_role("button", name="Cancel", exact=True).click()
+    expect(page.locator("#train-status")).to_contain_text(re.compile(r"Run \S+: cancelled"))
