@@ -413,12 +413,50 @@ def check_ranges(config: Any, section: str) -> None:
                 raise ConfigError(refusal(o, value, name, unset="None"), option=o, value=value)
 
 
-def _parse_value(o: Option, text: str) -> Any:
-    if o.optional and text.strip().lower() in ("", "none"):
-        return None
-    if o.name == "target_modules":
-        return text if text == "all-linear" else [m.strip() for m in text.split(",") if m.strip()]
-    return o.kind(text)
+class _Parser:
+    """argparse's `type` for one option: the value, or ArgumentTypeError saying what the flag
+    takes ("argument --epochs: 'abc' is not a number above 0 (the default is 1)"). A class,
+    not a partial: argparse names a failing `type` by its repr."""
+
+    def __init__(self, o: Option) -> None:
+        self.o = o
+        self.__name__ = o.flag
+
+    def __call__(self, text: str) -> Any:
+        o = self.o
+        if o.optional and text.strip().lower() in ("", "none"):
+            return None
+        if o.name == "target_modules":
+            if text == "all-linear":
+                return text
+            return [m.strip() for m in text.split(",") if m.strip()]
+        if o.kind not in (int, float):
+            return o.kind(text)
+        try:
+            value: Any = float(text)
+        except ValueError:
+            value = text
+        if isinstance(value, float) and o.kind is int and value.is_integer():
+            value = int(value)
+        if not in_range(o, value):
+            default = "" if o.default is None else f" (the default is {value_text(o.default)})"
+            allowed = allowed_values(o, unset="'none'")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}{default}")
+        return value
+
+
+def _shared_help(texts: list[str]) -> str:
+    """One help line for a flag that sets several fields (--seed): "Seed for X, and for Y."
+    rather than "Seed for X. Seed for Y."."""
+    merged = texts[0]
+    for text in texts[1:]:
+        first, words = merged.split(), text.split()
+        same = 0
+        while same < min(len(first), len(words)) - 1 and first[same] == words[same]:
+            same += 1
+        rest = " ".join(words[max(same - 1, 0) :] if same else words)
+        merged = f"{merged.rstrip('.')}, and {rest}"
+    return merged
 
 
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
@@ -433,7 +471,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         seen.add(o.flag)
         dest = o.flag[2:].replace("-", "_")
         # a shared flag (--seed) says what each of its fields does
-        text = " ".join(dict.fromkeys(x.help for x in options() if x.flag == o.flag))
+        text = _shared_help(list(dict.fromkeys(x.help for x in options() if x.flag == o.flag)))
         if o.kind is bool:
             action = argparse.BooleanOptionalAction if o.default else "store_true"
             parser.add_argument(
@@ -448,7 +486,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             o.flag,
             dest=dest,
-            type=functools.partial(_parse_value, o),
+            type=_Parser(o),
             default=o.default,
             choices=o.choices,
             metavar=None if o.choices else _METAVARS.get(o.kind, "VALUE"),

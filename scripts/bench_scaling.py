@@ -43,7 +43,7 @@ def run(args, gpus: int, out: Path) -> dict:
     options = [
         "--approach", args.approach, "--data", args.data, "--max-steps", str(args.steps),
         "--batch-size", str(args.batch_size), "--max-eval-rows", str(args.eval_rows),
-        "--run-dir", str(folder), "--progress-json",
+        "--run-dir", str(folder), "--progress-json", "--yes",  # a timing, not a model to judge
     ]  # fmt: skip
     script = str(REPO / "scripts" / "train.py")
     if gpus == 1:

@@ -225,6 +225,7 @@ def test_gradient_summed_over_two_processes_equals_one_process_gradient(tmp_path
 
 def cli_args(model_dir: Path, data: Path, out: Path, approach: str, steps: int) -> list[str]:
     return [
+        "--yes",  # 32 evaluation rows: a test of the launcher, not a model to judge
         "--approach",
         approach,
         "--model",

@@ -254,10 +254,12 @@ def describe_job_end(snap: dict[str, Any], report: dict[str, Any] | None = None)
 
 
 def runs_table(runs_dir: str | Path) -> pd.DataFrame:
-    """Past runs (newest first) with the columns worth a glance."""
+    """Past runs (newest first) with the columns worth a glance; runs that failed before
+    their first step (bad data, a refusal) are left out: they hold nothing to look at."""
     from noshow.training.runs import list_runs
 
     frame = list_runs(runs_dir)
+    frame = frame[~frame["before_training"].astype(bool)]
     frame = frame[[c for c in RUNS_COLUMNS if c in frame.columns]].copy()
     if "created" in frame.columns:
         frame["created"] = frame["created"].map(
