@@ -857,6 +857,8 @@ def test_app_refuses_an_unknown_record_id_clearly(app, adapters):
         123, adapters.generative, adapters.classifier, api_name="/compare_record"
     )
     assert "Record 123 is not in the loaded data" in out[-1]
+    assert "Unexpected error" not in out[-1] and "LookupError" not in out[-1]
+    assert "Pick a row from the Data tab&#x27;s table." in out[-1]  # this tab has no table
 
 
 def test_app_what_if_scores_the_changed_statement_with_all_three_models(app, adapters):

@@ -41,6 +41,7 @@ _USER_ERROR_NAMES = {
     "LabelError",
     "TrainingError",
     "PredictError",
+    "RecordNotFound",
 }
 
 CSS = """

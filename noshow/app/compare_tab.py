@@ -284,7 +284,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
 
         try:
             entry = ctx.get_data(key)
-            row = find_record(entry.frame, rid)
+            row = find_record(entry.frame, rid, table="the Data tab's table")
         except (LookupError, ValueError) as e:
             return gr.update(), gr.update(), gr.update(), gr.update(), error_box(user_message(e))
         text = str(row["statement"])

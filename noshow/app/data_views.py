@@ -355,16 +355,23 @@ class RecordView:
     details: str  # Markdown: label, split and the tabular fields
 
 
-def find_record(frame: pd.DataFrame, record_id: Any) -> pd.Series:
-    """The row with `record_id`; LookupError with a clear message when absent."""
+class RecordNotFound(LookupError):
+    """A record id that is missing or not in the loaded data; its message is written for
+    users (`noshow.app.common.user_message` shows it as it is)."""
+
+
+def find_record(frame: pd.DataFrame, record_id: Any, *, table: str = "the table") -> pd.Series:
+    """The row with `record_id`; RecordNotFound with a clear message when absent. `table`
+    names where the ids are listed, as seen from the caller's tab ("the Data tab's table")."""
     rid = _number(record_id)
+    click = " or click a row" if table == "the table" else ""
     if rid is None:
-        raise LookupError("Enter a record id (the first column of the table) or click a row.")
+        raise RecordNotFound(f"Enter a record id (the first column of {table}){click}.")
     hits = frame.index[frame["record_id"].to_numpy() == int(rid)]
     if len(hits) == 0:
-        raise LookupError(
+        raise RecordNotFound(
             f"Record {int(rid)} is not in the loaded data ({len(frame):,} rows). "
-            "Pick a row from the table."
+            f"Pick a row from {table}."
         )
     return frame.loc[hits[0]]
 
