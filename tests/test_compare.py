@@ -899,6 +899,34 @@ def test_app_answers_an_empty_statement_with_a_message(app, adapters):
     )
     assert summary is None and html == ""
     assert "statement is empty" in message
+    # the buttons' own names: Compare, Score this record, Render and compare
+    assert "press Compare" in message and "Render and compare" in message
+    assert "Score this record" in message and "press Render." not in message
+
+
+def test_compare_messages_name_the_buttons_on_the_page(app):
+    # Messages once said "press Render" and "Press Run" for buttons called otherwise.
+    import gradio as gr
+
+    from noshow.app.compare_batch_panel import STOPPED_MESSAGE
+    from noshow.app.compare_slots import load_slot
+    from noshow.app.compare_tab import _adapters_note
+
+    on_page = {b.value for b in app.demo.blocks.values() if isinstance(b, gr.Button)}
+    with pytest.raises(CompareInputError) as empty:
+        prepare_statement("  ")
+    messages = [
+        str(empty.value),
+        STOPPED_MESSAGE,
+        load_slot("", "generative")[1],
+        _adapters_note({}),
+    ]
+    for message in messages:
+        presses = [m.end() for m in re.finditer(r"\b[Pp]ress ", message)]
+        assert presses, message
+        for at in presses:
+            named = [label for label in on_page if message[at:].startswith(label)]
+            assert named, f"{message[at : at + 30]!r} names no button of {sorted(on_page)}"
 
 
 def test_app_truncates_a_very_long_statement_with_a_notice(app, adapters):

@@ -33,9 +33,9 @@ from noshow.app.compare_batch import (
     select_eval_rows,
     write_predictions_csv,
 )
-from noshow.app.compare_input import CompareInputError
+from noshow.app.compare_input import BATCH_BUTTON, CompareInputError
 
-STOPPED_MESSAGE = "Batch comparison stopped. Press Run to start a new one."
+STOPPED_MESSAGE = f"Batch comparison stopped. Press {BATCH_BUTTON} to start a new one."
 # A public Space shares one CPU between visitors: keep batch runs short there.
 DEMO_BATCH_ROWS = 500
 # Batch evaluations: two at a time, one per session (noshow.inference.serving.BackgroundJobs).
@@ -79,7 +79,7 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                 "replacing the data set's.",
             )
         with gr.Row():
-            batch_btn = gr.Button("Run batch comparison", variant="primary", elem_id="batch-run")
+            batch_btn = gr.Button(BATCH_BUTTON, variant="primary", elem_id="batch-run")
             stop_btn = gr.Button("Stop", variant="stop", elem_id="batch-stop")
         batch_msg = gr.HTML(elem_id="batch-progress")
         summary_md = gr.Markdown()

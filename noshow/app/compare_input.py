@@ -20,6 +20,12 @@ from typing import Any
 import numpy as np
 
 MAX_STATEMENT_CHARS = 2000
+# The tab's buttons, named once: the layout shows these labels and messages name them.
+COMPARE_BUTTON = "Compare"
+RECORD_BUTTON = "Score this record"
+FORM_BUTTON = "Render and compare"
+REFRESH_BUTTON = "Refresh adapter lists"
+BATCH_BUTTON = "Run batch comparison"
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 NEIGHBOURHOODS = [  # the form's list: the 15 with most appointments in the Kaggle file
     "JARDIM CAMBURI",
@@ -77,8 +83,9 @@ def prepare_statement(text: Any) -> tuple[str, str | None]:
     statement = "" if text is None else clean_text(str(text)).strip()
     if not statement:
         raise CompareInputError(
-            "The statement is empty: type one, pick an example, choose a record id or fill "
-            "the form and press Render."
+            f"The statement is empty: type one and press {COMPARE_BUTTON}, click an example, "
+            f"enter a record id and press {RECORD_BUTTON}, or fill the form and press "
+            f"{FORM_BUTTON}."
         )
     if len(statement) <= MAX_STATEMENT_CHARS:
         return statement, None

@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from noshow.app.compare_input import REFRESH_BUTTON
 from noshow.config import APPROACHES
 
 # How long a Compare waits for its forward before the slot says the server is too busy.
@@ -82,7 +83,7 @@ def load_slot(
     scheduler, as background work (chunked, behind Compares) when `background`."""
     if not path or not str(path).strip():
         return None, (
-            f"No {approach} adapter chosen: pick one from the list (press Refresh after a "
+            f"No {approach} adapter chosen: pick one from the list (press {REFRESH_BUTTON} after a "
             "training run finishes) or train one in the Train tab."
         )
     service = as_service(source)

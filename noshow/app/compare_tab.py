@@ -47,9 +47,13 @@ from noshow.app.compare_cards import (
     what_if_summary,
 )
 from noshow.app.compare_input import (
+    COMPARE_BUTTON,
     CONDITIONS,
+    FORM_BUTTON,
     FORM_DEFAULTS,
     NEIGHBOURHOODS,
+    RECORD_BUTTON,
+    REFRESH_BUTTON,
     WEEKDAYS,
     WHAT_IF_FACTS,
     CompareInputError,
@@ -117,7 +121,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             allow_custom_value=True,
             scale=3,
         )
-        refresh_btn = gr.Button("Refresh adapter lists", scale=1, size="sm")
+        refresh_btn = gr.Button(REFRESH_BUTTON, scale=1, size="sm")
     adapters_msg = gr.HTML(_adapters_note(start))
     row_state = gr.State(None)
     gen_chosen, clf_chosen = ctx.adapter_inputs()
@@ -137,13 +141,13 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                     gr.Button(ex.label, size="sm", elem_classes=["noshow-example"])
                     for ex in EXAMPLES
                 ]
-            compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
+            compare_btn = gr.Button(COMPARE_BUTTON, variant="primary", elem_id="compare-run")
         with gr.Column(scale=2, min_width=300):
             with gr.Accordion("Pick a data set row", open=False, elem_id="compare-record-box"):
                 record_id = gr.Number(
                     label="Record id (AppointmentID)", precision=0, elem_id="compare-record-id"
                 )
-                record_btn = gr.Button("Score this record", size="sm", elem_id="compare-record")
+                record_btn = gr.Button(RECORD_BUTTON, size="sm", elem_id="compare-record")
             with gr.Accordion("Fill a form", open=False):
                 with gr.Row():
                     f_age = gr.Number(FORM_DEFAULTS["age"], label="Age", precision=0)
@@ -166,7 +170,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 with gr.Row():
                     f_prior = gr.Number(0, label="Earlier appointments", precision=0)
                     f_missed = gr.Number(0, label="Earlier no-shows", precision=0)
-                form_btn = gr.Button("Render and compare", size="sm", elem_id="compare-form")
+                form_btn = gr.Button(FORM_BUTTON, size="sm", elem_id="compare-form")
 
     message = gr.HTML()
     result_html = gr.HTML(elem_id="compare-result")
@@ -477,5 +481,5 @@ def _adapters_note(found: dict[str, list[tuple[str, str]]]) -> str:
         return ""
     return info_box(
         f"No finished {' or '.join(missing)} adapter yet: train one in the Train tab (the quick "
-        "CPU demo takes a minute), then press Refresh."
+        f"CPU demo takes a minute), then press {REFRESH_BUTTON}."
     )
