@@ -128,15 +128,28 @@ def test_browser_typed_statement_gets_a_baseline_read_from_its_text_or_a_reason(
     baseline = page.locator('#compare-result .noshow-card[data-approach="baseline"]')
     expect(baseline.locator(".noshow-p")).to_have_count(1)
     expect(baseline).to_contain_text("Facts: read from the statement.")
+    # The same facts in other words: read with confidence, the baseline scores.
+    other = text.replace(" receives no welfare scholarship", " gets no welfare payments")
+    other = other.replace(" got no SMS reminder", " was not sent a text reminder")
+    assert other.count("no welfare payments") == other.count("not sent a text") == 1
+    page.locator("#compare-statement textarea").fill(other)
+    page.locator("#compare-run").click()
+    expect(baseline).to_contain_text("Facts: read from the statement (in other words).")
+    expect(baseline.locator(".noshow-p")).to_have_count(1)
     page.locator("#compare-statement textarea").fill("She often forgets; lives far away.")
     page.locator("#compare-run").click()
-    expect(baseline).to_contain_text(
-        "No baseline: the text does not follow the statement template at the person."
-    )
+    expect(baseline).to_contain_text("No baseline: could not read the age, the weekday")
     expect(page.locator(THREE_P)).to_have_count(2)  # the adapters still score
     hybrid = page.locator('#compare-result .noshow-card[data-approach="hybrid"]')
     expect(hybrid.first).to_contain_text("No hybrid: it needs the appointment's facts")
+    expect(hybrid.first).to_contain_text("could not read the age")
     shot(page, "compare-2-free-text")
+    page.locator("#compare-statement textarea").fill(
+        "Uma mulher de 34 anos tem uma consulta marcada na sexta-feira, sem lembrete."
+    )
+    page.locator("#compare-run").click()
+    expect(page.get_by_text("The text does not look like English")).to_be_visible()
+    shot(page, "compare-2b-not-english")
 
 
 def test_browser_data_set_row_is_scored_at_once_with_its_true_label(page, app):

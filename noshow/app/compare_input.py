@@ -183,9 +183,12 @@ def resolve_facts(
     """(row, where the facts came from, why there are none, true label) for `statement`.
 
     `state` is what produced the text in the box (form, example, data set row) and counts
-    while the text is unchanged; otherwise the facts are read back from the statement
-    (`noshow.data.statements.parse_statement`), and the reason says where that failed.
+    while the text is unchanged; otherwise the facts are read back from the statement: in the
+    template's words (`noshow.data.statements.parse_statement`), else in other words where
+    each fact can be read with confidence (`noshow.data.facts.read_facts`), and the reason
+    names the facts it could not read.
     """
+    from noshow.data.facts import read_facts
     from noshow.data.statements import StatementParseError, parse_statement
 
     if isinstance(state, Mapping) and state.get("statement") == statement and state.get("row"):
@@ -193,9 +196,11 @@ def resolve_facts(
         return dict(state["row"]), state.get("source"), None, None if truth is None else int(truth)
     try:
         return parse_statement(statement), "read from the statement", None, None
-    except StatementParseError as e:
-        where = str(e).split(":", 1)[0].rstrip(".")  # "The text does not follow ... at the booking"
-        return None, None, f"No baseline: {where[:1].lower()}{where[1:]}.", None
+    except StatementParseError:
+        reading = read_facts(statement)
+    if reading.row is not None:
+        return reading.row, "read from the statement (in other words)", None, None
+    return None, None, f"No baseline: {reading.why_not()}.", None
 
 
 # ----------------------------------------------------------------------------- what-if

@@ -67,13 +67,20 @@ def compare_statement(
     `base_rate` the train split's no-show rate. `source` (or `loader`): see `as_service`;
     `owner` is the caller's session for the scheduler's fair queue.
 
+    `notice` says when the text was cut or is not one the adapters were trained for (not
+    English, not about an appointment, contradicting itself: `noshow.data.facts.text_notes`).
+
     Returns {statement, notice, generative, classifier, baseline, hybrid ({approach: slot}),
     agree, agree_text, row, facts_source, truth, base_rate, server_ms}; each slot is a
     `score_slot` dict whose `error` says why it has no score. Raises CompareInputError for an
     empty statement.
     """
+    from noshow.data.facts import text_notes
+
     start = time.perf_counter()
     statement, notice = prepare_statement(text)
+    # A text the adapters were not trained for is still scored, with a word of warning.
+    notice = " ".join(part for part in (notice, *text_notes(statement)) if part) or None
     paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
     service = as_service(source if source is not None else loader)
     out, pending = submit_statements([statement], paths, service, owner)
@@ -81,7 +88,11 @@ def compare_statement(
     slots = collect_slots(out, pending, paths, 1)
     predictors = {approach: predictor for approach, (predictor, _) in pending.items()}
     hybrids = score_hybrids(
-        predictors, {a: [slots[a][0].get("p")] for a in predictors}, [row], tuned_baselines
+        predictors,
+        {a: [slots[a][0].get("p")] for a in predictors},
+        [row],
+        tuned_baselines,
+        why_no_facts=(reason or "").removeprefix("No baseline: ").rstrip(".") or None,
     )
     gen, clf = slots[GENERATIVE][0], slots[CLASSIFIER][0]
     agree = None
