@@ -866,10 +866,11 @@ def test_app_scores_the_baseline_and_hybrids_of_a_statement_in_other_words(app, 
     ],
 )
 def test_app_notes_a_text_the_models_were_not_trained_for(app, adapters, text, note):
-    _, summary, message = app.client.predict(
+    html, summary, message = app.client.predict(
         text, adapters.generative, adapters.classifier, api_name="/compare"
     )
     assert note in message and "the scores may mean little" in message.replace("their ", "the ")
+    assert note not in html  # shown once, in the message box
     assert summary["classifier"]["p"] is not None  # still scored, with the note beside it
 
 

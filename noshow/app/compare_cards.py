@@ -193,9 +193,7 @@ def render_compare_html(result: Mapping[str, Any]) -> str:
         _card(slot, f"Hybrid: {approach} + tabular", rate, truth)
         for approach, slot in (result.get(HYBRID) or {}).items()
     ]
-    parts = []
-    if result.get("notice"):
-        parts.append(f'<div class="noshow-msg-info">{html.escape(result["notice"])}</div>')
+    parts = []  # the notice (text cut, not English, ...) is the message box's, shown once
     if truth is not None:
         where = f" ({html.escape(str(facts))})" if facts else ""
         outcome = "missed the appointment" if int(truth) else "showed up"
