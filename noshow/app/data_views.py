@@ -30,6 +30,7 @@ from noshow.app.data_cache import (
     SYNTHETIC_SOURCE,
     DataCache,
     DataEntry,
+    RecordNotFound,
     file_fingerprint,
 )
 from noshow.system.redact import redact_library_paths
@@ -327,8 +328,7 @@ def page_of(
     """(rows of page `page`, the page actually shown, number of pages); pages count from 1
     and out-of-range pages are clamped."""
     n_pages = max(1, -(-len(frame) // page_size))
-    p = _number(page)
-    p = 1 if p is None else int(min(max(p, 1), n_pages))
+    p = int(min(max(_number(page) or 1, 1), n_pages))  # not a number (or 0): page 1
     start = (p - 1) * page_size
     return frame.iloc[start : start + page_size], p, n_pages
 
@@ -355,18 +355,11 @@ class RecordView:
     details: str  # Markdown: label, split and the tabular fields
 
 
-class RecordNotFound(LookupError):
-    """A record id that is missing or not in the loaded data; its message is written for
-    users (`noshow.app.common.user_message` shows it as it is)."""
-
-
 def find_record(frame: pd.DataFrame, record_id: Any, *, table: str = "the table") -> pd.Series:
-    """The row with `record_id`; RecordNotFound with a clear message when absent. `table`
-    names where the ids are listed, as seen from the caller's tab ("the Data tab's table")."""
+    """The row with `record_id`, else RecordNotFound; `table` is where the ids are listed."""
     rid = _number(record_id)
-    click = " or click a row" if table == "the table" else ""
     if rid is None:
-        raise RecordNotFound(f"Enter a record id (the first column of {table}){click}.")
+        raise RecordNotFound(f"Enter a record id (the first column of {table}).")
     hits = frame.index[frame["record_id"].to_numpy() == int(rid)]
     if len(hits) == 0:
         raise RecordNotFound(
