@@ -167,6 +167,18 @@ def test_browser_typed_statement_gets_a_baseline_read_from_its_text_or_a_reason(
     shot(page, "compare-2b-not-english")
 
 
+def test_browser_batch_slider_promises_the_speed_measured_on_this_machine(page):
+    from playwright.sync_api import expect
+
+    page.get_by_text("Batch: evaluate on the test split").click()
+    rows = page.locator("#batch-rows")
+    # The page's warm-up scored the examples: the slider gives the speed measured from them.
+    expect(rows).to_contain_text(re.compile(r"On this machine: about [\d.]+ rows a second"))
+    expect(rows).not_to_contain_text("about 5 rows a second")
+    rows.scroll_into_view_if_needed()
+    shot(page, "compare-5-batch-speed")
+
+
 def test_browser_data_set_row_is_scored_at_once_with_its_true_label(page, app):
     from playwright.sync_api import expect
 

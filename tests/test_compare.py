@@ -741,6 +741,18 @@ def test_progress_panel_shows_rows_elapsed_time_and_time_left():
     assert "Closing the page or pressing Stop ends it" in html
 
 
+def test_batch_speed_comes_from_this_machines_measurements_never_a_constant():
+    from noshow.app.compare_batch import batch_speed_note
+
+    unmeasured = batch_speed_note({"generative": None, "classifier": 0.2})
+    assert "measured once both adapters have scored here" in unmeasured
+    assert not re.search(r"\d", unmeasured)  # no figure it has not measured
+    forwards = batch_speed_note({"generative": 0.5, "classifier": 1.0})
+    assert "about 0.67 rows a second (their model time here; a batch also waits" in forwards
+    batch = batch_speed_note({"generative": 0.5, "classifier": 1.0}, (200, 660.0))
+    assert "about 0.3 rows a second (the last batch here: 200 rows in 11m 00s)" in batch
+
+
 def test_predictions_csv_neutralises_spreadsheet_formulas_and_keeps_numbers(tmp_path):
     preds = pd.DataFrame(
         {

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from noshow.app.common import export_folder
+from noshow.app.common import export_folder, format_duration
 from noshow.app.compare_baseline import Baseline, TunedBaselines, score_hybrids
 from noshow.app.compare_cards import label_text
 from noshow.app.compare_input import CompareInputError
@@ -50,6 +50,35 @@ from noshow.app.compare_slots import (
 DEFAULT_BATCH_ROWS = 1000
 DEFAULT_BATCH_ROWS_CPU = 200
 DISAGREEMENT_ROWS = 20
+BATCH_ROWS_INFO = "A stratified sample when the split is larger."
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def batch_speed_note(
+    seconds_per_statement: Mapping[str, float | None],
+    last_batch: tuple[int, float] | None = None,
+) -> str:
+    """The rows slider's line on speed, from what this machine measured: the last batch of
+    these adapters (rows, seconds end to end) when there was one, else the scheduler's model
+    time per statement of each adapter (a lower bound: a batch also waits behind Compares
+    and fits the baselines), else a word that it is not measured yet. Never a constant: a
+    promise of "5 rows a second" met 0.3 on a loaded 2-core machine."""
+    if last_batch and last_batch[0] > 0 and last_batch[1] > 0:
+        rows, seconds = last_batch
+        rate = rows / seconds
+        basis = f"the last batch here: {rows:,} rows in {format_duration(seconds)}"
+    else:
+        per = [s for s in seconds_per_statement.values() if s]
+        if not per or len(per) < len(seconds_per_statement):
+            return (
+                f"{BATCH_ROWS_INFO} Speed on this machine: measured once both adapters have "
+                "scored here."
+            )
+        rate = 1 / sum(per)
+        basis = "their model time here; a batch also waits behind Compares, so it is slower"
+    return f"{BATCH_ROWS_INFO} On this machine: about {rate:.2g} rows a second ({basis})."
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -283,8 +312,6 @@ def batch_compare(
 def progress_html(progress: Mapping[str, Any]) -> str:
     """A batch job's progress (a `BackgroundJob.snapshot()` or its fields): a bar, scores
     done (rows x adapters), time so far and the estimate of the time left."""
-    from noshow.app.common import format_duration
-
     done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
     fraction = done / total if total else 0.0
     eta = progress.get("eta_s")

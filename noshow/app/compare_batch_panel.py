@@ -28,6 +28,7 @@ from noshow.app.compare_batch import (
     BatchProgress,
     batch_compare,
     batch_figures,
+    batch_speed_note,
     batch_summary,
     progress_html,
     select_eval_rows,
@@ -54,12 +55,28 @@ def _default_batch_rows(cap: int) -> int:
     return min(DEFAULT_BATCH_ROWS if gpu else DEFAULT_BATCH_ROWS_CPU, cap)
 
 
-def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf_dd: Any) -> None:
+def build_batch_panel(
+    ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf_dd: Any
+) -> dict[str, Any]:
     """Lay out the batch panel inside the current Blocks and wire its Run and Stop buttons;
     the adapters are the ones chosen in `gen_dd` / `clf_dd`, the baselines come from the
-    tab's `baselines` cache."""
+    tab's `baselines` cache. Returns the rows slider and `speed` (gen, clf) -> its update
+    with the speed this machine measured (the tab calls it once the adapters have warmed up)."""
+    from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, load_slot
+
     service = ctx.adapters
     row_cap = DEMO_BATCH_ROWS if ctx.demo_mode else 5000
+    finished: dict[tuple[str, str], tuple[int, float]] = {}  # (gen, clf) -> rows, seconds
+
+    def speed(gen_path, clf_path):
+        """The slider's info with this machine's measured speed for these adapters."""
+        per: dict[str, float | None] = {}
+        for approach, path in ((GENERATIVE, gen_path), (CLASSIFIER, clf_path)):
+            predictor, _ = load_slot(path, approach, service)
+            plain = getattr(predictor, "predictor", None)
+            per[approach] = service.scheduler.seconds_per_statement(plain) if plain else None
+        last = finished.get((str(gen_path), str(clf_path)))
+        return gr.update(info=batch_speed_note(per, last))
 
     with gr.Accordion("Batch: evaluate on the test split", open=False, elem_id="compare-batch"):
         with gr.Row():
@@ -69,8 +86,8 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                 value=_default_batch_rows(row_cap),
                 step=10,
                 label="Rows to evaluate (at most)",
-                info="A stratified sample when the split is larger. On a CPU both adapters "
-                "score about 5 rows a second.",
+                info=batch_speed_note({GENERATIVE: None, CLASSIFIER: None}),
+                elem_id="batch-rows",
             )
             gold = gr.Checkbox(
                 False,
@@ -149,6 +166,9 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                 yield (*empty, error_box(f"The batch comparison did not finish: {reason}."))
                 return
             result, figures, path = job.result
+            if result.predictions is not None and len(result.predictions):
+                seconds = float(job.snapshot()["elapsed_s"])
+                finished[(str(gen_path), str(clf_path))] = (len(result.predictions), seconds)
             yield (
                 batch_summary(result),
                 result.metrics,
@@ -172,7 +192,7 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
         concurrency_id="compare_batch",
         concurrency_limit=BATCH_CONCURRENCY,
         show_progress="hidden",  # the progress panel in the message says more
-    )
+    ).then(speed, [gen_dd, clf_dd], max_rows, api_visibility="private", show_progress="hidden")
 
     def stop_batch(request: gr.Request):
         """Cancel this browser's batch job; its generator then says "stopped" as its last
@@ -181,3 +201,4 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
             job.cancel()
 
     stop_btn.click(stop_batch, None, None, api_visibility="private", show_progress="hidden")
+    return {"max_rows": max_rows, "speed": speed}

@@ -200,7 +200,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         summary_json = gr.JSON(label="Comparison")
         wi_json = gr.JSON(label="What-if")
 
-    build_batch_panel(ctx, baselines, gen_dd, clf_dd)
+    batch = build_batch_panel(ctx, baselines, gen_dd, clf_dd)
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -465,6 +465,12 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             api_visibility="private",
             show_progress="hidden",
             **interactive,
+        ).then(  # the examples were just scored: the batch slider says this machine's speed
+            batch["speed"],
+            [gen_dd, clf_dd],
+            batch["max_rows"],
+            api_visibility="private",
+            show_progress="hidden",
         )
 
     return {
