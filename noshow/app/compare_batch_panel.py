@@ -35,6 +35,7 @@ from noshow.app.compare_batch import (
     write_predictions_csv,
 )
 from noshow.app.compare_input import BATCH_BUTTON, CompareInputError
+from noshow.app.compare_stacked import stacked_cache
 
 STOPPED_MESSAGE = f"Batch comparison stopped. Press {BATCH_BUTTON} to start a new one."
 # A public Space shares one CPU between visitors: keep batch runs short there.
@@ -138,6 +139,7 @@ def build_batch_panel(
                     clf_path,
                     lambda: baselines.get(entry),
                     tuned_baselines=baselines.tuned(entry, None),
+                    stacked_models=stacked_cache(ctx.extras, baselines).source(entry, None),
                     source=service,
                     owner=owner,
                     on_progress=report,

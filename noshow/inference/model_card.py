@@ -24,6 +24,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from noshow.evaluation.metrics import format_auc
+from noshow.inference.card_quality import CARD_KEYS, quality_sections
 from noshow.modeling.approaches import get_approach
 
 CARD_VERSION = 1
@@ -57,6 +58,7 @@ CARD_MODELS = (
     ("model", "This adapter"),
     ("model_uncalibrated", "This adapter, uncalibrated"),
     ("hybrid", "Hybrid (adapter + baseline)"),
+    ("stacked", "Stacked (tabular model + adapter score)"),
     ("baseline", "Tuned baseline"),
     ("baseline_untuned", "Untuned baseline"),
 )
@@ -288,6 +290,7 @@ def _card_body(card: Mapping[str, Any]) -> str:
             out += ["", f"![Reliability diagram before and after calibration]({RELIABILITY_PNG})"]
     if card.get("baseline_note"):
         out.append(f"Baseline: {card['baseline_note']}.")
+    out += quality_sections(card)  # stacked, both adapters, recalibration, a clinic's rate
     out += ["", "## CI check figure", ""]
     ci = card.get("ci_check")
     if ci:
@@ -444,8 +447,16 @@ def build_card(
         "command_reconstructed": not command,
         "test_metrics": {
             key: report.get(key)
-            for key in ("model", "model_uncalibrated", "hybrid", "baseline", "baseline_untuned")
+            for key in (
+                "model",
+                "model_uncalibrated",
+                "hybrid",
+                "stacked",
+                "baseline",
+                "baseline_untuned",
+            )
         },
+        **{key: report.get(key) for key in CARD_KEYS},
         "differences": report.get("differences") or [],
         "calibration": report.get("calibration"),
         "quantize_trained": meta.get("quantize"),
