@@ -650,6 +650,7 @@ def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_af
         "tabular baseline",
         "hybrid (generative + tabular)",
         "hybrid (classifier + tabular)",
+        "tuned tabular baseline",  # the tabular model the hybrids blend
     ]
     assert all(re.fullmatch(r"\d\.\d{3}-\d\.\d{3}", ci) for ci in metrics["ROC-AUC 95% CI"])
     # the hybrid leans on the baseline (the label is age < 30): it beats the noisy adapter
@@ -928,12 +929,35 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
     job = app.client.submit(
         adapters.generative, adapters.classifier, 40, False, api_name="/compare_batch"
     )
-    summary, metrics, roc, calibration, confusion, disagreements, csv_path, message = job.result(
-        300
-    )
+    outputs = job.result(300)
+    summary, metrics, roc, calibration, confusion, disagreements, csv_path = outputs[:7]
+    net_plot, net_text, capacity, capacity_text, capacity_plot = outputs[7:12]
+    subgroup_model, subgroups, subgroup_text, message = outputs[12:]
     progress = [out[-1] for out in job.outputs()[:-1]]
     assert progress and all("noshow-batch-progress" in p for p in progress)
-    assert message == "", message
+    assert 'class="noshow-batch-done"' in message and "data-scores-ready-ms" in message
+    # what a clinic acts on, from the same 40 rows (each figure: tests/test_clinical_eval.py)
+    assert net_plot is not None and capacity_plot is not None
+    assert "is the better policy" in net_text or "No model does better" in net_text
+    capacity = table(capacity)
+    assert list(capacity["model"])[-1] == "calling at random"
+    assert [c for c in capacity.columns if c.startswith("top ")] == [
+        "top 5% (2 calls)",
+        "top 10% (4 calls)",
+        "top 20% (8 calls)",
+        "top 30% (12 calls)",
+    ]
+    assert capacity_text.startswith("**Capacity.** Calling the top 10% (4 of 40 appointments)")
+    subgroups = table(subgroups)
+    assert subgroup_model["value"] == "classifier"
+    assert subgroups["group"].iloc[0] == "all appointments"
+    assert {"women", "men", "first visits"} <= set(subgroups["group"])
+    assert "ROC-AUC (95% CI)" in subgroups.columns and "**Subgroups**" in subgroup_text
+    share_table, share_text, _ = app.client.predict(25, api_name="/batch_capacity")
+    assert "top 25% (10 calls)" in table(share_table).columns
+    assert "Calling the top 25% (10 of 40 appointments)" in share_text
+    other, _ = app.client.predict("generative", api_name="/batch_subgroups")
+    assert len(table(other)) == len(subgroups)
     metrics = table(metrics)
     assert list(metrics["model"]) == [
         "generative",
@@ -941,6 +965,7 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
         "tabular baseline",
         "hybrid (generative + tabular)",
         "hybrid (classifier + tabular)",
+        "tuned tabular baseline",  # the tabular model the hybrids blend
     ]
     assert metrics["ROC-AUC 95% CI"].str.fullmatch(r"\d\.\d{3}-\d\.\d{3}").all()
     for column in ("ROC-AUC", "PR-AUC", "F1", "sensitivity", "specificity", "Brier"):

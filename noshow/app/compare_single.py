@@ -24,6 +24,7 @@ from noshow.app.compare_baseline import (
     score_hybrids,
 )
 from noshow.app.compare_cards import agreement_text
+from noshow.app.compare_facts import score_rows
 from noshow.app.compare_input import (
     CompareInputError,
     change_fact,
@@ -129,11 +130,8 @@ def what_if(
         raise CompareInputError(f"{fact} is already {old}: pick another value to compare.")
     before, after = render_statement(row), render_statement(changed)
     paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
-    service = as_service(source)
-    out, pending = submit_statements([before, after], paths, service, owner)
-    base = score_baseline_rows_on_cpu_thread(baseline, [row, changed])
-    slots = collect_slots(out, pending, paths, 2)
-    slots[BASELINE] = base
+    # the same scoring as the facts' bars (noshow.app.compare_facts)
+    slots = score_rows([row, changed], paths, baseline, source, owner)
     return {
         "fact": fact,
         "old": old,

@@ -34,6 +34,7 @@ THRESHOLD_SOURCE = "chosen on the adapter's validation split, where F1 peaked"
 GENERATIVE, CLASSIFIER = APPROACHES  # the two adapter slots, by approach
 BASELINE = "baseline"
 HYBRID = "hybrid"  # a result's {approach: slot} of the adapters that carry a hybrid.json
+TUNED_BASELINE = "tuned_baseline"  # a batch's tuned tabular model (the one the hybrids blend)
 SLOT_TITLES = {
     GENERATIVE: "Generative adapter",
     CLASSIFIER: "Classifier adapter",
@@ -43,6 +44,7 @@ MODEL_NAMES = {
     GENERATIVE: "generative",
     CLASSIFIER: "classifier",
     BASELINE: "tabular baseline",
+    TUNED_BASELINE: "tuned tabular baseline",
 }
 
 
