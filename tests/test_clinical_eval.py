@@ -15,6 +15,7 @@ import pytest
 
 from noshow.evaluation.clinical import clinical_report
 from noshow.evaluation.decision import (
+    POLICY_NAMES,
     TREAT_ALL,
     capacity_table,
     cluster_ratio,
@@ -68,19 +69,20 @@ def test_net_benefit_interval_is_the_cluster_robust_one_by_hand():
 
 
 def test_decision_sentence_names_the_range_where_a_model_is_the_better_policy():
-    ranges = [
-        {"policy": "call_everyone", "from": 0.05, "to": 0.11},
-        {"policy": "classifier", "from": 0.12, "to": 0.35},
-        {"policy": "call_no_one", "from": 0.36, "to": 0.5},
-    ]
-    names = {"classifier": "the classifier adapter", "call_everyone": "calling everyone"}
-    assert describe_decision_curves(ranges, {**names, "call_no_one": "calling no one"}) == (
+    t = [0.10, 0.11, 0.12, 0.2, 0.35, 0.36, 0.5]
+    best = ["call_everyone"] * 2 + ["classifier"] * 3 + ["call_no_one"] * 2
+    names = {**POLICY_NAMES, "classifier": "classifier adapter", "hybrid": "hybrid"}
+    assert describe_decision_curves(best, t, names) == (
         "Between 12% and 35% the classifier adapter is the better policy (the highest net "
-        "benefit); up to 11% calling everyone is; from 36% on calling no one is."
+        "benefit); below 12% calling everyone is; above 35% calling no one is."
     )
-    only_simple = [{"policy": "call_no_one", "from": 0.05, "to": 0.5}]
-    assert "No model does better than calling everyone or no one" in describe_decision_curves(
-        only_simple, {"call_no_one": "calling no one"}
+    shared = ["call_everyone"] * 2 + ["classifier", "hybrid", "classifier"] + ["call_no_one"] * 2
+    assert describe_decision_curves(shared, t, names).startswith(
+        "Between 12% and 35% acting on a model is the better policy; the highest net benefit "
+        "goes to the classifier adapter at 2, the hybrid at 1 of those 3 thresholds"
+    )
+    assert describe_decision_curves(["call_no_one"] * 7, t, names) == (
+        "No model does better than calling everyone or no one at any threshold from 10% to 50%."
     )
 
 

@@ -203,7 +203,7 @@ def decision_curves(
         TREAT_NONE: {"net_benefit": [0.0] * len(t)},
         "best": best,
         "ranges": ranges,
-        "text": describe_decision_curves(ranges, label),
+        "text": describe_decision_curves(best, t, label),
     }
 
 
@@ -246,35 +246,53 @@ def _pct(value: float) -> str:
     return f"{value * 100:.0f}%"
 
 
-def describe_decision_curves(ranges: Sequence[Mapping[str, Any]], names: Mapping[str, str]) -> str:
-    """The decision curves in one or two sentences: "Between 12% and 35% the classifier
-    adapter is the better policy; below 12% calling everyone is; above 35% calling no one is."
-    Models first (where a model beats both simple policies is what matters), then the rest."""
-    if not ranges:
+def describe_decision_curves(
+    best: Sequence[str], thresholds: Sequence[float], names: Mapping[str, str]
+) -> str:
+    """The decision curves in a sentence, from the best policy at each threshold: where
+    acting on a model beats both calling everyone and calling no one, which model leads
+    there ("Between 12% and 35% the classifier adapter is the better policy"; when the lead
+    changes hands, at how many of those thresholds each leads), and what is best outside."""
+    t = [float(v) for v in thresholds]
+    if not best:
         return ""
-    first, last = ranges[0]["from"], ranges[-1]["to"]
-    parts = []
-    for r in sorted(ranges, key=lambda r: r["policy"] in POLICY_NAMES):
-        name = the(names.get(r["policy"], r["policy"]))
-        if r["from"] == first and r["to"] == last:
-            span = f"at every threshold from {_pct(first)} to {_pct(last)}"
-        elif r["from"] == first:
-            span = f"up to {_pct(r['to'])}"
-        elif r["to"] == last:
-            span = f"from {_pct(r['from'])} on"
-        elif r["from"] == r["to"]:
-            span = f"at {_pct(r['from'])}"
-        else:
-            span = f"between {_pct(r['from'])} and {_pct(r['to'])}"
-        parts.append((span, name))
-    span, name = parts[0]
-    text = f"{span[:1].upper()}{span[1:]} {name} is the better policy (the highest net benefit)"
-    rest = [f"{s} {n} is" for s, n in parts[1:]]
-    if rest:
-        text += "; " + "; ".join(rest)
-    if not any(r["policy"] not in POLICY_NAMES for r in ranges):
-        text += ". No model does better than calling everyone or no one here"
-    return text + "."
+    zone = [j for j, key in enumerate(best) if key not in POLICY_NAMES]
+    if not zone:
+        return (
+            f"No model does better than calling everyone or no one at any threshold from "
+            f"{_pct(t[0])} to {_pct(t[-1])}."
+        )
+    lo, hi = zone[0], zone[-1]
+    counts: dict[str, int] = {}
+    for j in zone:
+        counts[best[j]] = counts.get(best[j], 0) + 1
+    leaders = sorted(counts, key=lambda k: -counts[k])
+    span = (
+        f"at every threshold from {_pct(t[0])} to {_pct(t[-1])}"
+        if lo == 0 and hi == len(t) - 1
+        else f"between {_pct(t[lo])} and {_pct(t[hi])}"
+    )
+    mostly = " mostly" if len(zone) < hi - lo + 1 else ""
+    if len(leaders) == 1:
+        text = f"{span}{mostly} {the(names.get(leaders[0], leaders[0]))} is the better policy"
+        text += " (the highest net benefit)"
+    else:
+        shares = ", ".join(f"{the(names.get(k, k))} at {counts[k]}" for k in leaders)
+        text = (
+            f"{span}{mostly} acting on a model is the better policy; the highest net benefit "
+            f"goes to {shares} of those {len(zone)} thresholds, within each other's intervals "
+            "where the bands overlap"
+        )
+    outside = []
+    if lo > 0:
+        below = max(set(best[:lo]), key=best[:lo].count)
+        outside.append(f"below {_pct(t[lo])} {the(names.get(below, below))} is")
+    if hi < len(t) - 1:
+        above = max(set(best[hi + 1 :]), key=best[hi + 1 :].count)
+        outside.append(f"above {_pct(t[hi])} {the(names.get(above, above))} is")
+    if outside:
+        text += "; " + "; ".join(outside)
+    return text[:1].upper() + text[1:] + "."
 
 
 # ----------------------------------------------------------------------------- capacity

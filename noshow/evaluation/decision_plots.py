@@ -39,7 +39,7 @@ def plot_net_benefit(
         if bands and None not in curve["low"] and None not in curve["high"]:
             low = np.array(curve["low"], dtype=float) * 100
             high = np.array(curve["high"], dtype=float) * 100
-            ax.fill_between(t, low, high, color=line.get_color(), alpha=0.12, linewidth=0)
+            ax.fill_between(t, low, high, color=line.get_color(), alpha=0.08, linewidth=0)
         top = max(top, float(np.nanmax(nb)))
     everyone = np.array(curves[TREAT_ALL]["net_benefit"], dtype=float) * 100
     ax.plot(t, everyone, color="grey", linestyle="--", linewidth=1.5, label="call everyone")

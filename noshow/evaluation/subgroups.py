@@ -27,7 +27,7 @@ from noshow.evaluation.decision import _clusters, _f, cluster_mean, the
 from noshow.evaluation.intervals import LEVEL, compare_auc
 from noshow.evaluation.metrics import check_scores
 
-MIN_ROWS = 100  # a neighbourhood with fewer appointments joins "other neighbourhoods"
+MIN_ROWS = 50  # a neighbourhood with fewer appointments joins "other neighbourhoods"
 MAX_NEIGHBOURHOODS = 10  # the largest ones get their own row; the rest are pooled
 MAX_FINDINGS = 12
 OTHER_PLACES = "patients from other neighbourhoods"  # sentences per report; eval.json keeps every flag in the table
@@ -210,6 +210,8 @@ def subgroup_report(
     titles = {key: title for key, title, _, _ in SUBGROUPS}
     for by, labels in subgroup_labels(frame, min_rows).items():
         values = labels.to_numpy()
+        if by == "neighbourhood" and (values == OTHER_PLACES).all():
+            continue  # no neighbourhood large enough for a row of its own
         order = sorted(pd.unique(values), key=lambda v: _rank(by, v, values))
         for group in order:
             mask = values == group

@@ -14,6 +14,7 @@ that differ named, and a checklist that points each item to its section.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 CARD_THRESHOLDS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
@@ -54,6 +55,7 @@ def clinical_card(report: Mapping[str, Any], rows_note: str | None = None) -> di
     subgroups = report.get("subgroups") or {}
     return {
         "rows": (report.get("model") or {}).get("n"),
+        "positives": (report.get("model") or {}).get("positives"),
         "rows_note": rows_note or "the run's test split",
         "net_benefit": {
             "thresholds": thresholds,
@@ -160,7 +162,7 @@ def render_clinical_sections(card: Mapping[str, Any]) -> list[str]:
             "|---|---|---|---|---|---|---|",
         ]
         whole = (sub.get("overall") or {}).get("model") or {}
-        rows = [("all appointments", c["rows"], None, whole)]
+        rows = [("all appointments", c["rows"], c.get("positives"), whole)]
         rows += [
             (g["group"], g["n"], g["positives"], g["models"].get("model") or {})
             for g in sub["groups"]
@@ -179,3 +181,15 @@ def render_clinical_sections(card: Mapping[str, Any]) -> list[str]:
     out += ["| Item | Where in this card |", "|---|---|"]
     out += [f"| {item} | {where} |" for item, where in TRIPOD_ITEMS]
     return out
+
+
+def write_net_benefit(report: Mapping[str, Any], path: Path) -> bool:
+    """The card's decision-curve figure from a report's `net_benefit`; False without one."""
+    from noshow.evaluation.decision_plots import plot_net_benefit
+
+    curves = report.get("net_benefit")
+    if not curves:
+        return False
+    names = {k: v for k, v in CARD_MODELS.items() if k in curves["models"]}
+    plot_net_benefit(curves, names).savefig(path, dpi=80)
+    return True
