@@ -27,7 +27,6 @@ from noshow.app.compare_slots import (
     BASELINE,
     CLASSIFIER,
     GENERATIVE,
-    HYBRID,
     TUNED_BASELINE,
     model_name,
 )
@@ -43,10 +42,8 @@ SENTENCE_NAMES = {
 
 
 def sentence_name(key: str) -> str:
-    """A batch model's name in a sentence: "classifier adapter", "hybrid of the classifier
-    adapter", "tuned tabular model"."""
-    if key.startswith(HYBRID + "_"):
-        return f"hybrid of the {key[len(HYBRID) + 1 :]} adapter"
+    """A batch model's name in a sentence: "classifier adapter", "tuned tabular model",
+    "hybrid (classifier + tabular)"."""
     return SENTENCE_NAMES.get(key) or model_name(key)
 
 

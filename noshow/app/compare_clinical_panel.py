@@ -138,12 +138,13 @@ def wire_clinical_controls(parts: SimpleNamespace) -> None:
             return None, NO_BATCH
         return subgroup_view(clinical, model)
 
-    parts.share.release(
+    parts.share.change(  # typed or dragged; only the last value of a drag is drawn
         capacity,
         [parts.share, parts.state],
         [parts.capacity_table, parts.capacity_text, parts.capacity_plot],
         api_name="batch_capacity",
         show_progress="minimal",
+        trigger_mode="always_last",
     )
     parts.model.input(
         subgroups,

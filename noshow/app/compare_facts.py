@@ -28,7 +28,13 @@ import pandas as pd
 
 from noshow.app.compare_baseline import Baseline, score_baseline_rows_on_cpu_thread
 from noshow.app.compare_input import WHAT_IF_FACTS, CompareInputError, change_fact, fact_text
-from noshow.app.compare_slots import BASELINE, as_service, collect_slots, submit_statements
+from noshow.app.compare_slots import (
+    BASELINE,
+    as_service,
+    collect_slots,
+    load_slot,
+    submit_statements,
+)
 
 _MEDIAN = {"age", "lead_days", "prior_appointments", "prior_no_shows", "booking_hour"}
 FACT_NOTE = (
@@ -64,20 +70,48 @@ def score_rows(
     baseline: Baseline | None = None,
     source: Any = None,
     owner: str = "",
+    *,
+    background: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every model's slot for each row, each row rendered to its statement: the adapters
     in `paths` queued on the scheduler together (one forward shares them), the baseline on
     the CPU inference thread meanwhile. {model key: [slot per row]}; the what-if and the
-    facts' bars both score through here."""
+    facts' bars both score through here. `background`: the adapters' work waits behind
+    every interactive call (the bars must never hold up anyone's next Compare)."""
     from noshow.data.statements import render_statement
 
     statements = [render_statement(row) for row in rows]
     service = as_service(source)
-    out, pending = submit_statements(statements, paths, service, owner)
+    if background:
+        out, pending = {}, {}
+        for approach, path in paths.items():
+            predictor, error = load_slot(path, approach, service)
+            if predictor is None:
+                out[approach] = [{"approach": approach, "p": None, "error": error}] * len(rows)
+                continue
+            plain = getattr(predictor, "predictor", predictor)
+            size = service.scheduler.chunk_size(plain)  # ~0.25 s each: a Compare waits one
+            futures = [
+                service.scheduler.submit(plain, statements[i : i + size], owner, background=True)
+                for i in range(0, len(statements), size)
+            ]
+            pending[approach] = (predictor, _Chunks(futures))
+    else:
+        out, pending = submit_statements(statements, paths, service, owner)
     base = score_baseline_rows_on_cpu_thread(baseline, list(rows))
     slots = collect_slots(out, pending, paths, len(statements))
     slots[BASELINE] = base
     return slots
+
+
+class _Chunks:
+    """The futures of one adapter's background chunks, read as one: `result()` joins them."""
+
+    def __init__(self, futures: Sequence[Any]) -> None:
+        self.futures = list(futures)
+
+    def result(self, timeout: float | None = None) -> list[Any]:
+        return [scored for f in self.futures for scored in f.result(timeout)]
 
 
 def fact_changes(
@@ -118,7 +152,9 @@ def fact_effects(
     typical, effects: {model: change or None}}], kept: [why a fact has no bar], errors:
     {model: why it has no bars}}."""
     changes, kept = fact_changes(row, typical)
-    slots = score_rows([row] + [c[3] for c in changes], paths, baseline, source, owner)
+    slots = score_rows(
+        [row] + [c[3] for c in changes], paths, baseline, source, owner, background=True
+    )
     p = {key: s[0].get("p") for key, s in slots.items()}
     errors = {key: s[0].get("error") for key, s in slots.items() if s[0].get("p") is None}
     facts = []

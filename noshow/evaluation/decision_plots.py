@@ -48,13 +48,23 @@ def plot_net_benefit(
     ax.set_ylim(-0.25 * top, top * 1.15)
     ax.set_xlim(t.min(), t.max())
     ax.xaxis.set_major_formatter(_PCT)
-    ax.set_xlabel("Risk at which a patient would be called (threshold probability)")
-    ax.set_ylabel("Net no-shows reached per 100 appointments")
-    ax.set_title("Net benefit: is acting on the model better than calling everyone or no one?")
-    ax.title.set_fontsize("medium")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper right", fontsize="small")
+    _words(
+        ax,
+        "Risk at which a patient would be called (threshold probability)",
+        "Net no-shows reached per 100 appointments",
+        "Net benefit: is acting on the model better than calling everyone or no one?",
+        "upper right",
+    )
     return fig
+
+
+def _words(ax: Any, xlabel: str, ylabel: str, title: str, legend: str, grid: str = "both") -> None:
+    """Axis labels, a medium title, a light grid and a small legend."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, fontsize="medium")
+    ax.grid(alpha=0.3, axis=grid)
+    ax.legend(loc=legend, fontsize="small")
 
 
 def plot_capacity(
@@ -84,12 +94,13 @@ def plot_capacity(
     ax.xaxis.set_major_formatter(_PCT)
     ax.yaxis.set_major_formatter(_PCT)
     ax.set(xlim=(0, 1), ylim=(0, 1.01))
-    ax.set_xlabel("Appointments called (the highest P first)")
-    ax.set_ylabel("No-shows reached")
-    ax.set_title("Capacity: no-shows reached by calling the top K%")
-    ax.title.set_fontsize("medium")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize="small")
+    _words(
+        ax,
+        "Appointments called (the highest P first)",
+        "No-shows reached",
+        "Capacity: no-shows reached by calling the top K%",
+        "lower right",
+    )
     return fig
 
 
