@@ -952,12 +952,17 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
     assert subgroup_model["value"] == "classifier"
     assert subgroups["group"].iloc[0] == "all appointments"
     assert {"women", "men", "first visits"} <= set(subgroups["group"])
-    assert "ROC-AUC (95% CI)" in subgroups.columns and "**Subgroups**" in subgroup_text
+    assert "ROC-AUC (95% CI)" in subgroups.columns and "**Subgroups of the" in subgroup_text
     share_table, share_text, _ = app.client.predict(25, api_name="/batch_capacity")
     assert "top 25% (10 calls)" in table(share_table).columns
     assert "Calling the top 25% (10 of 40 appointments)" in share_text
     other, _ = app.client.predict("generative", api_name="/batch_subgroups")
     assert len(table(other)) == len(subgroups)
+    # the facts' average over 5 of the batch's rows (each fact: tests/test_compare_facts.py)
+    facts_plot, facts_message = app.client.predict(
+        adapters.generative, adapters.classifier, 5, api_name="/batch_facts"
+    )
+    assert facts_plot is not None and facts_message == "", facts_message
     metrics = table(metrics)
     assert list(metrics["model"]) == [
         "generative",

@@ -40,6 +40,7 @@ from noshow.app.compare_clinical_panel import (
     cleared_values,
     clinical_values,
     wire_clinical_controls,
+    wire_explain,
 )
 from noshow.app.compare_input import CompareInputError
 
@@ -194,6 +195,7 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
 
     stop_btn.click(stop_batch, None, None, api_visibility="private", show_progress="hidden")
     wire_clinical_controls(clinical)
+    wire_explain(clinical, ctx, baselines, gen_dd, clf_dd)  # the facts' average
 
 
 def done_marker(result) -> str:

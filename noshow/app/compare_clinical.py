@@ -76,6 +76,7 @@ class BatchClinical:
     scores: dict[str, np.ndarray]
     groups: np.ndarray | None
     names: dict[str, str] = field(default_factory=dict)
+    rows: pd.DataFrame | None = None  # the batch's rows, for the facts' average
 
 
 def batch_clinical(result: Any, rows: pd.DataFrame) -> BatchClinical:
@@ -90,7 +91,9 @@ def batch_clinical(result: Any, rows: pd.DataFrame) -> BatchClinical:
     groups = rows["patient_id"].to_numpy() if "patient_id" in rows.columns else None
     names = {key: sentence_name(key) for key in scores}
     report = clinical_report(rows, labels, scores, thresholds, groups=groups, names=names)
-    return BatchClinical(report=report, labels=labels, scores=scores, groups=groups, names=names)
+    return BatchClinical(
+        report=report, labels=labels, scores=scores, groups=groups, names=names, rows=rows
+    )
 
 
 # ----------------------------------------------------------------------------- net benefit
@@ -150,19 +153,17 @@ def capacity_view(clinical: BatchClinical, share: float | None = CAPACITY_DEFAUL
         line = {"model": model_name(key)}
         for r in rows:
             per = r["calls_per_no_show"]
-            per_text = "no no-show reached" if per is None else f"{per:.1f} calls each"
+            per_text = "none reached" if per is None else f"{per:.1f}"
             span = _span(r["calls_per_no_show_low"], r["calls_per_no_show_high"], "num")
             line[f"top {r['share'] * 100:g}% ({r['called']:,} calls)"] = (
-                f"{_pct(r['recall'])}{_span(r['recall_low'], r['recall_high'])} of no-shows; "
-                f"{per_text}{span}"
+                f"{_pct(r['recall'])}{_span(r['recall_low'], r['recall_high'])}; "
+                f"{per_text}{span} calls"
             )
         table.append(line)
     random = {"model": "calling at random"}
     for r, column in zip(cap["random"], list(table[0])[1:], strict=True):
         per = r["calls_per_no_show"]
-        random[column] = f"{_pct(r['recall'])} of no-shows; " + (
-            f"{per:.1f} calls each" if per else "no no-shows here"
-        )
+        random[column] = f"{_pct(r['recall'])}; " + (f"{per:.1f} calls" if per else "none")
     table.append(random)
     chosen = share if share is not None else CAPACITY_DEFAULT
     names = {k: sentence_name(k) for k in clinical.scores}
@@ -174,8 +175,9 @@ def capacity_view(clinical: BatchClinical, share: float | None = CAPACITY_DEFAUL
         mark=float(chosen),
     )
     note = (
-        f"**Capacity.** {sentence} Intervals: {cap['interval']}, with the called appointments "
-        "held fixed."
+        f"**Capacity.** {sentence} Each cell: the share of all no-shows reached (95% CI); "
+        f"calls made per no-show reached (95% CI). Intervals: {cap['interval']}, with the "
+        "called appointments held fixed."
     )
     return pd.DataFrame(table), note, figure
 
@@ -219,18 +221,19 @@ def subgroup_view(clinical: BatchClinical, model: str | None = None) -> tuple[pd
         marks = flagged.get((g["by"], g["group"]), [])
         lines.append(_subgroup_row(g["by_title"], g["group"], g["n"], g["positives"], fig, marks))
     lines[0]["no-shows"] = int(clinical.labels.sum())
-    findings = report["findings"]
-    text = (
-        "**Subgroups** ("
-        + report["interval"]
-        + f"; neighbourhoods with fewer than {report['min_rows']} appointments pooled). "
-        + (
-            " ".join(findings)
-            if findings
-            else "No group differs from the whole set beyond its interval on these rows."
-        )
+    from noshow.evaluation.subgroups import MAX_FINDINGS, describe_flags
+
+    mine = [f for f in report["flags"] if f["model"] == model][:MAX_FINDINGS]
+    findings = describe_flags(mine, clinical.names)
+    head = (
+        f"**Subgroups of the {clinical.names.get(model, model)}** ({report['interval']}; "
+        f"neighbourhoods with fewer than {report['min_rows']} appointments pooled). "
     )
-    return pd.DataFrame(lines), text
+    if not findings:
+        return pd.DataFrame(lines), head + "No group differs from the whole set beyond its "
+        "interval on these rows."
+    text = head + "Where a group differs from the whole set beyond its interval:\n\n"
+    return pd.DataFrame(lines), text + "\n".join(f"- {f}" for f in findings)
 
 
 def _subgroup_row(

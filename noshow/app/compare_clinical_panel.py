@@ -29,6 +29,7 @@ from noshow.app.compare_clinical import (
 )
 
 NO_BATCH = "Run a batch comparison first: these figures come from its scored rows."
+EXPLAIN_ROWS = 50  # a CPU scores a batch's facts for 50 appointments in a few minutes
 
 
 def build_clinical_outputs() -> SimpleNamespace:
@@ -72,6 +73,23 @@ def build_clinical_outputs() -> SimpleNamespace:
             interactive=False,
             wrap=True,
             elem_id="batch-subgroups",
+        )
+        with gr.Row(equal_height=True):
+            parts.explain_rows = gr.Number(
+                EXPLAIN_ROWS,
+                label="Appointments to explain (a sample of the batch)",
+                info="Each fact of each appointment is set to its typical value and scored "
+                "again: about a dozen scores per appointment and adapter.",
+                precision=0,
+                minimum=5,
+                maximum=2000,
+            )
+            parts.explain_btn = gr.Button(
+                "Which facts move the scores, on average?", elem_id="batch-explain"
+            )
+        parts.explain_msg = gr.HTML(elem_id="batch-explain-progress")
+        parts.explain_plot = gr.Plot(
+            label="Facts that move P(no-show), averaged", elem_id="batch-facts-plot"
         )
     parts.outputs = [
         parts.state,
@@ -152,4 +170,74 @@ def wire_clinical_controls(parts: SimpleNamespace) -> None:
         [parts.subgroup_table, parts.subgroup_text],
         api_name="batch_subgroups",
         show_progress="minimal",
+    )
+
+
+def wire_explain(
+    parts: SimpleNamespace, ctx: Any, baselines: Any, gen_dd: Any, clf_dd: Any
+) -> None:
+    """The facts' average over a sample of the last batch's rows (noshow.app.compare_facts
+    .batch_fact_effects): a background job of this session, its adapters' scores in the
+    scheduler's background chunks, stopped with the page. Endpoint `/batch_facts(generative,
+    classifier, rows)` -> (figure, message)."""
+    from noshow.app.common import error_box, request_owner, user_message
+    from noshow.app.compare_batch import progress_html
+    from noshow.app.compare_facts import batch_fact_effects, plot_batch_effects, typical_values
+    from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, MODEL_NAMES, load_slot
+
+    def explain(gen_path, clf_path, n, clinical, key, request: gr.Request):
+        if clinical is None or clinical.rows is None:
+            yield None, error_box(NO_BATCH)
+            return
+        owner = request_owner(request)
+        service = ctx.adapters
+        try:
+            entry = ctx.get_data(key)
+            typical = typical_values(entry.frame)
+            count = max(1, min(int(n or EXPLAIN_ROWS), len(clinical.rows)))
+            rows = clinical.rows.sample(n=count, random_state=0)
+
+            def work(job):
+                plain = {}
+                for approach, path in ((GENERATIVE, gen_path), (CLASSIFIER, clf_path)):
+                    predictor, _ = load_slot(path, approach, service)
+                    if predictor is not None:
+                        plain[approach] = getattr(predictor, "predictor", predictor)
+
+                def score(model, statements):
+                    if model not in plain:
+                        return None
+                    phase = f"Scoring the facts with the {model} adapter"
+                    return service.scheduler.score_background(
+                        plain[model],
+                        statements,
+                        owner,
+                        on_chunk=lambda done, total: job.report(done, total, phase, None),
+                        should_stop=job.should_stop,
+                    )
+
+                result = batch_fact_effects(rows, score, typical, baselines.get(entry))
+                return plot_batch_effects(result, MODEL_NAMES)
+
+            job = service.jobs.start(owner, "facts' average", work)
+        except Exception as e:  # noqa: BLE001 - every failure becomes a sentence
+            yield gr.skip(), error_box(user_message(e))
+            return
+        try:
+            while not job.wait(0.5):
+                yield gr.skip(), progress_html(job.snapshot())
+            if job.state == "done":
+                yield job.result, ""
+            else:
+                yield None, error_box(f"The facts' average did not finish: {job.state}.")
+        finally:
+            job.cancel()
+
+    parts.explain_btn.click(
+        explain,
+        [gen_dd, clf_dd, parts.explain_rows, parts.state, ctx.data_key],
+        [parts.explain_plot, parts.explain_msg],
+        api_name="batch_facts",
+        concurrency_id="compare_batch",
+        show_progress="hidden",
     )

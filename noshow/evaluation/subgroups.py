@@ -300,7 +300,8 @@ def describe_flag(flag: Mapping[str, Any], names: Mapping[str, str]) -> str:
             f"For {group} {model} predicts {_pts(flag['predicted'])} no-shows where "
             f"{_pts(flag['observed'])} were observed: {abs(value) * 100:.0f} points {way} "
             f"(95% CI {a * 100:.0f}-{b * 100:.0f}); on the whole set "
-            f"{abs(whole) * 100:.0f} points {whole_way}."
+            f"{abs(whole) * 100:.0f} {'point' if round(abs(whole) * 100) == 1 else 'points'} "
+            f"{whole_way}."
         )
     return (
         f"{model[:1].upper()}{model[1:]} flags {_pts(value)} of {group} (95% CI {_pts(low)}-{_pts(high)}) at "
