@@ -162,6 +162,20 @@ def test_subgroup_rates_match_the_hand_computed_values():
     assert report["overall"]["m"]["auc"] == pytest.approx(16 / 21)  # 16 of 21 pairs ordered
 
 
+def test_subgroup_auc_interval_is_compare_aucs_clustered_delong():
+    from noshow.evaluation.intervals import compare_auc
+
+    scores = {"m": P, "b": P[::-1].copy()}
+    report = subgroup_report(_frame(), Y, scores, {"m": 0.5, "b": 0.5}, groups=PATIENTS)
+    reference = compare_auc(Y, scores, groups=PATIENTS)["auc"]
+    for key in scores:
+        got = report["overall"][key]
+        want = reference[key]
+        assert (got["auc"], got["auc_low"], got["auc_high"]) == pytest.approx(
+            (want["estimate"], want["low"], want["high"])
+        )
+
+
 def test_a_group_off_beyond_its_interval_is_named_in_words():
     rng = np.random.default_rng(0)
     n = 4000

@@ -24,13 +24,15 @@ clusters as the ROC-AUC's clustered DeLong interval (`noshow.evaluation.interval
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-from noshow.evaluation.intervals import LEVEL, _z
+from noshow.evaluation.intervals import LEVEL
+from noshow.evaluation.intervals import _z as _z_uncached
 from noshow.evaluation.metrics import check_scores
 
 # Threshold probabilities a clinic would consider: 5% to 50% in steps of one point.
@@ -42,6 +44,13 @@ POLICY_NAMES = {TREAT_ALL: "calling everyone", TREAT_NONE: "calling no one"}
 
 
 # ----------------------------------------------------------------------------- intervals
+
+
+@functools.lru_cache(maxsize=8)
+def _z(level: float) -> float:
+    """The normal quantile of a two-sided `level` interval (scipy's ppf, once per level:
+    a report asks for it hundreds of times)."""
+    return _z_uncached(level)
 
 
 def _clusters(groups: Sequence | np.ndarray | None, n: int) -> tuple[np.ndarray, int]:
