@@ -8,6 +8,7 @@ their cluster-robust intervals, the sentences, and the sections of eval.json on 
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -250,3 +251,23 @@ def test_evaluate_run_writes_net_benefit_capacity_and_subgroups_for_every_model(
     assert "is the better policy (the highest net benefit)" in report["net_benefit"]["text"]
     assert "clinical_s" in report["quality_timings"]
     json.dumps(report)
+
+
+# ----------------------------------------------------------------------------- model card
+
+
+def test_model_card_reports_net_benefit_capacity_subgroups_and_the_tripod_items():
+    from noshow.inference.card_clinical import clinical_card, render_clinical_sections
+
+    frame = _frame().assign(patient_id=PATIENTS)
+    sections = clinical_report(frame, Y, {"model": P}, {"model": 0.5}, groups=PATIENTS)
+    report = {**sections, "model": {"n": 10, "positives": 3}}
+    card = {"clinical": clinical_card(report, rows_note="ten literal rows"), "weights": {}}
+    assert card["clinical"]["net_benefit"]["thresholds"][:2] == [0.05, 0.10]
+    text = "\n".join(render_clinical_sections(card))
+    for heading in ("## Net benefit", "## Capacity", "## Subgroups", "TRIPOD+AI"):
+        assert heading in text
+    # pt 0.5 (the table's last row): this adapter 10.0 net no-shows per 100, everyone -40.0
+    assert re.search(r"\| 50% \| 10\.0 \(-?\d+\.\d to \d+\.\d\) \| -40\.0 \| 0\.0 \|", text)
+    assert "| top 10% | 33% (" in text and "| all appointments | 10 | 3 |" in text
+    assert render_clinical_sections({"clinical": None}) == []
