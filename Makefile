@@ -30,7 +30,7 @@ run: setup
 	$(PY) app.py
 
 test: setup browser
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
 
 # 20 concurrent Compare users for 60 s against one app on this machine (BENCHMARKS.md, "The app under load");
 # pass options with ARGS, e.g. make bench-load ARGS="--adapters bundled".

@@ -31,6 +31,7 @@ Approach = Literal["generative", "classifier"]
 SplitMethod = Literal["time", "patient", "random"]
 Quantize = Literal["auto", "4bit", "none"]
 Engine = Literal["auto", "eager", "cuda-graphs", "compile", "compile+cuda-graphs"]
+DataParallel = Literal["flat", "ddp"]
 
 APPROACHES = ("generative", "classifier")
 SPLITS = ("time", "patient", "random")
@@ -164,6 +165,9 @@ class TrainConfig:
     engine: Engine = "auto"
     """How a step runs on CUDA: 'cuda-graphs' (replayed without Python), 'compile' (fused
     kernels), both, or 'eager'; 'auto' picks the fastest measured (BENCHMARKS.md); always eager on a CPU."""
+    data_parallel: DataParallel = "flat"
+    """How the processes of a torchrun / accelerate launch sum a step's gradients: 'flat' (one
+    all_reduce of one flat buffer per step) or 'ddp' (torch DistributedDataParallel); one process: unused."""
     seed: int = 0
     """Seed for LoRA initialisation and batch order."""
     wandb: bool = False
@@ -206,6 +210,10 @@ class TrainConfig:
         _check(
             self.engine in typing.get_args(Engine),
             f"engine must be one of {', '.join(typing.get_args(Engine))}, got {self.engine!r}.",
+        )
+        _check(
+            self.data_parallel in typing.get_args(DataParallel),
+            f"data_parallel must be 'flat' or 'ddp', got {self.data_parallel!r}.",
         )
 
 

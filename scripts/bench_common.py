@@ -117,3 +117,26 @@ def free_memory() -> None:
 def say(message: str) -> None:
     # Progress on stderr; stdout holds only the table.
     print(f"[bench] {message}", file=sys.stderr, flush=True)
+
+
+def add_run_arguments(p, smoke_help: str) -> None:
+    """The options every bench script takes: --seed, --smoke, --no-write."""
+    import argparse
+
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--smoke", action="store_true", help=smoke_help)
+    p.add_argument(
+        "--no-write", action="store_true", help="print the table only; leave BENCHMARKS.md alone"
+    )
+    p.add_argument("--benchmarks-file", default=str(BENCHMARKS_FILE), help=argparse.SUPPRESS)
+
+
+def load_bench_data(source: str):
+    """`noshow.data.load.load_data(source)` for a bench: BenchError names what is wrong."""
+    from noshow.data.clean import DataError
+    from noshow.data.load import load_data
+
+    try:
+        return load_data(source)
+    except DataError as e:
+        raise BenchError(str(e)) from e

@@ -51,15 +51,16 @@ sys.path.insert(0, str(REPO / "scripts"))
 
 # Shared with bench_train so both scripts write BENCHMARKS.md the same way.
 from bench_common import (  # noqa: E402
-    BENCHMARKS_FILE,
     BUNDLED_MODEL,
     BenchError,
+    add_run_arguments,
     append_benchmarks,
     command_line,
     default_data_source,
     describe_machine,
     format_table,
     format_value,
+    load_bench_data,
     say,
 )
 from predict_timing import (  # noqa: E402
@@ -158,14 +159,9 @@ def load_statements(source: str, n: int, seed: int) -> list[str]:
     """`n` test-split statements (repeated when the split is smaller), in a seeded order."""
     import numpy as np
 
-    from noshow.data.clean import DataError
-    from noshow.data.load import load_data
     from noshow.data.splits import split_data
 
-    try:
-        loaded = load_data(source)
-    except DataError as e:
-        raise BenchError(str(e)) from e
+    loaded = load_bench_data(source)
     frame = loaded.frame
     if loaded.has_features:
         frame = split_data(frame, "time", seed=seed)
@@ -396,16 +392,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="also print where one CPU call's time goes (torch.profiler, by kind of op)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny adapters (unless given), few rows and repeats; runs on the CPU",
+    add_run_arguments(
+        p, smoke_help="tiny adapters (unless given), few rows and repeats; runs on the CPU"
     )
-    p.add_argument(
-        "--no-write", action="store_true", help="print the table only; leave BENCHMARKS.md alone"
-    )
-    p.add_argument("--benchmarks-file", default=str(BENCHMARKS_FILE), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rows is None:
         args.rows = SMOKE_ROWS if args.smoke else 20_000

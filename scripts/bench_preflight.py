@@ -66,6 +66,7 @@ def measure(config) -> dict:
         "took_s": took,
         "peak_gb": peak,
         "steps": total_steps_for(config, n_train),
+        "run_timing": (result.metrics or {}).get("timing") or {},
     }
 
 
@@ -102,6 +103,11 @@ def main(argv: list[str] | None = None) -> int:
     table = format_table(COLUMNS, [table_row(config, m)])
     print(table)
     print(f"estimated phases: {phases}")
+    timing = m["run_timing"]  # what the run's own evaluation measured, beside the estimate
+    print(
+        "the run: "
+        + ", ".join(f"{k} {v:.1f}" for k, v in timing.items() if isinstance(v, (int, float)))
+    )
     if args.write:
         import torch
 

@@ -9,8 +9,8 @@ training run calls (`noshow.evaluation.report.evaluate_run`).
         adapters/generative-smollm2-135m --rows 0 --device cuda      # full splits, on a GPU
     python scripts/bench_quality.py --split time --adapters ... --rows 3000 --cache /tmp/q
         # CPU preview: a seeded sample of 3,000 validation and 3,000 test rows per adapter
-    ... --rows 0 --save-to /tmp/fitted   # also write each adapter's calibration.json and
-        # hybrid.json (for the shipped adapters, trained before these files existed)
+    ... --rows 0 --save-to /tmp/fitted   # also write each adapter's calibration.json,
+        # hybrid.json and stacked.json (for shipped adapters trained before these files)
 
 Adapter scores are cached as <cache>/scores_<adapter folder name>.csv (record_id, p) so an
 interrupted preview resumes. Prints tables; --json writes every figure to a file.
@@ -246,6 +246,8 @@ def bench_adapter(
         run.calibrator.save(folder)
         if run.hybrid is not None:
             run.hybrid.save(folder)
+        if run.stacked is not None:
+            run.stacked.save(folder)
         say(f"  saved {folder}/ (calibrated threshold {run.calibrator.threshold:.4f})")
     return report
 
@@ -280,6 +282,12 @@ def print_adapter(name: str, report: dict[str, Any]) -> None:
         )
     for d in report["differences"]:
         say(f"  {d['text']}")
+    for key, section in ((report.get("recalibration") or {}).get("models") or {}).items():
+        ece = "  ".join(
+            f"{variant} {e['estimate']:.4f} [{e['low']:.4f}, {e['high']:.4f}]"
+            for variant, e in section["ece"].items()
+        )
+        say(f"  test ECE, {key} (window {section['window_days']} days): {ece}")
     say(f"  timings {report['quality_timings']}")
 
 
@@ -306,7 +314,7 @@ def main() -> None:
     parser.add_argument(
         "--save-to",
         type=Path,
-        help="write each adapter's fitted calibration.json and hybrid.json to <dir>/<adapter>/",
+        help="write each adapter's calibration.json, hybrid.json and stacked.json to <dir>/<adapter>/",
     )
     args = parser.parse_args()
     if args.data != "synthetic" and not Path(args.data).exists():

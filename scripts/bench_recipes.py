@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench_common import BUNDLED_MODEL, BenchError, free_memory
+from bench_common import BUNDLED_MODEL, BenchError, free_memory, load_bench_data
 
 # ----------------------------------------------------------------------------- data
 
@@ -35,14 +35,9 @@ class BenchRows:
 
 def load_bench_rows(source: str, statements: int, test_rows: int, seed: int) -> BenchRows:
     """The same training and test rows for every recipe: a seeded sample of the time split."""
-    from noshow.data.clean import DataError
-    from noshow.data.load import load_data
     from noshow.data.splits import split_data
 
-    try:
-        loaded = load_data(source)
-    except DataError as e:
-        raise BenchError(str(e)) from e
+    loaded = load_bench_data(source)
     frame = loaded.frame
     if loaded.has_features:
         method = "time"

@@ -41,9 +41,9 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "scripts"))  # the other bench modules live here
 
 from bench_common import (  # noqa: E402
-    BENCHMARKS_FILE,
     BUNDLED_MODEL,
     BenchError,
+    add_run_arguments,
     append_benchmarks,
     command_line,
     default_data_source,
@@ -137,16 +137,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="training statements of the seed recipe (default: --statements; it is slow)",
     )
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument(
-        "--smoke",
-        action="store_true",
-        help="tiny random model, 64 statements, synthetic data; runs on the CPU",
+    add_run_arguments(
+        p, smoke_help="tiny random model, 64 statements, synthetic data; runs on the CPU"
     )
-    p.add_argument(
-        "--no-write", action="store_true", help="print the table only; leave BENCHMARKS.md alone"
-    )
-    p.add_argument("--benchmarks-file", default=str(BENCHMARKS_FILE), help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.statements is None:
         args.statements = SMOKE_STATEMENTS if args.smoke else 4096

@@ -20,6 +20,7 @@
 set -u
 cd "$(dirname "$0")/.." || exit 1
 STATE=${NOSHOW_GPU_STATE:-$HOME/noshow-gpu}   # logs, runs, the sweep's table
+SWEEP=$STATE/sweep  # starts from results/sweep (the table so far): a sweep resumes there
 LOGS=$STATE/logs
 PYTHON=${PYTHON:-python3}
 PYTHON_VERSION=${PYTHON_VERSION:-3.12}
@@ -46,14 +47,14 @@ all_jobs() {
   # 1. correctness, the GPU shared: the GPU tests beside the 8B generative run of 200 steps
   #    in both recipes (finite, falling loss) and the quality runs at the defaults
   (
-    run gpu-tests "$PYTHON" -m pytest -q -s -p no:cacheprovider tests/test_gpu.py
+    TORCH_LOGS=recompiles run gpu-tests "$PYTHON" -m pytest -q -s -p no:cacheprovider tests/test_gpu.py
   ) &
   (
     run llama8b-200-steps $bench --model llama-8b-random --approach generative \
       --statements 3200 --seed-statements 3200 --batch-size 16 --test-rows 256
   ) &
   (
-    run sweep "$PYTHON" scripts/sweep.py --data "$DATA" --out "$STATE/sweep" \
+    run sweep "$PYTHON" scripts/sweep.py --data "$DATA" --out "$SWEEP" \
       --budget-s "${SWEEP_BUDGET_S:-600}" --stages defaults
   ) &
   wait
@@ -61,14 +62,16 @@ all_jobs() {
   #    the 135M model's ablation rows; the preflight against the run it estimates
   run llama8b-speed $bench --model llama-8b-random --statements 2048 --seed-statements 512 \
     --test-rows 256 --variants "auto/batch=64,auto/batch=64/checkpointing=off"
-  run ablation $bench --recipes fast --statements 16384 --test-rows 2000 --variants \
-    "auto,auto/batch=512,auto/batch=1024,auto/liger,compile+cuda-graphs"
+  for approach in classifier generative; do  # one process each: a failure stays in its own
+    run ablation-$approach $bench --approach $approach --recipes fast --statements 16384 \
+      --test-rows 2000 --variants "auto,auto/batch=512,auto/batch=1024,auto/liger,compile+cuda-graphs"
+  done
   run preflight-135m "$PYTHON" scripts/bench_preflight.py --data "$DATA" --approach classifier
   run preflight-8b "$PYTHON" scripts/bench_preflight.py --data "$DATA" \
     --model llama-3.1-8b-random --approach generative --max-steps 40 --batch-size 32 \
     --max-eval-rows 512 --max-train-rows 4096
   # 3. quality: the sweep goes on with whatever time is left (it resumes from its table)
-  run sweep-more "$PYTHON" scripts/sweep.py --data "$DATA" --out "$STATE/sweep" \
+  run sweep-more "$PYTHON" scripts/sweep.py --data "$DATA" --out "$SWEEP" \
     --budget-s "${SWEEP_MORE_S:-900}"
   touch "$LOGS/ALL_DONE"
 }
@@ -103,7 +106,8 @@ install)
   ;;
 jobs)
   rm -f "$LOGS"/*.log "$LOGS"/*.rc "$LOGS"/jobs.txt "$LOGS"/ALL_DONE
-  setsid bash -c "$(declare -f run all_jobs); LOGS=$LOGS STATE=$STATE PYTHON=$PYTHON DATA=$DATA all_jobs" \
+  mkdir -p "$SWEEP" && cp -rn results/sweep/. "$SWEEP"/ 2>/dev/null
+  setsid bash -c "$(declare -f run all_jobs); LOGS=$LOGS SWEEP=$SWEEP PYTHON=$PYTHON DATA=$DATA all_jobs" \
     > "$LOGS/session.log" 2>&1 < /dev/null &
   echo "jobs started; logs in $LOGS"
   ;;
@@ -120,8 +124,10 @@ wait)
 collect)
   out=${2:?usage: $0 collect OUTDIR}
   mkdir -p "$out"
-  tar -C "$STATE" --exclude='*.safetensors' --exclude=checkpoints --exclude=wandb \
-    -czf "$out/results.tgz" logs sweep 2>/dev/null
+  # logs, and the sweep's table with each trial's eval.json: copy them into results/sweep
+  # and commit, and the next sweep resumes from there
+  (cd "$STATE" && tar -czf "$out/results.tgz" logs sweep/sweep.jsonl \
+    $(ls sweep/runs/*/eval.json 2>/dev/null))
   ls -la "$out"
   ;;
 *)

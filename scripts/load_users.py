@@ -297,7 +297,7 @@ def http_compare(http: Any, url: str, text: str, generative: str, classifier: st
     import json
 
     base = url.rstrip("/") + "/gradio_api/call/compare"
-    event = http.post(base, json={"data": [text, generative, classifier]})
+    event = http.post(base, json={"data": [text, generative, classifier, ""]})
     event.raise_for_status()
     with http.stream("GET", f"{base}/{event.json()['event_id']}") as stream:
         kind = None

@@ -7,8 +7,10 @@ budget, each chosen on validation only, resumed from the sweep's own table.
     python scripts/sweep.py --out runs-sweep --report    # the table so far, no training
 
 Prints every trial's validation ROC-AUC, then per approach and split the trial chosen on
-validation with its test ROC-AUC (95% interval) beside the tuned tabular baseline and the
-hybrid of the same run. --ship DIR ships each approach's chosen time-split adapter.
+validation with its test ROC-AUC (95% interval) beside the tuned tabular baseline, the
+hybrid and the stacked model of the same run, and its test ECE raw, calibrated and
+recalibrated day by day. --ship DIR ships each approach's chosen time-split adapter; then
+scripts/stack_adapters.py on the two chosen time-split runs stacks both adapters together.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from noshow.training.sweep import choose, read_table, run_sweep  # noqa: E402
+from noshow.training.sweep import choose, read_table, run_folder, run_sweep  # noqa: E402
 
 STAGES = ("defaults", "search", "combined")
 
@@ -30,6 +32,12 @@ def fmt_auc(d: dict | None) -> str:
     if d.get("roc_auc_low") is None:
         return f"{d['roc_auc']:.3f}"
     return f"{d['roc_auc']:.3f} ({d['roc_auc_low']:.3f}-{d['roc_auc_high']:.3f})"
+
+
+def fmt_ece(d: dict | None) -> str:
+    if not d:
+        return "-"
+    return f"{d['estimate']:.3f} ({d['low']:.3f}-{d['high']:.3f})"
 
 
 def num(value, digits: int = 4) -> str:
@@ -50,15 +58,17 @@ def report(out: Path) -> str:
         )
     lines += [
         "",
-        "| chosen on validation | test ROC-AUC (95% CI) | tuned baseline | hybrid | test ECE raw -> calibrated |",
-        "|---|---|---|---|---|",
+        "| chosen on validation | test ROC-AUC (95% CI) | tuned baseline | hybrid | stacked "
+        "| test ECE raw -> calibrated -> recalibrated daily (95% CI) |",
+        "|---|---|---|---|---|---|",
     ]
-    for (approach, split), r in sorted(choose(table).items()):
+    for (approach, split), r in sorted(choose(table, out).items()):
         t = r["test"]
         lines.append(
             f"| {approach}, {split} split: {r['key']} | {fmt_auc(t.get('model'))} | "
             f"{fmt_auc(t.get('baseline'))} | {fmt_auc(t.get('hybrid'))} | "
-            f"{num(t.get('ece_uncalibrated'), 3)} -> {num(t.get('ece'), 3)} |"
+            f"{fmt_auc(t.get('stacked'))} | {num(t.get('ece_uncalibrated'), 3)} -> "
+            f"{num(t.get('ece'), 3)} -> {fmt_ece(t.get('ece_rolling'))} |"
         )
     return "\n".join(lines)
 
@@ -83,10 +93,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship:
         from noshow.inference.ship import ship_adapter
 
-        for (approach, split), r in choose(read_table(out)).items():
+        for (approach, split), r in choose(read_table(out), out).items():
             if split == "time":
                 dest = Path(args.ship) / f"{approach}-smollm2-135m"
-                ship_adapter(r["run_dir"], dest, data_path=args.data)
+                ship_adapter(run_folder(r, out), dest, data_path=args.data)
     return 0
 
 

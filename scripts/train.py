@@ -12,6 +12,14 @@ across the processes.
     NCCL_NVLS_ENABLE=0 torchrun --standalone --nproc_per_node 4 scripts/train.py --approach classifier
     NCCL_NVLS_ENABLE=0 accelerate launch --num_processes 4 scripts/train.py --approach classifier
 
+--data-parallel ddp sums the gradients through torch DistributedDataParallel instead of the
+hand-written all_reduce (noshow/training/ddp.py). Several machines: the same command on each,
+joined by torchrun's c10d rendezvous (the data, the model and --output-dir at the same paths
+on every machine; --resume needs --output-dir on a filesystem they share):
+
+    NCCL_NVLS_ENABLE=0 torchrun --nnodes 2 --nproc_per_node 8 --rdzv-backend c10d \
+        --rdzv-endpoint HOST0:29500 --rdzv-id noshow-1 scripts/train.py --data-parallel ddp
+
 Writes runs/<run_id>/ (config, metrics.jsonl, status, adapter, eval.json, predictions).
 """
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from noshow.evaluation.calibration import Calibrator
 from noshow.evaluation.hybrid import Hybrid
+from noshow.evaluation.stacking import Stacked
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -73,3 +74,7 @@ def test_bench_quality_prints_and_saves_every_figure(tmp_path):
     assert "chosen {'neighbourhood'" in out.stdout and "this adapter" in out.stdout
     assert Calibrator.load(tmp_path / "fitted" / "stand-in").threshold == report["threshold"]
     assert Hybrid.load(tmp_path / "fitted" / "stand-in").to_dict() == report["hybrid_model"]
+    stacked = Stacked.load(tmp_path / "fitted" / "stand-in")  # the stacked model, to refit
+    assert stacked.summary() == report["stacked_model"]
+    assert Calibrator.load(tmp_path / "fitted" / "stand-in").base_rate > 0  # for a clinic rate
+    assert "test ECE, model (window" in out.stdout

@@ -114,6 +114,15 @@ def test_browser_example_click_scores_and_explains_each_card(page):
         expect(page.locator("#compare-result")).to_contain_text(f"Hybrid: {approach} + tabular")
     expect(page.locator("#compare-result .noshow-blend").first).to_contain_text("(tabular)")
     shot(page, "compare-1-example")
+    # the clinic's own no-show rate, typed as a percentage, moves every card; emptied, none
+    page.locator("#compare-clinic-rate input").fill("10%")
+    page.get_by_role("button", name=EXAMPLES[2].label).click()
+    adjusted = page.locator("#compare-result").get_by_text("your clinic's no-show rate of 10.0%")
+    expect(adjusted.first).to_be_visible()
+    page.locator("#compare-clinic-rate input").fill("")
+    page.get_by_role("button", name=EXAMPLES[2].label).click()
+    expect(adjusted).to_have_count(0)
+    expect(page.locator(THREE_P)).to_have_count(3)
 
 
 def test_browser_typed_statement_gets_a_baseline_read_from_its_text_or_a_reason(page):

@@ -259,6 +259,7 @@ def test_build_report_holds_every_row_with_intervals_and_differences():
         baseline=(other(p_val), other(p_test)),
         untuned_baseline=(other(p_val), other(p_test)),
         hybrid=(other(p_val), other(p_test)),
+        stacked=(other(p_val), other(p_test)),
         calibrator=cal,
         groups=np.arange(2000) // 2,
     )
@@ -277,6 +278,9 @@ def test_build_report_holds_every_row_with_intervals_and_differences():
         ("model", "baseline"),
         ("hybrid", "baseline"),
         ("hybrid", "model"),
+        ("stacked", "baseline"),
+        ("stacked", "model"),
+        ("stacked", "hybrid"),
         ("model", "baseline_untuned"),
         ("baseline", "baseline_untuned"),
     ]
@@ -313,25 +317,33 @@ def test_evaluate_run_fits_nothing_on_test_labels(synthetic_run):
     other = evaluate_run(s.train, s.val, flipped, s.p_val, s.p_test)
     assert other.calibrator == run.calibrator  # scaler: validation only
     assert other.hybrid == run.hybrid  # hybrid: validation only
+    assert other.stacked.to_dict() == run.stacked.to_dict()  # stacked: validation only
     assert other.baseline.params == run.baseline.params  # tuning: validation only
     assert [t["validation_auc"] for t in other.baseline.trials] == [
         t["validation_auc"] for t in run.baseline.trials
     ]
     columns = ["p_no_show", "p_no_show_raw", "p_baseline", "p_baseline_untuned", "p_hybrid"]
+    columns.append("p_stacked")
     pd.testing.assert_frame_equal(other.scores[columns], run.scores[columns])
     # ... while the test metrics do read them: flipped labels turn each AUC into 1 - AUC.
-    for key in ("model", "baseline", "hybrid"):
+    for key in ("model", "baseline", "hybrid", "stacked"):
         assert other.report[key]["roc_auc"] == pytest.approx(1 - run.report[key]["roc_auc"])
 
 
 def test_evaluate_run_reports_every_model_and_what_it_fitted(synthetic_run):
     run, report = synthetic_run.run, synthetic_run.run.report
     assert report["intervals"]["unit"] == "group"  # synthetic rows carry patient ids
-    for key in ("model", "model_uncalibrated", "baseline", "baseline_untuned", "hybrid"):
+    for key in ("model", "model_uncalibrated", "baseline", "baseline_untuned", "hybrid", "stacked"):
         m = report[key]
         assert m["n"] == len(synthetic_run.test) and m["roc_auc_low"] is not None
     assert report["baseline_tuning"]["params"] == run.baseline.params
     assert report["hybrid_model"] == run.hybrid.to_dict()
+    assert report["stacked_model"] == run.stacked.summary()
+    assert run.stacked.baseline_params == run.baseline.params
+    assert run.stacked.threshold == report["stacked"]["threshold"]
+    assert run.stacked.fold_unit == "day"  # every test day follows the validation days
+    stacked_pairs = [(d["a"], d["b"]) for d in report["differences"] if d["a"] == "stacked"]
+    assert stacked_pairs == [("stacked", "baseline"), ("stacked", "model"), ("stacked", "hybrid")]
     assert report["calibration"] == run.calibrator.to_dict()
     assert run.calibrator.threshold == report["threshold"]
     assert run.hybrid.threshold == report["hybrid"]["threshold"]
@@ -340,6 +352,32 @@ def test_evaluate_run_reports_every_model_and_what_it_fitted(synthetic_run):
     raw = np.r_[synthetic_run.p_val, synthetic_run.p_test]
     np.testing.assert_allclose(run.scores["p_no_show"], run.calibrator.apply(raw))
     json.dumps(report)
+
+
+def test_evaluate_run_recalibrates_each_test_day_from_the_days_before_it(synthetic_run):
+    s, report = synthetic_run, synthetic_run.run.report
+    section = report["recalibration"]["models"]
+    assert set(section) == {"model", "hybrid", "stacked"}
+    model = section["model"]
+    assert set(model["ece"]) == {"uncalibrated", "once", "rolling"}
+    assert set(section["hybrid"]["ece"]) == {"once", "rolling"}
+    assert model["ece"]["once"]["estimate"] == pytest.approx(report["model"]["ece"])
+    assert model["ece"]["uncalibrated"]["estimate"] == pytest.approx(
+        report["model_uncalibrated"]["ece"]
+    )
+    days = sorted(s.test["appointment_day"].dt.strftime("%Y-%m-%d").unique())
+    assert [d["day"] for d in model["by_day"]] == days
+    rolling = s.run.scores.loc[s.run.scores["split"] == "test", "p_no_show_rolling"]
+    assert rolling.notna().all() and len(rolling) == len(s.test)
+    assert s.run.scores.loc[s.run.scores["split"] == "validation", "p_no_show_rolling"].isna().all()
+    # the last test day's own outcomes do not move its recalibrated scores
+    last = s.test["appointment_day"] == s.test["appointment_day"].max()
+    flipped = s.test.assign(no_show=np.where(last, 1 - s.test["no_show"], s.test["no_show"]))
+    other = evaluate_run(s.train, s.val, flipped, s.p_val, s.p_test)
+    mine = other.scores.loc[other.scores["split"] == "test", "p_no_show_rolling"]
+    np.testing.assert_array_equal(
+        mine.to_numpy()[last.to_numpy()], rolling.to_numpy()[last.to_numpy()]
+    )
 
 
 def test_evaluate_run_tunes_the_baseline_on_all_validation_rows_when_given(synthetic_run):
@@ -369,8 +407,9 @@ def test_evaluate_run_on_text_only_rows_leaves_the_tabular_models_out():
     )
     train, val, test = text(200), text(300), text(300)
     run = evaluate_run(train, val, test, rng.random(300), rng.random(300))
-    assert run.baseline is None and run.hybrid is None
+    assert run.baseline is None and run.hybrid is None and run.stacked is None
     assert run.report["baseline"] is None and run.report["hybrid"] is None
+    assert run.report["stacked"] is None and run.report["recalibration"] is None
     assert "tabular baseline unavailable" in run.notes[0]
     assert run.report["intervals"]["unit"] == "row"
     assert run.report["model"]["roc_auc_low"] is not None

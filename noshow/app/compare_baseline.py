@@ -16,7 +16,6 @@ Nothing here imports Gradio:
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from noshow.app.background_fits import BackgroundFits
 from noshow.app.compare_slots import BASELINE, HYBRID
 
 BASELINE_THRESHOLD_SOURCE = "chosen on the loaded data's validation split, where F1 peaked"
@@ -90,10 +90,16 @@ class BaselineCache:
     caller's `timeout`; each hybrid's tuned baseline is kept beside it (`tuned`)."""
 
     def __init__(self, max_entries: int = 4) -> None:
-        self.max_entries = max_entries
-        self._items: dict[str, Baseline] = {}
-        self._pending: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
+        self._fits: BackgroundFits[Baseline] = BackgroundFits(
+            "noshow-baseline",
+            busy=lambda: Baseline(
+                error="the tabular baseline is still being fitted on this data set's train "
+                "split (about half a minute on the full Kaggle file); its score appears on a "
+                "later Compare."
+            ),
+            failed=lambda e: Baseline(error=f"tabular baseline unavailable: {e}"),
+            max_entries=max_entries,
+        )
 
     def get(
         self,
@@ -110,27 +116,8 @@ class BaselineCache:
         key = str(entry.key)
         if params:
             key += "|tuned:" + json.dumps(dict(params), sort_keys=True, default=str)
-        with self._lock:
-            if key in self._items:
-                return self._items[key]
-            done = self._pending.get(key)
-            if done is None:
-                done = self._pending[key] = threading.Event()
-                frame = entry.frame
-                threading.Thread(
-                    target=self._fit,
-                    args=(key, frame, done, params),
-                    name="noshow-baseline",
-                    daemon=True,
-                ).start()
-        if not done.wait(timeout):
-            return Baseline(
-                error="the tabular baseline is still being fitted on this data set's train "
-                "split (about half a minute on the full Kaggle file); its score appears on a "
-                "later Compare."
-            )
-        with self._lock:
-            return self._items.get(key) or Baseline(error="the tabular baseline fit was lost.")
+        frame = entry.frame
+        return self._fits.get(key, lambda: fit_baseline(frame, params=params), timeout)
 
     def tuned(self, entry: Any, timeout: float | None = None) -> TunedBaselines:
         """What `score_hybrids` asks for the tuned baseline a hybrid blends: `get(entry,
@@ -146,24 +133,6 @@ class BaselineCache:
                 return Baseline(error=f"tuned tabular baseline unavailable: {user_message(e)}")
 
         return tuned_baseline
-
-    def _fit(
-        self,
-        key: str,
-        frame: pd.DataFrame,
-        done: threading.Event,
-        params: Mapping[str, Any] | None = None,
-    ) -> None:
-        try:
-            baseline = fit_baseline(frame, params=params)
-        except Exception as e:  # noqa: BLE001 - reported in the baseline's slot
-            baseline = Baseline(error=f"tabular baseline unavailable: {e}")
-        with self._lock:
-            self._items[key] = baseline
-            while len(self._items) > self.max_entries:
-                self._items.pop(next(iter(self._items)))
-            self._pending.pop(key, None)
-        done.set()
 
 
 def score_baseline(
@@ -307,17 +276,30 @@ def score_hybrids(
                 slots[i]["error"] = f"hybrid unavailable: {e}"
             continue
         threshold = float(hybrid.threshold if hybrid.threshold is not None else 0.5)
-        for i, value in zip(todo, p, strict=True):
-            slots[i].update(
-                p=float(value),
-                threshold=threshold,
-                threshold_source="chosen on the adapter's validation split, where the "
-                "hybrid's F1 peaked",
-                label=int(value >= threshold),
-                blend=blend_text(hybrid),
-                error=None,
-            )
+        where = "chosen on the adapter's validation split, where the hybrid's F1 peaked"
+        fill_slots(slots, todo, p, threshold, where, blend_text(hybrid))
     return out
+
+
+def fill_slots(
+    slots: list[dict[str, Any]],
+    todo: Sequence[int],
+    values: Sequence[float],
+    threshold: float,
+    threshold_source: str,
+    blend: str,
+) -> None:
+    """Scores of a model that combines others (hybrid, stacked) into the slots `todo`: P, the
+    label at `threshold`, where that came from, and the line saying what was combined."""
+    for i, value in zip(todo, values, strict=True):
+        slots[i].update(
+            p=float(value),
+            threshold=threshold,
+            threshold_source=threshold_source,
+            label=int(value >= threshold),
+            blend=blend,
+            error=None,
+        )
 
 
 # ----------------------------------------------------------------------------- data

@@ -46,6 +46,7 @@ from noshow.app.compare_slots import (
     load_slot,
     model_name,
 )
+from noshow.app.compare_stacked import StackedSource, add_stacked_scores
 
 # Both adapters score a few rows a second on a 2-core CPU (BENCHMARKS.md, "CPU inference"):
 # the CPU default is a batch worth waiting for; a GPU takes the 1,000-row default in seconds.
@@ -146,6 +147,7 @@ def batch_compare(
     baseline: Baseline | Callable[[], Baseline] | None = None,
     *,
     tuned_baselines: TunedBaselines | None = None,
+    stacked_models: StackedSource | None = None,
     loader: Loader | None = None,
     source: Any = None,
     owner: str = "",
@@ -159,7 +161,8 @@ def batch_compare(
     first). `baseline` may be a function that returns it: it is called after the adapters,
     so a baseline still being fitted does not hold up their progress. `should_stop()` is
     checked between chunks (raises noshow.inference.serving.Cancelled). Each adapter with a hybrid.json
-    adds its hybrid (`score_hybrids`, the tuned baseline from `tuned_baselines`); every ROC-AUC
+    adds its hybrid (`score_hybrids`, the tuned baseline from `tuned_baselines`) and the
+    stacked models `stacked_models` offers (`noshow.app.compare_stacked`); every ROC-AUC
     gets a 95% interval and each model's difference to the baseline (`compare_auc`). A model
     that cannot be loaded is left out with a note; raises CompareInputError when no model at
     all can score.
@@ -242,6 +245,7 @@ def batch_compare(
         if tuned is not None:
             scores[TUNED_BASELINE], thresholds[TUNED_BASELINE] = tuned
             names[TUNED_BASELINE] = "gradient boosting with the settings its run tuned"
+    stacked_pairs = add_stacked_scores(adapters, scores, thresholds, notes, rows, stacked_models)
     ready = time.time()
     raw = {}
     for approach, predictor in adapters.items():
@@ -256,7 +260,7 @@ def batch_compare(
 
     per_model = {key: compute_metrics(labels, p, thresholds[key]) for key, p in scores.items()}
     pairs = [(k, BASELINE) for k in scores if k != BASELINE and BASELINE in scores]
-    pairs += [(hybrid_key(a), a) for a in adapters if hybrid_key(a) in scores]
+    pairs += [(hybrid_key(a), a) for a in adapters if hybrid_key(a) in scores] + stacked_pairs
     groups = rows["patient_id"].to_numpy() if "patient_id" in rows.columns else None
     try:
         auc = compare_auc(

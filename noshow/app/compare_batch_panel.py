@@ -43,6 +43,7 @@ from noshow.app.compare_clinical_panel import (
     wire_explain,
 )
 from noshow.app.compare_input import CompareInputError
+from noshow.app.compare_stacked import stacked_cache
 
 STOPPED_MESSAGE = "Batch comparison stopped. Press Run to start a new one."
 # A public Space shares one CPU between visitors: keep batch runs short there.
@@ -131,6 +132,7 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                     clf_path,
                     lambda: baselines.get(entry),
                     tuned_baselines=baselines.tuned(entry, None),
+                    stacked_models=stacked_cache(ctx.extras, baselines).source(entry, None),
                     source=service,
                     owner=owner,
                     on_progress=report,

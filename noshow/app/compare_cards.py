@@ -28,6 +28,7 @@ from noshow.app.compare_slots import (
     THRESHOLD_SOURCE,
     answers_in_words,
 )
+from noshow.app.compare_stacked import STACKED, stacked_title
 
 # ----------------------------------------------------------------------------- one statement
 
@@ -128,7 +129,7 @@ def _card(
     if slot.get("p") is None:
         # a baseline or hybrid without facts is expected for free text; an adapter without a
         # score is not
-        style = "info" if slot.get("approach") in (BASELINE, HYBRID) else "error"
+        style = "info" if slot.get("approach") in (BASELINE, HYBRID, STACKED) else "error"
         body = f'<div class="noshow-msg-{style}">{esc(str(slot.get("error") or "no score"))}</div>'
         return f'<div class="noshow-card" data-approach="{kind}" {box}>{head}{body}</div>'
     p, threshold = float(slot["p"]), float(slot["threshold"])
@@ -149,6 +150,8 @@ def _card(
         lines.append(f'<div class="noshow-calibrated" {_NOTE}>{esc(slot["calibration"])}</div>')
     if slot.get("blend"):
         lines.append(f'<div class="noshow-blend" {_NOTE}>{esc(slot["blend"])}</div>')
+    if slot.get("clinic"):
+        lines.append(f'<div class="noshow-clinic" {_NOTE}>{esc(slot["clinic"])}</div>')
     if answers_in_words(slot.get("approach")):
         said = slot.get("generated")
         shown = esc(said) if said else "<i>(nothing)</i>"
@@ -193,6 +196,10 @@ def render_compare_html(result: Mapping[str, Any]) -> str:
         _card(slot, f"Hybrid: {approach} + tabular", rate, truth)
         for approach, slot in (result.get(HYBRID) or {}).items()
     ]
+    hybrids += [
+        _card(slot, stacked_title(key), rate, truth)
+        for key, slot in (result.get(STACKED) or {}).items()
+    ]
     parts = []
     if result.get("notice"):
         parts.append(f'<div class="noshow-msg-info">{html.escape(result["notice"])}</div>')
@@ -226,6 +233,8 @@ SUMMARY_SLOT_KEYS = (
     "p",
     "calibration",
     "blend",
+    "clinic",
+    "p_unadjusted",
     "threshold",
     "threshold_source",
     "label",
@@ -249,6 +258,7 @@ def compare_summary(result: Mapping[str, Any]) -> dict[str, Any]:
         "row": result.get("row"),
         "truth": result.get("truth"),
         "base_rate": result.get("base_rate"),
+        "clinic_rate": result.get("clinic_rate"),
         "server_ms": result.get("server_ms"),
     }
     for key in (GENERATIVE, CLASSIFIER, BASELINE):
@@ -256,10 +266,11 @@ def compare_summary(result: Mapping[str, Any]) -> dict[str, Any]:
         if slot is None:
             continue
         out[key] = {k: slot.get(k) for k in SUMMARY_SLOT_KEYS if k in slot}
-    out[HYBRID] = {
-        approach: {k: slot.get(k) for k in SUMMARY_SLOT_KEYS if k in slot}
-        for approach, slot in (result.get(HYBRID) or {}).items()
-    }
+    for key in (HYBRID, STACKED):
+        out[key] = {
+            name: {k: slot.get(k) for k in SUMMARY_SLOT_KEYS if k in slot}
+            for name, slot in (result.get(key) or {}).items()
+        }
     return out
 
 

@@ -72,12 +72,15 @@ def score_rows(
     owner: str = "",
     *,
     background: bool = False,
+    predictors: dict[str, Any] | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """Every model's slot for each row, each row rendered to its statement: the adapters
     in `paths` queued on the scheduler together (one forward shares them), the baseline on
     the CPU inference thread meanwhile. {model key: [slot per row]}; the what-if and the
     facts' bars both score through here. `background`: the adapters' work waits behind
-    every interactive call (the bars must never hold up anyone's next Compare)."""
+    every interactive call (the bars must never hold up anyone's next Compare). `predictors`,
+    when given, receives {approach: predictor} of the adapters that loaded (what moves P to
+    a clinic's own no-show rate needs their calibrators)."""
     from noshow.data.statements import render_statement
 
     statements = [render_statement(row) for row in rows]
@@ -101,6 +104,8 @@ def score_rows(
     base = score_baseline_rows_on_cpu_thread(baseline, list(rows))
     slots = collect_slots(out, pending, paths, len(statements))
     slots[BASELINE] = base
+    if predictors is not None:
+        predictors.update({approach: predictor for approach, (predictor, _) in pending.items()})
     return slots
 
 

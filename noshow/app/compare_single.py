@@ -24,6 +24,7 @@ from noshow.app.compare_baseline import (
     score_hybrids,
 )
 from noshow.app.compare_cards import agreement_text
+from noshow.app.compare_clinic import adjust_pairs_to_clinic, adjust_to_clinic
 from noshow.app.compare_facts import score_rows
 from noshow.app.compare_input import (
     CompareInputError,
@@ -41,6 +42,7 @@ from noshow.app.compare_slots import (
     collect_slots,
     submit_statements,
 )
+from noshow.app.compare_stacked import STACKED, StackedSource, score_stacked
 
 
 def compare_statement(
@@ -58,9 +60,13 @@ def compare_statement(
     truth: int | None = None,
     base_rate: float | None = None,
     tuned_baselines: TunedBaselines | None = None,
+    stacked_models: StackedSource | None = None,
+    clinic_rate: float | None = None,
 ) -> dict[str, Any]:
-    """Score one statement with both adapters, the tabular baseline and each adapter's
-    hybrid (`score_hybrids`; `tuned_baselines` gives the tuned baseline it blends).
+    """Score one statement with both adapters, the tabular baseline, each adapter's
+    hybrid (`score_hybrids`; `tuned_baselines` gives the tuned baseline it blends) and the
+    stacked models (`score_stacked`, from `stacked_models`); with `clinic_rate`, every card
+    is moved to that no-show rate (`noshow.app.compare_clinic.adjust_to_clinic`).
 
     `row` holds the appointment's facts for the baseline (from the form, a data set row, an
     example, or read back from the statement: see `resolve_facts`); without it the baseline
@@ -69,7 +75,8 @@ def compare_statement(
     `owner` is the caller's session for the scheduler's fair queue.
 
     Returns {statement, notice, generative, classifier, baseline, hybrid ({approach: slot}),
-    agree, agree_text, row, facts_source, truth, base_rate, server_ms}; each slot is a
+    stacked ({approach or "both": slot}), agree, agree_text, row, facts_source, truth,
+    base_rate, clinic_rate, server_ms}; each slot is a
     `score_slot` dict whose `error` says why it has no score. Raises CompareInputError for an
     empty statement.
     """
@@ -81,28 +88,31 @@ def compare_statement(
     base = score_baseline_rows_on_cpu_thread(baseline, [row], reason)[0]
     slots = collect_slots(out, pending, paths, 1)
     predictors = {approach: predictor for approach, (predictor, _) in pending.items()}
-    hybrids = score_hybrids(
-        predictors, {a: [slots[a][0].get("p")] for a in predictors}, [row], tuned_baselines
-    )
+    adapter_p = {a: [slots[a][0].get("p")] for a in predictors}
+    hybrids = score_hybrids(predictors, adapter_p, [row], tuned_baselines)
+    stacked = score_stacked(predictors, adapter_p, [row], stacked_models)
     gen, clf = slots[GENERATIVE][0], slots[CLASSIFIER][0]
     agree = None
     if gen.get("label") is not None and clf.get("label") is not None:
         agree = gen["label"] == clf["label"]
-    return {
+    result = {
         "statement": statement,
         "notice": notice,
         GENERATIVE: gen,
         CLASSIFIER: clf,
         BASELINE: base,
         HYBRID: {approach: hybrid_slots[0] for approach, hybrid_slots in hybrids.items()},
+        STACKED: {key: key_slots[0] for key, key_slots in stacked.items()},
         "agree": agree,
         "agree_text": agreement_text(agree, gen, clf),
         "row": dict(row) if row is not None else None,
         "facts_source": facts_source if row is not None else None,
         "truth": truth,
         "base_rate": base_rate,
-        "server_ms": (time.perf_counter() - start) * 1000,
     }
+    adjust_to_clinic(result, clinic_rate, predictors)  # after the hybrids: they take raw P
+    result["server_ms"] = (time.perf_counter() - start) * 1000
+    return result
 
 
 def what_if(
@@ -115,9 +125,12 @@ def what_if(
     baseline: Baseline | None = None,
     source: Any = None,
     owner: str = "",
+    clinic_rate: float | None = None,
+    base_rate: float | None = None,
 ) -> dict[str, Any]:
     """P(no-show) from both adapters and the baseline for `row` and for `row` with `fact`
     changed to `value`, side by side: what the models predict, not what the change causes.
+    With `clinic_rate`, at that no-show rate (`base_rate`: the baseline's train split).
 
     Returns {fact, old, new, before, after (statements), models: {approach: (slot before,
     slot after)}}. Raises CompareInputError for a value out of range or no change.
@@ -131,12 +144,15 @@ def what_if(
     before, after = render_statement(row), render_statement(changed)
     paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
     # the same scoring as the facts' bars (noshow.app.compare_facts)
-    slots = score_rows([row, changed], paths, baseline, source, owner)
+    predictors: dict[str, Any] = {}
+    slots = score_rows([row, changed], paths, baseline, source, owner, predictors=predictors)
+    models = {key: (pair[0], pair[1]) for key, pair in slots.items()}
+    adjust_pairs_to_clinic(models, clinic_rate, predictors, base_rate)
     return {
         "fact": fact,
         "old": old,
         "new": new,
         "before": before,
         "after": after,
-        "models": {key: (pair[0], pair[1]) for key, pair in slots.items()},
+        "models": models,
     }

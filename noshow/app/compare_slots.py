@@ -35,6 +35,8 @@ GENERATIVE, CLASSIFIER = APPROACHES  # the two adapter slots, by approach
 BASELINE = "baseline"
 HYBRID = "hybrid"  # a result's {approach: slot} of the adapters that carry a hybrid.json
 TUNED_BASELINE = "tuned_baseline"  # a batch's tuned tabular model (the one the hybrids blend)
+STACKED = "stacked"  # a result's {approach or BOTH: slot}: noshow.app.compare_stacked
+BOTH = "both"  # the stacked model of both adapters together
 SLOT_TITLES = {
     GENERATIVE: "Generative adapter",
     CLASSIFIER: "Classifier adapter",
@@ -53,10 +55,18 @@ def hybrid_key(approach: str) -> str:
     return f"{HYBRID}_{approach}"
 
 
+def stacked_key(key: str) -> str:
+    """A batch result's column key for a stacked model (`key`: an approach or BOTH)."""
+    return f"{STACKED}_{key}"
+
+
 def model_name(key: str) -> str:
-    """The display name of a batch result's model key (adapters, baseline, hybrids)."""
+    """The display name of a batch result's model key (adapters, baseline, hybrids, stacked)."""
     if key.startswith(HYBRID + "_"):
         return f"hybrid ({key[len(HYBRID) + 1 :]} + tabular)"
+    if key.startswith(STACKED + "_"):
+        which = key[len(STACKED) + 1 :]
+        return f"stacked ({'both adapters' if which == BOTH else which} + tabular)"
     return MODEL_NAMES.get(key, key)
 
 

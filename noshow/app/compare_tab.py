@@ -4,16 +4,24 @@ explained; a what-if that changes one fact; and a batch mode that evaluates all 
 the test split (or the clinicians' gold set) with progress and an ETA.
 
 Endpoints (for gradio_client and tests):
-- `/compare(statement, generative, classifier)` -> (html, summary dict, message)
-- `/compare_record(record_id, generative, classifier)` -> (statement, html, summary, message)
+- `/compare(statement, generative, classifier, clinic_rate)` -> (html, summary dict, message)
+- `/compare_record(record_id, generative, classifier, clinic_rate)` -> (statement, html,
+  summary, message)
 - `/compare_form(age, gender, lead_days, sms, scholarship, conditions, prior_appointments,
-  prior_no_shows, weekday, neighbourhood, booking_hour, generative, classifier)`
+  prior_no_shows, weekday, neighbourhood, booking_hour, generative, classifier, clinic_rate)`
   -> (statement, html, summary, message)
-- `/what_if(statement, fact, value, generative, classifier)` -> (html, summary, message)
+- `/what_if(statement, fact, value, generative, classifier, clinic_rate)` -> (html, summary,
+  message)
 - `/compare_batch(generative, classifier, max_rows, gold_set)` -> a generator: progress in
   the message, then (summary, metrics, ROC, calibration, confusion, disagreements, CSV
   file, message)
 - `/compare_adapters()` -> refreshed adapter lists
+
+`clinic_rate` (last: "" or None = not set; "15%" or 0.15; gradio_client may leave it out,
+the plain HTTP API at /gradio_api/call/... takes every input, so "" there) is "your clinic's
+no-show rate": every card's P
+is moved to it (`noshow.app.compare_clinic`); the stacked cards come from
+`noshow.app.compare_stacked`.
 
 How it stays responsive with many users: every model call goes through the app's
 scheduler (`noshow.inference.scheduler`, reached through `ctx.adapters`), so Compares of many sessions share forwards
@@ -46,6 +54,7 @@ from noshow.app.compare_cards import (
     render_what_if_html,
     what_if_summary,
 )
+from noshow.app.compare_clinic import CLINIC_RATE_INFO, CLINIC_RATE_LABEL, parse_clinic_rate
 from noshow.app.compare_facts import FACT_NOTE, fact_effects, plot_effects, typical_values
 from noshow.app.compare_input import (
     CONDITIONS,
@@ -67,6 +76,7 @@ from noshow.app.compare_slots import (
     load_slot,
     score_statements,
 )
+from noshow.app.compare_stacked import stacked_cache
 from noshow.data.examples import EXAMPLES
 from noshow.data.statements import STATEMENT_FIELDS
 
@@ -94,6 +104,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     other tabs read; the adapters themselves are `ctx.adapters`."""
     service = ctx.adapters
     baselines: BaselineCache = ctx.extras.setdefault("baselines", BaselineCache())
+    stacked = stacked_cache(ctx.extras, baselines)
     rates: dict[str, float | None] = {}
     rates_lock = threading.Lock()
     typical: dict[str, dict[str, str]] = {}  # data key -> each fact's typical value
@@ -127,6 +138,15 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         )
         refresh_btn = gr.Button("Refresh adapter lists", scale=1, size="sm")
     adapters_msg = gr.HTML(_adapters_note(start))
+    # A text box, not gr.Number: the browser sends an empty number box as 0, which is no rate.
+    clinic = gr.Textbox(
+        "",
+        label=CLINIC_RATE_LABEL,
+        info=CLINIC_RATE_INFO,
+        placeholder="e.g. 15% or 0.15; empty = as calibrated",
+        elem_id="compare-clinic-rate",
+        max_lines=1,
+    )
     row_state = gr.State(None)
     gen_chosen, clf_chosen = ctx.adapter_inputs()
 
@@ -242,10 +262,18 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             error = f"tabular baseline unavailable: {user_message(e)}"
             return Baseline(error=error), rate, tuned
 
-    def run_compare(text, gen_path, clf_path, state, key, owner):
+    def stacked_for(key: Any):
+        """The stacked models of the loaded data (None without data)."""
+        try:
+            return stacked.source(ctx.get_data(key), BASELINE_WAIT_S)
+        except Exception:  # noqa: BLE001 - no data: no stacked cards
+            return None
+
+    def run_compare(text, gen_path, clf_path, state, key, owner, clinic_rate=None):
         """(html, summary, message) for the statement `text`."""
         try:
             prepared, _ = prepare_statement(text)
+            clinic_rate = parse_clinic_rate(clinic_rate)
         except CompareInputError as e:
             return "", None, error_box(str(e))
         row, facts, reason, truth = resolve_facts(prepared, state)
@@ -264,6 +292,8 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 truth=truth,
                 base_rate=rate,
                 tuned_baselines=tuned,
+                stacked_models=stacked_for(key) if row is not None else None,
+                clinic_rate=clinic_rate,
             )
         except CompareInputError as e:
             return "", None, error_box(str(e))
@@ -303,23 +333,25 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             return None, "No bars: every fact of this appointment is at its typical value."
         return plot_effects(result, MODEL_NAMES), FACT_NOTE
 
-    def compare(text, gen_path, clf_path, state, key, request: gr.Request):
-        return run_compare(text, gen_path, clf_path, state, key, request_owner(request))
+    def compare(text, gen_path, clf_path, state, key, clinic_rate=None, request: gr.Request = None):
+        owner = request_owner(request)
+        return run_compare(text, gen_path, clf_path, state, key, owner, clinic_rate)
 
     def compare_example(index: int):
         ex = EXAMPLES[index]
 
-        def handler(gen_path, clf_path, key, request: gr.Request):
+        def handler(gen_path, clf_path, key, clinic_rate=None, request: gr.Request = None):
             state = _row_state(ex.statement, ex.row, f"example: {ex.title}")
+            owner = request_owner(request)
             return (
                 ex.statement,
                 state,
-                *run_compare(ex.statement, gen_path, clf_path, state, key, request_owner(request)),
+                *run_compare(ex.statement, gen_path, clf_path, state, key, owner, clinic_rate),
             )
 
         return handler
 
-    def compare_record(rid, gen_path, clf_path, key, request: gr.Request):
+    def compare_record(rid, gen_path, clf_path, key, clinic_rate=None, request: gr.Request = None):
         from noshow.app.data_views import find_record
 
         try:
@@ -331,10 +363,11 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         source = f"record {int(row['record_id'])}, {row.get('split', '?')} split"
         truth = int(row["no_show"]) if pd.notna(row.get("no_show")) else None
         state = _row_state(text, row, source, truth)
+        owner = request_owner(request)
         return (
             text,
             state,
-            *run_compare(text, gen_path, clf_path, state, key, request_owner(request)),
+            *run_compare(text, gen_path, clf_path, state, key, owner, clinic_rate),
         )
 
     def compare_form(
@@ -352,7 +385,8 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         gen_path,
         clf_path,
         key,
-        request: gr.Request,
+        clinic_rate=None,  # optional in the API: gradio_client may leave it out
+        request: gr.Request = None,
     ):
         try:
             text, row = render_form_statement(
@@ -371,15 +405,27 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         except ValueError as e:
             return gr.update(), gr.update(), gr.update(), gr.update(), error_box(user_message(e))
         state = _row_state(text, row, "the form")
+        owner = request_owner(request)
         return (
             text,
             state,
-            *run_compare(text, gen_path, clf_path, state, key, request_owner(request)),
+            *run_compare(text, gen_path, clf_path, state, key, owner, clinic_rate),
         )
 
-    def compare_what_if(text, fact, value, gen_path, clf_path, state, key, request: gr.Request):
+    def compare_what_if(
+        text,
+        fact,
+        value,
+        gen_path,
+        clf_path,
+        state,
+        key,
+        clinic_rate=None,
+        request: gr.Request = None,
+    ):
         try:
             prepared, _ = prepare_statement(text)
+            clinic_rate = parse_clinic_rate(clinic_rate)
             row, _, reason, _ = resolve_facts(prepared, state)
             if row is None:
                 why = str(reason or "").removeprefix("No baseline: ").rstrip(".")
@@ -387,7 +433,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                     "What-if needs the appointment's facts: fill the form, pick a data set row "
                     f"or an example, or type a statement in the examples' words ({why})."
                 )
-            baseline, _, _ = data_for(key, with_baseline=True)
+            baseline, rate, _ = data_for(key, with_baseline=True)
             result = what_if(
                 row,
                 fact,
@@ -397,6 +443,8 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 baseline=baseline,
                 source=service,
                 owner=request_owner(request),
+                clinic_rate=clinic_rate,
+                base_rate=rate,
             )
         except CompareInputError as e:
             return "", None, error_box(str(e))
@@ -423,18 +471,22 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         with contextlib.suppress(Exception):  # no data: nothing to fit
             entry = ctx.get_data(key)
             baselines.get(entry, timeout=0)
+            predictors = {}
             for approach, path in paths.items():  # the tuned baselines the hybrids blend
                 predictor, _ = load_slot(path, approach, service)
                 hybrid = getattr(predictor, "hybrid", None)
                 if hybrid is not None and hybrid.baseline_params:
                     baselines.get(entry, timeout=0, params=hybrid.baseline_params)
+                if predictor is not None:
+                    predictors[approach] = predictor
+            stacked.source(entry, timeout=0)(predictors)  # their fits start too
         texts = [ex.statement for ex in EXAMPLES]
         score_statements(texts, paths, service)
 
     # -- wiring ------------------------------------------------------------------------------
 
     interactive = {"concurrency_id": "compare", "concurrency_limit": COMPARE_CONCURRENCY}
-    compare_inputs = [statement, gen_dd, clf_dd, row_state, ctx.data_key]
+    compare_inputs = [statement, gen_dd, clf_dd, row_state, ctx.data_key, clinic]
     compare_outputs = [result_html, summary_json, message]
     filled_outputs = [statement, row_state, *compare_outputs]
     # after a new statement, the what-if offers a value that differs from its current one
@@ -462,14 +514,14 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     form_btn.click(
         compare_form,
         [f_age, f_gender, f_lead, f_sms, f_scholarship, f_conditions, f_prior, f_missed]
-        + [f_weekday, f_place, f_hour, gen_dd, clf_dd, ctx.data_key],
+        + [f_weekday, f_place, f_hour, gen_dd, clf_dd, ctx.data_key, clinic],
         filled_outputs,
         api_name="compare_form",
         **interactive,
     ).then(**suggest_value).then(**explain_facts)
     record_btn.click(
         compare_record,
-        [record_id, gen_dd, clf_dd, ctx.data_key],
+        [record_id, gen_dd, clf_dd, ctx.data_key, clinic],
         filled_outputs,
         api_name="compare_record",
         **interactive,
@@ -478,14 +530,14 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         # one event per click: the statement and its result come back together
         btn.click(
             compare_example(index),
-            [gen_dd, clf_dd, ctx.data_key],
+            [gen_dd, clf_dd, ctx.data_key, clinic],
             filled_outputs,
             api_visibility="private",
             **interactive,
         ).then(**suggest_value).then(**explain_facts)
     wi_btn.click(
         compare_what_if,
-        [statement, wi_fact, wi_value, gen_dd, clf_dd, row_state, ctx.data_key],
+        [statement, wi_fact, wi_value, gen_dd, clf_dd, row_state, ctx.data_key, clinic],
         [wi_html, wi_json, wi_msg],
         api_name="what_if",
         **interactive,

@@ -49,6 +49,9 @@ KAGGLE_COLUMNS = (
 )
 STATEMENT_COLUMNS = ("Statement", "NoShow")
 OPTIONAL_STATEMENT_COLUMNS = ("split", "record_id")
+# The file's welfare, condition and reminder columns, in its order (handicap counts 0-4, the
+# others are 0/1): the tabular baseline's features list them the same way.
+FLAG_COLUMNS = ("scholarship", "hypertension", "diabetes", "alcoholism", "handicap", "sms_received")
 FEATURE_COLUMNS = (
     "record_id",
     "patient_id",
@@ -57,12 +60,7 @@ FEATURE_COLUMNS = (
     "appointment_day",
     "age",
     "neighbourhood",
-    "scholarship",
-    "hypertension",
-    "diabetes",
-    "alcoholism",
-    "handicap",
-    "sms_received",
+    *FLAG_COLUMNS,
     "no_show",
     "lead_days",
     "weekday",

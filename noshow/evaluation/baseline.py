@@ -38,15 +38,12 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OrdinalEncoder
 from threadpoolctl import threadpool_limits
 
+from noshow.data.clean import FLAG_COLUMNS
+
 CATEGORICAL_COLUMNS = ["gender", "neighbourhood", "weekday"]
 NUMERIC_COLUMNS = [
     "age",
-    "scholarship",
-    "hypertension",
-    "diabetes",
-    "alcoholism",
-    "handicap",
-    "sms_received",
+    *FLAG_COLUMNS,
     "lead_days",
     "booking_hour",
     "prior_appointments",

@@ -75,6 +75,9 @@ class Calibrator:
     log_loss_after: float | None = None
     cv_log_loss: Mapping[str, float] | None = None  # per candidate method, 5-fold on validation
     cv_ece: float | None = None  # ECE of the chosen method on held-out validation folds
+    # The no-show rate of the rows it was fitted on: the rate its P averages to, which a
+    # clinic's own rate replaces (noshow.evaluation.recalibration.shift_prior).
+    base_rate: float | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -235,6 +238,7 @@ def fit_calibrator(
         log_loss_after=_log_loss(y, slope * x + intercept),
         cv_log_loss=cv,
         cv_ece=calibration_error(reliability_table(y, _sigmoid(held_out[method]))),
+        base_rate=float(y.mean()),
     )
 
 

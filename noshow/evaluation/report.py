@@ -6,14 +6,16 @@ hybrid, side by side, each ROC-AUC with its interval and each difference in word
   `noshow.training.runs.write_eval` saves it as eval.json.
 - `evaluate_run` is the end of every training run, written once: it fits the calibrator
   (noshow.evaluation.calibration), tunes the baseline (noshow.evaluation.baseline), fits the
-  hybrid (noshow.evaluation.hybrid), all on train/validation rows, then calls `build_report`
-  on test, and the sections a clinic acts on (net benefit, capacity, subgroups:
-  noshow.evaluation.clinical) on the same test rows.
+  hybrid (noshow.evaluation.hybrid) and the stacked model (noshow.evaluation.stacking), all
+  on train/validation rows, then calls `build_report` on test; "recalibration" holds the test
+  ECE with each day recalibrated from the days before it (noshow.evaluation.recalibration);
+  the sections a clinic acts on (net benefit, capacity, subgroups: noshow.evaluation.clinical)
+  come from the same test rows.
 
     from noshow.evaluation.report import evaluate_run
     run = evaluate_run(train, validation, test, p_val, p_test, seed=0)   # adapter's raw P
     run.report                      # eval.json
-    run.calibrator.save(adapter_dir); run.hybrid.save(adapter_dir)
+    run.calibrator.save(adapter_dir); run.hybrid.save(adapter_dir); run.stacked.save(...)
     run.scores                      # every model's P per validation/test row
 """
 
@@ -39,12 +41,15 @@ from noshow.evaluation.clinical import clinical_report
 from noshow.evaluation.hybrid import Hybrid, HybridError, fit_hybrid
 from noshow.evaluation.intervals import RESAMPLES, compare_auc
 from noshow.evaluation.metrics import check_scores, choose_threshold, compute_metrics
+from noshow.evaluation.recalibration import recalibrate_run
+from noshow.evaluation.stacking import ADAPTER, Stacked, StackingError, stack_run
 
 # The rows of a report, in the order tables show them, with the names people read.
 REPORT_NAMES = {
     "model": "this adapter",
     "model_uncalibrated": "this adapter, before calibration",
     "hybrid": "hybrid (adapter + tabular)",
+    "stacked": "stacked (tabular model + adapter score)",
     "baseline": "tuned tabular baseline",
     "baseline_untuned": "untuned tabular baseline",
 }
@@ -53,6 +58,9 @@ REPORT_PAIRS = (
     ("model", "baseline"),
     ("hybrid", "baseline"),
     ("hybrid", "model"),
+    ("stacked", "baseline"),
+    ("stacked", "model"),
+    ("stacked", "hybrid"),
     ("model", "baseline_untuned"),
     ("baseline", "baseline_untuned"),
 )
@@ -67,6 +75,7 @@ def build_report(
     *,
     untuned_baseline: tuple[Sequence | np.ndarray, Sequence | np.ndarray] | None = None,
     hybrid: tuple[Sequence | np.ndarray, Sequence | np.ndarray] | None = None,
+    stacked: tuple[Sequence | np.ndarray, Sequence | np.ndarray] | None = None,
     calibrator: Calibrator | None = None,
     groups: Sequence | np.ndarray | None = None,
     interval_method: str = "delong",
@@ -80,11 +89,11 @@ def build_report(
     `p_val`/`p_test` are the adapter's raw P(no-show). With `calibrator` (fitted on validation,
     noshow.evaluation.calibration) "model" holds the calibrated scores the adapter will show, its
     threshold chosen on calibrated validation scores, and "model_uncalibrated" the raw ones.
-    `baseline` is the tuned tabular baseline's (p_val, p_test); `untuned_baseline` and `hybrid`
-    likewise. `groups` (the test rows' patient ids) makes the intervals count a patient's
-    appointments as one unit. Keys: model, model_uncalibrated, baseline, baseline_untuned,
-    hybrid (metrics dicts with roc_auc_low/roc_auc_high, or None), threshold (the model's),
-    calibration, validation {same keys}, intervals {method, level, unit, ...}, differences
+    `baseline` is the tuned tabular baseline's (p_val, p_test); `untuned_baseline`, `hybrid`
+    and `stacked` (its validation P cross-fitted) likewise. `groups` (the test rows' patient
+    ids) makes the intervals count a patient's appointments as one unit. Keys: model,
+    model_uncalibrated, baseline, baseline_untuned, hybrid, stacked (metrics dicts with
+    roc_auc_low/roc_auc_high, or None), threshold (the model's), calibration, validation {same keys}, intervals {method, level, unit, ...}, differences
     [{a, b, estimate, low, high, verdict, text}], names {key: display name}.
     """
     rows: dict[str, tuple[Any, Any]] = {}
@@ -95,6 +104,7 @@ def build_report(
         rows["model"] = (p_val, p_test)
     for key, pair in (
         ("hybrid", hybrid),
+        ("stacked", stacked),
         ("baseline", baseline),
         ("baseline_untuned", untuned_baseline),
     ):
@@ -138,6 +148,7 @@ class RunEvaluation:
     baseline: TunedBaseline | None
     scores: pd.DataFrame  # one row per validation/test row scored: every model's P
     notes: list[str] = field(default_factory=list)
+    stacked: Stacked | None = None  # likewise stacked.save(adapter_dir)
 
 
 def _scored_rows(frame: pd.DataFrame, p: Any, what: str) -> tuple[np.ndarray, np.ndarray]:
@@ -175,7 +186,8 @@ def evaluate_run(
 ) -> RunEvaluation:
     """The end-of-run evaluation, written once: fit the calibrator on the adapter's
     validation scores, tune the tabular baseline on train + validation, fit the untuned one,
-    fit the hybrid on validation, then build the report on test.
+    fit the hybrid and the stacked model on validation, then build the report on test, and
+    recalibrate each test day from the days before it (`noshow.evaluation.recalibration`).
 
     `p_val` and `p_test` are the adapter's raw P for the rows of `validation` and `test`, in
     the frames' order, or in the order of `record_ids` = (validation ids, test ids) when
@@ -206,8 +218,8 @@ def evaluate_run(
     # The hybrid and the table take the adapter's P as predict_proba shows it: calibrated.
     c_val, c_test = calibrator.apply(p_val), calibrator.apply(p_test)
 
-    tuned = hybrid = None
-    baseline = untuned = blend = None
+    tuned = hybrid = stacked = None
+    baseline = untuned = blend = stack = None
     try:
         t0 = time.perf_counter()
         tuning = validation if tuning_rows is None else tuning_rows
@@ -241,6 +253,20 @@ def evaluate_run(
         except HybridError as e:
             notes.append(f"hybrid unavailable: {e}")
             hybrid = None
+        try:  # the tuned model with the adapter's score as one more input, cross-fitted
+            t0 = time.perf_counter()
+            stacked, stack = stack_run(
+                validation,
+                test,
+                y_val,
+                {ADAPTER: (c_val, c_test)},
+                baseline,
+                baseline_params=tuned.params if tuned is not None else None,
+                seed=seed,
+            )
+            timings["stacked_s"] = time.perf_counter() - t0
+        except StackingError as e:
+            notes.append(f"stacked model unavailable: {e}")
 
     t0 = time.perf_counter()
     report = build_report(
@@ -251,15 +277,27 @@ def evaluate_run(
         baseline=baseline,
         untuned_baseline=untuned,
         hybrid=blend,
+        stacked=stack,
         calibrator=calibrator,
         groups=_patients(test),
         interval_method=interval_method,
         seed=seed,
     )
     timings["report_s"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    recalibrated = {"model": (p_val, p_test, calibrator)}
+    recalibrated.update(
+        {k: (*pair, None) for k, pair in (("hybrid", blend), ("stacked", stack)) if pair}
+    )
+    report["recalibration"], rolling, note = recalibrate_run(
+        validation, test, recalibrated, groups=_patients(test), seed=seed
+    )
+    if note:
+        notes.append(note)
+    timings["recalibration_s"] = time.perf_counter() - t0
     # net benefit, capacity and subgroups on the same test rows (noshow.evaluation.clinical)
     acted_on = {"model": c_test}
-    for key, pair in (("hybrid", blend), ("baseline", baseline)):
+    for key, pair in (("hybrid", blend), ("stacked", stack), ("baseline", baseline)):
         if pair is not None:
             acted_on[key] = pair[1]
     sections = clinical_report(
@@ -275,6 +313,7 @@ def evaluate_run(
     timings["total_s"] = time.perf_counter() - started
     report["baseline_tuning"] = tuned.to_dict() if tuned is not None else None
     report["hybrid_model"] = hybrid.to_dict() if hybrid is not None else None
+    report["stacked_model"] = stacked.summary() if stacked is not None else None
     report["notes"] = notes
     report["quality_timings"] = {k: round(v, 2) for k, v in timings.items()}
 
@@ -297,9 +336,12 @@ def evaluate_run(
         ("p_baseline", baseline),
         ("p_baseline_untuned", untuned),
         ("p_hybrid", blend),
+        ("p_stacked", stack),
     ):
         if pair is not None:
             scores[column] = np.concatenate(pair)
+    if "model" in rolling:  # test rows only: validation days are what it starts from
+        scores["p_no_show_rolling"] = np.r_[np.full(len(y_val), np.nan), rolling["model"]]
     return RunEvaluation(
         report=report,
         calibrator=calibrator,
@@ -307,4 +349,5 @@ def evaluate_run(
         baseline=tuned,
         scores=scores,
         notes=notes,
+        stacked=stacked,
     )

@@ -18,7 +18,12 @@ from pathlib import Path
 from typing import Any
 
 CARD_THRESHOLDS = (0.05, 0.10, 0.15, 0.20, 0.25, 0.30, 0.40, 0.50)
-CARD_MODELS = {"model": "This adapter", "hybrid": "Hybrid", "baseline": "Tuned tabular"}
+CARD_MODELS = {
+    "model": "This adapter",
+    "hybrid": "Hybrid",
+    "stacked": "Stacked",
+    "baseline": "Tuned tabular",
+}
 NET_BENEFIT_PNG = "net_benefit.png"
 # TRIPOD+AI items a shipped adapter's card answers, and where.
 TRIPOD_ITEMS = (

@@ -26,6 +26,7 @@ from huggingface_hub import ModelCard, ModelCardData
 
 from noshow.evaluation.metrics import format_auc
 from noshow.inference.card_clinical import clinical_card, render_clinical_sections
+from noshow.inference.card_quality import CARD_KEYS, quality_sections
 from noshow.modeling.approaches import get_approach
 
 CARD_VERSION = 1
@@ -59,6 +60,7 @@ CARD_MODELS = (
     ("model", "This adapter"),
     ("model_uncalibrated", "This adapter, uncalibrated"),
     ("hybrid", "Hybrid (adapter + baseline)"),
+    ("stacked", "Stacked (tabular model + adapter score)"),
     ("baseline", "Tuned baseline"),
     ("baseline_untuned", "Untuned baseline"),
 )
@@ -291,6 +293,7 @@ def _card_body(card: Mapping[str, Any]) -> str:
     if card.get("baseline_note"):
         out.append(f"Baseline: {card['baseline_note']}.")
     out += render_clinical_sections(card)  # net benefit, capacity, subgroups, TRIPOD+AI
+    out += quality_sections(card)  # stacked, both adapters, recalibration, a clinic's rate
     out += ["", "## CI check figure", ""]
     ci = card.get("ci_check")
     if ci:
@@ -447,8 +450,16 @@ def build_card(
         "command_reconstructed": not command,
         "test_metrics": {
             key: report.get(key)
-            for key in ("model", "model_uncalibrated", "hybrid", "baseline", "baseline_untuned")
+            for key in (
+                "model",
+                "model_uncalibrated",
+                "hybrid",
+                "stacked",
+                "baseline",
+                "baseline_untuned",
+            )
         },
+        **{key: report.get(key) for key in CARD_KEYS},
         "differences": report.get("differences") or [],
         "clinical": clinical_card(report),
         "calibration": report.get("calibration"),

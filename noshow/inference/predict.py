@@ -13,6 +13,7 @@ trained.
     from noshow.inference.predict import load_predictor
     p = load_predictor("runs/<run_id>")          # or an adapter folder
     p.predict_proba(["A 25-year-old man ..."])   # -> [0.31]
+    p.predict_proba(["A 25-year-old man ..."], clinic_rate=0.15)   # at a 15% no-show clinic
 """
 
 from __future__ import annotations
@@ -98,22 +99,56 @@ class AdapterPredictor:
     hybrid: Any = (
         None  # noshow.evaluation.hybrid.Hybrid from hybrid.json (None: the adapter has none)
     )
+    stacked: Any = None  # noshow.evaluation.stacking.Stacked from stacked.json, to refit
     spec: Any = None  # the approach object (noshow.modeling.approaches)
     bound: Any = None  # the approach bound to this model: encode, score, answer texts
     weights: str = ""  # what scores: "float32, merged", "bf16 linears (fp32 activations)", ...
     single_rows: bool = False  # one statement per forward (bf16 weights): batch == single
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def predict_proba(self, statements: list[str], *, calibrated: bool = True) -> list[float]:
+    def predict_proba(
+        self,
+        statements: list[str],
+        *,
+        calibrated: bool = True,
+        clinic_rate: float | None = None,
+    ) -> list[float]:
         """P(no-show) per statement, through the adapter's calibration (calibration.json,
-        fitted on validation; identity for adapters without one) unless `calibrated=False`."""
+        fitted on validation; identity for adapters without one) unless `calibrated=False`.
+
+        `clinic_rate` (a clinic's own no-show rate, a share such as 0.15) moves every P to
+        that rate (`at_clinic_rate`); the ranking does not change."""
+        if clinic_rate is not None:
+            if not calibrated:
+                raise PredictError("clinic_rate adjusts calibrated P: leave calibrated=True.")
+            self.at_clinic_rate([], clinic_rate)  # a bad rate fails before any scoring
         if isinstance(statements, str):
             statements = [statements]
         statements = [clean_statement(s) for s in statements]  # keep scores defined
         if not statements:
             return []
         raw = self._call(lambda: self._score(statements))
-        return self._calibrate(raw, calibrated).tolist()
+        p = self._calibrate(raw, calibrated)
+        return (p if clinic_rate is None else self.at_clinic_rate(p, clinic_rate)).tolist()
+
+    def at_clinic_rate(self, p: Any, clinic_rate: float) -> np.ndarray:
+        """Calibrated P moved from the no-show rate of the rows it was calibrated on to a
+        clinic's own rate: odds times [r/(1-r)] / [pi/(1-pi)]
+        (`noshow.evaluation.recalibration.shift_prior`). PredictError when the rate is not a
+        share or the adapter records no rate (a calibration.json from before noshow kept it)."""
+        from noshow.evaluation.recalibration import RecalibrationError, shift_prior
+
+        rate = getattr(self.calibrator, "base_rate", None)
+        if rate is None:
+            raise PredictError(
+                f"{self.name} does not record the no-show rate its P is calibrated to (its "
+                "calibration.json is older than that field): evaluate it again "
+                "(scripts/bench_quality.py --save-to) or leave the clinic's rate out."
+            )
+        try:
+            return shift_prior(p, rate, clinic_rate)
+        except RecalibrationError as e:
+            raise PredictError(str(e)) from e
 
     def _calibrate(self, raw, calibrated: bool = True) -> np.ndarray:
         raw = np.asarray(raw, dtype=np.float64)
@@ -295,6 +330,7 @@ def _load_predictor(
         bound=bound,
         calibrator=Calibrator.load(adapter_dir),
         hybrid=_load_hybrid(adapter_dir),
+        stacked=_load_stacked(adapter_dir),
         weights=weights,
         single_rows=single_rows,
     )
@@ -309,6 +345,17 @@ def _load_hybrid(adapter_dir: Path) -> Any:
         return Hybrid.load(adapter_dir)
     except HybridError as e:
         warnings.warn(f"{adapter_dir}: hybrid left out: {e}", stacklevel=2)
+        return None
+
+
+def _load_stacked(adapter_dir: Path) -> Any:
+    """The adapter's stacked model (unfitted: the app refits it), or None, as `_load_hybrid`."""
+    from noshow.evaluation.stacking import Stacked, StackingError
+
+    try:
+        return Stacked.load(adapter_dir)
+    except StackingError as e:
+        warnings.warn(f"{adapter_dir}: stacked model left out: {e}", stacklevel=2)
         return None
 
 

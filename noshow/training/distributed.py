@@ -25,10 +25,12 @@ single-process loop unchanged. With it:
 - cancel: the caller's should_stop() and a `cancel` file in the run folder (what the app
   writes) are voted on in the step's all_reduce; every rank stops at the same step.
 
-Why not torch DDP: our losses call the peft model's decoder and head directly (the LM head
-at two positions only), bypassing the wrapper's forward that DDP's reducer hooks; DDP would
-also need no_sync() around micro-batches and costs a collective per gradient bucket, where
-LoRA gradients (1 MB for 135M, ~170 MB for 8B at r16) fit one flattened all_reduce well.
+That is the hand-written path (`data_parallel="flat"`, the default). torch DDP is the other
+(`--data-parallel ddp`, noshow/training/ddp.py): the loss wrapped in a module for DDP's
+forward, micro-batches under no_sync() but the last, a collective per gradient bucket started
+during backward. Which one stays is for the GPU rows of scripts/bench_scaling.py to decide
+(BENCHMARKS.md); LoRA gradients (1 MB for 135M, ~170 MB for 8B at r16) fit one flattened
+all_reduce well, DDP overlaps its buckets with the backward.
 
 OOM back-off stays per process: the gradients are reduced once, after the local
 micro-batches, and nothing collective runs inside backward, so ranks may take different
@@ -212,12 +214,16 @@ class Group:
                 dist.destroy_process_group()
 
 
-def init_group(timeout_s: float = GROUP_TIMEOUT_S) -> Group | None:
+def init_group(timeout_s: float = GROUP_TIMEOUT_S, graphs_with_ddp: bool = False) -> Group | None:
     """Join the process group that torchrun / accelerate described in the environment (nccl
     on CUDA, gloo on the CPU) and pin this process to cuda:LOCAL_RANK. None (and nothing
-    done) outside a multi-process launch."""
+    done) outside a multi-process launch. `graphs_with_ddp`: DDP's backward may be captured
+    in CUDA graphs, so NCCL's async error handling is off (PyTorch's recipe; a dead peer then
+    ends the run through the launcher, not through NCCL's watchdog)."""
     if not is_distributed():
         return None
+    if graphs_with_ddp:
+        os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "0")
     from datetime import timedelta
 
     import torch

@@ -33,9 +33,10 @@ def evaluate_and_save(
 ) -> dict[str, Any]:
     """Score validation and test, then `noshow.evaluation.report.evaluate_run`: calibrate on
     validation (the threshold is chosen on calibrated scores), tune the tabular baseline on
-    validation, fit the hybrid on validation, and report every model on test with 95%
-    intervals. Writes eval.json, the predictions and the adapter with its calibration.json
-    and hybrid.json."""
+    validation, fit the hybrid and the stacked model on validation, and report every model
+    on test with 95% intervals and the test ECE recalibrated day by day. Writes eval.json,
+    the predictions and the adapter with its calibration.json, hybrid.json and
+    stacked.json."""
     from noshow.evaluation.report import evaluate_run
 
     session.check_stop()
@@ -96,6 +97,8 @@ def evaluate_and_save(
     run.calibrator.save(staging)  # calibration.json: every P the adapter shows goes through it
     if run.hybrid is not None:
         run.hybrid.save(staging)  # hybrid.json: the adapter's P blended with the baseline's
+    if run.stacked is not None:
+        run.stacked.save(staging)  # stacked.json: the tuned baseline with the adapter's score
     save_s = time.time() - t_save
     runs.write_predictions(session.run_dir, run.scores)
     # where the end of the run went (the preflight extrapolates from these)

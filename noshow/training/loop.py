@@ -3,7 +3,8 @@ one host sync every `log_every(total)` steps, cancel checked every step, micro-b
 out-of-memory, mid-training validation with early stopping, resumable checkpoints.
 
 In a multi-process run (`session.dist`) each rank trains on its shard of every batch and the
-gradients are summed in one all_reduce per step (see noshow/training/distributed.py).
+gradients are summed in one all_reduce per step (see noshow/training/distributed.py), or through
+torch DDP with `data_parallel="ddp"` (noshow/training/ddp.py).
 
     from noshow.training.loop import fit
     state = fit(session, model, train_enc, bound.loss, bound.score, mid_val, device)
@@ -143,13 +144,7 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
     group = session.dist
     total = total_steps_for(session.config, len(encoded))
     params = [p for p in model.parameters() if p.requires_grad]
-    grads = FlatGrads(
-        params,
-        extra_slots=STEP_FLAG_SLOTS if group is not None else 0,
-        names=[n for n, p in model.named_parameters() if p.requires_grad],
-    )
-    optimizer = make_optimizer(params, session.config, device)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg.warmup_steps))
+    names = [n for n, p in model.named_parameters() if p.requires_grad]
     checkpointing = checkpointing_on(model)
     engine = choose_engine(cfg.engine, device, checkpointing)
     watch = None
@@ -157,7 +152,29 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
         engine = "eager"  # a captured or compiled step cannot stop to look at each module
         watch = GradientWatch(model)
         session.log("NOSHOW_CHECK_FINITE: every gradient is checked after each backward.")
-    runner = StepRunner(model, bound.batch_loss, engine, grads, log=session.warn)
+    ddp_step = None
+    if group is not None and cfg.data_parallel == "ddp":
+        from noshow.training.ddp import DDPStep
+
+        # the library's step beside the hand-written one below, until BENCHMARKS.md's scaling
+        # rows decide between them (issue 26)
+        ddp_step = DDPStep(model, bound.batch_loss, group, engine, STEP_FLAG_SLOTS, names)
+        grads = ddp_step.grads
+        runner = StepRunner(
+            model,
+            ddp_step.batch_loss,
+            engine,
+            grads,
+            log=session.warn,
+            ddp=ddp_step.ddp,
+            eager_before_capture=ddp_step.eager_before_capture,
+        )
+    else:
+        extra = STEP_FLAG_SLOTS if group is not None else 0
+        grads = FlatGrads(params, extra_slots=extra, names=names)
+        runner = StepRunner(model, bound.batch_loss, engine, grads, log=session.warn)
+    optimizer = make_optimizer(params, session.config, device)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(total, cfg.warmup_steps))
     if group is None:
         state = LoopState(micro_batch=cfg.batch_size)
     else:
@@ -185,7 +202,8 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
     samples_at_t0 = state.samples_seen
     # model and data are ready; the preflight times the first step from here
     session.emit(phase="ready", total_steps=total)
-    session.log(f"Training starts: {total} steps, engine {engine}.")
+    parallel = f", {group.world_size} processes ({cfg.data_parallel})" if group else ""
+    session.log(f"Training starts: {total} steps, engine {engine}{parallel}.")
     while state.step < total:
         batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed + state.epoch)
         start_batch = state.batch_in_epoch
@@ -202,7 +220,7 @@ def _fit_loop(session, model, encoded, bound, val_encoded, device) -> LoopState:
             else:
                 _check_step_flags(session, flags)  # the previous step's votes: one step late
                 loss_value = _distributed_step(
-                    step_fn, idx, weights, optimizer, grads, state, session, flags
+                    step_fn, idx, weights, optimizer, grads, state, session, flags, ddp_step
                 )
                 after = state.step + 1
                 if (
@@ -325,7 +343,7 @@ def _optimizer_step(
             )
 
 
-def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, flags):
+def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, flags, ddp=None):
     """One optimizer step of a multi-process run over global batch `idx`: this rank's shard
     in micro-batches (halved on OOM, locally: nothing collective runs in backward), then one
     all_reduce(SUM) of the flat gradient buffer with the loss, cancel votes and failures in
@@ -334,19 +352,29 @@ def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, f
     `weights` are the rows' shares of the global batch, so the summed gradient is the
     single-process one. A rank that fails still joins the all_reduce (with zero gradients and
     its failure counted) before raising, so no rank waits for a missing peer. Returns the
-    global batch's loss (on the device; no host sync)."""
+    global batch's loss (on the device; no host sync).
+
+    With `ddp` (a noshow.training.ddp.DDPStep) the gradients are reduced by DDP in the
+    shard's last backward instead, and only the step's flags by the all_reduce here; a rank
+    without rows or that failed before that backward joins DDP's collectives with a zero step,
+    and a failure inside it is raised at once (nothing can rejoin; see ddp.py)."""
     group = session.dist
     positions = group.shard(np.arange(len(idx)))
     mine, my_weights = idx[positions], weights[positions]
+    if ddp is not None:  # DDP averages the ranks' gradients: world_size x the shares sums them
+        my_weights = my_weights * np.float32(group.world_size)
+    accumulate = _accumulate if ddp is None else ddp.accumulate
     failure: Exception | None = None
     total = None
     while True:
         try:
             grads.zero()
-            if len(mine):
-                total = _accumulate(step_fn, mine, my_weights, state)
+            if len(mine) or ddp is not None:
+                total = accumulate(step_fn, mine, my_weights, state)
             break
         except Exception as e:
+            if ddp is not None and ddp.armed:
+                raise  # inside DDP's synchronised backward: no way to rejoin the peers
             grads.zero()
             if is_oom(e) and state.micro_batch > 1:
                 free_accelerator_memory()
@@ -359,8 +387,10 @@ def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, f
             failure = e
             grads.zero()
             break
+    if ddp is not None and total is None:
+        ddp.zero_step()
     failed = failure is not None
-    extras = grads.extras  # [loss, stop vote, failed, failed by OOM]
+    extras = grads.extras if ddp is None else ddp.flags  # [loss, stop vote, failed, by OOM]
     extras.zero_()
     if total is not None:
         extras[0].copy_(total)
@@ -368,14 +398,15 @@ def _distributed_step(step_fn, idx, weights, optimizer, grads, state, session, f
     extras[1].fill_(float(session.stop_vote()))
     extras[2].fill_(float(failed))
     extras[3].fill_(float(failed and is_oom(failure)))
-    reduced = group.all_reduce_flat(grads.buffer)
+    reduced = group.all_reduce_flat(grads.buffer if ddp is None else ddp.flags)
     flags.record(reduced[-STEP_FLAG_SLOTS + 1 :], state.step + 1)
     if failure is not None:
         session.failure_shared = True  # the others learn of it from this step's flags
         raise failure
     grads.clip_(1.0)
     optimizer.step()
-    return reduced[-STEP_FLAG_SLOTS]
+    loss = reduced[-STEP_FLAG_SLOTS]
+    return loss if ddp is None else loss / group.world_size  # (a new tensor: `flags` is reused)
 
 
 def _check_step_flags(session: TrainingSession, flags) -> None:

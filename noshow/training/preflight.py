@@ -15,7 +15,7 @@ says it is rough.
 
     from noshow.training.preflight import estimate_resources
     est = estimate_resources(config, {"train": 256, "validation": 256, "test": 256})
-    est["fits"], est["minutes"], est["verdict"]
+    est["fits"], est["minutes"], est["phases_s"], est["reason"]
 """
 
 from __future__ import annotations

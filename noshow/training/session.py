@@ -68,9 +68,11 @@ class TrainingSession:
         resume: bool = False,
     ) -> None:
         from noshow.training import distributed
+        from noshow.training.ddp import graphs_with_ddp
 
         self.config = config
-        self.dist = distributed.init_group()  # None in a single process: no group at all
+        # None in a single process: no group at all
+        self.dist = distributed.init_group(graphs_with_ddp=graphs_with_ddp(config.train))
         self.is_writer = self.dist is None or self.dist.is_main
         self.on_progress = on_progress if self.is_writer else None
         self.should_stop = should_stop or (lambda: False)

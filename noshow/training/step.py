@@ -18,6 +18,13 @@ host time per step measured on an H200), so the GPU mostly waited. Engines:
 Anything an engine cannot do here (capture refused by a library, a compiler error) falls
 back to "eager" with one log line: a run never fails for the sake of speed.
 
+Under torch DDP (`data_parallel="ddp"`, noshow/training/ddp.py) the graphs follow PyTorch's
+recipe for capturing a DDP step (CUDA semantics notes, "Usage with DistributedDataParallel"):
+DDP built on the capture stream, at least 11 synchronised eager steps before the first
+capture, and a capture's warm-up under `no_sync()`, so no rank runs a collective that its
+peers (replaying, or capturing another shape) do not; the synchronised capture records DDP's
+bucket all_reduces into the graph, and each replay runs them once on every rank.
+
 Gradients of the trainable weights (LoRA, the classifier head) are views into one flat
 fp32 buffer (`FlatGrads`): zeroed in one kernel, clipped in two (norm, scale; no host
 read), all-reduced as one tensor under torchrun, and fixed in memory as a CUDA graph needs.
@@ -100,6 +107,12 @@ class FlatGrads:
         self.grads.mul_(torch.clamp(max_norm / (norm + 1e-6), max=1.0))
         return norm
 
+    def snapshot(self) -> torch.Tensor:
+        return self.buffer.clone()
+
+    def restore(self, saved: torch.Tensor) -> None:
+        self.buffer.copy_(saved)
+
     def check(self) -> None:
         """Raise if something replaced a view (e.g. zero_grad(set_to_none=True))."""
         base = self.buffer.data_ptr()
@@ -117,15 +130,23 @@ class StepRunner:
         model: torch.nn.Module,
         batch_loss: Callable[[torch.nn.Module, Batch], torch.Tensor],
         engine: str,
-        grads: FlatGrads | None = None,
+        grads: Any = None,
         log: Callable[[str], None] | None = None,
+        ddp: Any = None,
+        eager_before_capture: int = 0,
     ) -> None:
+        """`grads`: FlatGrads, or ddp.BucketGrads (what a capture's warm-up puts back).
+        `ddp`: the DistributedDataParallel module `batch_loss` runs through, if any; then
+        `eager_before_capture` synchronised calls run eagerly before any capture."""
         self.model = model
         self.batch_loss = batch_loss
         self.engine = engine
         self.grads = grads
         self.log = log or (lambda message: None)
-        self.graphs: dict[tuple[int, int], tuple[torch.cuda.CUDAGraph, Batch, torch.Tensor]] = {}
+        self.ddp = ddp
+        self.eager_left = eager_before_capture
+        # (rows, length, synchronised) -> (graph, static batch, static loss)
+        self.graphs: dict[tuple[int, int, bool], tuple[Any, Batch, torch.Tensor]] = {}
         self.pool = None
         if "compile" in engine:
             compile_layers(model)
@@ -134,8 +155,16 @@ class StepRunner:
     def length_multiple(self) -> int:
         return 1 if self.engine == "eager" else LENGTH_MULTIPLE
 
+    @property
+    def synchronised(self) -> bool:
+        """False inside DDP's no_sync() (this backward runs no collective)."""
+        return self.ddp is None or bool(self.ddp.require_backward_grad_sync)
+
     def __call__(self, batch: Batch) -> torch.Tensor:
         if "cuda-graphs" not in self.engine:
+            return self._eager(batch)
+        if self.eager_left > 0:  # DDP's first steps run eagerly (bucket rebuild, logging)
+            self.eager_left -= int(self.synchronised)
             return self._eager(batch)
         try:
             return self._replay(batch)
@@ -162,7 +191,7 @@ class StepRunner:
         self.graphs.clear()
 
     def _replay(self, batch: Batch) -> torch.Tensor:
-        entry = self.graphs.get(batch.shape)
+        entry = self.graphs.get((*batch.shape, self.synchronised))
         if entry is None:
             entry = self._capture(batch)
         graph, static, loss = entry
@@ -177,12 +206,13 @@ class StepRunner:
         static = Batch(
             *(getattr(batch, n).clone() for n in ("input_ids", "last_index", "labels", "weight"))
         )
-        saved = self.grads.buffer.clone() if self.grads is not None else None
+        saved = self.grads.snapshot() if self.grads is not None else None
         side = capture_stream()
         side.wait_stream(torch.cuda.current_stream())
         before = torch.cuda.memory_allocated()
         needed = 0
-        with torch.cuda.stream(side):
+        quiet = self.ddp.no_sync() if self.ddp is not None else contextlib.nullcontext()
+        with torch.cuda.stream(side), quiet:
             for _ in range(WARMUP_RUNS):
                 loss = self.batch_loss(self.model, static)
                 needed = max(needed, torch.cuda.memory_allocated() - before)  # activations
@@ -199,14 +229,18 @@ class StepRunner:
                 f"{free / 2**30:.1f} GiB are free"
             )
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph, pool=self.pool, capture_error_mode="thread_local"):
+        # under DDP the capture runs on the stream DDP was built on (the recipe's side stream)
+        stream = side if self.ddp is not None else None
+        with torch.cuda.graph(
+            graph, pool=self.pool, stream=stream, capture_error_mode="thread_local"
+        ):
             loss = self.batch_loss(self.model, static)
             loss.backward()
         self.pool = graph.pool()
         if saved is not None:
-            self.grads.buffer.copy_(saved)
+            self.grads.restore(saved)
         entry = (graph, static, loss)
-        self.graphs[batch.shape] = entry
+        self.graphs[(*batch.shape, self.synchronised)] = entry
         return entry
 
 

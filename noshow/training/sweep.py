@@ -9,13 +9,14 @@ one stopped (a preemptible machine, a short GPU lease). The choice per approach 
 made on validation ROC-AUC alone; only the chosen trial's test figures are read (each run's
 final evaluation scores the test rows too, but the sweep looks at them once, for the choice).
 
-    from noshow.training.sweep import run_sweep, choose
-    rows = run_sweep("data/KaggleV2-May-2016.csv", Path("runs-sweep"), budget_s=900)
-    choose(rows)   # {(approach, split): the chosen trial with its test figures}
+    from noshow.training.sweep import choose, read_table, run_sweep
+    run_sweep("data/KaggleV2-May-2016.csv", Path("runs-sweep"), budget_s=900)
+    choose(read_table(out), out)   # {(approach, split): the chosen trial, its test figures}
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Callable, Iterable
@@ -118,9 +119,13 @@ def _append(out: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
-def trial_row(trial: Trial, result, seconds: float) -> dict[str, Any]:
-    """The table's line for a finished trial: its validation figures and where its run is."""
+def trial_row(trial: Trial, result, seconds: float, out: Path) -> dict[str, Any]:
+    """The table's line for a finished trial: its validation figures and where its run is
+    (relative to the sweep's folder, so a table copied off the GPU machine still finds it)."""
     m = result.metrics or {}
+    run_dir = Path(result.run_dir)
+    with contextlib.suppress(ValueError):
+        run_dir = run_dir.resolve().relative_to(out.resolve())
     val = m.get("validation") or {}
     return {
         "key": trial.key,
@@ -130,7 +135,7 @@ def trial_row(trial: Trial, result, seconds: float) -> dict[str, Any]:
         "stage": trial.stage,
         "state": result.state,
         "error": result.error,
-        "run_dir": str(result.run_dir),
+        "run_dir": str(run_dir),
         "seconds": round(seconds, 1),
         "validation": {
             "roc_auc": (val.get("model") or {}).get("roc_auc"),
@@ -183,16 +188,17 @@ def run_sweep(
         result = train(trial.config(data, out, base))
         seconds = time.time() - t0
         slowest = max(slowest, seconds)
-        row = trial_row(trial, result, seconds)
+        row = trial_row(trial, result, seconds, out)
         _append(out, row)
         progress.ran.append(trial.key)
         auc = row["validation"]["roc_auc"]
         log(f"[sweep] {trial.key}: {result.state}, validation ROC-AUC {auc}, {seconds:.0f} s")
 
 
-def choose(table: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]:
+def choose(table: list[dict[str, Any]], out: Path) -> dict[tuple[str, str], dict[str, Any]]:
     """Per (approach, split): the completed trial with the best validation ROC-AUC, with
-    its test figures read from its run's eval.json (the only test figures the sweep reads)."""
+    its test figures read from its run's eval.json (the only test figures the sweep reads).
+    `out` is the sweep's folder, where relative run folders are found."""
     chosen: dict[tuple[str, str], dict[str, Any]] = {}
     for r in table:
         auc = r["validation"].get("roc_auc")
@@ -202,13 +208,23 @@ def choose(table: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, Any]]
         if slot not in chosen or auc > chosen[slot]["validation"]["roc_auc"]:
             chosen[slot] = r
     for slot, r in chosen.items():
-        chosen[slot] = {**r, "test": read_test_figures(Path(r["run_dir"]))}
+        chosen[slot] = {**r, "test": read_test_figures(run_folder(r, out))}
     return chosen
 
 
+def run_folder(row: dict[str, Any], out: Path) -> Path:
+    """Where a trial's run folder is: the table keeps it relative to the sweep's folder; a
+    table from another machine may still hold its absolute path there (then: runs/<id>)."""
+    path = Path(row["run_dir"])
+    if not path.is_absolute():
+        return out / path
+    return path if path.exists() else out / "runs" / path.name
+
+
 def read_test_figures(run_dir: Path) -> dict[str, Any]:
-    """Test ROC-AUC with its interval for the adapter, the tuned baseline and the hybrid,
-    and the calibration error, from a run's eval.json."""
+    """Test ROC-AUC with its interval for the adapter, the tuned baseline, the hybrid and the
+    stacked model, and the calibration error (also recalibrated day by day), from a run's
+    eval.json."""
     path = run_dir / "eval.json"
     if not path.exists():
         return {}
@@ -222,6 +238,10 @@ def read_test_figures(run_dir: Path) -> dict[str, Any]:
         "model": auc("model"),
         "baseline": auc("baseline"),
         "hybrid": auc("hybrid"),
+        "stacked": auc("stacked"),
         "ece": (m.get("model") or {}).get("ece"),
         "ece_uncalibrated": (m.get("model_uncalibrated") or {}).get("ece"),
+        "ece_rolling": (
+            ((m.get("recalibration") or {}).get("models") or {}).get("model", {}).get("ece", {})
+        ).get("rolling"),
     }

@@ -55,7 +55,7 @@ def test_compare_shows_both_scores_or_a_clear_message(name, compare_app, adapter
     text = STATEMENTS[name]
     # Plain HTTP as a browser sends it (gradio_client cannot send a lone surrogate).
     result_html, summary, message = call_api(
-        compare_app.url, "compare", [text, adapters.generative, adapters.classifier]
+        compare_app.url, "compare", [text, adapters.generative, adapters.classifier, ""]
     )
     if name in BLANK:
         assert summary is None and result_html == ""

@@ -10,7 +10,7 @@ state scoring reads).
 Several statements run as ONE sequence of all their tokens (no padding): every product,
 norm and MLP works row by row, so the statements share each weight read, and only the
 attention is computed per statement. A padded batch (right or left padding, positions
-counting real tokens, as `noshow.training.pad_batch` builds it) is unpacked into those
+counting real tokens, as `noshow.modeling.batching.pad_batch` builds it) is unpacked into those
 statements, so a statement scores the same in a batch as alone (bit-for-bit where the
 products' rows do not depend on each other, as with oneDNN-packed weights).
 

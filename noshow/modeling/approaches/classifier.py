@@ -168,17 +168,16 @@ class ClassifierApproach:
     answers_in_words: bool = False
     seed_model: str = "llama-3.1-8b"  # the seed project's model (full GPU run)
     card_summary: str = "a two-class **classifier head** on the last token gives P(no-show)"
-    # Peak GPU memory measured on an H200 (BENCHMARKS.md: 4-bit SmolLM2 runs and the 8B shape
-    # from bench_train), used by the preflight only when no measurement can be made:
-    # {(size class, quantize): (GB for the weights, GB per statement of the batch)}.
+    # GPU memory without a measurement (training/preflight.py): {(size class, quantize):
+    # (GB for the weights, GB per statement of the batch)}, from H200 peaks (BENCHMARKS.md).
     rough_gpu_gb: Mapping[tuple[str, str], tuple[float, float]] = field(
-        hash=False,
         default_factory=lambda: {
             ("small", "4bit"): (0.6, 0.080),
             ("small", "none"): (0.8, 0.080),
             ("8b", "4bit"): (7.0, 0.110),
             ("8b", "none"): (17.5, 0.110),
         },
+        hash=False,
     )
 
     def model_class(self):

@@ -292,18 +292,16 @@ class GenerativeApproach:
         "the model answers the question with **Yes** or **No**; P(no-show) is the softmax of "
         'the "Yes" and "No" logits at the answer position'
     )
-    # Peak GPU memory measured on an H200 (BENCHMARKS.md: 4-bit SmolLM2 runs and the 8B shape
-    # from bench_train), used by the preflight only when no measurement can be made:
-    # {(size class, quantize): (GB for the weights, GB per statement of the batch)}; the
-    # generative prompt is ~1.6x longer than the classifier's.
+    # As the classifier's (training/preflight.py); the prompt is ~1.6x longer and the 8B
+    # shape's head over 128k tokens adds 0.5 GB.
     rough_gpu_gb: Mapping[tuple[str, str], tuple[float, float]] = field(
-        hash=False,
         default_factory=lambda: {
             ("small", "4bit"): (0.6, 0.125),
             ("small", "none"): (0.8, 0.125),
             ("8b", "4bit"): (7.5, 0.170),
             ("8b", "none"): (18.0, 0.170),
         },
+        hash=False,
     )
 
     def model_class(self):
