@@ -79,3 +79,30 @@ def test_batch_average_is_the_mean_absolute_change_over_the_rows():
     assert sms["rows"] == 1  # the second row has no reminder already
     assert sms["mean_abs"] == pytest.approx({"generative": 0.1, "baseline": 0.3})
     assert sms["mean"] == pytest.approx({"generative": -0.1, "baseline": -0.3})
+
+
+def test_the_what_if_and_the_facts_bars_score_through_one_function(monkeypatch):
+    """A fact's bar is minus the what-if's change to its typical value: both go through
+    compare_facts.score_rows, and the what-if's P are that function's P."""
+    from noshow.app import compare_facts, compare_single
+    from noshow.app.compare_cards import what_if_summary
+
+    calls = []
+    real = compare_facts.score_rows
+
+    def spy(rows, *args, **kwargs):
+        calls.append(len(rows))
+        return real(rows, *args, **kwargs)
+
+    monkeypatch.setattr(compare_single, "score_rows", spy)
+    row = EXAMPLES[2].row  # SMS reminder: yes
+    baseline = Baseline(model=SmsModel(), threshold=0.3, train_rows=10)
+    paths = {"generative": "g", "classifier": "c"}
+    change = compare_single.what_if(
+        row, "SMS reminder", "no", "g", "c", baseline=baseline, source=sms_loader()
+    )
+    assert calls == [2]  # before and after, in one call
+    bars = fact_effects(row, paths, {"SMS reminder": "no"}, baseline=baseline, source=sms_loader())
+    [sms] = bars["facts"]
+    deltas = {k: v["delta"] for k, v in what_if_summary(change)["models"].items()}
+    assert deltas == pytest.approx({k: -v for k, v in sms["effects"].items()})
