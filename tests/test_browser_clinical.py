@@ -104,7 +104,8 @@ def test_browser_batch_shows_net_benefit_capacity_and_subgroups_within_2_s(brows
         )
         expect(page.locator("#batch-subgroups")).to_contain_text("patients aged 65+")
         expect(page.locator("#batch-subgroups")).to_contain_text("women")
-        page.locator("#batch-clinical").screenshot(path=str(ARTIFACTS / "batch-clinical.png"))
+        # Gradio puts a Group's elem_id on its outer and its inner element
+        page.locator("#batch-clinical").first.screenshot(path=str(ARTIFACTS / "batch-clinical.png"))
         # the capacity control redraws the table for the clinic's own share, no rescoring
         share = page.locator("#batch-capacity-share input[type=number]")
         share.fill("15")
