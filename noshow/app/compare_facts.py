@@ -254,5 +254,5 @@ def plot_batch_effects(result: Mapping[str, Any], names: Mapping[str, str] | Non
         effects,
         names,
         title=f"Which facts move P(no-show), averaged over {result['rows']:,} appointments",
-        xlabel="Mean absolute change in P(no-show), percentage points (fact vs typical value)",
+        xlabel="Mean absolute change in P(no-show), points (fact vs typical value)",
     )

@@ -141,7 +141,7 @@ def plot_fact_effects(
     effects: Mapping[str, Mapping[str, float | None]],
     names: Mapping[str, str] | None = None,
     title: str = "Which facts moved P(no-show)",
-    xlabel: str = "Change in P(no-show), percentage points (the fact vs its typical value)",
+    xlabel: str = "Change in P(no-show), points (the fact vs its typical value)",
 ) -> Figure:
     """Horizontal bars side by side: for each fact (rows, in the order given), each model's
     change in P in percentage points. `effects` is {fact label: {model: change or None}}."""
