@@ -229,6 +229,20 @@ def test_browser_what_if_shows_all_three_models_before_and_after_one_change(page
     page.locator("#compare-what-if").screenshot(path=str(ARTIFACTS / "compare-4-what-if.png"))
 
 
+def test_browser_facts_bars_come_after_the_cards(page):
+    """The facts behind the scores: a second event after the cards, so the cards come as
+    fast as before; the bars then show each fact's effect for both adapters and the
+    tabular baseline."""
+    from playwright.sync_api import expect
+
+    page.get_by_role("button", name=EXAMPLES[3].label).click()
+    expect(page.locator(THREE_P)).to_have_count(3)
+    plot = page.locator("#facts-plot img")
+    expect(plot).to_have_count(1)
+    expect(page.locator("#facts-note")).to_contain_text("typical value")
+    page.locator("#compare-facts").screenshot(path=str(ARTIFACTS / "compare-6-facts.png"))
+
+
 def start_batch(page, app):
     """Open the batch section, start a batch (200 rows of both real adapters: minutes) and
     wait until it has scored rows; returns its server-side job."""

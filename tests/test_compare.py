@@ -667,6 +667,7 @@ def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_af
         "tabular baseline",
         "hybrid (generative + tabular)",
         "hybrid (classifier + tabular)",
+        "tuned tabular baseline",  # the tabular model the hybrids blend
     ]
     assert all(re.fullmatch(r"\d\.\d{3}-\d\.\d{3}", ci) for ci in metrics["ROC-AUC 95% CI"])
     # the hybrid leans on the baseline (the label is age < 30): it beats the noisy adapter
@@ -1042,12 +1043,40 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
     job = app.client.submit(
         adapters.generative, adapters.classifier, 40, False, api_name="/compare_batch"
     )
-    summary, metrics, roc, calibration, confusion, disagreements, csv_path, message = job.result(
-        300
-    )
+    outputs = job.result(300)
+    summary, metrics, roc, calibration, confusion, disagreements, csv_path = outputs[:7]
+    net_plot, net_text, capacity, capacity_text, capacity_plot = outputs[7:12]
+    subgroup_model, subgroups, subgroup_text, message = outputs[12:]
     progress = [out[-1] for out in job.outputs()[:-1]]
     assert progress and all("noshow-batch-progress" in p for p in progress)
-    assert message == "", message
+    assert 'class="noshow-batch-done"' in message and "data-scores-ready-ms" in message
+    # what a clinic acts on, from the same 40 rows (each figure: tests/test_clinical_eval.py)
+    assert net_plot is not None and capacity_plot is not None
+    assert "is the better policy" in net_text or "No model does better" in net_text
+    capacity = table(capacity)
+    assert list(capacity["model"])[-1] == "calling at random"
+    assert [c for c in capacity.columns if c.startswith("top ")] == [
+        "top 5% (2 calls)",
+        "top 10% (4 calls)",
+        "top 20% (8 calls)",
+        "top 30% (12 calls)",
+    ]
+    assert capacity_text.startswith("**Capacity.** Calling the top 10% (4 of 40 appointments)")
+    subgroups = table(subgroups)
+    assert subgroup_model["value"] == "classifier"
+    assert subgroups["group"].iloc[0] == "all appointments"
+    assert {"women", "men", "first visits"} <= set(subgroups["group"])
+    assert "ROC-AUC (95% CI)" in subgroups.columns and "**Subgroups of the" in subgroup_text
+    share_table, share_text, _ = app.client.predict(25, api_name="/batch_capacity")
+    assert "top 25% (10 calls)" in table(share_table).columns
+    assert "Calling the top 25% (10 of 40 appointments)" in share_text
+    other, _ = app.client.predict("generative", api_name="/batch_subgroups")
+    assert len(table(other)) == len(subgroups)
+    # the facts' average over 5 of the batch's rows (each fact: tests/test_compare_facts.py)
+    facts_plot, facts_message = app.client.predict(
+        adapters.generative, adapters.classifier, 5, api_name="/batch_facts"
+    )
+    assert facts_plot is not None and facts_message == "", facts_message
     metrics = table(metrics)
     assert list(metrics["model"]) == [
         "generative",
@@ -1055,6 +1084,7 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
         "tabular baseline",
         "hybrid (generative + tabular)",
         "hybrid (classifier + tabular)",
+        "tuned tabular baseline",  # the tabular model the hybrids blend
         "stacked (generative + tabular)",
         "stacked (classifier + tabular)",
         "stacked (both adapters + tabular)",

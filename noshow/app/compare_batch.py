@@ -32,12 +32,14 @@ import pandas as pd
 from noshow.app.common import export_folder, format_duration
 from noshow.app.compare_baseline import Baseline, TunedBaselines, score_hybrids
 from noshow.app.compare_cards import label_text
+from noshow.app.compare_clinical import batch_clinical, tuned_tabular
 from noshow.app.compare_input import CompareInputError
 from noshow.app.compare_slots import (
     BASELINE,
     CLASSIFIER,
     GENERATIVE,
     SLOT_TITLES,
+    TUNED_BASELINE,
     Loader,
     as_service,
     hybrid_key,
@@ -97,6 +99,8 @@ class BatchResult:
     figures: dict[str, Any] = field(default_factory=dict)
     auc: dict[str, Any] | None = None  # noshow.evaluation.intervals.compare_auc's answer
     raw: dict[str, np.ndarray] = field(default_factory=dict)  # adapters' P before calibration
+    clinical: Any = None  # noshow.app.compare_clinical.BatchClinical: net benefit, capacity, ...
+    timings: dict[str, float] = field(default_factory=dict)  # scores_ready_at (epoch s), report_s
 
 
 def select_eval_rows(
@@ -266,7 +270,12 @@ def batch_compare(
                 names[key] = "adapter and tuned tabular P, blended"
             elif slots:
                 notes.append(f"Hybrid of the {approach} adapter left out: {slots[0]['error']}")
+        tuned = tuned_tabular(adapters, rows, tuned_baselines)  # what the hybrids blend
+        if tuned is not None:
+            scores[TUNED_BASELINE], thresholds[TUNED_BASELINE] = tuned
+            names[TUNED_BASELINE] = "gradient boosting with the settings its run tuned"
     stacked_pairs = add_stacked_scores(adapters, scores, thresholds, notes, rows, stacked_models)
+    ready = time.time()
     raw = {}
     for approach, predictor in adapters.items():
         calibrator = getattr(predictor, "calibrator", None)
@@ -299,7 +308,7 @@ def batch_compare(
     predictions["statement"] = statements
     for approach, p in raw.items():
         predictions[f"p_{approach}_uncalibrated"] = p
-    return BatchResult(
+    result = BatchResult(
         predictions=predictions,
         metrics=metrics_table(per_model, names, auc),
         per_model=per_model,
@@ -308,6 +317,12 @@ def batch_compare(
         auc=auc,
         raw=raw,
     )
+    try:  # net benefit, capacity and subgroups on the same rows (noshow.app.compare_clinical)
+        result.clinical = batch_clinical(result, rows)
+    except ValueError as e:
+        notes.append(f"No net benefit, capacity or subgroups: {e}")
+    result.timings = {"scores_ready_at": ready, "report_s": time.time() - ready}
+    return result
 
 
 # ----------------------------------------------------------------------------- report

@@ -4,8 +4,10 @@ metrics, plots, disagreements and a CSV of every prediction. Layout and wiring o
 work is `noshow.app.compare_batch`.
 
 Endpoint (for gradio_client and tests): `/compare_batch(generative, classifier, max_rows,
-gold_set)` -> a generator: progress in the message, then (summary, metrics, ROC,
-calibration, confusion, disagreements, CSV file, message).
+gold_set, share_percent=10)` -> a generator: progress in the message, then (summary, metrics,
+ROC, calibration, confusion, disagreements, CSV file, net benefit plot, its sentence,
+capacity table, its sentence, capacity curve, subgroup model, subgroup table, its sentence,
+message); `noshow.app.compare_clinical_panel` adds `/batch_capacity` and `/batch_subgroups`.
 
 A batch runs as the scheduler's background work (`noshow.inference.serving.BackgroundJobs`,
 one per browser session), in chunks behind the single Compares. Batches have their own
@@ -33,6 +35,13 @@ from noshow.app.compare_batch import (
     progress_html,
     select_eval_rows,
     write_predictions_csv,
+)
+from noshow.app.compare_clinical_panel import (
+    build_clinical_outputs,
+    cleared_values,
+    clinical_values,
+    wire_clinical_controls,
+    wire_explain,
 )
 from noshow.app.compare_input import BATCH_BUTTON, CompareInputError
 from noshow.app.compare_stacked import stacked_cache
@@ -106,14 +115,15 @@ def build_batch_panel(
             roc_plot = gr.Plot(label="ROC curves")
             calib_plot = gr.Plot(label="Calibration")
         confusion_plot = gr.Plot(label="Confusion matrices")
+        clinical = build_clinical_outputs()  # net benefit, capacity, subgroups
         disagree_df = gr.Dataframe(
             label="Where the models disagree most", interactive=False, wrap=True
         )
         csv_file = gr.File(label="All predictions (CSV)", interactive=False)
 
-    def compare_batch(gen_path, clf_path, rows_cap, use_gold, key, request: gr.Request):
-        keep = [gr.skip()] * 7
-        empty = ["", None, None, None, None, None, None]
+    def compare_batch(gen_path, clf_path, rows_cap, use_gold, key, share, request: gr.Request):
+        keep = [gr.skip()] * (7 + len(clinical.outputs))
+        empty = ["", None, None, None, None, None, None, *cleared_values()]
         owner = request_owner(request)
         try:
             entry = ctx.get_data(key)
@@ -150,6 +160,7 @@ def build_batch_panel(
                     result,
                     batch_figures(result),
                     write_predictions_csv(result.predictions),
+                    clinical_values(result, share),
                 )
 
             job = service.jobs.start(owner, "batch comparison", evaluate)
@@ -167,7 +178,7 @@ def build_batch_panel(
                 reason = user_message(job.error)
                 yield (*empty, error_box(f"The batch comparison did not finish: {reason}."))
                 return
-            result, figures, path = job.result
+            result, figures, path, clinical_parts = job.result
             if result.predictions is not None and len(result.predictions):
                 seconds = float(job.snapshot()["elapsed_s"])
                 finished[(str(gen_path), str(clf_path))] = (len(result.predictions), seconds)
@@ -179,7 +190,8 @@ def build_batch_panel(
                 figures["confusion"],
                 result.disagreements,
                 str(path),
-                "",
+                *clinical_parts,
+                done_marker(result),
             )
         finally:
             # GeneratorExit when the browser disconnects or Stop is pressed: end the job too
@@ -187,8 +199,9 @@ def build_batch_panel(
 
     batch_btn.click(
         compare_batch,
-        [gen_dd, clf_dd, max_rows, gold, ctx.data_key],
+        [gen_dd, clf_dd, max_rows, gold, ctx.data_key, clinical.share],
         [summary_md, metrics_df, roc_plot, calib_plot, confusion_plot, disagree_df, csv_file]
+        + clinical.outputs
         + [batch_msg],
         api_name="compare_batch",
         concurrency_id="compare_batch",
@@ -203,4 +216,17 @@ def build_batch_panel(
             job.cancel()
 
     stop_btn.click(stop_batch, None, None, api_visibility="private", show_progress="hidden")
+    wire_clinical_controls(clinical)
+    wire_explain(clinical, ctx, baselines, gen_dd, clf_dd)  # the facts' average
     return {"max_rows": max_rows, "speed": speed}
+
+
+def done_marker(result) -> str:
+    """The batch message once the results are out: empty to the eye; it carries when the
+    scores were ready and how long the report took after them (what a timing test reads)."""
+    ready = float(result.timings.get("scores_ready_at") or 0) * 1000
+    report = float(result.timings.get("report_s") or 0)
+    return (
+        f'<div class="noshow-batch-done" data-scores-ready-ms="{ready:.0f}" '
+        f'data-report-s="{report:.3f}"></div>'
+    )

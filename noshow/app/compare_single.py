@@ -25,6 +25,7 @@ from noshow.app.compare_baseline import (
 )
 from noshow.app.compare_cards import agreement_text
 from noshow.app.compare_clinic import adjust_pairs_to_clinic, adjust_to_clinic
+from noshow.app.compare_facts import score_rows
 from noshow.app.compare_input import (
     CompareInputError,
     change_fact,
@@ -150,13 +151,10 @@ def what_if(
         raise CompareInputError(f"{fact} is already {old}: pick another value to compare.")
     before, after = render_statement(row), render_statement(changed)
     paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
-    service = as_service(source)
-    out, pending = submit_statements([before, after], paths, service, owner)
-    base = score_baseline_rows_on_cpu_thread(baseline, [row, changed])
-    slots = collect_slots(out, pending, paths, 2)
-    slots[BASELINE] = base
+    # the same scoring as the facts' bars (noshow.app.compare_facts)
+    predictors: dict[str, Any] = {}
+    slots = score_rows([row, changed], paths, baseline, source, owner, predictors=predictors)
     models = {key: (pair[0], pair[1]) for key, pair in slots.items()}
-    predictors = {approach: predictor for approach, (predictor, _) in pending.items()}
     adjust_pairs_to_clinic(models, clinic_rate, predictors, base_rate)
     return {
         "fact": fact,

@@ -35,6 +35,7 @@ THRESHOLD_SOURCE = "chosen on the adapter's validation split, where F1 peaked"
 GENERATIVE, CLASSIFIER = APPROACHES  # the two adapter slots, by approach
 BASELINE = "baseline"
 HYBRID = "hybrid"  # a result's {approach: slot} of the adapters that carry a hybrid.json
+TUNED_BASELINE = "tuned_baseline"  # a batch's tuned tabular model (the one the hybrids blend)
 STACKED = "stacked"  # a result's {approach or BOTH: slot}: noshow.app.compare_stacked
 BOTH = "both"  # the stacked model of both adapters together
 SLOT_TITLES = {
@@ -46,6 +47,7 @@ MODEL_NAMES = {
     GENERATIVE: "generative",
     CLASSIFIER: "classifier",
     BASELINE: "tabular baseline",
+    TUNED_BASELINE: "tuned tabular baseline",
 }
 
 

@@ -55,6 +55,7 @@ from noshow.app.compare_cards import (
     what_if_summary,
 )
 from noshow.app.compare_clinic import CLINIC_RATE_INFO, CLINIC_RATE_LABEL, parse_clinic_rate
+from noshow.app.compare_facts import FACT_NOTE, fact_effects, plot_effects, typical_values
 from noshow.app.compare_input import (
     COMPARE_BUTTON,
     CONDITIONS,
@@ -72,7 +73,13 @@ from noshow.app.compare_input import (
     resolve_facts,
 )
 from noshow.app.compare_single import compare_statement, what_if
-from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, load_slot, score_statements
+from noshow.app.compare_slots import (
+    CLASSIFIER,
+    GENERATIVE,
+    MODEL_NAMES,
+    load_slot,
+    score_statements,
+)
 from noshow.app.compare_stacked import stacked_cache
 from noshow.data.examples import EXAMPLES
 from noshow.data.statements import STATEMENT_FIELDS
@@ -104,6 +111,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     stacked = stacked_cache(ctx.extras, baselines)
     rates: dict[str, float | None] = {}
     rates_lock = threading.Lock()
+    typical: dict[str, dict[str, str]] = {}  # data key -> each fact's typical value
     start = service.choices()
 
     def first(items: list[tuple[str, str]]) -> str | None:
@@ -194,6 +202,9 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
 
     message = gr.HTML()
     result_html = gr.HTML(elem_id="compare-result")
+    with gr.Accordion("The facts behind these scores", open=True, elem_id="compare-facts"):
+        facts_plot = gr.Plot(label="How much each fact moved P(no-show)", elem_id="facts-plot")
+        facts_note = gr.Markdown(elem_id="facts-note")
     with gr.Accordion("What if one fact were different?", open=True, elem_id="compare-what-if"):
         gr.Markdown(
             "Change one fact of the statement above (from the form, a data set row, an "
@@ -296,6 +307,35 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             compare_summary(result),
             info_box(note) if note else "",
         )
+
+    def explain(text, gen_path, clf_path, state, key, request: gr.Request):
+        """The facts' bars for the statement in the box: a second event after the cards, so
+        a Compare answers as fast as before (noshow.app.compare_facts)."""
+        try:
+            prepared, _ = prepare_statement(text)
+        except CompareInputError:
+            return None, ""
+        row, _, reason, _ = resolve_facts(prepared, state)
+        if row is None:
+            why = str(reason or "").removeprefix("No baseline: ")
+            return None, f"No bars: they need the appointment's facts ({why})"
+        baseline, _, _ = data_for(key, with_baseline=True)
+        with rates_lock:
+            entry_key = str(key)
+            if entry_key not in typical:
+                with contextlib.suppress(Exception):  # no data: no typical values
+                    typical[entry_key] = typical_values(ctx.get_data(key).frame)
+        result = fact_effects(
+            row,
+            {GENERATIVE: gen_path, CLASSIFIER: clf_path},
+            typical.get(entry_key) or {},
+            baseline=baseline,
+            source=service,
+            owner=request_owner(request),
+        )
+        if not result["facts"]:
+            return None, "No bars: every fact of this appointment is at its typical value."
+        return plot_effects(result, MODEL_NAMES), FACT_NOTE
 
     def compare(text, gen_path, clf_path, state, key, clinic_rate=None, request: gr.Request = None):
         owner = request_owner(request)
@@ -461,10 +501,20 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         "api_visibility": "private",
         "show_progress": "hidden",
     }
-    compare_btn.click(compare, compare_inputs, compare_outputs, api_name="compare", **interactive)
+    explain_facts = {  # after the cards: the facts' bars
+        "fn": explain,
+        "inputs": [statement, gen_dd, clf_dd, row_state, ctx.data_key],
+        "outputs": [facts_plot, facts_note],
+        "api_visibility": "private",
+        "show_progress": "minimal",
+        **interactive,
+    }
+    compare_btn.click(
+        compare, compare_inputs, compare_outputs, api_name="compare", **interactive
+    ).then(**{**explain_facts, "api_visibility": "public", "api_name": "compare_facts"})
     statement.submit(
         compare, compare_inputs, compare_outputs, api_visibility="private", **interactive
-    )
+    ).then(**explain_facts)
     form_btn.click(
         compare_form,
         [f_age, f_gender, f_lead, f_sms, f_scholarship, f_conditions, f_prior, f_missed]
@@ -472,14 +522,14 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         filled_outputs,
         api_name="compare_form",
         **interactive,
-    ).then(**suggest_value)
+    ).then(**suggest_value).then(**explain_facts)
     record_btn.click(
         compare_record,
         [record_id, gen_dd, clf_dd, ctx.data_key, clinic],
         filled_outputs,
         api_name="compare_record",
         **interactive,
-    ).then(**suggest_value)
+    ).then(**suggest_value).then(**explain_facts)
     for index, btn in enumerate(example_btns):
         # one event per click: the statement and its result come back together
         btn.click(
@@ -488,7 +538,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             filled_outputs,
             api_visibility="private",
             **interactive,
-        ).then(**suggest_value)
+        ).then(**suggest_value).then(**explain_facts)
     wi_btn.click(
         compare_what_if,
         [statement, wi_fact, wi_value, gen_dd, clf_dd, row_state, ctx.data_key, clinic],
