@@ -1125,9 +1125,27 @@ def wait_for_batch_progress(job, timeout: float = 120.0) -> None:
     raise AssertionError(f"no progress within {timeout} s: {job.outputs()[-1:]}")
 
 
-def test_app_cancelled_batch_stops_its_job_and_a_session_runs_one_batch_at_a_time(app, adapters):
+def test_app_cancelled_batch_stops_its_job_and_a_session_runs_one_batch_at_a_time(
+    app, adapters, monkeypatch
+):
     from gradio_client import Client
 
+    import noshow.app.compare_batch_panel as panel
+
+    real_batch_compare = panel.batch_compare
+
+    def held_after_first_progress(*args, on_progress, should_stop, **kwargs):
+        """The real batch, held after its first scores until it is cancelled: tiny adapters
+        could otherwise finish the split before the second request arrives."""
+
+        def report(progress):
+            on_progress(progress)
+            while progress.done and not should_stop():
+                time.sleep(0.02)
+
+        return real_batch_compare(*args, on_progress=report, should_stop=should_stop, **kwargs)
+
+    monkeypatch.setattr(panel, "batch_compare", held_after_first_progress)
     service = app.ctx.adapters
     client = Client(app.url, verbose=False)
     try:
