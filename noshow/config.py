@@ -7,7 +7,10 @@ them. Everything not here is fixed in code until someone needs it.
 These fields are the one declaration of the training options: `scripts/train.py`'s flags and
 `--help` (`add_arguments`, `config_from_args`), the model card's command (`command_line`)
 and the Train tab's defaults all derive from them (`options()`), so a new field or a new
-default appears everywhere at once.
+default appears everywhere at once. So do the numbers each option takes (its field's
+metadata: "min"/"max" inclusive, "above"/"below" exclusive; whole numbers for int fields)
+and the one refusal every front end shows for a value outside them (`refusal`), named by
+the front end's own word for the option (a flag, a form label, the field).
 
     from noshow.config import RunConfig, TrainConfig
     cfg = RunConfig(train=TrainConfig(approach="classifier", max_steps=20))
@@ -21,6 +24,8 @@ import ast
 import dataclasses
 import functools
 import inspect
+import math
+import re
 import textwrap
 import types
 import typing
@@ -49,7 +54,14 @@ KNOWN_TARGET_MODULES = (
 
 
 class ConfigError(ValueError):
-    """A configuration value is invalid; the message says how to fix it."""
+    """A configuration value is invalid; the message says how to fix it. A value outside an
+    option's range also carries the `option` (an Option) and the `value`, so a front end can
+    word the refusal with its own name for the option."""
+
+    def __init__(self, message: str, option: Any = None, value: Any = None) -> None:
+        super().__init__(message)
+        self.option = option
+        self.value = value
 
 
 def _check(condition: bool, message: str) -> None:
@@ -65,11 +77,11 @@ class DataConfig:
     """A Kaggle CSV or a Statement/NoShow CSV/Parquet file, or 'synthetic'; not set = NOSHOW_DATA, then data/, then synthetic."""
     split: SplitMethod = "time"
     """'time' (test = on/after 2016-05-30), 'patient' (grouped by PatientId) or 'random'."""
-    max_train_rows: int | None = None
+    max_train_rows: int | None = field(default=None, metadata={"min": 1})
     """Use at most this many training rows (a stratified sample); not set = all."""
-    max_eval_rows: int | None = None
+    max_eval_rows: int | None = field(default=None, metadata={"min": 1})
     """Use at most this many validation and test rows each; not set = all."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0})
     """Seed for sampling and the patient/random splits."""
     use_clinician_labels: bool = False
     """Let clinician labels from the label store override the data set's labels."""
@@ -79,23 +91,18 @@ class DataConfig:
             self.split in SPLITS,
             f"split must be one of {', '.join(SPLITS)}, got {self.split!r}.",
         )
-        for name in ("max_train_rows", "max_eval_rows"):
-            value = getattr(self, name)
-            _check(
-                value is None or (isinstance(value, int) and value > 0),
-                f"{name} must be a positive whole number or empty (all rows), got {value!r}.",
-            )
+        check_ranges(self, "data")
 
 
 @dataclass
 class LoraSettings:
     """LoRA adapter shape (named to avoid clashing with peft.LoraConfig)."""
 
-    r: int = field(default=16, metadata={"flag": "--lora-r"})
+    r: int = field(default=16, metadata={"flag": "--lora-r", "min": 1})
     """Rank of the LoRA matrices; 8-64 is typical. Higher = more capacity, more memory."""
-    alpha: int = field(default=32, metadata={"flag": "--lora-alpha"})
+    alpha: int = field(default=32, metadata={"flag": "--lora-alpha", "min": 1})
     """Scaling numerator; the update is scaled by alpha / r."""
-    dropout: float = field(default=0.0, metadata={"flag": "--lora-dropout"})
+    dropout: float = field(default=0.0, metadata={"flag": "--lora-dropout", "min": 0, "below": 1})
     """Dropout on the LoRA input, 0 <= dropout < 1 (0: one step of the 135M model trains on
     a few thousand statements, and dropout only added kernels; BENCHMARKS.md)."""
     target_modules: str | list[str] = field(
@@ -104,15 +111,7 @@ class LoraSettings:
     """'all-linear' or module names such as q_proj,v_proj (comma-separated on the command line)."""
 
     def __post_init__(self) -> None:
-        _check(
-            isinstance(self.r, int) and self.r > 0,
-            f"LoRA r must be a positive whole number (try 16), got {self.r!r}.",
-        )
-        _check(self.alpha > 0, f"LoRA alpha must be positive (try 2*r), got {self.alpha!r}.")
-        _check(
-            0 <= self.dropout < 1,
-            f"LoRA dropout must be in [0, 1) (try 0.05), got {self.dropout!r}.",
-        )
+        check_ranges(self, "lora")
         if isinstance(self.target_modules, str):
             _check(
                 self.target_modules == "all-linear",
@@ -140,25 +139,25 @@ class TrainConfig:
     """A preset name, a Hugging Face hub id, or a local folder."""
     quantize: Quantize = "auto"
     """'4bit' (QLoRA, NF4 base), 'none' (bf16 on a GPU, fp32 on a CPU), 'auto' (4bit on CUDA, none on a CPU)."""
-    epochs: float = 1.0
+    epochs: float = field(default=1.0, metadata={"above": 0})
     """Passes over the training rows (ignored when max_steps is set)."""
-    max_steps: int | None = None
+    max_steps: int | None = field(default=None, metadata={"min": 1})
     """Stop after this many optimizer steps; not set = run `epochs`."""
-    lr: float = 1e-3
+    lr: float = field(default=1e-3, metadata={"above": 0, "below": 1})
     """Peak learning rate (linear warm-up then cosine decay)."""
-    batch_size: int = 256
+    batch_size: int = field(default=256, metadata={"min": 1})
     """Statements per optimizer step (micro-batches on out-of-memory; split across GPUs)."""
-    warmup_steps: int = 10
+    warmup_steps: int = field(default=10, metadata={"min": 0})
     """Steps of linear learning-rate warm-up."""
-    weight_decay: float = 0.0
+    weight_decay: float = field(default=0.0, metadata={"min": 0})
     """AdamW weight decay on the trainable weights."""
-    eval_every: int = 0
+    eval_every: int = field(default=0, metadata={"min": 0})
     """Evaluate on the validation split every N steps (0 = only at the end)."""
-    early_stopping_patience: int = field(default=0, metadata={"flag": "--early-stopping"})
+    early_stopping_patience: int = field(default=0, metadata={"flag": "--early-stopping", "min": 0})
     """Stop after this many evaluations without a better validation AUC (0 = off)."""
     class_weighting: bool = False
     """Weight the no-show class by the inverse class frequency."""
-    max_length: int = 256
+    max_length: int = field(default=256, metadata={"min": 32})
     """Truncate token sequences longer than this."""
     gradient_checkpointing: Literal["auto", "on", "off"] = "auto"
     """Trade compute for memory; 'auto' turns it on only for models over 3B parameters."""
@@ -168,7 +167,7 @@ class TrainConfig:
     data_parallel: DataParallel = "flat"
     """How the processes of a torchrun / accelerate launch sum a step's gradients: 'flat' (one
     all_reduce of one flat buffer per step) or 'ddp' (torch DistributedDataParallel); one process: unused."""
-    seed: int = 0
+    seed: int = field(default=0, metadata={"min": 0})
     """Seed for LoRA initialisation and batch order."""
     wandb: bool = False
     """Log to Weights & Biases (offline mode when no API key is configured)."""
@@ -185,24 +184,7 @@ class TrainConfig:
             f"quantize must be one of {', '.join(QUANTIZE)}, got {self.quantize!r}.",
         )
         _check(bool(str(self.model).strip()), "model must name a preset, hub id or folder.")
-        _check(self.lr > 0, f"lr must be positive (try 1e-3), got {self.lr!r}.")
-        _check(self.lr < 1, f"lr {self.lr!r} is far too large for fine-tuning (try 1e-3).")
-        _check(
-            isinstance(self.batch_size, int) and self.batch_size > 0,
-            f"batch_size must be a positive whole number (try 256), got {self.batch_size!r}.",
-        )
-        _check(self.epochs > 0, f"epochs must be positive (try 1), got {self.epochs!r}.")
-        _check(
-            self.max_steps is None or (isinstance(self.max_steps, int) and self.max_steps > 0),
-            f"max_steps must be a positive whole number or empty, got {self.max_steps!r}.",
-        )
-        _check(self.warmup_steps >= 0, "warmup_steps must be 0 or more.")
-        _check(self.weight_decay >= 0, "weight_decay must be 0 or more.")
-        _check(self.eval_every >= 0, "eval_every must be 0 (end only) or a number of steps.")
-        _check(self.early_stopping_patience >= 0, "early_stopping_patience must be 0 or more.")
-        _check(
-            self.max_length >= 32, f"max_length must be at least 32 tokens, got {self.max_length}."
-        )
+        check_ranges(self, "train")
         _check(
             self.gradient_checkpointing in ("auto", "on", "off"),
             "gradient_checkpointing must be 'auto', 'on' or 'off'.",
@@ -249,7 +231,7 @@ class RunConfig:
 # test runs "quick-cpu"): only the values that differ from the defaults.
 RUN_PRESETS: dict[str, dict[str, dict[str, Any]]] = {
     "quick-cpu": {  # the whole flow in ~3 minutes on a 2-core CPU; the AUC means little
-        "data": {"max_train_rows": 48, "max_eval_rows": 40},
+        "data": {"max_train_rows": 48, "max_eval_rows": 100},  # 100: see MIN_EVAL_ROWS
         "train": {
             "model": "smollm2-135m-instruct",
             "quantize": "none",
@@ -290,6 +272,10 @@ class Option:
     kind: type  # int, float, str or bool
     choices: tuple[Any, ...] | None  # from a Literal annotation
     optional: bool  # None is allowed ("all", "not set")
+    minimum: float | None = None  # the numbers it takes (field metadata "min", "max",
+    maximum: float | None = None  # "above", "below"): what `refusal` words
+    above: float | None = None
+    below: float | None = None
 
 
 @functools.cache
@@ -346,6 +332,10 @@ def options() -> tuple[Option, ...]:
                     kind=kind,
                     choices=choices,
                     optional=optional or default is None,
+                    minimum=f.metadata.get("min"),
+                    maximum=f.metadata.get("max"),
+                    above=f.metadata.get("above"),
+                    below=f.metadata.get("below"),
                 )
             )
     return tuple(out)
@@ -359,12 +349,122 @@ def option(section: str, name: str) -> Option:
     raise KeyError(f"No option {section}.{name}.")
 
 
-def _parse_value(o: Option, text: str) -> Any:
-    if o.optional and text.strip().lower() in ("", "none"):
-        return None
-    if o.name == "target_modules":
-        return text if text == "all-linear" else [m.strip() for m in text.split(",") if m.strip()]
-    return o.kind(text)
+# ----------------------------------------------------------------------------- ranges
+
+
+def value_text(value: Any) -> str:
+    """A value as a refusal quotes it: 0 (not 0.0), 0.001, 'abc'."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, float):
+        return f"{value:g}"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def unset_meaning(o: Option) -> str:
+    """What leaving an optional option unset means, from its docstring ("all", "run epochs")."""
+    found = re.search(r"not set = ([^.;]+)", o.help)
+    return found.group(1).replace("`", "").strip() if found else "not set"
+
+
+def allowed_values(o: Option, unset: str | None = None) -> str:
+    """What `o` takes, in words: "a whole number of at least 1", "a number above 0 and below
+    1"; for an optional option, `unset` is how the front end says "not set" ("0 (= all) or
+    ..." in the Train tab's form)."""
+    bounds = []
+    for word, bound in (
+        ("of at least", o.minimum),
+        ("above", o.above),
+        ("of at most", o.maximum),
+        ("below", o.below),
+    ):
+        if bound is not None:
+            bounds.append(f"{word} {value_text(bound)}")
+    text = " ".join(["a whole number" if o.kind is int else "a number", " and ".join(bounds)])
+    if o.optional and unset is not None:
+        text = f"{unset} (= {unset_meaning(o)}) or {text}"
+    return text.strip()
+
+
+def in_range(o: Option, value: Any) -> bool:
+    """True when `value` is one `o` takes (None for an optional option, a number of its kind
+    within its bounds)."""
+    if value is None:
+        return o.optional
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    if (o.kind is int and not isinstance(value, int)) or not math.isfinite(value):
+        return False
+    return not (
+        (o.minimum is not None and value < o.minimum)
+        or (o.above is not None and value <= o.above)
+        or (o.maximum is not None and value > o.maximum)
+        or (o.below is not None and value >= o.below)
+    )
+
+
+def refusal(o: Option, value: Any, name: str | None = None, unset: str | None = None) -> str:
+    """The one message for a value `o` does not take, naming the option as the reader knows
+    it (`name`: a flag, a form label; the field by default) and what it takes."""
+    default = "" if o.default is None else f" (the default is {value_text(o.default)})"
+    return f"{name or o.name} must be {allowed_values(o, unset)}{default}; got {value_text(value)}."
+
+
+def check_ranges(config: Any, section: str) -> None:
+    """ConfigError (with `option` and `value`) for the first numeric field of `config` (the
+    dataclass of `section`) outside its option's range."""
+    for o in options():
+        if o.section == section and o.kind in (int, float):
+            value = getattr(config, o.name)
+            if not in_range(o, value):  # named as its flag is: lora_r, not r
+                name = o.flag.removeprefix("--").replace("-", "_")
+                raise ConfigError(refusal(o, value, name, unset="None"), option=o, value=value)
+
+
+class _Parser:
+    """argparse's `type` for one option: the value, or ArgumentTypeError saying what the flag
+    takes ("argument --epochs: 'abc' is not a number above 0 (the default is 1)"). A class,
+    not a partial: argparse names a failing `type` by its repr."""
+
+    def __init__(self, o: Option) -> None:
+        self.o = o
+        self.__name__ = o.flag
+
+    def __call__(self, text: str) -> Any:
+        o = self.o
+        if o.optional and text.strip().lower() in ("", "none"):
+            return None
+        if o.name == "target_modules":
+            if text == "all-linear":
+                return text
+            return [m.strip() for m in text.split(",") if m.strip()]
+        if o.kind not in (int, float):
+            return o.kind(text)
+        try:
+            value: Any = float(text)
+        except ValueError:
+            value = text
+        if isinstance(value, float) and o.kind is int and value.is_integer():
+            value = int(value)
+        if not in_range(o, value):
+            default = "" if o.default is None else f" (the default is {value_text(o.default)})"
+            allowed = allowed_values(o, unset="'none'")
+            raise argparse.ArgumentTypeError(f"{text!r} is not {allowed}{default}")
+        return value
+
+
+def _shared_help(texts: list[str]) -> str:
+    """One help line for a flag that sets several fields (--seed): "Seed for X, and for Y."
+    rather than "Seed for X. Seed for Y."."""
+    merged = texts[0]
+    for text in texts[1:]:
+        first, words = merged.split(), text.split()
+        same = 0
+        while same < min(len(first), len(words)) - 1 and first[same] == words[same]:
+            same += 1
+        rest = " ".join(words[max(same - 1, 0) :] if same else words)
+        merged = f"{merged.rstrip('.')}, and {rest}"
+    return merged
 
 
 _METAVARS = {int: "N", float: "X", str: "TEXT"}
@@ -379,7 +479,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         seen.add(o.flag)
         dest = o.flag[2:].replace("-", "_")
         # a shared flag (--seed) says what each of its fields does
-        text = " ".join(dict.fromkeys(x.help for x in options() if x.flag == o.flag))
+        text = _shared_help(list(dict.fromkeys(x.help for x in options() if x.flag == o.flag)))
         if o.kind is bool:
             action = argparse.BooleanOptionalAction if o.default else "store_true"
             parser.add_argument(
@@ -394,7 +494,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(
             o.flag,
             dest=dest,
-            type=functools.partial(_parse_value, o),
+            type=_Parser(o),
             default=o.default,
             choices=o.choices,
             metavar=None if o.choices else _METAVARS.get(o.kind, "VALUE"),

@@ -53,7 +53,7 @@ def train_command(args, procs: int, mode: str | None, folder: Path, extra: list[
     options = [
         "--approach", args.approach, "--data", args.data, "--max-steps", str(args.steps),
         "--batch-size", str(args.batch_size), "--max-eval-rows", str(args.eval_rows),
-        "--run-dir", str(folder), "--progress-json", *extra,
+        "--run-dir", str(folder), "--progress-json", "--yes", *extra,  # --yes: a timing
     ]  # fmt: skip
     if mode is not None:
         options += ["--data-parallel", mode]

@@ -11,6 +11,7 @@ a test needs a slow machine) and the bundled synthetic data.
 
 from __future__ import annotations
 
+import html
 import socket
 import time
 from types import SimpleNamespace
@@ -330,9 +331,9 @@ def test_build_run_config_maps_the_form():
 
 
 def test_build_run_config_refuses_bad_values():
-    with pytest.raises(ConfigError, match="batch_size"):
+    with pytest.raises(ConfigError, match="Batch size must be a whole number of at least 1"):
         build_run_config(**{**QUICK, "batch_size": 0})
-    with pytest.raises(ValueError, match="whole number"):
+    with pytest.raises(ConfigError, match=r"Max steps must be 0 \(= run epochs\) or a whole"):
         build_run_config(**{**QUICK, "max_steps": 2.5})
 
 
@@ -615,6 +616,30 @@ def stand_in_measurements(monkeypatch, seconds_per_step) -> list:
     return calls
 
 
+# Values a newcomer typed; each refusal names the form's field and what it takes.
+FORM_REFUSALS = [
+    ("epochs", -1, "Epochs must be a number above 0"),
+    ("epochs", 0, "Epochs must be a number above 0"),
+    ("batch_size", 0, "Batch size must be a whole number of at least 1"),
+    ("batch_size", -4, "Batch size must be a whole number of at least 1"),
+    ("lora_r", 0, "LoRA r must be a whole number of at least 1"),
+    ("max_train_rows", -5, "Max training rows must be 0 (= all) or a whole number of at least 1"),
+    ("max_eval_rows", -1, "Max validation/test rows must be 0 (= all) or a whole number"),
+    ("max_steps", -3, "Max steps must be 0 (= run epochs) or a whole number of at least 1"),
+    ("eval_every", -1, "Evaluate every must be a whole number of at least 0"),
+    ("lr", 0, "Learning rate must be a number above 0 and below 1"),
+]
+
+
+@pytest.mark.parametrize(("field", "value", "refusal"), FORM_REFUSALS)
+def test_app_form_refusals_name_the_field_and_its_range(app, field, value, refusal):
+    for endpoint in ("/preflight", "/start_training"):
+        message = html.unescape(app.client.predict(**{**QUICK, field: value}, api_name=endpoint))
+        assert f"{refusal}" in message and f"got {value}" in message, (endpoint, message)
+        assert "noshow-msg-error" in message
+    assert not app.jobs.is_busy()
+
+
 def test_app_preflight_refuses_what_will_not_fit(app, preflight_cache):
     message = app.client.predict(**{**QUICK, "batch_size": 100_000}, api_name="/preflight")
     assert "Will not fit" in message
@@ -679,13 +704,49 @@ def test_app_start_does_not_measure(app, tiny_model_dir, preflight_cache, monkey
 
 
 def test_app_start_waits_for_a_running_measurement(app):
-    from noshow.app import train_tab
+    from noshow.app import train_actions
 
     idle(app)
-    with train_tab._MEASURE_LOCK:  # as while another browser's preflight measures
+    with train_actions.MEASURE_LOCK:  # as while another browser's preflight measures
         message = app.client.predict(**QUICK, api_name="/start_training")
     assert "A preflight check is measuring" in message
     assert not app.jobs.is_busy()
+
+
+def test_app_start_asks_before_a_run_evaluated_on_a_handful_of_rows(app):
+    idle(app)
+    one_row = {**QUICK, "max_eval_rows": 1}
+    message = html.unescape(app.client.predict(**one_row, api_name="/start_training"))
+    assert "Not started yet: this run needs a yes first." in message
+    assert "It evaluates on 1 validation and 1 test rows: with fewer than 100" in message
+    assert not app.jobs.is_busy()
+    # Another configuration is asked about afresh; a second Start of the same one starts it.
+    other = html.unescape(
+        app.client.predict(**{**one_row, "max_eval_rows": 2}, api_name="/start_training")
+    )
+    assert "Not started yet" in other and not app.jobs.is_busy()
+    again = app.client.predict(**{**one_row, "max_eval_rows": 2}, api_name="/start_training")
+    assert "Started run" in again
+    idle(app)
+
+
+def test_app_start_asks_before_a_run_the_preflight_calls_longer_than_a_day(
+    app, tiny_model_dir, preflight_cache, monkeypatch
+):
+    idle(app)
+    stand_in_measurements(monkeypatch, lambda batch: 0.5)  # 0.5 s a step on this "CPU"
+    huge = {**QUICK, "model": str(tiny_model_dir), "max_steps": 1_000_000_000, "eval_every": 0}
+    verdict = html.unescape(app.client.predict(**huge, api_name="/preflight"))
+    assert "Long: about 5,787 days" in verdict, verdict
+    message = html.unescape(app.client.predict(**huge, api_name="/start_training"))
+    assert "The preflight estimates about 5,787 days for it: over a day." in message
+    assert "Press Start anyway" in message and not app.jobs.is_busy()
+    started = app.client.predict(**huge, api_name="/start_training_anyway")
+    assert "Started run" in started
+    idle(app)
+    # Start anyway answers only the question asked about this very configuration.
+    fresh = app.client.predict(**{**huge, "lr": 1e-4}, api_name="/start_training_anyway")
+    assert "Not started yet" in html.unescape(fresh) and not app.jobs.is_busy()
 
 
 def test_app_start_reports_progress_and_completes(app):

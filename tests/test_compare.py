@@ -326,7 +326,9 @@ def test_hybrid_card_blends_the_adapter_with_the_tuned_baseline_it_names():
         reason="No baseline: no facts.",
         tuned_baselines=tuned,
     )
-    assert no_row["hybrid"]["classifier"]["error"] == NO_FACTS_FOR_HYBRID
+    assert no_row["hybrid"]["classifier"]["error"] == (
+        NO_FACTS_FOR_HYBRID.removesuffix(".") + " (no facts)."  # the baseline's reason, too
+    )
     # a hybrid.json from before the settings were stored cannot be served: it says so
     old = fake_loader({"generative": (0.5, 0.5), "classifier": (0.5, 0.5)}, hybrid=_hybrid({}))
     stale = compare_statement("A statement.", "g", "c", loader=old, row=row, tuned_baselines=tuned)
@@ -370,10 +372,23 @@ def test_typed_statement_in_the_template_words_gets_its_facts_read_back():
     assert reason is None and truth is None
 
 
-def test_free_text_gets_a_one_line_reason_instead_of_a_baseline():
+def test_free_text_gets_a_reason_naming_the_facts_it_lacks_instead_of_a_baseline():
     row, source, reason, _ = resolve_facts("Patient seems unreliable.", None)
     assert row is None and source is None
-    assert reason == "No baseline: the text does not follow the statement template at the person."
+    assert reason.startswith("No baseline: could not read the age, the gender, the weekday")
+    assert reason.endswith("the SMS reminder and the earlier appointments from the text.")
+
+
+def test_the_same_facts_in_other_words_are_read_for_the_baseline():
+    # The issue's statement: the template but for "He receives a welfare scholarship."
+    example = next(ex for ex in EXAMPLES if ex.row["gender"] == "M" and ex.row["scholarship"])
+    text = re.sub(
+        r"He receives [^.]*scholarship\.", "He receives a welfare scholarship.", example.statement
+    )
+    assert text != example.statement
+    row, source, reason, _ = resolve_facts(text, None)
+    assert row == example.row and reason is None
+    assert source == "read from the statement (in other words)"
 
 
 def test_facts_from_the_form_or_a_row_count_while_the_text_is_unchanged():
@@ -652,6 +667,7 @@ def test_batch_adds_each_hybrid_every_interval_and_the_calibration_before_and_af
         "tabular baseline",
         "hybrid (generative + tabular)",
         "hybrid (classifier + tabular)",
+        "tuned tabular baseline",  # the tabular model the hybrids blend
     ]
     assert all(re.fullmatch(r"\d\.\d{3}-\d\.\d{3}", ci) for ci in metrics["ROC-AUC 95% CI"])
     # the hybrid leans on the baseline (the label is age < 30): it beats the noisy adapter
@@ -726,6 +742,18 @@ def test_progress_panel_shows_rows_elapsed_time_and_time_left():
     assert "30 of 400 scores (8%)" in html
     assert "12s so far, about 2m 30s left" in html
     assert "Closing the page or pressing Stop ends it" in html
+
+
+def test_batch_speed_comes_from_this_machines_measurements_never_a_constant():
+    from noshow.app.compare_batch import batch_speed_note
+
+    unmeasured = batch_speed_note({"generative": None, "classifier": 0.2})
+    assert "measured once both adapters have scored here" in unmeasured
+    assert not re.search(r"\d", unmeasured)  # no figure it has not measured
+    forwards = batch_speed_note({"generative": 0.5, "classifier": 1.0})
+    assert "about 0.67 rows a second (their model time here; a batch also waits" in forwards
+    batch = batch_speed_note({"generative": 0.5, "classifier": 1.0}, (200, 660.0))
+    assert "about 0.3 rows a second (the last batch here: 200 rows in 11m 00s)" in batch
 
 
 def test_predictions_csv_neutralises_spreadsheet_formulas_and_keeps_numbers(tmp_path):
@@ -813,9 +841,57 @@ def test_app_gives_free_text_a_reason_instead_of_a_baseline(app, adapters):
         api_name="/compare",
     )
     assert summary["baseline"]["p"] is None
-    assert summary["baseline"]["error"].startswith("No baseline: the text does not follow")
+    assert summary["baseline"]["error"].startswith("No baseline: could not read the age, the")
     assert summary["classifier"]["p"] is not None
-    assert "No baseline: the text does not follow" in html
+    assert "No baseline: could not read the age" in html
+    for slot in summary["hybrid"].values():  # the hybrids say which facts they lack too
+        assert slot["p"] is None and "could not read the age" in slot["error"]
+
+
+def test_app_scores_the_baseline_and_hybrids_of_a_statement_in_other_words(app, adapters):
+    text = EXAMPLES[3].statement
+    other = re.sub(r"(She|He) receives [^.]*\.", r"\1 receives a welfare scholarship.", text)
+    other = other.replace(" got an SMS reminder", " was sent a text reminder")
+    assert other != text
+    deadline = time.monotonic() + 120
+    while True:  # the tuned baseline behind the hybrids is fitted in the background
+        _, summary, message = app.client.predict(
+            other, adapters.generative, adapters.classifier, api_name="/compare"
+        )
+        if all(h["p"] is not None for h in summary["hybrid"].values()):
+            break
+        assert time.monotonic() < deadline, summary["hybrid"]
+        time.sleep(1)
+    assert summary["facts_source"] == "read from the statement (in other words)"
+    assert summary["row"] == {**EXAMPLES[3].row, "scholarship": 1}
+    assert summary["baseline"]["error"] is None and 0 <= summary["baseline"]["p"] <= 1
+    assert message == ""  # an ordinary statement: no note
+
+
+@pytest.mark.parametrize(
+    ("text", "note"),
+    [
+        (
+            "Uma mulher de 34 anos de Maria Ortiz tem uma consulta marcada na sexta-feira.",
+            "The text does not look like English",
+        ),
+        (
+            "The weather is lovely today and the cat sleeps on the warm windowsill.",
+            "The text does not look like a statement about an appointment",
+        ),
+        (
+            EXAMPLES[0].statement.replace("on a ", "on a Monday, not a ", 1),
+            "The text contradicts itself on the weekday",
+        ),
+    ],
+)
+def test_app_notes_a_text_the_models_were_not_trained_for(app, adapters, text, note):
+    html, summary, message = app.client.predict(
+        text, adapters.generative, adapters.classifier, api_name="/compare"
+    )
+    assert note in message and "the scores may mean little" in message.replace("their ", "the ")
+    assert note not in html  # shown once, in the message box
+    assert summary["classifier"]["p"] is not None  # still scored, with the note beside it
 
 
 def test_app_scores_a_rendered_form_at_once_with_the_baseline(app, adapters):
@@ -839,11 +915,13 @@ def test_app_scores_a_rendered_form_at_once_with_the_baseline(app, adapters):
     assert summary["statement"] == statement and summary["facts_source"] == "the form"
     assert summary["baseline"]["error"] is None, summary["baseline"]["error"]
     assert 0.0 <= summary["baseline"]["p"] <= 1.0
-    # Edited, the text no longer follows the template: no baseline, and the reason why.
+    # Edited, the text no longer follows the template; its facts are still read, in other
+    # words, for the baseline.
     _, edited, _ = app.client.predict(
         statement + " Edited.", adapters.generative, adapters.classifier, api_name="/compare"
     )
-    assert "goes on after the statement" in edited["baseline"]["error"]
+    assert edited["baseline"]["error"] is None
+    assert edited["facts_source"] == "read from the statement (in other words)"
 
 
 def test_app_scores_a_data_set_row_at_once_and_shows_its_true_label(app, adapters):
@@ -864,6 +942,8 @@ def test_app_refuses_an_unknown_record_id_clearly(app, adapters):
         123, adapters.generative, adapters.classifier, api_name="/compare_record"
     )
     assert "Record 123 is not in the loaded data" in out[-1]
+    assert "Unexpected error" not in out[-1] and "LookupError" not in out[-1]
+    assert "Pick a row from the Data tab&#x27;s table." in out[-1]  # this tab has no table
 
 
 def test_app_what_if_scores_the_changed_statement_with_all_three_models(app, adapters):
@@ -895,7 +975,7 @@ def test_app_what_if_on_free_text_says_it_needs_the_facts(app, adapters):
         api_name="/what_if",
     )
     assert summary is None and "What-if needs the appointment" in message
-    assert "at the person" in message  # where the text left the template
+    assert "could not read the age" in message  # which facts the text lacks
 
 
 def test_app_answers_an_empty_statement_with_a_message(app, adapters):
@@ -904,6 +984,34 @@ def test_app_answers_an_empty_statement_with_a_message(app, adapters):
     )
     assert summary is None and html == ""
     assert "statement is empty" in message
+    # the buttons' own names: Compare, Score this record, Render and compare
+    assert "press Compare" in message and "Render and compare" in message
+    assert "Score this record" in message and "press Render." not in message
+
+
+def test_compare_messages_name_the_buttons_on_the_page(app):
+    # Messages once said "press Render" and "Press Run" for buttons called otherwise.
+    import gradio as gr
+
+    from noshow.app.compare_batch_panel import STOPPED_MESSAGE
+    from noshow.app.compare_slots import load_slot
+    from noshow.app.compare_tab import _adapters_note
+
+    on_page = {b.value for b in app.demo.blocks.values() if isinstance(b, gr.Button)}
+    with pytest.raises(CompareInputError) as empty:
+        prepare_statement("  ")
+    messages = [
+        str(empty.value),
+        STOPPED_MESSAGE,
+        load_slot("", "generative")[1],
+        _adapters_note({}),
+    ]
+    for message in messages:
+        presses = [m.end() for m in re.finditer(r"\b[Pp]ress ", message)]
+        assert presses, message
+        for at in presses:
+            named = [label for label in on_page if message[at:].startswith(label)]
+            assert named, f"{message[at : at + 30]!r} names no button of {sorted(on_page)}"
 
 
 def test_app_truncates_a_very_long_statement_with_a_notice(app, adapters):
@@ -935,12 +1043,40 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
     job = app.client.submit(
         adapters.generative, adapters.classifier, 40, False, api_name="/compare_batch"
     )
-    summary, metrics, roc, calibration, confusion, disagreements, csv_path, message = job.result(
-        300
-    )
+    outputs = job.result(300)
+    summary, metrics, roc, calibration, confusion, disagreements, csv_path = outputs[:7]
+    net_plot, net_text, capacity, capacity_text, capacity_plot = outputs[7:12]
+    subgroup_model, subgroups, subgroup_text, message = outputs[12:]
     progress = [out[-1] for out in job.outputs()[:-1]]
     assert progress and all("noshow-batch-progress" in p for p in progress)
-    assert message == "", message
+    assert 'class="noshow-batch-done"' in message and "data-scores-ready-ms" in message
+    # what a clinic acts on, from the same 40 rows (each figure: tests/test_clinical_eval.py)
+    assert net_plot is not None and capacity_plot is not None
+    assert "is the better policy" in net_text or "No model does better" in net_text
+    capacity = table(capacity)
+    assert list(capacity["model"])[-1] == "calling at random"
+    assert [c for c in capacity.columns if c.startswith("top ")] == [
+        "top 5% (2 calls)",
+        "top 10% (4 calls)",
+        "top 20% (8 calls)",
+        "top 30% (12 calls)",
+    ]
+    assert capacity_text.startswith("**Capacity.** Calling the top 10% (4 of 40 appointments)")
+    subgroups = table(subgroups)
+    assert subgroup_model["value"] == "classifier"
+    assert subgroups["group"].iloc[0] == "all appointments"
+    assert {"women", "men", "first visits"} <= set(subgroups["group"])
+    assert "ROC-AUC (95% CI)" in subgroups.columns and "**Subgroups of the" in subgroup_text
+    share_table, share_text, _ = app.client.predict(25, api_name="/batch_capacity")
+    assert "top 25% (10 calls)" in table(share_table).columns
+    assert "Calling the top 25% (10 of 40 appointments)" in share_text
+    other, _ = app.client.predict("generative", api_name="/batch_subgroups")
+    assert len(table(other)) == len(subgroups)
+    # the facts' average over 5 of the batch's rows (each fact: tests/test_compare_facts.py)
+    facts_plot, facts_message = app.client.predict(
+        adapters.generative, adapters.classifier, 5, api_name="/batch_facts"
+    )
+    assert facts_plot is not None and facts_message == "", facts_message
     metrics = table(metrics)
     assert list(metrics["model"]) == [
         "generative",
@@ -948,6 +1084,7 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
         "tabular baseline",
         "hybrid (generative + tabular)",
         "hybrid (classifier + tabular)",
+        "tuned tabular baseline",  # the tabular model the hybrids blend
         "stacked (generative + tabular)",
         "stacked (classifier + tabular)",
         "stacked (both adapters + tabular)",
@@ -988,9 +1125,27 @@ def wait_for_batch_progress(job, timeout: float = 120.0) -> None:
     raise AssertionError(f"no progress within {timeout} s: {job.outputs()[-1:]}")
 
 
-def test_app_cancelled_batch_stops_its_job_and_a_session_runs_one_batch_at_a_time(app, adapters):
+def test_app_cancelled_batch_stops_its_job_and_a_session_runs_one_batch_at_a_time(
+    app, adapters, monkeypatch
+):
     from gradio_client import Client
 
+    import noshow.app.compare_batch_panel as panel
+
+    real_batch_compare = panel.batch_compare
+
+    def held_after_first_progress(*args, on_progress, should_stop, **kwargs):
+        """The real batch, held after its first scores until it is cancelled: tiny adapters
+        could otherwise finish the split before the second request arrives."""
+
+        def report(progress):
+            on_progress(progress)
+            while progress.done and not should_stop():
+                time.sleep(0.02)
+
+        return real_batch_compare(*args, on_progress=report, should_stop=should_stop, **kwargs)
+
+    monkeypatch.setattr(panel, "batch_compare", held_after_first_progress)
     service = app.ctx.adapters
     client = Client(app.url, verbose=False)
     try:

@@ -70,6 +70,9 @@ def test_stacked_cards_take_the_rows_facts_and_each_adapters_p():
     assert slots[GENERATIVE][0]["error"] == "still being fitted"
     no_facts = score_stacked({}, {GENERATIVE: [0.3], CLASSIFIER: [0.9]}, [None], source)
     assert no_facts[BOTH][0]["error"] == NO_FACTS_FOR_STACKED
+    why = "could not read the age from the text"  # a typed statement's facts, not all read
+    unread = score_stacked({}, {GENERATIVE: [0.3], CLASSIFIER: [0.9]}, [None], source, why)
+    assert unread[BOTH][0]["error"] == NO_FACTS_FOR_STACKED.removesuffix(".") + f" ({why})."
     one_missing = score_stacked({}, {GENERATIVE: [None], CLASSIFIER: [0.9]}, [row], source)
     assert "needs the adapters' scores" in one_missing[BOTH][0]["error"]
     result = {"statement": "s", STACKED: {k: v[0] for k, v in slots.items()}}

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 
 import pandas as pd
 import pytest
-from conftest import free_port
+from conftest import REPO, free_port
 
 from noshow.app import data_views as dv
 from noshow.app.common import DataCache
@@ -45,6 +45,86 @@ def statements_entry(tmp_path_factory):
     path = tmp_path_factory.mktemp("statements") / "clinic.csv"
     statements_frame().to_csv(path, index=False)
     return dv.load_entry(DataCache(), str(path), split_method="random", label="clinic.csv")
+
+
+# ----------------------------------------------------------------------------- start-up
+
+# A fresh interpreter (as after `make run`): build the app, then list every import written
+# inside a function of the package (what a request may import) that is not done yet.
+FRESH_START = """
+import ast, importlib, json, sys, tempfile
+from pathlib import Path
+from noshow.app.demo import build_demo
+from noshow.training.jobs import JobManager
+runs = tempfile.mkdtemp()
+build_demo(jobs=JobManager(runs_dir=runs), store=None, runs_dir=runs, data_source="synthetic")
+optional = set(sys.argv[1].split(","))
+missing = []
+for path in sorted(Path("noshow").rglob("*.py")):
+    for node in ast.walk(ast.parse(path.read_text())):
+        if not isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            continue
+        for inner in ast.walk(node):
+            if isinstance(inner, ast.Import):
+                names = [(a.name, None) for a in inner.names]
+            elif isinstance(inner, ast.ImportFrom) and inner.level == 0:
+                names = [(inner.module, a.name) for a in inner.names]
+            else:
+                continue
+            for module, attr in names:
+                if module.split(".")[0] in optional:
+                    continue
+                if module not in sys.modules:
+                    missing.append(module)
+                    continue
+                before = set(sys.modules)
+                getattr(sys.modules[module], attr or "__name__", None)
+                if set(sys.modules) - before:  # a lazy name that imports on first use
+                    missing.append(module + "." + attr)
+print(json.dumps(sorted(set(missing))))
+"""
+
+
+def test_app_imports_what_requests_need_before_the_first_request():
+    # The first page load fires several events at once, each on its own worker thread; two
+    # of them importing transformers' lazy modules together showed "(cannot render the chat
+    # prompt: cannot import name 'AutoTokenizer' from 'transformers' (<server path>))".
+    import subprocess
+    import sys
+
+    from noshow.app.startup import OPTIONAL_IMPORTS
+
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_START, ",".join(OPTIONAL_IMPORTS)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_messages_name_no_server_path():
+    from noshow.app.common import user_message
+
+    error = ImportError(
+        "cannot import name 'AutoTokenizer' from 'transformers' "
+        "(/srv/app/.venv/lib/python3.11/site-packages/transformers/__init__.py)"
+    )
+    assert user_message(error) == (
+        "Unexpected error (ImportError): cannot import name 'AutoTokenizer' from 'transformers'"
+    )
+    row = dv.load_entry(DataCache(), "synthetic", split_method="time").frame.iloc[0]
+
+    class Broken:
+        chat_template = "x"
+
+        def apply_chat_template(self, *args, **kwargs):
+            raise error
+
+    prompt = dv.record_views(row, Broken()).generative_prompt
+    assert prompt.startswith("(cannot render the chat prompt") and "/" not in prompt
 
 
 # ----------------------------------------------------------------------------- pure views

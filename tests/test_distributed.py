@@ -450,6 +450,7 @@ def test_ddp_failure_inside_the_synchronised_backward_ends_the_launch(tmp_path):
 
 def cli_args(model_dir: Path, data: Path, out: Path, approach: str, steps: int) -> list[str]:
     return [
+        "--yes",  # 32 evaluation rows: a test of the launcher, not a model to judge
         "--approach",
         approach,
         "--model",

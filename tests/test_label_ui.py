@@ -201,6 +201,32 @@ def test_empty_agreement_tables_have_their_real_headers():
     assert "dataset_label" in table.columns and kappa.empty and table.empty
 
 
+def test_press_line_runs_a_pages_presses_in_their_order_with_the_newest_session():
+    from noshow.app.label_presses import PressLine, split_press
+
+    assert split_press("abc#7") == ("abc", 7) and split_press("abc") == ("abc", None)
+    assert split_press("") == (None, None) and split_press("abc#x") == ("abc", None)
+    line, order = PressLine(wait_s=10), []
+
+    def press(number: int, delay: float) -> None:
+        threading.Event().wait(delay)  # press 2 reaches the server before press 1
+        with line.turn("page", number, {"seen": "stale"}) as turn:
+            order.append((number, turn.state["seen"]))
+            turn.leave({"seen": number})
+
+    threads = [threading.Thread(target=press, args=(n, d)) for n, d in ((2, 0.0), (1, 0.3))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    assert order == [(1, "stale"), (2, 1)]  # 2 waited for 1 and saw the session 1 left
+    with line.turn("other page", 1, {"seen": "own"}) as turn:
+        assert turn.state == {"seen": "own"}  # pages do not share sessions
+    lost = PressLine(wait_s=0.2)
+    with lost.turn("page", 5, {"seen": "x"}) as turn:  # presses 1-4 never came: it goes on
+        assert turn.state == {"seen": "x"}
+
+
 # ----------------------------------------------------------------------------- the app
 
 

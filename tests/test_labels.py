@@ -116,6 +116,33 @@ def test_double_submit_with_same_submission_id_stores_once(store):
     assert store.events()["submission_id"].tolist() == ["click-1"]
 
 
+def test_presses_on_one_showing_keep_every_new_answer_and_drop_a_repeated_key(store):
+    # Keyboard speed: 1, 2, 2, 1, s while record 3 was shown once (showing "a"), then 2 on a
+    # later showing ("b", after Back).
+    presses = [(1, "p1"), (0, "p2"), (0, "p3"), (1, "p4"), (None, "p5")]
+    stored = []
+    for label, press in presses:
+        if label is None:
+            event = store.skip(3, "ana", statement="s", submission_id=press, showing_id="a")
+        else:
+            event = store.submit(
+                3, label, "ana", statement="s", submission_id=press, showing_id="a"
+            )
+        stored.append(event is not None)
+    assert stored == [True, True, False, True, True]
+    assert store.submit(3, 0, "ana", statement="s", showing_id="b") is not None
+    assert store.submit(3, 0, "bob", statement="s", showing_id="a") is not None  # not ana's
+    events = store.events("ana")
+    assert events["label"].fillna(-1).tolist() == [1, 0, 1, -1, 0]
+    assert events["previous_label"].tolist()[1:3] == [1, 0]
+    assert events["submission_id"].tolist()[:2] == ["a/p1", "a/p2"]
+    assert int(store.current_labels("ana")["label"].iloc[0]) == 0
+    retry = store.submit(3, 1, "ana", statement="s", submission_id="p1", showing_id="a")
+    assert retry is None  # the same press sent twice (a network retry) is stored once
+    with pytest.raises(LabelError, match="showing_id"):
+        store.submit(3, 1, "ana", statement="s", showing_id="x/y")
+
+
 def test_twenty_annotators_submitting_at_once_store_exactly_1000_events(db):
     store = LabelStore(db, valid_record_ids=range(50), busy_timeout_s=30)
     barrier = threading.Barrier(20)

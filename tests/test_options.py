@@ -56,10 +56,39 @@ def test_cli_help_shows_every_option_with_its_docstring_and_default(cli, capsys,
     text = " ".join(capsys.readouterr().out.split())
     for o in options():
         assert o.flag in text
+        if o.flag == "--seed":  # two fields, one flag: one line says what it seeds
+            continue
         assert o.help in text, o.name
         if o.kind is not bool:
             shown = "not set" if o.default is None else o.default
-            assert f"{o.help} (default: {shown})" in text or o.flag == "--seed", o.name
+            assert f"{o.help} (default: {shown})" in text, o.name
+    seeds = "Seed for sampling and the patient/random splits, and for LoRA initialisation"
+    assert f"{seeds} and batch order. (default: 0)" in text and text.count("Seed for") == 1
+
+
+def test_cli_usage_example_keeps_its_line_break(cli, capsys):
+    with pytest.raises(SystemExit):
+        cli.parse_args(["--help"])
+    assert "KaggleV2-May-2016.csv \\\n        --split time --epochs 1" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (["--epochs", "abc"], "argument --epochs: 'abc' is not a number above 0"),
+        (
+            ["--batch-size", "2.5"],
+            "argument --batch-size: '2.5' is not a whole number of at least 1",
+        ),
+        (["--max-train-rows", "-5"], "'-5' is not 'none' (= all) or a whole number of at least 1"),
+        (["--lr", "nan"], "argument --lr: 'nan' is not a number above 0 and below 1"),
+    ],
+)
+def test_cli_refuses_a_value_naming_the_flag_and_what_it_takes(cli, capsys, args, said):
+    with pytest.raises(SystemExit):
+        cli.parse_args(args)
+    err = capsys.readouterr().err
+    assert said in err and "functools" not in err and "Option(" not in err, err
 
 
 def test_train_tab_defaults_on_a_gpu_are_the_config_and_cli_defaults(monkeypatch, cli):

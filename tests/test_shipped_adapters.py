@@ -81,6 +81,31 @@ def test_shipped_adapter_has_bf16_weights_under_the_limit_and_a_card(folder):
     assert listed[folder.name]["approach"] == card["approach"]
 
 
+@pytest.mark.parametrize("folder", SHIPPED_PARAMS)
+def test_shipped_adapter_card_carries_net_benefit_capacity_subgroups_and_tripod(folder):
+    """The card reports like a clinical prediction model (scripts/refresh_card_sections.py
+    for adapters shipped before these sections), and README.md is card.json rendered
+    through huggingface_hub's ModelCard."""
+    from huggingface_hub import ModelCard
+
+    from noshow.inference.model_card import render_model_card
+
+    card = shipping.read_card(folder)
+    clinical = card.get("clinical")
+    assert clinical, f"{folder.name}: run scripts/refresh_card_sections.py on it"
+    assert clinical["rows"] > 0 and clinical["subgroups"]["groups"]
+    assert set(clinical["net_benefit"]["models"]) >= {"model"}
+    assert [r["share"] for r in clinical["capacity"]["models"]["model"]] == [0.05, 0.1, 0.2, 0.3]
+    rendered = render_model_card(card)
+    assert isinstance(rendered, ModelCard)
+    readme = (folder / "README.md").read_text(encoding="utf-8")
+    assert readme == str(rendered), f"{folder.name}/README.md is not its card.json rendered"
+    for heading in ("## Net benefit", "## Capacity", "## Subgroups", "TRIPOD+AI"):
+        assert heading in readme
+    assert (folder / clinical["figure"]).is_file()
+    assert ModelCard.load(folder / "README.md").data.to_dict()["library_name"] == "peft"
+
+
 @pytest.fixture(scope="session")
 def ci_rows_cache():
     cache: dict = {}

@@ -4,6 +4,7 @@ carries the bundled tokenizer, plus one run of the real bundled model."""
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -322,8 +323,8 @@ def test_resume_continues_from_last_checkpoint(tiny_model_dir, tmp_path, stateme
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"lr": 0}, "lr must be positive"),
-        ({"lr": -1e-4}, "lr must be positive"),
+        ({"lr": 0}, "lr must be a number above 0"),
+        ({"lr": -1e-4}, "lr must be a number above 0"),
         ({"batch_size": 0}, "batch_size"),
     ],
 )
@@ -333,7 +334,7 @@ def test_invalid_train_config_is_refused_with_fix(kwargs, message):
 
 
 def test_invalid_lora_config_is_refused_with_fix():
-    with pytest.raises(ConfigError, match="positive whole number"):
+    with pytest.raises(ConfigError, match="lora_r must be a whole number of at least 1"):
         LoraSettings(r=0)
     with pytest.raises(ConfigError, match="Unknown target module"):
         LoraSettings(target_modules=["q_proj", "attn_out"])
@@ -367,6 +368,77 @@ def test_empty_training_split_fails_clearly(tiny_model_dir, tmp_path, real_data_
     assert "leaves train, validation empty" in result.error
     assert "Use split='patient' or 'random'" in result.error
     assert not (result.run_dir / "adapter").exists()
+
+
+# ----------------------------------------------------------------------------- scripts/train.py
+
+
+@pytest.fixture(scope="module")
+def cli():
+    """scripts/train.py as a module (scripts are not a package)."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "train.py"
+    spec = importlib.util.spec_from_file_location("noshow_train_cli_runs", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_cli_data_error_is_said_once_and_leaves_no_run_folder(cli, tmp_path, capsys):
+    bad = tmp_path / "bad.csv"
+    bad.write_text("a,b\n")
+    runs = tmp_path / "runs"
+    code = cli.main(["--data", str(bad), "--max-steps", "1", "--output-dir", str(runs)])
+    out = capsys.readouterr()
+    said = out.out + out.err
+    assert code != 0
+    assert said.count("has a header (a, b) but no data rows") == 1, said
+    assert not runs.exists() or list(runs.iterdir()) == []
+
+
+def test_cli_asks_for_yes_before_a_run_evaluated_on_a_handful_of_rows(
+    cli, tiny_model_dir, tmp_path, capsys
+):
+    runs = tmp_path / "runs"
+    args = ["--data", "synthetic", "--model", str(tiny_model_dir), "--quantize", "none"]
+    args += ["--max-steps", "1", "--batch-size", "8", "--max-train-rows", "32"]
+    args += ["--max-eval-rows", "1", "--output-dir", str(runs)]
+    assert cli.main(args) == 2
+    said = capsys.readouterr()
+    text = said.out + said.err
+    assert "It evaluates on 1 validation and 1 test rows" in text
+    assert "Pass --yes to start it anyway." in text and text.count("It evaluates on") == 1
+    assert not runs.exists() or list(runs.iterdir()) == []
+    assert cli.main([*args, "--yes"]) == 0
+    assert len(list(runs.iterdir())) == 1
+
+
+def test_cli_progress_bar_gives_no_rate_before_a_second_step(cli):
+    import io
+
+    out = io.StringIO()
+    show = cli.ProgressPrinter(file=out)
+    show({"phase": "loading", "message": "Loading data"})
+    show({"phase": "training", "step": 1, "total_steps": 6, "samples_per_s": 12.5, "loss": 0.7})
+    show.close()
+    text = out.getvalue()
+    assert "Loading data" in text and "1/6" in text
+    # the first update came after a long load: tqdm's own rate read "8774.69step/s"
+    assert not re.search(r"\d+(\.\d+)?step/s", text), text
+
+
+def test_a_run_that_fails_before_training_is_hidden_from_the_runs_table(
+    tiny_model_dir, tmp_path, statements_csv
+):
+    from noshow.app.train_views import runs_table
+    from noshow.training.runs import read_status
+
+    ok = train(_config(tiny_model_dir, tmp_path, source=str(statements_csv)))
+    failed = train(_config(tiny_model_dir, tmp_path, source=str(tmp_path / "missing.csv")))
+    assert failed.state == "failed" and read_status(failed.run_dir)["before_training"] is True
+    assert read_status(ok.run_dir).get("before_training") is None
+    assert runs_table(tmp_path / "runs")["run_id"].tolist() == [ok.run_dir.name]
 
 
 def test_existing_run_folder_is_refused(tiny_model_dir, tmp_path, statements_csv):

@@ -41,6 +41,7 @@ _USER_ERROR_NAMES = {
     "LabelError",
     "TrainingError",
     "PredictError",
+    "RecordNotFound",
 }
 
 CSS = """
@@ -79,10 +80,11 @@ def info_box(message: str) -> str:
 
 def user_message(exc: BaseException) -> str:
     """A sentence for the user from an exception: our own errors as written, others named;
-    secrets (HF/W&B tokens, the login password) are redacted either way."""
-    from noshow.system.redact import redact_secrets
+    secrets (HF/W&B tokens, the login password) and the server's Python installation (an
+    import error's file) are left out either way."""
+    from noshow.system.redact import redact_library_paths, redact_secrets
 
-    text = redact_secrets(str(exc).strip() or type(exc).__name__)
+    text = redact_library_paths(redact_secrets(str(exc).strip() or type(exc).__name__))
     if type(exc).__name__ in _USER_ERROR_NAMES or isinstance(exc, ValueError | FileNotFoundError):
         return text
     return f"Unexpected error ({type(exc).__name__}): {text}"

@@ -217,13 +217,15 @@ def score_hybrids(
     adapter_p: Mapping[str, Sequence[float | None]],
     rows: Sequence[Mapping[str, Any] | None] | pd.DataFrame,
     tuned_baselines: TunedBaselines | None,
+    why_no_facts: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """{approach: [hybrid slot per row]} for each adapter that carries a hybrid.json
     (`noshow.evaluation.hybrid`): its calibrated P blended with the tuned baseline's P for the row.
 
     The tuned baseline is the one the adapter's run reported, refitted from the hybrid's
     `baseline_params` by `tuned_baselines(params)`; without the row's facts (free text that
-    could not be read back), the slot says so."""
+    could not be read back), the slot says so, and `why_no_facts` (which facts were not
+    read) when given."""
     table = rows if isinstance(rows, pd.DataFrame) else None
     n = len(rows)
     out: dict[str, list[dict[str, Any]]] = {}
@@ -243,7 +245,8 @@ def score_hybrids(
             if adapter_p[approach][i] is None:
                 slots[i]["error"] = "the hybrid needs the adapter's score."
             elif table is None and rows[i] is None:
-                slots[i]["error"] = NO_FACTS_FOR_HYBRID
+                why = f" ({why_no_facts})." if why_no_facts else "."
+                slots[i]["error"] = NO_FACTS_FOR_HYBRID.removesuffix(".") + why
             else:
                 todo.append(i)
         if not todo:

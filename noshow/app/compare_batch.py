@@ -29,15 +29,17 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from noshow.app.common import export_folder
+from noshow.app.common import export_folder, format_duration
 from noshow.app.compare_baseline import Baseline, TunedBaselines, score_hybrids
 from noshow.app.compare_cards import label_text
+from noshow.app.compare_clinical import batch_clinical, tuned_tabular
 from noshow.app.compare_input import CompareInputError
 from noshow.app.compare_slots import (
     BASELINE,
     CLASSIFIER,
     GENERATIVE,
     SLOT_TITLES,
+    TUNED_BASELINE,
     Loader,
     as_service,
     hybrid_key,
@@ -51,6 +53,35 @@ from noshow.app.compare_stacked import StackedSource, add_stacked_scores
 DEFAULT_BATCH_ROWS = 1000
 DEFAULT_BATCH_ROWS_CPU = 200
 DISAGREEMENT_ROWS = 20
+BATCH_ROWS_INFO = "A stratified sample when the split is larger."
+
+
+# ----------------------------------------------------------------------------- speed
+
+
+def batch_speed_note(
+    seconds_per_statement: Mapping[str, float | None],
+    last_batch: tuple[int, float] | None = None,
+) -> str:
+    """The rows slider's line on speed, from what this machine measured: the last batch of
+    these adapters (rows, seconds end to end) when there was one, else the scheduler's model
+    time per statement of each adapter (a lower bound: a batch also waits behind Compares
+    and fits the baselines), else a word that it is not measured yet. Never a constant: a
+    promise of "5 rows a second" met 0.3 on a loaded 2-core machine."""
+    if last_batch and last_batch[0] > 0 and last_batch[1] > 0:
+        rows, seconds = last_batch
+        rate = rows / seconds
+        basis = f"the last batch here: {rows:,} rows in {format_duration(seconds)}"
+    else:
+        per = [s for s in seconds_per_statement.values() if s]
+        if not per or len(per) < len(seconds_per_statement):
+            return (
+                f"{BATCH_ROWS_INFO} Speed on this machine: measured once both adapters have "
+                "scored here."
+            )
+        rate = 1 / sum(per)
+        basis = "their model time here; a batch also waits behind Compares, so it is slower"
+    return f"{BATCH_ROWS_INFO} On this machine: about {rate:.2g} rows a second ({basis})."
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -68,6 +99,8 @@ class BatchResult:
     figures: dict[str, Any] = field(default_factory=dict)
     auc: dict[str, Any] | None = None  # noshow.evaluation.intervals.compare_auc's answer
     raw: dict[str, np.ndarray] = field(default_factory=dict)  # adapters' P before calibration
+    clinical: Any = None  # noshow.app.compare_clinical.BatchClinical: net benefit, capacity, ...
+    timings: dict[str, float] = field(default_factory=dict)  # scores_ready_at (epoch s), report_s
 
 
 def select_eval_rows(
@@ -237,7 +270,12 @@ def batch_compare(
                 names[key] = "adapter and tuned tabular P, blended"
             elif slots:
                 notes.append(f"Hybrid of the {approach} adapter left out: {slots[0]['error']}")
+        tuned = tuned_tabular(adapters, rows, tuned_baselines)  # what the hybrids blend
+        if tuned is not None:
+            scores[TUNED_BASELINE], thresholds[TUNED_BASELINE] = tuned
+            names[TUNED_BASELINE] = "gradient boosting with the settings its run tuned"
     stacked_pairs = add_stacked_scores(adapters, scores, thresholds, notes, rows, stacked_models)
+    ready = time.time()
     raw = {}
     for approach, predictor in adapters.items():
         calibrator = getattr(predictor, "calibrator", None)
@@ -270,7 +308,7 @@ def batch_compare(
     predictions["statement"] = statements
     for approach, p in raw.items():
         predictions[f"p_{approach}_uncalibrated"] = p
-    return BatchResult(
+    result = BatchResult(
         predictions=predictions,
         metrics=metrics_table(per_model, names, auc),
         per_model=per_model,
@@ -279,6 +317,12 @@ def batch_compare(
         auc=auc,
         raw=raw,
     )
+    try:  # net benefit, capacity and subgroups on the same rows (noshow.app.compare_clinical)
+        result.clinical = batch_clinical(result, rows)
+    except ValueError as e:
+        notes.append(f"No net benefit, capacity or subgroups: {e}")
+    result.timings = {"scores_ready_at": ready, "report_s": time.time() - ready}
+    return result
 
 
 # ----------------------------------------------------------------------------- report
@@ -287,8 +331,6 @@ def batch_compare(
 def progress_html(progress: Mapping[str, Any]) -> str:
     """A batch job's progress (a `BackgroundJob.snapshot()` or its fields): a bar, scores
     done (rows x adapters), time so far and the estimate of the time left."""
-    from noshow.app.common import format_duration
-
     done, total = int(progress.get("done") or 0), int(progress.get("total") or 0)
     fraction = done / total if total else 0.0
     eta = progress.get("eta_s")

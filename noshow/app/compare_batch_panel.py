@@ -4,8 +4,10 @@ metrics, plots, disagreements and a CSV of every prediction. Layout and wiring o
 work is `noshow.app.compare_batch`.
 
 Endpoint (for gradio_client and tests): `/compare_batch(generative, classifier, max_rows,
-gold_set)` -> a generator: progress in the message, then (summary, metrics, ROC,
-calibration, confusion, disagreements, CSV file, message).
+gold_set, share_percent=10)` -> a generator: progress in the message, then (summary, metrics,
+ROC, calibration, confusion, disagreements, CSV file, net benefit plot, its sentence,
+capacity table, its sentence, capacity curve, subgroup model, subgroup table, its sentence,
+message); `noshow.app.compare_clinical_panel` adds `/batch_capacity` and `/batch_subgroups`.
 
 A batch runs as the scheduler's background work (`noshow.inference.serving.BackgroundJobs`,
 one per browser session), in chunks behind the single Compares. Batches have their own
@@ -28,15 +30,23 @@ from noshow.app.compare_batch import (
     BatchProgress,
     batch_compare,
     batch_figures,
+    batch_speed_note,
     batch_summary,
     progress_html,
     select_eval_rows,
     write_predictions_csv,
 )
-from noshow.app.compare_input import CompareInputError
+from noshow.app.compare_clinical_panel import (
+    build_clinical_outputs,
+    cleared_values,
+    clinical_values,
+    wire_clinical_controls,
+    wire_explain,
+)
+from noshow.app.compare_input import BATCH_BUTTON, CompareInputError
 from noshow.app.compare_stacked import stacked_cache
 
-STOPPED_MESSAGE = "Batch comparison stopped. Press Run to start a new one."
+STOPPED_MESSAGE = f"Batch comparison stopped. Press {BATCH_BUTTON} to start a new one."
 # A public Space shares one CPU between visitors: keep batch runs short there.
 DEMO_BATCH_ROWS = 500
 # Batch evaluations: two at a time, one per session (noshow.inference.serving.BackgroundJobs).
@@ -55,12 +65,28 @@ def _default_batch_rows(cap: int) -> int:
     return min(DEFAULT_BATCH_ROWS if gpu else DEFAULT_BATCH_ROWS_CPU, cap)
 
 
-def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf_dd: Any) -> None:
+def build_batch_panel(
+    ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf_dd: Any
+) -> dict[str, Any]:
     """Lay out the batch panel inside the current Blocks and wire its Run and Stop buttons;
     the adapters are the ones chosen in `gen_dd` / `clf_dd`, the baselines come from the
-    tab's `baselines` cache."""
+    tab's `baselines` cache. Returns the rows slider and `speed` (gen, clf) -> its update
+    with the speed this machine measured (the tab calls it once the adapters have warmed up)."""
+    from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, load_slot
+
     service = ctx.adapters
     row_cap = DEMO_BATCH_ROWS if ctx.demo_mode else 5000
+    finished: dict[tuple[str, str], tuple[int, float]] = {}  # (gen, clf) -> rows, seconds
+
+    def speed(gen_path, clf_path):
+        """The slider's info with this machine's measured speed for these adapters."""
+        per: dict[str, float | None] = {}
+        for approach, path in ((GENERATIVE, gen_path), (CLASSIFIER, clf_path)):
+            predictor, _ = load_slot(path, approach, service)
+            plain = getattr(predictor, "predictor", None)
+            per[approach] = service.scheduler.seconds_per_statement(plain) if plain else None
+        last = finished.get((str(gen_path), str(clf_path)))
+        return gr.update(info=batch_speed_note(per, last))
 
     with gr.Accordion("Batch: evaluate on the test split", open=False, elem_id="compare-batch"):
         with gr.Row():
@@ -70,8 +96,8 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                 value=_default_batch_rows(row_cap),
                 step=10,
                 label="Rows to evaluate (at most)",
-                info="A stratified sample when the split is larger. On a CPU both adapters "
-                "score about 5 rows a second.",
+                info=batch_speed_note({GENERATIVE: None, CLASSIFIER: None}),
+                elem_id="batch-rows",
             )
             gold = gr.Checkbox(
                 False,
@@ -80,7 +106,7 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                 "replacing the data set's.",
             )
         with gr.Row():
-            batch_btn = gr.Button("Run batch comparison", variant="primary", elem_id="batch-run")
+            batch_btn = gr.Button(BATCH_BUTTON, variant="primary", elem_id="batch-run")
             stop_btn = gr.Button("Stop", variant="stop", elem_id="batch-stop")
         batch_msg = gr.HTML(elem_id="batch-progress")
         summary_md = gr.Markdown()
@@ -89,14 +115,15 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
             roc_plot = gr.Plot(label="ROC curves")
             calib_plot = gr.Plot(label="Calibration")
         confusion_plot = gr.Plot(label="Confusion matrices")
+        clinical = build_clinical_outputs()  # net benefit, capacity, subgroups
         disagree_df = gr.Dataframe(
             label="Where the models disagree most", interactive=False, wrap=True
         )
         csv_file = gr.File(label="All predictions (CSV)", interactive=False)
 
-    def compare_batch(gen_path, clf_path, rows_cap, use_gold, key, request: gr.Request):
-        keep = [gr.skip()] * 7
-        empty = ["", None, None, None, None, None, None]
+    def compare_batch(gen_path, clf_path, rows_cap, use_gold, key, share, request: gr.Request):
+        keep = [gr.skip()] * (7 + len(clinical.outputs))
+        empty = ["", None, None, None, None, None, None, *cleared_values()]
         owner = request_owner(request)
         try:
             entry = ctx.get_data(key)
@@ -133,6 +160,7 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                     result,
                     batch_figures(result),
                     write_predictions_csv(result.predictions),
+                    clinical_values(result, share),
                 )
 
             job = service.jobs.start(owner, "batch comparison", evaluate)
@@ -150,7 +178,10 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                 reason = user_message(job.error)
                 yield (*empty, error_box(f"The batch comparison did not finish: {reason}."))
                 return
-            result, figures, path = job.result
+            result, figures, path, clinical_parts = job.result
+            if result.predictions is not None and len(result.predictions):
+                seconds = float(job.snapshot()["elapsed_s"])
+                finished[(str(gen_path), str(clf_path))] = (len(result.predictions), seconds)
             yield (
                 batch_summary(result),
                 result.metrics,
@@ -159,7 +190,8 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
                 figures["confusion"],
                 result.disagreements,
                 str(path),
-                "",
+                *clinical_parts,
+                done_marker(result),
             )
         finally:
             # GeneratorExit when the browser disconnects or Stop is pressed: end the job too
@@ -167,14 +199,15 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
 
     batch_btn.click(
         compare_batch,
-        [gen_dd, clf_dd, max_rows, gold, ctx.data_key],
+        [gen_dd, clf_dd, max_rows, gold, ctx.data_key, clinical.share],
         [summary_md, metrics_df, roc_plot, calib_plot, confusion_plot, disagree_df, csv_file]
+        + clinical.outputs
         + [batch_msg],
         api_name="compare_batch",
         concurrency_id="compare_batch",
         concurrency_limit=BATCH_CONCURRENCY,
         show_progress="hidden",  # the progress panel in the message says more
-    )
+    ).then(speed, [gen_dd, clf_dd], max_rows, api_visibility="private", show_progress="hidden")
 
     def stop_batch(request: gr.Request):
         """Cancel this browser's batch job; its generator then says "stopped" as its last
@@ -183,3 +216,17 @@ def build_batch_panel(ctx: UIContext, baselines: BaselineCache, gen_dd: Any, clf
             job.cancel()
 
     stop_btn.click(stop_batch, None, None, api_visibility="private", show_progress="hidden")
+    wire_clinical_controls(clinical)
+    wire_explain(clinical, ctx, baselines, gen_dd, clf_dd)  # the facts' average
+    return {"max_rows": max_rows, "speed": speed}
+
+
+def done_marker(result) -> str:
+    """The batch message once the results are out: empty to the eye; it carries when the
+    scores were ready and how long the report took after them (what a timing test reads)."""
+    ready = float(result.timings.get("scores_ready_at") or 0) * 1000
+    report = float(result.timings.get("report_s") or 0)
+    return (
+        f'<div class="noshow-batch-done" data-scores-ready-ms="{ready:.0f}" '
+        f'data-report-s="{report:.3f}"></div>'
+    )

@@ -205,9 +205,7 @@ def render_compare_html(result: Mapping[str, Any]) -> str:
         _card(slot, stacked_title(key), rate, truth)
         for key, slot in (result.get(STACKED) or {}).items()
     ]
-    parts = []
-    if result.get("notice"):
-        parts.append(f'<div class="noshow-msg-info">{html.escape(result["notice"])}</div>')
+    parts = []  # the notice (text cut, not English, ...) is the message box's, shown once
     if truth is not None:
         where = f" ({html.escape(str(facts))})" if facts else ""
         outcome = "missed the appointment" if int(truth) else "showed up"

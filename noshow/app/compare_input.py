@@ -20,6 +20,12 @@ from typing import Any
 import numpy as np
 
 MAX_STATEMENT_CHARS = 2000
+# The tab's buttons, named once: the layout shows these labels and messages name them.
+COMPARE_BUTTON = "Compare"
+RECORD_BUTTON = "Score this record"
+FORM_BUTTON = "Render and compare"
+REFRESH_BUTTON = "Refresh adapter lists"
+BATCH_BUTTON = "Run batch comparison"
 WEEKDAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday"]
 NEIGHBOURHOODS = [  # the form's list: the 15 with most appointments in the Kaggle file
     "JARDIM CAMBURI",
@@ -77,8 +83,9 @@ def prepare_statement(text: Any) -> tuple[str, str | None]:
     statement = "" if text is None else clean_text(str(text)).strip()
     if not statement:
         raise CompareInputError(
-            "The statement is empty: type one, pick an example, choose a record id or fill "
-            "the form and press Render."
+            f"The statement is empty: type one and press {COMPARE_BUTTON}, click an example, "
+            f"enter a record id and press {RECORD_BUTTON}, or fill the form and press "
+            f"{FORM_BUTTON}."
         )
     if len(statement) <= MAX_STATEMENT_CHARS:
         return statement, None
@@ -176,9 +183,12 @@ def resolve_facts(
     """(row, where the facts came from, why there are none, true label) for `statement`.
 
     `state` is what produced the text in the box (form, example, data set row) and counts
-    while the text is unchanged; otherwise the facts are read back from the statement
-    (`noshow.data.statements.parse_statement`), and the reason says where that failed.
+    while the text is unchanged; otherwise the facts are read back from the statement: in the
+    template's words (`noshow.data.statements.parse_statement`), else in other words where
+    each fact can be read with confidence (`noshow.data.facts.read_facts`), and the reason
+    names the facts it could not read.
     """
+    from noshow.data.facts import read_facts
     from noshow.data.statements import StatementParseError, parse_statement
 
     if isinstance(state, Mapping) and state.get("statement") == statement and state.get("row"):
@@ -186,9 +196,11 @@ def resolve_facts(
         return dict(state["row"]), state.get("source"), None, None if truth is None else int(truth)
     try:
         return parse_statement(statement), "read from the statement", None, None
-    except StatementParseError as e:
-        where = str(e).split(":", 1)[0].rstrip(".")  # "The text does not follow ... at the booking"
-        return None, None, f"No baseline: {where[:1].lower()}{where[1:]}.", None
+    except StatementParseError:
+        reading = read_facts(statement)
+    if reading.row is not None:
+        return reading.row, "read from the statement (in other words)", None, None
+    return None, None, f"No baseline: {reading.why_not()}.", None
 
 
 # ----------------------------------------------------------------------------- what-if

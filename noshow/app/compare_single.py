@@ -25,6 +25,7 @@ from noshow.app.compare_baseline import (
 )
 from noshow.app.compare_cards import agreement_text
 from noshow.app.compare_clinic import adjust_pairs_to_clinic, adjust_to_clinic
+from noshow.app.compare_facts import score_rows
 from noshow.app.compare_input import (
     CompareInputError,
     change_fact,
@@ -73,14 +74,21 @@ def compare_statement(
     `base_rate` the train split's no-show rate. `source` (or `loader`): see `as_service`;
     `owner` is the caller's session for the scheduler's fair queue.
 
+    `notice` says when the text was cut or is not one the adapters were trained for (not
+    English, not about an appointment, contradicting itself: `noshow.data.facts.text_notes`).
+
     Returns {statement, notice, generative, classifier, baseline, hybrid ({approach: slot}),
     stacked ({approach or "both": slot}), agree, agree_text, row, facts_source, truth,
     base_rate, clinic_rate, server_ms}; each slot is a
     `score_slot` dict whose `error` says why it has no score. Raises CompareInputError for an
     empty statement.
     """
+    from noshow.data.facts import text_notes
+
     start = time.perf_counter()
     statement, notice = prepare_statement(text)
+    # A text the adapters were not trained for is still scored, with a word of warning.
+    notice = " ".join(part for part in (notice, *text_notes(statement)) if part) or None
     paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
     service = as_service(source if source is not None else loader)
     out, pending = submit_statements([statement], paths, service, owner)
@@ -88,8 +96,9 @@ def compare_statement(
     slots = collect_slots(out, pending, paths, 1)
     predictors = {approach: predictor for approach, (predictor, _) in pending.items()}
     adapter_p = {a: [slots[a][0].get("p")] for a in predictors}
-    hybrids = score_hybrids(predictors, adapter_p, [row], tuned_baselines)
-    stacked = score_stacked(predictors, adapter_p, [row], stacked_models)
+    why_no_facts = (reason or "").removeprefix("No baseline: ").rstrip(".") or None
+    hybrids = score_hybrids(predictors, adapter_p, [row], tuned_baselines, why_no_facts)
+    stacked = score_stacked(predictors, adapter_p, [row], stacked_models, why_no_facts)
     gen, clf = slots[GENERATIVE][0], slots[CLASSIFIER][0]
     agree = None
     if gen.get("label") is not None and clf.get("label") is not None:
@@ -142,13 +151,10 @@ def what_if(
         raise CompareInputError(f"{fact} is already {old}: pick another value to compare.")
     before, after = render_statement(row), render_statement(changed)
     paths = {GENERATIVE: generative_path, CLASSIFIER: classifier_path}
-    service = as_service(source)
-    out, pending = submit_statements([before, after], paths, service, owner)
-    base = score_baseline_rows_on_cpu_thread(baseline, [row, changed])
-    slots = collect_slots(out, pending, paths, 2)
-    slots[BASELINE] = base
+    # the same scoring as the facts' bars (noshow.app.compare_facts)
+    predictors: dict[str, Any] = {}
+    slots = score_rows([row, changed], paths, baseline, source, owner, predictors=predictors)
     models = {key: (pair[0], pair[1]) for key, pair in slots.items()}
-    predictors = {approach: predictor for approach, (predictor, _) in pending.items()}
     adjust_pairs_to_clinic(models, clinic_rate, predictors, base_rate)
     return {
         "fact": fact,

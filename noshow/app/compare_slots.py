@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from noshow.app.compare_input import REFRESH_BUTTON
 from noshow.config import APPROACHES
 
 # How long a Compare waits for its forward before the slot says the server is too busy.
@@ -34,6 +35,7 @@ THRESHOLD_SOURCE = "chosen on the adapter's validation split, where F1 peaked"
 GENERATIVE, CLASSIFIER = APPROACHES  # the two adapter slots, by approach
 BASELINE = "baseline"
 HYBRID = "hybrid"  # a result's {approach: slot} of the adapters that carry a hybrid.json
+TUNED_BASELINE = "tuned_baseline"  # a batch's tuned tabular model (the one the hybrids blend)
 STACKED = "stacked"  # a result's {approach or BOTH: slot}: noshow.app.compare_stacked
 BOTH = "both"  # the stacked model of both adapters together
 SLOT_TITLES = {
@@ -45,6 +47,7 @@ MODEL_NAMES = {
     GENERATIVE: "generative",
     CLASSIFIER: "classifier",
     BASELINE: "tabular baseline",
+    TUNED_BASELINE: "tuned tabular baseline",
 }
 
 
@@ -92,7 +95,7 @@ def load_slot(
     scheduler, as background work (chunked, behind Compares) when `background`."""
     if not path or not str(path).strip():
         return None, (
-            f"No {approach} adapter chosen: pick one from the list (press Refresh after a "
+            f"No {approach} adapter chosen: pick one from the list (press {REFRESH_BUTTON} after a "
             "training run finishes) or train one in the Train tab."
         )
     service = as_service(source)

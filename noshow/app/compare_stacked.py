@@ -200,11 +200,12 @@ def score_stacked(
     adapter_p: Mapping[str, Sequence[float | None]],
     rows: Sequence[Mapping[str, Any] | None] | pd.DataFrame,
     source: StackedSource | None,
+    why_no_facts: str | None = None,
 ) -> dict[str, list[dict[str, Any]]]:
     """{key: [slot per row]} for each stacked model `source` offers for these adapters (each
     adapter with a stacked.json, and BOTH): its P from the row's facts, the tuned baseline's
     P and the adapters' calibrated P. Without the facts, a score or the model, the slot's
-    `error` says why."""
+    `error` says why (with `why_no_facts`, which facts were not read, when given)."""
     from noshow.evaluation.stacking import ADAPTER, BASELINE
 
     if source is None:
@@ -221,7 +222,8 @@ def score_stacked(
             if any(adapter_p.get(a, [None] * n)[i] is None for a in needs):
                 slots[i]["error"] = "the stacked model needs the adapters' scores."
             elif table is None and rows[i] is None:
-                slots[i]["error"] = NO_FACTS_FOR_STACKED
+                why = f" ({why_no_facts})." if why_no_facts else "."
+                slots[i]["error"] = NO_FACTS_FOR_STACKED.removesuffix(".") + why
             elif fitted.model is None:
                 slots[i]["error"] = fitted.error or "no stacked model here."
             else:

@@ -55,10 +55,15 @@ from noshow.app.compare_cards import (
     what_if_summary,
 )
 from noshow.app.compare_clinic import CLINIC_RATE_INFO, CLINIC_RATE_LABEL, parse_clinic_rate
+from noshow.app.compare_facts import FACT_NOTE, fact_effects, plot_effects, typical_values
 from noshow.app.compare_input import (
+    COMPARE_BUTTON,
     CONDITIONS,
+    FORM_BUTTON,
     FORM_DEFAULTS,
     NEIGHBOURHOODS,
+    RECORD_BUTTON,
+    REFRESH_BUTTON,
     WEEKDAYS,
     WHAT_IF_FACTS,
     CompareInputError,
@@ -68,7 +73,13 @@ from noshow.app.compare_input import (
     resolve_facts,
 )
 from noshow.app.compare_single import compare_statement, what_if
-from noshow.app.compare_slots import CLASSIFIER, GENERATIVE, load_slot, score_statements
+from noshow.app.compare_slots import (
+    CLASSIFIER,
+    GENERATIVE,
+    MODEL_NAMES,
+    load_slot,
+    score_statements,
+)
 from noshow.app.compare_stacked import stacked_cache
 from noshow.data.examples import EXAMPLES
 from noshow.data.statements import STATEMENT_FIELDS
@@ -100,6 +111,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     stacked = stacked_cache(ctx.extras, baselines)
     rates: dict[str, float | None] = {}
     rates_lock = threading.Lock()
+    typical: dict[str, dict[str, str]] = {}  # data key -> each fact's typical value
     start = service.choices()
 
     def first(items: list[tuple[str, str]]) -> str | None:
@@ -128,7 +140,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             allow_custom_value=True,
             scale=3,
         )
-        refresh_btn = gr.Button("Refresh adapter lists", scale=1, size="sm")
+        refresh_btn = gr.Button(REFRESH_BUTTON, scale=1, size="sm")
     adapters_msg = gr.HTML(_adapters_note(start))
     # A text box, not gr.Number: the browser sends an empty number box as 0, which is no rate.
     clinic = gr.Textbox(
@@ -157,13 +169,13 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                     gr.Button(ex.label, size="sm", elem_classes=["noshow-example"])
                     for ex in EXAMPLES
                 ]
-            compare_btn = gr.Button("Compare", variant="primary", elem_id="compare-run")
+            compare_btn = gr.Button(COMPARE_BUTTON, variant="primary", elem_id="compare-run")
         with gr.Column(scale=2, min_width=300):
             with gr.Accordion("Pick a data set row", open=False, elem_id="compare-record-box"):
                 record_id = gr.Number(
                     label="Record id (AppointmentID)", precision=0, elem_id="compare-record-id"
                 )
-                record_btn = gr.Button("Score this record", size="sm", elem_id="compare-record")
+                record_btn = gr.Button(RECORD_BUTTON, size="sm", elem_id="compare-record")
             with gr.Accordion("Fill a form", open=False):
                 with gr.Row():
                     f_age = gr.Number(FORM_DEFAULTS["age"], label="Age", precision=0)
@@ -186,10 +198,13 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
                 with gr.Row():
                     f_prior = gr.Number(0, label="Earlier appointments", precision=0)
                     f_missed = gr.Number(0, label="Earlier no-shows", precision=0)
-                form_btn = gr.Button("Render and compare", size="sm", elem_id="compare-form")
+                form_btn = gr.Button(FORM_BUTTON, size="sm", elem_id="compare-form")
 
     message = gr.HTML()
     result_html = gr.HTML(elem_id="compare-result")
+    with gr.Accordion("The facts behind these scores", open=True, elem_id="compare-facts"):
+        facts_plot = gr.Plot(label="How much each fact moved P(no-show)", elem_id="facts-plot")
+        facts_note = gr.Markdown(elem_id="facts-note")
     with gr.Accordion("What if one fact were different?", open=True, elem_id="compare-what-if"):
         gr.Markdown(
             "Change one fact of the statement above (from the form, a data set row, an "
@@ -216,7 +231,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         summary_json = gr.JSON(label="Comparison")
         wi_json = gr.JSON(label="What-if")
 
-    build_batch_panel(ctx, baselines, gen_dd, clf_dd)
+    batch = build_batch_panel(ctx, baselines, gen_dd, clf_dd)
 
     # -- handlers ----------------------------------------------------------------------------
 
@@ -293,6 +308,35 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             info_box(note) if note else "",
         )
 
+    def explain(text, gen_path, clf_path, state, key, request: gr.Request):
+        """The facts' bars for the statement in the box: a second event after the cards, so
+        a Compare answers as fast as before (noshow.app.compare_facts)."""
+        try:
+            prepared, _ = prepare_statement(text)
+        except CompareInputError:
+            return None, ""
+        row, _, reason, _ = resolve_facts(prepared, state)
+        if row is None:
+            why = str(reason or "").removeprefix("No baseline: ")
+            return None, f"No bars: they need the appointment's facts ({why})"
+        baseline, _, _ = data_for(key, with_baseline=True)
+        with rates_lock:
+            entry_key = str(key)
+            if entry_key not in typical:
+                with contextlib.suppress(Exception):  # no data: no typical values
+                    typical[entry_key] = typical_values(ctx.get_data(key).frame)
+        result = fact_effects(
+            row,
+            {GENERATIVE: gen_path, CLASSIFIER: clf_path},
+            typical.get(entry_key) or {},
+            baseline=baseline,
+            source=service,
+            owner=request_owner(request),
+        )
+        if not result["facts"]:
+            return None, "No bars: every fact of this appointment is at its typical value."
+        return plot_effects(result, MODEL_NAMES), FACT_NOTE
+
     def compare(text, gen_path, clf_path, state, key, clinic_rate=None, request: gr.Request = None):
         owner = request_owner(request)
         return run_compare(text, gen_path, clf_path, state, key, owner, clinic_rate)
@@ -316,7 +360,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
 
         try:
             entry = ctx.get_data(key)
-            row = find_record(entry.frame, rid)
+            row = find_record(entry.frame, rid, table="the Data tab's table")
         except (LookupError, ValueError) as e:
             return gr.update(), gr.update(), gr.update(), gr.update(), error_box(user_message(e))
         text = str(row["statement"])
@@ -457,10 +501,20 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         "api_visibility": "private",
         "show_progress": "hidden",
     }
-    compare_btn.click(compare, compare_inputs, compare_outputs, api_name="compare", **interactive)
+    explain_facts = {  # after the cards: the facts' bars
+        "fn": explain,
+        "inputs": [statement, gen_dd, clf_dd, row_state, ctx.data_key],
+        "outputs": [facts_plot, facts_note],
+        "api_visibility": "private",
+        "show_progress": "minimal",
+        **interactive,
+    }
+    compare_btn.click(
+        compare, compare_inputs, compare_outputs, api_name="compare", **interactive
+    ).then(**{**explain_facts, "api_visibility": "public", "api_name": "compare_facts"})
     statement.submit(
         compare, compare_inputs, compare_outputs, api_visibility="private", **interactive
-    )
+    ).then(**explain_facts)
     form_btn.click(
         compare_form,
         [f_age, f_gender, f_lead, f_sms, f_scholarship, f_conditions, f_prior, f_missed]
@@ -468,14 +522,14 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         filled_outputs,
         api_name="compare_form",
         **interactive,
-    ).then(**suggest_value)
+    ).then(**suggest_value).then(**explain_facts)
     record_btn.click(
         compare_record,
         [record_id, gen_dd, clf_dd, ctx.data_key, clinic],
         filled_outputs,
         api_name="compare_record",
         **interactive,
-    ).then(**suggest_value)
+    ).then(**suggest_value).then(**explain_facts)
     for index, btn in enumerate(example_btns):
         # one event per click: the statement and its result come back together
         btn.click(
@@ -484,7 +538,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             filled_outputs,
             api_visibility="private",
             **interactive,
-        ).then(**suggest_value)
+        ).then(**suggest_value).then(**explain_facts)
     wi_btn.click(
         compare_what_if,
         [statement, wi_fact, wi_value, gen_dd, clf_dd, row_state, ctx.data_key, clinic],
@@ -513,6 +567,12 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             api_visibility="private",
             show_progress="hidden",
             **interactive,
+        ).then(  # the examples were just scored: the batch slider says this machine's speed
+            batch["speed"],
+            [gen_dd, clf_dd],
+            batch["max_rows"],
+            api_visibility="private",
+            show_progress="hidden",
         )
 
     return {
@@ -529,5 +589,5 @@ def _adapters_note(found: dict[str, list[tuple[str, str]]]) -> str:
         return ""
     return info_box(
         f"No finished {' or '.join(missing)} adapter yet: train one in the Train tab (the quick "
-        "CPU demo takes a minute), then press Refresh."
+        f"CPU demo takes a minute), then press {REFRESH_BUTTON}."
     )

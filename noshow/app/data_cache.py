@@ -30,6 +30,11 @@ def file_fingerprint(path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
+class RecordNotFound(LookupError):
+    """A record id that is missing or not in the loaded data (`data_views.find_record`); the
+    message is written for users, so `common.user_message` shows it as it is."""
+
+
 @dataclass
 class DataEntry:
     """One loaded data set with its split applied, as the tabs use it."""

@@ -186,6 +186,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
             label="Generative prompt (bundled model's chat template)",
             lines=7,
             elem_classes="noshow-mono",
+            elem_id="data-prompt",
             buttons=["copy"],
         )
         clf_input = gr.Textbox(

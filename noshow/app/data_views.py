@@ -30,8 +30,10 @@ from noshow.app.data_cache import (
     SYNTHETIC_SOURCE,
     DataCache,
     DataEntry,
+    RecordNotFound,
     file_fingerprint,
 )
+from noshow.system.redact import redact_library_paths
 
 ALL = "All"
 LABEL_CHOICES = [ALL, "No-show", "Showed up"]
@@ -326,8 +328,7 @@ def page_of(
     """(rows of page `page`, the page actually shown, number of pages); pages count from 1
     and out-of-range pages are clamped."""
     n_pages = max(1, -(-len(frame) // page_size))
-    p = _number(page)
-    p = 1 if p is None else int(min(max(p, 1), n_pages))
+    p = int(min(max(_number(page) or 1, 1), n_pages))  # not a number (or 0): page 1
     start = (p - 1) * page_size
     return frame.iloc[start : start + page_size], p, n_pages
 
@@ -354,16 +355,16 @@ class RecordView:
     details: str  # Markdown: label, split and the tabular fields
 
 
-def find_record(frame: pd.DataFrame, record_id: Any) -> pd.Series:
-    """The row with `record_id`; LookupError with a clear message when absent."""
+def find_record(frame: pd.DataFrame, record_id: Any, *, table: str = "the table") -> pd.Series:
+    """The row with `record_id`, else RecordNotFound; `table` is where the ids are listed."""
     rid = _number(record_id)
     if rid is None:
-        raise LookupError("Enter a record id (the first column of the table) or click a row.")
+        raise RecordNotFound(f"Enter a record id (the first column of {table}).")
     hits = frame.index[frame["record_id"].to_numpy() == int(rid)]
     if len(hits) == 0:
-        raise LookupError(
+        raise RecordNotFound(
             f"Record {int(rid)} is not in the loaded data ({len(frame):,} rows). "
-            "Pick a row from the table."
+            f"Pick a row from {table}."
         )
     return frame.loc[hits[0]]
 
@@ -389,7 +390,7 @@ def record_views(row: pd.Series, tokenizer: Any | None = None) -> RecordView:
         tok = tokenizer if tokenizer is not None else load_display_tokenizer()
         prompt = render_generative_prompt(statement, tok)
     except Exception as e:  # noqa: BLE001 - the other two views are still useful
-        prompt = f"(cannot render the chat prompt: {e})"
+        prompt = f"(cannot render the chat prompt: {redact_library_paths(str(e))})"
     # The same words as the table: "no-show: Yes", flags as Yes/No, not 1/0.
     fields: list[tuple[str, Any]] = [("no-show", "Yes" if int(row["no_show"]) == 1 else "No")]
     if "split" in row.index:

@@ -100,6 +100,11 @@ def build_demo(
     `demo_mode` hides the training controls and makes the training endpoints refuse.
     `shipped_dir` holds the shipped adapters listed before the runs (None = `<repo>/adapters`).
     """
+    from noshow.app.startup import import_for_requests
+
+    # Before any request: Gradio's worker threads importing one library at once can see it
+    # half-initialised (the first page after a start showed an import error).
+    import_for_requests()
     runs_dir = Path(runs_dir)
     try:
         from noshow.training.runs import mark_interrupted_runs

@@ -15,8 +15,12 @@ adapters suggest a P(no-show) (the Compare tab's choices in the browser); `show_
   `/label_agreement()` -> (kappa table, disagreements), also drawn when the section opens
 
 Each of the item views returns (item html, fields, suggestions, progress, queue, record_id,
-submission_id, note, message). The submission id is created when an item is shown and sent
-back with the press, so a double click stores one event.
+submission_id, note, message). The submission id names one showing of an item and is sent
+back with each press about it: the same key pressed twice while it is on screen stores one
+event, two different answers store both (the later one counts). In the browser each press
+also carries its number on the page (appended to the submission id, "<id>#7"), and
+`label_presses.PressLine` handles a page's presses one at a time in that order, each seeing
+the session the one before it left: labelling faster than the server answers loses nothing.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import gradio as gr
 
 from noshow.app import label_views as lv
 from noshow.app.common import UIContext, error_box, export_folder, info_box, ok_box, user_message
+from noshow.app.label_presses import PressLine, press_js, split_press
 
 NAME_STORAGE_KEY = "noshow-annotator-name"
 # Only the annotator's own name is stored in the browser; a fixed secret keeps it readable
@@ -62,6 +67,7 @@ if (!window.__noshowLabelKeys) {
 def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     """Lay out the Label tab inside the current Blocks and wire its events."""
     store = ctx.store
+    line = PressLine()  # one page's handlers one at a time, presses in the order made
     known_ids: dict[str, frozenset[int]] = {}
     known_lock = threading.Lock()
 
@@ -246,7 +252,8 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             state["reasons"].get(str(rid)),
             show_dataset_label=bool(state.get("show_label")),
         )
-        state = {**state, "shown_at": time.time()}
+        showing = lv.new_submission_id()
+        state = {**state, "shown_at": time.time(), "shown": lv.remember_showing(state, showing)}
         return (
             state,
             card,
@@ -255,7 +262,7 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             prog,
             table,
             str(rid),
-            lv.new_submission_id(),
+            showing,
             "",
             msg,
         )
@@ -282,6 +289,15 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             )
         return who, {**state, "show_label": bool(show)}
 
+    def in_turn(request: Any, sid: Any, state: Any, handle: Any) -> tuple:
+        """`handle(session)` in this page's turn (a press, numbered in `sid`, in its order),
+        with the session the page's last handler left; it returns the view, session first."""
+        page = getattr(request, "session_hash", None)
+        with line.turn(page, split_press(sid)[1], state) as turn:
+            out = handle(turn.state)
+            turn.leave(out[0])
+            return out
+
     # -- handlers ----------------------------------------------------------------------------
 
     def restore_name(saved: Any):
@@ -296,8 +312,19 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         show,
         state,
         key,
+        request: gr.Request = None,
         progress=gr.Progress(),  # noqa: B008 - how Gradio injects a progress bar
     ):
+        return in_turn(
+            request,
+            None,
+            state,
+            lambda now: start_now(
+                name, queue_order, use, gen_path, clf_path, show, now, key, progress
+            ),
+        )
+
+    def start_now(name, queue_order, use, gen_path, clf_path, show, state, key, progress):
         try:
             from noshow.labels.events import normalize_annotator
 
@@ -317,7 +344,9 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             return failure(e, state)
 
     def record(label, name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
-        """Submit (label given) or skip (label None) the item the press was about."""
+        """Submit (label given) or skip (label None) the item the press was about: the one
+        on screen when it was pressed (`rid`, shown as `sid`), even if a press before it has
+        moved the session on since."""
         try:
             s = need_store()
             who, state = checked_session(name, state, show)
@@ -330,23 +359,20 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
                     f"Record {rid} is not in your queue: press Start for a fresh queue."
                 )
             row = entry.frame.loc[entry.frame["record_id"] == int(state["queue"][here])].iloc[0]
+            showing, number = split_press(sid)
             common = {
                 "statement": str(row["statement"]),
-                "seconds_spent": lv.seconds_since(state.get("shown_at")),
+                "seconds_spent": lv.seconds_since(lv.shown_at(state, showing)),
                 "note": note_text or "",
-                "submission_id": str(sid or "").strip() or None,
+                "submission_id": None if number is None else f"press-{number}",
+                "showing_id": showing,
                 "valid_record_ids": valid_ids(entry),
             }
             if label is None:
                 event = s.skip(int(row["record_id"]), who, **common)
-                what = "Skipped"
             else:
                 event = s.submit(int(row["record_id"]), lv.parse_label(label), who, **common)
-                what = f"Saved {lv.LABEL_TEXT[event.label]}" if event else "Saved"
-            if event is None:
-                msg = info_box("Already saved (a repeated press is stored once).")
-            else:
-                msg = ok_box(f"{what} for record {int(row['record_id'])}.")
+            msg = lv.press_message(event)
             statuses = s.status_for(who, state["queue"])
             # From the pressed item, not from the session: a repeated press lands on the same
             # next item instead of skipping one.
@@ -355,42 +381,111 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001
             return failure(e, state)
 
-    def submit(label, name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
-        return record(label, name, note_text, rid, sid, use, gen_path, clf_path, show, state, key)
+    def submit(
+        label,
+        name,
+        note_text,
+        rid,
+        sid,
+        use,
+        gen_path,
+        clf_path,
+        show,
+        state,
+        key,
+        request: gr.Request = None,
+    ):
+        args = (label, name, note_text, rid, sid, use, gen_path, clf_path, show)
+        return in_turn(request, sid, state, lambda now: record(*args, now, key))
 
-    def skip(name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
-        return record(None, name, note_text, rid, sid, use, gen_path, clf_path, show, state, key)
+    def skip(
+        name,
+        note_text,
+        rid,
+        sid,
+        use,
+        gen_path,
+        clf_path,
+        show,
+        state,
+        key,
+        request: gr.Request = None,
+    ):
+        args = (None, name, note_text, rid, sid, use, gen_path, clf_path, show)
+        return in_turn(request, sid, state, lambda now: record(*args, now, key))
 
     def move(step: int):
-        def handler(name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
+        def go(name, rid, use, gen_path, clf_path, show, state, key):
             try:
                 _, state = checked_session(name, state, show)
                 entry = ctx.get_data(key)
-                current = state["pos"] if state["pos"] is not None else len(state["queue"])
-                here = lv.position_of(state["queue"], rid, current)
+                # From the item the session shows now: a press still being answered when Back
+                # was pressed has moved it on, and Back returns to the item that press answered.
+                here = state["pos"]
+                if here is None:
+                    here = lv.position_of(state["queue"], rid, len(state["queue"]))
                 target = min(max(here + step, 0), len(state["queue"]) - 1)
                 return view({**state, "pos": target}, entry, "", use, gen_path, clf_path)
             except Exception as e:  # noqa: BLE001
                 return failure(e, state)
 
+        def handler(
+            name,
+            note_text,
+            rid,
+            sid,
+            use,
+            gen_path,
+            clf_path,
+            show,
+            state,
+            key,
+            request: gr.Request = None,
+        ):
+            args = (name, rid, use, gen_path, clf_path, show)
+            return in_turn(request, sid, state, lambda now: go(*args, now, key))
+
         return handler
 
-    def redraw(name, note_text, rid, sid, use, gen_path, clf_path, show, state, key):
+    def redraw(
+        name,
+        note_text,
+        rid,
+        sid,
+        use,
+        gen_path,
+        clf_path,
+        show,
+        state,
+        key,
+        request: gr.Request = None,
+    ):
         """The item on screen drawn again after the switch changed (nothing without a queue);
         the note being typed and the time already spent on the item stay."""
+        args = (name, rid, use, gen_path, clf_path, show)
+        return in_turn(request, None, state, lambda now: redraw_now(*args, now, key))
+
+    def redraw_now(name, rid, use, gen_path, clf_path, show, state, key):
         if not isinstance(state, dict) or not state.get("queue"):
             return (state, *[gr.skip()] * 9)
         try:
             _, state = checked_session(name, state, show)
             state["pos"] = lv.position_of(state["queue"], rid, state["pos"])
             out = list(view(state, ctx.get_data(key), "", use, gen_path, clf_path))
-            out[0] = {**out[0], "shown_at": state.get("shown_at")}
+            # the same showing drawn again: the time spent on it so far counts
+            out[0] = {**out[0], "shown": {**out[0]["shown"], out[7]: state.get("shown_at")}}
             out[item_outputs.index(note)] = gr.skip()
             return tuple(out)
         except Exception as e:  # noqa: BLE001
             return failure(e, state)
 
-    def jump(name, use, gen_path, clf_path, show, state, key, evt: gr.SelectData):
+    def jump(
+        name, use, gen_path, clf_path, show, state, key, evt: gr.SelectData, request: gr.Request
+    ):
+        args = (name, use, gen_path, clf_path, show)
+        return in_turn(request, None, state, lambda now: jump_now(*args, now, key, evt))
+
+    def jump_now(name, use, gen_path, clf_path, show, state, key, evt):
         try:
             _, state = checked_session(name, state, show)
             target = int(evt.index[0])
@@ -438,17 +533,24 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     press_inputs = [annotator, note, record_box, submission_box, *extras]
     start_btn.click(start, [annotator, order, *extras], item_outputs, api_name="label_next")
     # Labelling is light work: let annotators' presses run side by side instead of queueing
-    # behind one another (the store serialises the writes itself).
+    # behind one another (the store serialises the writes itself; one page's presses run in
+    # their order). Every press is sent, even while the last one is being answered.
     busy = {"concurrency_limit": 8, "concurrency_id": "label"}
+    pressed = {
+        **busy,
+        "js": press_js(press_inputs.index(submission_box)),
+        "trigger_mode": "multiple",
+    }
+    labelled = {**pressed, "js": press_js(1 + press_inputs.index(submission_box))}
     no_show_btn.click(
-        submit, [no_show_btn, *press_inputs], item_outputs, api_name="label_submit", **busy
+        submit, [no_show_btn, *press_inputs], item_outputs, api_name="label_submit", **labelled
     )
     shows_up_btn.click(
-        submit, [shows_up_btn, *press_inputs], item_outputs, api_visibility="private", **busy
+        submit, [shows_up_btn, *press_inputs], item_outputs, api_visibility="private", **labelled
     )
-    skip_btn.click(skip, press_inputs, item_outputs, api_name="label_skip", **busy)
-    back_btn.click(move(-1), press_inputs, item_outputs, api_name="label_back", **busy)
-    forward_btn.click(move(+1), press_inputs, item_outputs, api_name="label_forward", **busy)
+    skip_btn.click(skip, press_inputs, item_outputs, api_name="label_skip", **pressed)
+    back_btn.click(move(-1), press_inputs, item_outputs, api_name="label_back", **pressed)
+    forward_btn.click(move(+1), press_inputs, item_outputs, api_name="label_forward", **pressed)
     show_label.change(redraw, press_inputs, item_outputs, api_name="label_redraw", **busy)
     queue_df.select(
         jump,

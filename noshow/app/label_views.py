@@ -217,8 +217,39 @@ def new_session(annotator: str, order: str, queue: list[int], reasons: dict[int,
 
 
 def new_submission_id() -> str:
-    """A fresh id for the item now shown; the store keeps one event per id."""
+    """A fresh id for one showing of an item (the presses about it send it back)."""
     return uuid.uuid4().hex
+
+
+SHOWINGS_KEPT = 8  # showings a late press may still be about (their times, for seconds_spent)
+
+
+def remember_showing(state: Mapping[str, Any], showing: str, now: float | None = None) -> dict:
+    """The session's {showing id: when it appeared}, with `showing` added (the last few)."""
+    shown = dict(state.get("shown") or {})
+    shown[showing] = time.time() if now is None else now
+    return dict(list(shown.items())[-SHOWINGS_KEPT:])
+
+
+def shown_at(state: Mapping[str, Any], showing: str | None) -> float | None:
+    """When the showing a press was about appeared (None when unknown)."""
+    return (state.get("shown") or {}).get(showing) if showing else None
+
+
+def press_message(event: Any) -> str:
+    """What a label or skip press did, as the message box shows it: saved, changed (two
+    answers to one showing: the later counts, both are kept), or a repeat stored once."""
+    from noshow.app.common import info_box, ok_box
+
+    if event is None:
+        return info_box("Already saved (a repeated press is stored once).")
+    rid = int(event.record_id)
+    if event.label is None:
+        return ok_box(f"Skipped record {rid}.")
+    now, before = LABEL_TEXT[int(event.label)], event.previous_label
+    if before is not None and int(before) != int(event.label):
+        return ok_box(f"Changed record {rid} to {now} (was {LABEL_TEXT[int(before)]}).")
+    return ok_box(f"Saved {now} for record {rid}.")
 
 
 def parse_label(value: Any) -> str:

@@ -21,7 +21,16 @@ from pathlib import Path
 from typing import Any
 
 from noshow.app.common import SYNTHETIC_SOURCE, check_server_data_path
-from noshow.config import Option, RunConfig, command_line, option, preset_config
+from noshow.config import (
+    ConfigError,
+    Option,
+    RunConfig,
+    command_line,
+    in_range,
+    option,
+    preset_config,
+    refusal,
+)
 from noshow.modeling.approaches import REGISTRY, get_approach
 
 SOURCE_DATA_TAB = "Same as the Data tab"
@@ -64,6 +73,24 @@ FORM_FIELDS = (
     "wandb",
     "use_clinician_labels",
 )
+# The form's name for each field: what its box is labelled and what a refusal names.
+FORM_LABELS = {
+    "approach": "Approach",
+    "model": "Model",
+    "data_source": "Training data",
+    "split": "Split",
+    "max_train_rows": "Max training rows",
+    "max_eval_rows": "Max validation/test rows",
+    "epochs": "Epochs",
+    "max_steps": "Max steps",
+    "lr": "Learning rate",
+    "batch_size": "Batch size",
+    "lora_r": "LoRA r",
+    "eval_every": "Evaluate every",
+    "quantize": "Quantization",
+    "wandb": "Log to Weights & Biases",
+    "use_clinician_labels": "Use clinician labels",
+}
 # What a preset sets: the hyperparameters. What to train (approach, data, split) and how to
 # log stay as the user chose them.
 PRESET_FIELDS = ("model", "quantize", "max_train_rows", "max_eval_rows", "epochs")
@@ -172,8 +199,26 @@ def whole_or_none(value: Any) -> int | None:
     return int(number) or None
 
 
-def _number_or_default(value: Any, field: str) -> float:
-    return float(value) if value not in (None, "") else form_option(field).default
+def form_number(field: str, value: Any) -> Any:
+    """A number box's value as the config takes it: empty is the option's default, and 0 is
+    "not set" for an option that may be unset (all rows, no step limit). Anything the option
+    does not take raises ConfigError naming the form's field and what it takes
+    (`noshow.config.refusal`)."""
+    o = form_option(field)
+    if value in (None, ""):
+        return None if o.optional else o.default
+    try:
+        number: Any = float(value)
+    except (TypeError, ValueError):
+        number = value
+    if isinstance(number, float) and o.optional and number == 0:
+        return None
+    if isinstance(number, float) and o.kind is int and number.is_integer():
+        number = int(number)
+    if not in_range(o, number):
+        message = refusal(o, number, FORM_LABELS[field], unset="0")
+        raise ConfigError(message, option=o, value=number)
+    return number
 
 
 def resolve_train_source(choice: str | None, data_tab_source: str | None) -> str | None:
@@ -207,15 +252,15 @@ def build_run_config(
     output_dir: str | Path | None = None,
 ) -> RunConfig:
     """A validated RunConfig from the form's values (an empty box takes the option's
-    default); ConfigError/ValueError say what to fix."""
-    r = whole_or_none(lora_r) or form_option("lora_r").default
+    default); ConfigError says what to fix, a number box by its label and range."""
+    r = form_number("lora_r", lora_r)
     return RunConfig.from_dict(
         {
             "data": {
                 "source": data_source,
                 "split": split,
-                "max_train_rows": whole_or_none(max_train_rows),
-                "max_eval_rows": whole_or_none(max_eval_rows),
+                "max_train_rows": form_number("max_train_rows", max_train_rows),
+                "max_eval_rows": form_number("max_eval_rows", max_eval_rows),
                 "use_clinician_labels": bool(use_clinician_labels),
             },
             # alpha follows r at the defaults' ratio, so the update's scale stays as r changes
@@ -224,11 +269,11 @@ def build_run_config(
                 "approach": approach,
                 "model": (model or "").strip(),
                 "quantize": quantize,
-                "epochs": _number_or_default(epochs, "epochs"),
-                "max_steps": whole_or_none(max_steps),
-                "lr": _number_or_default(lr, "lr"),
-                "batch_size": whole_or_none(batch_size) or 0,
-                "eval_every": whole_or_none(eval_every) or 0,
+                "epochs": form_number("epochs", epochs),
+                "max_steps": form_number("max_steps", max_steps),
+                "lr": form_number("lr", lr),
+                "batch_size": form_number("batch_size", batch_size),
+                "eval_every": form_number("eval_every", eval_every),
                 "wandb": bool(wandb),
                 "output_dir": str(output_dir or option("train", "output_dir").default),
             },

@@ -1,16 +1,19 @@
 """The Train tab: configure a run, check it fits (preflight), start it in the background,
 watch it live, cancel it, and list past runs. Layout and wiring only; the form <-> RunConfig
-is `noshow/app/train_form.py`, the wording, curves and runs table `noshow/app/train_views.py`.
+is `noshow/app/train_form.py`, what Preflight check and Start do `noshow/app/train_actions.py`,
+the wording, curves and runs table `noshow/app/train_views.py`.
 
 The form's fields, defaults, choices and help text derive from `noshow.config.options()` and
 its preset buttons from `noshow.config.RUN_PRESETS`, like scripts/train.py's flags. On a
 machine without a GPU the form opens on the quick CPU preset and says so. The form's values
 are kept in the browser (`gr.BrowserState`), so a reload keeps them.
 
-Preflight check measures (`noshow.training.preflight.estimate_resources(measure=True)`: a few steps of
-the real recipe, up to a minute on a CPU, shown as it goes; the answer is cached per machine
-and configuration); Start training never measures (cached or rough), and no measurement
-runs while a job trains (it would compete with the job).
+Preflight check measures (`noshow.training.preflight.estimate_resources(measure=True)`: a
+few steps of the real recipe, up to a minute on a CPU, shown as it goes; the answer is cached
+per machine and configuration); Start training never measures (cached or rough), and no
+measurement runs while a job trains (it would compete with the job). A run the preflight
+calls longer than a day, or one evaluated on fewer than 100 rows, is not started at once:
+Start says why and shows *Start anyway* (a second Start within two minutes does the same).
 
 Training runs in the `JobManager`'s thread, never in a Gradio handler; the page polls
 `JobManager.snapshot()` with a `gr.Timer`, so reloading the page or opening it in another
@@ -21,12 +24,13 @@ When more than one CUDA device is visible, a "GPUs" input appears (and `/start_t
 takes a last `gpus` parameter): with n > 1 the JobManager runs torchrun with n processes in
 the same run folder, and the page shows its progress and cancels it the same way.
 
-Endpoints: `/preflight`, `/start_training`, `/cancel_training`, `/training_status`,
-`/list_runs`.
+Endpoints: `/preflight`, `/start_training` (`/start_training_anyway`: the same parameters,
+answering Start's question), `/cancel_training`, `/training_status`, `/list_runs`.
 """
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from typing import Any
@@ -36,15 +40,9 @@ import pandas as pd
 
 from noshow.app import train_form as tf
 from noshow.app import train_views as tv
-from noshow.app.common import (
-    SYNTHETIC_SOURCE,
-    UIContext,
-    error_box,
-    info_box,
-    ok_box,
-    user_message,
-)
-from noshow.config import RUN_PRESETS, RunConfig, preset_config
+from noshow.app.common import UIContext, error_box, info_box
+from noshow.app.train_actions import TrainActions
+from noshow.config import RUN_PRESETS
 
 PLOT_EVERY_S = 3.0
 # The form is kept in the browser's localStorage under this key. A fixed secret keeps it
@@ -53,13 +51,6 @@ PLOT_EVERY_S = 3.0
 FORM_STORAGE_KEY = "noshow-train-form"
 FORM_STORAGE_SECRET = "noshow-train-tab"
 RESTORED_NOTE = "_The form shows the values you last used in this browser._"
-
-# One measurement at a time: two would compete for the machine and time each other.
-_MEASURE_LOCK = threading.Lock()
-MEASURING_REFUSAL = (
-    "A preflight check is measuring a configuration on this machine (up to a minute on a "
-    "CPU); a job started now would skew its figures. Start again once it has answered."
-)
 
 
 def gpu_count() -> int:
@@ -81,11 +72,13 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     opt, info = tf.form_option, tf.form_info
     start_note = tf.cpu_start_note(start["approach"]) if first_preset else ""
 
-    def whole_number(name: str, label: str, minimum: int) -> gr.Number:
-        """A form box for a whole-number option, starting at its form default."""
-        return gr.Number(
-            value=start[name], label=label, precision=0, minimum=minimum, info=info(name)
-        )
+    label = tf.FORM_LABELS
+
+    def whole_number(name: str) -> gr.Number:
+        """A form box for a whole-number option, starting at its form default. No minimum
+        here: Gradio would refuse with a pop-up that names no field; build_run_config's
+        refusal names the field and its range in the action box."""
+        return gr.Number(value=start[name], label=label[name], precision=0, info=info(name))
 
     if ctx.demo_mode:
         gr.HTML(info_box(tv.DEMO_REFUSAL))
@@ -100,20 +93,20 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             approach = gr.Radio(
                 list(opt("approach").choices),
                 value=start["approach"],
-                label="Approach",
+                label=label["approach"],
                 info=info("approach"),
             )
             model = gr.Dropdown(
                 list(PRESETS),
                 value=start["model"],
-                label="Model",
+                label=label["model"],
                 allow_custom_value=True,
                 info=info("model"),
             )
             quantize = gr.Radio(
                 list(opt("quantize").choices),
                 value=start["quantize"],
-                label="Quantization",
+                label=label["quantize"],
                 info=info("quantize"),
             )
         model_note = gr.Markdown(tf.describe_model_choice(start["model"], PRESETS))
@@ -121,31 +114,30 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
             data_source = gr.Dropdown(
                 list(tf.SOURCE_CHOICES),
                 value=tf.SOURCE_DATA_TAB,
-                label="Training data",
+                label=label["data_source"],
                 allow_custom_value=not ctx.demo_mode,
                 info="Or type the path of a CSV/Parquet file on the server.",
             )
             split = gr.Radio(
-                list(opt("split").choices), value=start["split"], label="Split", info=info("split")
+                list(opt("split").choices),
+                value=start["split"],
+                label=label["split"],
+                info=info("split"),
             )
-            max_train_rows = whole_number("max_train_rows", "Max training rows", 0)
-            max_eval_rows = whole_number("max_eval_rows", "Max validation/test rows", 0)
+            max_train_rows = whole_number("max_train_rows")
+            max_eval_rows = whole_number("max_eval_rows")
         with gr.Row():
-            epochs = gr.Number(
-                value=start["epochs"], label="Epochs", minimum=0.01, info=info("epochs")
-            )
-            max_steps = whole_number("max_steps", "Max steps", 0)
-            lr = gr.Number(value=start["lr"], label="Learning rate", info=info("lr"))
-            batch_size = whole_number("batch_size", "Batch size", 1)
-            lora_r = whole_number("lora_r", "LoRA r", 1)
-            eval_every = whole_number("eval_every", "Evaluate every", 0)
+            epochs = gr.Number(value=start["epochs"], label=label["epochs"], info=info("epochs"))
+            max_steps = whole_number("max_steps")
+            lr = gr.Number(value=start["lr"], label=label["lr"], info=info("lr"))
+            batch_size = whole_number("batch_size")
+            lora_r = whole_number("lora_r")
+            eval_every = whole_number("eval_every")
         with gr.Row():
-            wandb = gr.Checkbox(
-                value=start["wandb"], label="Log to Weights & Biases", info=info("wandb")
-            )
+            wandb = gr.Checkbox(value=start["wandb"], label=label["wandb"], info=info("wandb"))
             use_labels = gr.Checkbox(
                 value=start["use_clinician_labels"],
-                label="Use clinician labels",
+                label=label["use_clinician_labels"],
                 info=info("use_clinician_labels"),
             )
             gpus = None
@@ -154,13 +146,14 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
                     value=1,
                     label="GPUs",
                     precision=0,
-                    minimum=1,
-                    maximum=n_gpus,
                     info=f"data-parallel with torchrun ({n_gpus} visible); the batch is split",
                 )
         with gr.Row():
             preflight_btn = gr.Button("Preflight check", variant="secondary")
             start_btn = gr.Button("Start training", variant="primary")
+            # Shown under Start's question about a run longer than a day or evaluated on a
+            # handful of rows (noshow.app.train_actions); a second Start answers it too.
+            anyway_btn = gr.Button("Start anyway", variant="primary", visible=False)
             cancel_btn = gr.Button("Cancel", variant="stop")
         action_msg = gr.HTML(elem_id="train-action")
         # How the job the action box spoke of ended: the timer writes it here, and its change
@@ -192,6 +185,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     plot_key = gr.State(None)
     # The run the action box spoke of last (started or cancelling): when it ends, the box says so.
     awaiting = gr.State(None)
+    asked = gr.State(None)  # Start's open question (train_actions.StartAnswer.asked)
     saved_form = gr.BrowserState({}, storage_key=FORM_STORAGE_KEY, secret=FORM_STORAGE_SECRET)
     form_restored = gr.State(False)
     timer = gr.Timer(1.0)
@@ -216,57 +210,7 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
     config_inputs = [form[name] for name in tf.FORM_FIELDS]
     ctx.extras["train_form"] = form  # tests compare the form as built with the config
 
-    # -- helpers ------------------------------------------------------------------------
-
-    def config_from(values: dict[str, Any], key: str | None) -> RunConfig:
-        if ctx.demo_mode and values["data_source"] not in (None, "", *tf.SOURCE_CHOICES):
-            raise ValueError("Reading files from the server is turned off in demo mode.")
-        data_tab_source = None
-        if values["data_source"] == tf.SOURCE_DATA_TAB:
-            loaded = ctx.get_data(key).loaded
-            data_tab_source = SYNTHETIC_SOURCE if loaded.is_synthetic else str(loaded.source)
-        values = {
-            **values,
-            "data_source": tf.resolve_train_source(values["data_source"], data_tab_source),
-        }
-        if ctx.demo_mode and values["data_source"] not in (None, SYNTHETIC_SOURCE):
-            raise ValueError("Reading files from the server is turned off in demo mode.")
-        return tf.build_run_config(**values, output_dir=runs_dir)
-
-    def row_counts(config: RunConfig) -> dict[str, int]:
-        from noshow.app.data_views import load_entry
-
-        # The same load + split as training, so the row counts are the ones that will be used.
-        entry = load_entry(ctx.cache, config.data.source, split_method=config.data.split)
-        counts = entry.frame["split"].value_counts()
-        return {k: int(counts.get(k, 0)) for k in ("train", "validation", "test")}
-
-    def quick_of(config: RunConfig) -> RunConfig | None:
-        """The quick CPU preset on the same data and approach (None when `config` is it)."""
-        quick = preset_config(
-            tf.CPU_PRESET,
-            data={"source": config.data.source, "split": config.data.split},
-            train={"approach": config.train.approach, "output_dir": config.train.output_dir},
-        )
-        return None if quick.to_dict() == config.to_dict() else quick
-
-    def estimate(config: RunConfig, rows: dict[str, int], measure: bool) -> dict[str, Any]:
-        from noshow.training.preflight import estimate_resources
-
-        if not measure:
-            return estimate_resources(config, rows, measure=False)
-        failures: list[str] = []
-        with _MEASURE_LOCK:
-            found = estimate_resources(config, rows, measure=True, log=failures.append)
-        found["failures"] = failures
-        return found
-
-    def busy_reason() -> str:
-        snap = jobs.snapshot()
-        return (
-            f"run {snap['run_id']} is training on this machine and a measurement would "
-            "compete with it; Preflight check measures once it has ended"
-        )
+    actions = TrainActions(ctx, n_gpus=n_gpus)
 
     # -- handlers (named parameters become the API's parameter names) -------------------
 
@@ -291,39 +235,8 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         """Will this configuration fit, and how long will it take? Measures a few steps of
         it on this machine when no measurement is cached (up to a minute on a CPU; never
         while a job trains); says why when it will not fit."""
-        from noshow.modeling.presets import local_folder
-
         form_now = locals()
-        values = {name: form_now[name] for name in tf.FORM_FIELDS}
-        try:
-            config = config_from(values, data_key)
-            rows = row_counts(config)
-            found = estimate(config, rows, measure=False)
-            not_measured = ""
-            if found["fits"] and found["minutes"] is None:
-                if jobs.is_busy():
-                    not_measured = busy_reason()
-                elif local_folder(config.train.model) is None:
-                    not_measured = (
-                        f"{config.train.model} is not on this machine yet (training "
-                        "downloads it first)"
-                    )
-                else:
-                    found = estimate(config, rows, measure=True)
-                    if found["minutes"] is None:
-                        not_measured = "; ".join(found.get("failures") or []) or "it failed"
-            quick_minutes = None
-            quick = quick_of(config)
-            if found["fits"] and found.get("long") and quick is not None:
-                # the quick preset's time, for comparison (measured too when nothing trains)
-                quick_minutes = estimate(quick, rows, measure=not jobs.is_busy())["minutes"]
-            fits, text = tv.describe_estimate(
-                found, quick_minutes=quick_minutes, not_measured=not_measured
-            )
-        except Exception as e:  # noqa: BLE001 - shown to the user
-            return error_box(user_message(e))
-        long = found.get("long") or found["minutes"] is None
-        return (error_box if not fits else info_box if long else ok_box)(text)
+        return actions.preflight({name: form_now[name] for name in tf.FORM_FIELDS}, data_key)
 
     def start_training(
         approach,
@@ -342,43 +255,21 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         wandb,
         use_clinician_labels,
         data_key=None,
+        question=None,
         gpus=1,
-    ) -> tuple[str, str | None]:
+        anyway=False,
+    ) -> tuple[str, str | None, Any]:
         """Check the configuration (no measurement: a cached one or a rough figure) and
-        start it in the background (refused in demo mode). Returns the message and the run
-        the action box follows from now on (None: no job)."""
+        start it in the background (refused in demo mode); a run over a day or evaluated on
+        fewer than 100 rows starts on a second Start or Start anyway. Returns the message,
+        the run the action box follows from now on (None: no job) and Start's open question
+        (None: none)."""
         form_now = locals()
-        values = {name: form_now[name] for name in tf.FORM_FIELDS}
         if ctx.demo_mode:
-            return error_box(tv.DEMO_REFUSAL), None
-        try:
-            n = tf.whole_or_none(gpus) or 1
-            if not 1 <= n <= max(n_gpus, 1):
-                raise ValueError(f"GPUs must be between 1 and {max(n_gpus, 1)}, got {n}.")
-            config = config_from(values, data_key)
-            if _MEASURE_LOCK.locked():  # the job would slow the probe and skew its figures
-                return error_box(MEASURING_REFUSAL), None
-            if jobs.is_busy():  # a cheap refusal before the preflight loads anything
-                snap = jobs.snapshot()
-                message = (
-                    f"A training job is already running (run {snap['run_id']}). "
-                    "Cancel it or wait for it to finish before starting another."
-                )
-                return error_box(message), snap["run_id"]
-            rows = row_counts(config)
-            found = estimate(config, rows, measure=False)
-            quick = quick_of(config)
-            quick_minutes = None
-            if found.get("long") and quick is not None:
-                quick_minutes = estimate(quick, rows, measure=False)["minutes"]
-            fits, text = tv.describe_estimate(found, quick_minutes=quick_minutes)
-            if not fits:
-                return error_box(text), None
-            run_id = jobs.start(config, gpus=n) if n > 1 else jobs.start(config)
-        except Exception as e:  # noqa: BLE001 - JobBusyError names the running job
-            return error_box(user_message(e)), None
-        where = f" on {n} GPUs" if n > 1 else ""
-        return ok_box(f"Started run {run_id}{where}.\n{text}"), run_id
+            return error_box(tv.DEMO_REFUSAL), None, None
+        values = {name: form_now[name] for name in tf.FORM_FIELDS}
+        answer = actions.start(values, data_key, gpus, asked=question, anyway=anyway)
+        return answer.message, answer.run_id, answer.asked
 
     def cancel_training() -> tuple[str, str | None]:
         """Ask the running job to stop after its current step (refused in demo mode)."""
@@ -526,10 +417,29 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         api_name="preflight",
         show_progress="minimal",
     )
-    start_inputs = [*config_inputs, key_state] + ([gpus] if gpus is not None else [])
+    start_inputs = [*config_inputs, key_state, asked] + ([gpus] if gpus is not None else [])
     # After a start or a cancel the action box follows the job it spoke of until it ends.
-    start_btn.click(start_training, start_inputs, [action_msg, awaiting], api_name="start_training")
-    cancel_btn.click(cancel_training, None, [action_msg, awaiting], api_name="cancel_training")
+    start_outputs = [action_msg, awaiting, asked]
+    show_anyway = {
+        "fn": lambda question: gr.update(visible=bool(question)),
+        "inputs": asked,
+        "outputs": anyway_btn,
+        "api_visibility": "private",
+        "queue": False,
+        "show_progress": "hidden",
+    }
+    start_btn.click(start_training, start_inputs, start_outputs, api_name="start_training").then(
+        **show_anyway
+    )
+    anyway_btn.click(
+        functools.partial(start_training, anyway=True),  # the API keeps the parameter names
+        start_inputs,
+        start_outputs,
+        api_name="start_training_anyway",
+    ).then(**show_anyway)
+    cancel_btn.click(
+        lambda: (*cancel_training(), None), None, start_outputs, api_name="cancel_training"
+    ).then(**show_anyway)
     status_inputs = [plot_key, awaiting]
     status_outputs = [
         status_json,

@@ -117,6 +117,21 @@ def describe_estimate(
     return fits, "\n".join(lines)
 
 
+CONFIRM_WITHIN_S = 120.0  # a second Start of the same run within this long confirms it
+
+
+def describe_cautions(reasons: list[str]) -> str:
+    """Start's question for a run that needs a yes (`noshow.training.preflight.run_cautions`)."""
+    return "\n".join(
+        [
+            "Not started yet: this run needs a yes first.",
+            *(f"- {reason}" for reason in reasons),
+            "Press Start anyway (or Start training again within "
+            f"{CONFIRM_WITHIN_S / 60:.0f} minutes) to start it, or change the form.",
+        ]
+    )
+
+
 CHECKING_MESSAGE = (
     "Checking this configuration. The first check of a configuration on this machine "
     "measures it: a few real training steps time every phase (up to a minute on a CPU; "
@@ -239,10 +254,12 @@ def describe_job_end(snap: dict[str, Any], report: dict[str, Any] | None = None)
 
 
 def runs_table(runs_dir: str | Path) -> pd.DataFrame:
-    """Past runs (newest first) with the columns worth a glance."""
+    """Past runs (newest first) with the columns worth a glance; runs that failed before
+    their first step (bad data, a refusal) are left out: they hold nothing to look at."""
     from noshow.training.runs import list_runs
 
     frame = list_runs(runs_dir)
+    frame = frame[~frame["before_training"].astype(bool)]
     frame = frame[[c for c in RUNS_COLUMNS if c in frame.columns]].copy()
     if "created" in frame.columns:
         frame["created"] = frame["created"].map(

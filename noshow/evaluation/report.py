@@ -8,7 +8,9 @@ hybrid, side by side, each ROC-AUC with its interval and each difference in word
   (noshow.evaluation.calibration), tunes the baseline (noshow.evaluation.baseline), fits the
   hybrid (noshow.evaluation.hybrid) and the stacked model (noshow.evaluation.stacking), all
   on train/validation rows, then calls `build_report` on test; "recalibration" holds the test
-  ECE with each day recalibrated from the days before it (noshow.evaluation.recalibration).
+  ECE with each day recalibrated from the days before it (noshow.evaluation.recalibration);
+  the sections a clinic acts on (net benefit, capacity, subgroups: noshow.evaluation.clinical)
+  come from the same test rows.
 
     from noshow.evaluation.report import evaluate_run
     run = evaluate_run(train, validation, test, p_val, p_test, seed=0)   # adapter's raw P
@@ -35,6 +37,7 @@ from noshow.evaluation.baseline import (
     tune_tabular_baseline,
 )
 from noshow.evaluation.calibration import CalibrationError, Calibrator, fit_calibrator
+from noshow.evaluation.clinical import clinical_report
 from noshow.evaluation.hybrid import Hybrid, HybridError, fit_hybrid
 from noshow.evaluation.intervals import RESAMPLES, compare_auc
 from noshow.evaluation.metrics import check_scores, choose_threshold, compute_metrics
@@ -292,6 +295,21 @@ def evaluate_run(
     if note:
         notes.append(note)
     timings["recalibration_s"] = time.perf_counter() - t0
+    # net benefit, capacity and subgroups on the same test rows (noshow.evaluation.clinical)
+    acted_on = {"model": c_test}
+    for key, pair in (("hybrid", blend), ("stacked", stack), ("baseline", baseline)):
+        if pair is not None:
+            acted_on[key] = pair[1]
+    sections = clinical_report(
+        test,
+        y_test,
+        acted_on,
+        {k: report[k]["threshold"] for k in acted_on},
+        groups=_patients(test),
+        names=REPORT_NAMES,
+    )
+    timings["clinical_s"] = sections.pop("seconds")
+    report.update(sections)
     timings["total_s"] = time.perf_counter() - started
     report["baseline_tuning"] = tuned.to_dict() if tuned is not None else None
     report["hybrid_model"] = hybrid.to_dict() if hybrid is not None else None

@@ -1,8 +1,9 @@
 """A shipped adapter's model card: `card.json` (everything the card says, machine-readable)
 and the Hugging Face card (`README.md`) rendered from it, its YAML metadata from
 `huggingface_hub.ModelCardData` and its Markdown body from the run's figures (every model's
-test metrics with intervals, calibration, the reliability diagram, the CI check figure, the
-command and hyperparameters, intended use and limits, licenses).
+test metrics with intervals, calibration, the reliability diagram, net benefit, capacity and
+subgroups (`noshow.inference.card_clinical`), the CI check figure, the command and
+hyperparameters, intended use and limits, licenses).
 
     from noshow.inference.model_card import build_card, render_model_card
     card = build_card(run_dir, name, meta, config, report, base, weights, command, ci_check)
@@ -24,6 +25,7 @@ from typing import Any
 from huggingface_hub import ModelCard, ModelCardData
 
 from noshow.evaluation.metrics import format_auc
+from noshow.inference.card_clinical import clinical_card, render_clinical_sections
 from noshow.inference.card_quality import CARD_KEYS, quality_sections
 from noshow.modeling.approaches import get_approach
 
@@ -290,6 +292,7 @@ def _card_body(card: Mapping[str, Any]) -> str:
             out += ["", f"![Reliability diagram before and after calibration]({RELIABILITY_PNG})"]
     if card.get("baseline_note"):
         out.append(f"Baseline: {card['baseline_note']}.")
+    out += render_clinical_sections(card)  # net benefit, capacity, subgroups, TRIPOD+AI
     out += quality_sections(card)  # stacked, both adapters, recalibration, a clinic's rate
     out += ["", "## CI check figure", ""]
     ci = card.get("ci_check")
@@ -458,6 +461,7 @@ def build_card(
         },
         **{key: report.get(key) for key in CARD_KEYS},
         "differences": report.get("differences") or [],
+        "clinical": clinical_card(report),
         "calibration": report.get("calibration"),
         "quantize_trained": meta.get("quantize"),
         "baseline_note": report.get("baseline_note"),

@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from noshow.inference.card_clinical import NET_BENEFIT_PNG, write_net_benefit
 from noshow.inference.model_card import (
     RELIABILITY_PNG,
     base_model_info,
@@ -310,6 +311,7 @@ def ship_adapter(
             _check_size(dst, max_file_bytes)
         _rewrite_adapter_config(staging, base)
         _write_reliability(run_dir, staging / RELIABILITY_PNG)
+        write_net_benefit(report, staging / NET_BENEFIT_PNG)
         files = {  # as shipped, so a later edit of any of them shows
             p.name: {"bytes": p.stat().st_size, "sha256": sha256_file(p)}
             for p in sorted(staging.iterdir())

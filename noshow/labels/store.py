@@ -3,7 +3,7 @@
 Every action a clinician takes in the Label tab (No-show, Shows up, Skip, a correction after
 Back) becomes one event row; nothing is ever updated or deleted, so no click is lost and the
 history stays auditable. The *current* label of a (record, annotator) pair is its latest event.
-The file lives in a data folder that survives app restarts (see `default_label_db`).
+The file lives in a data folder that survives app restarts (`noshow.labels.location.default_label_db`).
 
     from noshow.labels.store import LabelStore, default_label_db
     store = LabelStore(default_label_db(), valid_record_ids=lambda: set(frame.record_id))
@@ -19,6 +19,10 @@ Reliability rules, each covered by tests/test_labels.py:
 - WAL mode, one connection per thread with a busy timeout, every write in its own
   `BEGIN IMMEDIATE` transaction: many annotators can submit at once and none is lost.
 - A client-generated `submission_id` is unique: a double click stores one event.
+- A press names the showing of the item it answers (`showing_id`): one that repeats the
+  latest event of its (record, annotator) from the same showing stores nothing (the same key
+  pressed twice while the item was on screen), one that differs is a new event (two answers
+  in quick succession are both kept, the later one counts).
 - A locked, corrupt, foreign or newer-version database raises `LabelError` with the file's
   path and is never modified or recreated; the store only ever creates a file that does not
   exist yet (atomically, so a half-initialised file never appears).
@@ -50,9 +54,12 @@ from noshow.labels.events import (
     normalize_label,
     normalize_record_id,
 )
-from noshow.system.paths import REPO
+from noshow.labels.location import default_label_db, space_data_dir  # noqa: F401 - re-exported
 
 SCHEMA_VERSION = 1
+# A press's stored submission id is "<showing id><SHOWING_MARK><press id>" when it names the
+# showing of the item it answers (see `LabelStore.submit`).
+SHOWING_MARK = "/"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = f"""
@@ -82,37 +89,6 @@ CREATE TRIGGER IF NOT EXISTS label_events_no_delete BEFORE DELETE ON label_event
 INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION}
     WHERE NOT EXISTS (SELECT 1 FROM schema_version);
 """
-
-
-# ---------------------------------------------------------------- where the file lives
-
-
-def space_data_dir(root: str | Path = "/data") -> Path | None:
-    """`<root>/noshow` when `root` is a writable folder (a Hugging Face Space's persistent
-    storage is mounted at /data), else None."""
-    root = Path(root)
-    if root.is_dir() and os.access(root, os.W_OK | os.X_OK):
-        return root / "noshow"
-    return None
-
-
-def default_label_db(*, space_root: str | Path = "/data") -> Path:
-    """Where the label store lives unless told otherwise.
-
-    `NOSHOW_LABELS_DB` > `$NOSHOW_HOME/labels/labels.sqlite` > `/data/noshow/labels/...` on a
-    Space with persistent storage > `<repo>/.noshow/labels/labels.sqlite`. Explicit settings
-    win over detection so a Space can still choose its own path.
-    """
-    explicit = os.environ.get("NOSHOW_LABELS_DB", "").strip()
-    if explicit:
-        return Path(explicit).expanduser()
-    home = os.environ.get("NOSHOW_HOME", "").strip()
-    if home:
-        return Path(home).expanduser() / "labels" / "labels.sqlite"
-    space = space_data_dir(space_root)
-    if space is not None:
-        return space / "labels" / "labels.sqlite"
-    return REPO / ".noshow" / "labels" / "labels.sqlite"
 
 
 # ---------------------------------------------------------------- the store
@@ -358,10 +334,13 @@ class LabelStore:
         seconds_spent: float = 0.0,
         note: str = "",
         submission_id: str | None = None,
+        showing_id: str | None = None,
         valid_record_ids: ValidIds = None,
     ) -> LabelEvent | None:
-        """Store a label (1/'no_show' or 0/'shows_up'). Returns the event, or None when an
-        event with this `submission_id` is already stored (a double click submits once)."""
+        """Store a label (1/'no_show' or 0/'shows_up'). Returns the event, or None when it
+        repeats a stored press: an event with this `submission_id`, or (with `showing_id`, the
+        id of one showing of the item) the same answer as the latest event of this record and
+        annotator from the same showing (a key pressed twice submits once)."""
         return self._append(
             record_id,
             normalize_label(label),
@@ -371,6 +350,7 @@ class LabelStore:
             seconds_spent=seconds_spent,
             note=note,
             submission_id=submission_id,
+            showing_id=showing_id,
             valid_record_ids=valid_record_ids,
         )
 
@@ -383,9 +363,11 @@ class LabelStore:
         seconds_spent: float = 0.0,
         note: str = "",
         submission_id: str | None = None,
+        showing_id: str | None = None,
         valid_record_ids: ValidIds = None,
     ) -> LabelEvent | None:
-        """Record that the annotator skipped this statement (the current label becomes none)."""
+        """Record that the annotator skipped this statement (the current label becomes none);
+        None for a repeated press, as in `submit`."""
         return self._append(
             record_id,
             None,
@@ -395,6 +377,7 @@ class LabelStore:
             seconds_spent=seconds_spent,
             note=note,
             submission_id=submission_id,
+            showing_id=showing_id,
             valid_record_ids=valid_record_ids,
         )
 
@@ -410,6 +393,7 @@ class LabelStore:
         note: str,
         submission_id: str | None,
         valid_record_ids: ValidIds,
+        showing_id: str | None = None,
     ) -> LabelEvent | None:
         name = normalize_annotator(annotator)
         rid = normalize_record_id(record_id)
@@ -426,6 +410,14 @@ class LabelStore:
         if not isinstance(note, str) or len(note) > MAX_NOTE_CHARS:
             raise LabelError(f"note must be text of at most {MAX_NOTE_CHARS} characters.")
         sid = uuid.uuid4().hex if submission_id is None else submission_id
+        if showing_id is not None:
+            if (
+                not isinstance(showing_id, str)
+                or not showing_id.strip()
+                or SHOWING_MARK in showing_id
+            ):
+                raise LabelError(f"showing_id must be a non-empty string without {SHOWING_MARK!r}.")
+            sid = f"{showing_id}{SHOWING_MARK}{sid}"
         if not isinstance(sid, str) or not sid.strip() or len(sid) > 200:
             raise LabelError("submission_id must be a non-empty string of at most 200 characters.")
         row = {
@@ -443,10 +435,13 @@ class LabelStore:
         def insert(conn: sqlite3.Connection) -> LabelEvent | None:
             # Inside the write lock, so the previous label cannot change under us.
             prev = conn.execute(
-                "SELECT label FROM label_events WHERE annotator = ? AND record_id = ? "
-                "ORDER BY id DESC LIMIT 1",
+                "SELECT label, status, submission_id FROM label_events "
+                "WHERE annotator = ? AND record_id = ? ORDER BY id DESC LIMIT 1",
                 (name, rid),
             ).fetchone()
+            same_showing = prev and prev[2].partition(SHOWING_MARK)[0] == showing_id
+            if same_showing and showing_id is not None and (prev[0], prev[1]) == (label, status):
+                return None  # the same answer again while the same showing was on screen
             row["previous_label"] = prev[0] if prev else None
             cur = conn.execute(
                 f"INSERT INTO label_events ({', '.join(row)}) "

@@ -2,7 +2,9 @@
 current values of HF_TOKEN, HUGGING_FACE_HUB_TOKEN, WANDB_API_KEY and the NOSHOW_AUTH
 password, and anything shaped like a Hugging Face token, in any string (run files, logs,
 error messages, job snapshots); `drop_secret_keys` also drops entries whose key names a
-credential (token, key, secret, password), for config files.
+credential (token, key, secret, password), for config files. `redact_library_paths` takes
+the server's Python installation out of a message for users (an import error names the
+library's file on the server: "... from 'transformers' (/srv/.venv/lib/.../__init__.py)").
 
     from noshow.system.redact import redact_secrets
     redact_secrets("401 for token hf_abc...")      # -> "401 for token hf_<redacted>"
@@ -12,6 +14,8 @@ from __future__ import annotations
 
 import os
 import re
+import sys
+import sysconfig
 from collections.abc import Mapping
 from typing import Any
 
@@ -60,3 +64,23 @@ def drop_secret_keys(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [drop_secret_keys(v) for v in value]
     return redact_secrets(value)
+
+
+# " (/path/to/module.py)": how Python's import errors name the file they looked in.
+_FILE_IN_PARENS = re.compile(r"\s*\((?:[A-Za-z]:)?[\\/][^()\n]*\.py[cd]?\)")
+
+
+def _library_roots() -> list[str]:
+    roots = {sys.prefix, sys.base_prefix, sys.exec_prefix}
+    roots.update(p for p in sysconfig.get_paths().values() if p)
+    return sorted((r.rstrip("/") for r in roots if len(r) > 1), key=len, reverse=True)
+
+
+def redact_library_paths(text: str) -> str:
+    """`text` without the server's Python installation: a "(<path>.py)" aside is dropped,
+    any other path into the installation (site-packages, the venv) becomes "<python>/...".
+    Paths a user chose (a data file, a run folder) are kept."""
+    text = _FILE_IN_PARENS.sub("", str(text))
+    for root in _library_roots():
+        text = text.replace(root + "/", "<python>/")
+    return re.sub(r"(?:[\\/][^\s'\"()]+)*[\\/](?:site|dist)-packages[\\/]", "<python>/", text)

@@ -310,7 +310,8 @@ def dump_rank_state(group: Group | None, model: torch.nn.Module, step: int) -> N
 
 
 def torchrun_command(run_dir: Path | str, nproc: int, python: str | None = None) -> list[str]:
-    """`torchrun --standalone --nproc_per_node N scripts/train.py --run-dir RUN --progress-json`."""
+    """`torchrun --standalone --nproc_per_node N scripts/train.py --run-dir RUN --progress-json
+    --yes` (the app's Start has asked about a long or thinly evaluated run already)."""
     return [
         python or sys.executable,
         "-m",
@@ -321,6 +322,7 @@ def torchrun_command(run_dir: Path | str, nproc: int, python: str | None = None)
         "--run-dir",
         str(run_dir),
         "--progress-json",
+        "--yes",
     ]
 
 

@@ -39,6 +39,9 @@ PROBE_STEPS = 3
 PROBE_EVAL_ROWS = {"cpu": 24, "cuda": 8192}
 # A run longer than this on a CPU is called long, with the quick preset as the alternative.
 LONG_CPU_MINUTES = 15
+# A run that needs a yes before it starts (the Train tab asks; scripts/train.py wants --yes):
+LONG_RUN_MINUTES = 24 * 60  # longer than a day
+MIN_EVAL_ROWS = 100  # fewer validation or test rows: its ROC-AUC says little, or nothing
 CACHE_FILE = "preflight.json"
 
 
@@ -334,11 +337,29 @@ class _RssPeak:
 
 
 def describe_minutes(minutes: float | None) -> str:
-    """'about 3 min', 'about 2 h 10 min', or 'unknown'."""
+    """'about 3 min', 'about 2 h 10 min', 'about 112,667 days', or 'unknown'."""
     if minutes is None:
         return "unknown"
     if minutes < 1:
         return f"about {max(1, math.ceil(minutes * 60))} s"
     if minutes < 90:
         return f"about {minutes:.0f} min"
-    return f"about {minutes // 60:.0f} h {minutes % 60:.0f} min"
+    if minutes < 48 * 60:
+        return f"about {minutes // 60:.0f} h {minutes % 60:.0f} min"
+    return f"about {minutes / (24 * 60):,.0f} days"
+
+
+def run_cautions(rows: Mapping[str, int], minutes: float | None) -> list[str]:
+    """Why a run should start only on a yes (empty: no doubt): a time over LONG_RUN_MINUTES
+    (from a measurement; none without one), or fewer than MIN_EVAL_ROWS validation or test
+    rows (`rows` as the run will use them, after max_eval_rows)."""
+    reasons = []
+    if minutes is not None and minutes > LONG_RUN_MINUTES:
+        reasons.append(f"The preflight estimates {describe_minutes(minutes)} for it: over a day.")
+    val, test = int(rows.get("validation", 0)), int(rows.get("test", 0))
+    if min(val, test) < MIN_EVAL_ROWS:
+        reasons.append(
+            f"It evaluates on {val} validation and {test} test rows: with fewer than "
+            f"{MIN_EVAL_ROWS}, its ROC-AUC says little (with one row, nothing)."
+        )
+    return reasons

@@ -11,6 +11,7 @@ modules it calls. The app, `scripts/train.py`, the notebook and the tests all co
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,12 @@ def train(
     on_progress: ProgressFn | None = None,
     should_stop: StopFn | None = None,
     resume: bool = False,
+    approve_rows: Callable[[dict[str, int]], None] | None = None,
 ) -> RunResult:
     """Fine-tune `config.train.approach` end to end; returns how the run ended (failures
-    come back as state "failed" with a message, never as an exception)."""
+    come back as state "failed" with a message, never as an exception). `approve_rows`
+    sees the rows of each split once the data is split, before the model loads, and may
+    refuse the run by raising (scripts/train.py asks for --yes this way)."""
     silence_third_party()
     approach = get_approach(config.train.approach)
     session = TrainingSession(config, run_dir, on_progress, should_stop, resume)
@@ -49,6 +53,9 @@ def train(
         session.emit(phase="loading", message="Loading data")
         splits = prepare_splits(config, session.log)
         record_splits(session, splits)
+        if approve_rows is not None:
+            parts = {"train": splits.train, "validation": splits.validation, "test": splits.test}
+            approve_rows({name: len(frame) for name, frame in parts.items()})
         session.check_stop()
 
         # 2. model: the base (4-bit or not, decided in models.choose_quantization) + LoRA
@@ -70,6 +77,7 @@ def train(
         mid_val = subset_encoded(val_enc, MID_EVAL_MAX_ROWS, config.data.seed)
 
         # 4. fit
+        session.training_started = True
         loop = fit(session, model, train_enc, bound, mid_val, device)
         model.eval()
 

@@ -76,6 +76,7 @@ LIST_COLUMNS = [
     "adapter",
     "error",
     "path",
+    "before_training",
 ]
 
 _RUN_ID = re.compile(r"^\d{8}-\d{6}-")
@@ -556,6 +557,7 @@ def _summarize(run_dir: Path) -> dict[str, Any]:
         "adapter": adapter_dir(run_dir) is not None,
         "error": "; ".join(errors) or None,
         "path": str(run_dir),
+        "before_training": bool(status.get("before_training")),  # failed before its first step
     }
 
 

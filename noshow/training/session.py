@@ -85,6 +85,10 @@ class TrainingSession:
         # all_reduce, a non-finite loss): they may then meet at the final barrier.
         self.failure_shared = False
         self.loop: Any = None  # the loop's LoopState once fit() starts (for checkpoints)
+        # False until the recipe reaches its first step: a run that fails before it (bad
+        # data, a model that will not load, a refusal) is marked so (`before_training` in
+        # status.json) and kept out of the app's Runs table; the CLI removes its folder.
+        self.training_started = False
         self.state = "running"
         self.error: str | None = None
         self.result_metrics: dict[str, Any] = {}
@@ -151,12 +155,14 @@ class TrainingSession:
             for partial in (self.run_dir / runs.CHECKPOINTS_DIR).glob(".step-*.partial"):
                 shutil.rmtree(partial, ignore_errors=True)
         if self.is_writer:
+            unstarted = {"before_training": True} if self.state == "failed" else {}
             runs.write_status(
                 self.run_dir,
                 self.state,
                 error=self.error,
                 finished_at=_now_iso(),
                 elapsed_s=round(time.time() - self.started, 1),
+                **(unstarted if not self.training_started else {}),
             )
             self._finish_wandb()
             self.emit(phase="done", state=self.state, error=self.error)

@@ -89,20 +89,38 @@ def assert_run_left_consistent(run_dir: Path, state: str, error: str | None = No
 # ----------------------------------------------------------------------------- configuration
 
 INVALID_CONFIGS = {
-    "learning rate 0": (lambda: TrainConfig(lr=0), "lr must be positive (try 1e-3)"),
-    "learning rate 5": (lambda: TrainConfig(lr=5), "far too large for fine-tuning"),
-    "batch size 0": (lambda: TrainConfig(batch_size=0), "batch_size must be a positive whole"),
-    "batch size 2.5": (lambda: TrainConfig(batch_size=2.5), "batch_size must be a positive"),
+    "learning rate 0": (
+        lambda: TrainConfig(lr=0),
+        "lr must be a number above 0 and below 1 (the default is 0.001); got 0.",
+    ),
+    "learning rate 5": (lambda: TrainConfig(lr=5), "lr must be a number above 0 and below 1"),
+    "batch size 0": (
+        lambda: TrainConfig(batch_size=0),
+        "batch_size must be a whole number of at least 1 (the default is 256); got 0.",
+    ),
+    "batch size 2.5": (
+        lambda: TrainConfig(batch_size=2.5),
+        "batch_size must be a whole number of at least 1 (the default is 256); got 2.5.",
+    ),
     "unknown approach": (lambda: TrainConfig(approach="regression"), "approach must be"),
     "8-bit quantization": (lambda: TrainConfig(quantize="8bit"), "quantize must be one of"),
-    "max length 8": (lambda: TrainConfig(max_length=8), "max_length must be at least 32"),
-    "negative max steps": (lambda: TrainConfig(max_steps=-1), "max_steps must be a positive"),
-    "zero epochs": (lambda: TrainConfig(epochs=0), "epochs must be positive"),
+    "max length 8": (
+        lambda: TrainConfig(max_length=8),
+        "max_length must be a whole number of at least 32",
+    ),
+    "negative max steps": (
+        lambda: TrainConfig(max_steps=-1),
+        "max_steps must be None (= run epochs) or a whole number of at least 1; got -1.",
+    ),
+    "zero epochs": (lambda: TrainConfig(epochs=0), "epochs must be a number above 0"),
     "empty model name": (lambda: TrainConfig(model="  "), "model must name a preset"),
     "weekly split": (lambda: DataConfig(split="weekly"), "split must be one of time"),
     "zero training rows": (lambda: DataConfig(max_train_rows=0), "max_train_rows must be"),
-    "LoRA r 0": (lambda: LoraSettings(r=0), "LoRA r must be a positive whole number"),
-    "LoRA dropout 1": (lambda: LoraSettings(dropout=1.0), "LoRA dropout must be in [0, 1)"),
+    "LoRA r 0": (lambda: LoraSettings(r=0), "lora_r must be a whole number of at least 1"),
+    "LoRA dropout 1": (
+        lambda: LoraSettings(dropout=1.0),
+        "lora_dropout must be a number of at least 0 and below 1",
+    ),
     "unknown LoRA module": (lambda: LoraSettings(target_modules=["attn"]), "Unknown target"),
     "unknown key in a saved config": (
         lambda: RunConfig.from_dict({"train": {"learning_rate": 1e-3}}),
