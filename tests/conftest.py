@@ -110,6 +110,48 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def launch_on_free_port(demo, attempts: int = 3, **kwargs) -> str:
+    """Launch `demo` in the background on a free localhost port with the app's style; returns
+    its URL. Gradio's own localhost check can time out on a busy machine: then another port."""
+    from noshow.app.demo import style_kwargs
+
+    for attempt in range(attempts):
+        port = free_port()
+        try:
+            demo.launch(
+                server_name="127.0.0.1",
+                server_port=port,
+                prevent_thread_lock=True,
+                quiet=True,
+                **style_kwargs(),
+                **kwargs,
+            )
+            return f"http://127.0.0.1:{port}/"
+        except ValueError:
+            demo.close()
+            if attempt == attempts - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def browser_page(browser, url: str, name: str, wait_ms: int, height: int = 1000):
+    """Yield a fresh page at `url` (for a `page` fixture: `yield from browser_page(...)`);
+    a full-page screenshot `end-<name>` when the test ends, pass or fail. expect() has its
+    own 5 s default apart from the page's: both get `wait_ms`, as a loaded 2-core CI run can
+    take longer between a click and its result."""
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=wait_ms)
+    context = browser.new_context(viewport={"width": 1400, "height": height})
+    page = context.new_page()
+    page.set_default_timeout(wait_ms)
+    page.goto(url)
+    yield page
+    if not page.is_closed():
+        shot(page, f"end-{name}")
+    context.close()
+
+
 def chromium_browser():
     """Yield a launched headless Chromium (for a module-scoped `browser` fixture: `yield from
     chromium_browser()`); skips with the fix when Chromium is not installed."""

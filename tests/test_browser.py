@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import chromium_browser, free_port, shot
+from conftest import browser_page, chromium_browser, launch_on_free_port, shot
 
 from noshow.data.examples import EXAMPLES
 
@@ -41,7 +41,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, adapters, tiny_model_dir):
-    from noshow.app.demo import build_demo, style_kwargs
+    from noshow.app.demo import build_demo
     from noshow.labels.store import LabelStore
     from noshow.training.jobs import JobManager
 
@@ -58,17 +58,8 @@ def app(tmp_path_factory, adapters, tiny_model_dir):
         # The tiny runs only: adapters/ in the repository would be listed (and picked) first.
         shipped_dir=tmp_path_factory.mktemp("no-shipped"),
     )
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **style_kwargs(),
-    )
-    yield SimpleNamespace(
-        url=f"http://127.0.0.1:{port}/", jobs=jobs, store=store, model=str(tiny_model_dir)
-    )
+    url = launch_on_free_port(demo)
+    yield SimpleNamespace(url=url, jobs=jobs, store=store, model=str(tiny_model_dir))
     jobs.cancel()
     jobs.wait(60)
     demo.close()
@@ -77,18 +68,7 @@ def app(tmp_path_factory, adapters, tiny_model_dir):
 
 @pytest.fixture()
 def page(browser, app, request):
-    from playwright.sync_api import expect
-
-    # expect() has its own 5 s default, apart from the page's: a loaded 2-core CI run can
-    # take longer between a click and its result (a cancelled job's state took > 5 s once).
-    expect.set_options(timeout=WAIT_MS)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.goto(app.url)
-    yield page
-    shot(page, f"end-{request.node.name}")  # what the page showed last, pass or fail
-    context.close()
+    yield from browser_page(browser, app.url, request.node.name, WAIT_MS)
 
 
 def open_tab(page, name: str) -> None:
@@ -414,7 +394,7 @@ def fresh_app(tmp_path_factory, adapters):
     """A fresh public-demo app (no runs at all) whose only adapters are the shipped ones: the
     repository's adapters/ (or NOSHOW_TEST_SHIPPED_DIR) when both approaches are there, else
     two tiny runs shipped here."""
-    from noshow.app.demo import build_demo, style_kwargs
+    from noshow.app.demo import build_demo
     from noshow.inference.predict import read_adapter_meta
     from noshow.inference.ship import SHIPPED_DIR, ship_adapter, shipped_adapters
     from noshow.training.jobs import JobManager
@@ -445,15 +425,8 @@ def fresh_app(tmp_path_factory, adapters):
         data_source="synthetic",
         shipped_dir=shipped_dir,
     )
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **style_kwargs(),
-    )
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", names=names)
+    url = launch_on_free_port(demo)
+    yield SimpleNamespace(url=url, names=names)
     demo.close()
 
 

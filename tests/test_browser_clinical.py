@@ -14,7 +14,7 @@ import re
 from types import SimpleNamespace
 
 import pytest
-from conftest import ARTIFACTS, chromium_browser, free_port, shot
+from conftest import ARTIFACTS, chromium_browser, launch_on_free_port, shot
 
 pytestmark = pytest.mark.browser
 
@@ -44,7 +44,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(browser, adapters, real_data_path, tmp_path_factory):
-    from noshow.app.demo import build_demo, style_kwargs
+    from noshow.app.demo import build_demo
     from noshow.training.jobs import JobManager
 
     demo = build_demo(
@@ -55,22 +55,8 @@ def app(browser, adapters, real_data_path, tmp_path_factory):
         shipped_dir=tmp_path_factory.mktemp("no-shipped"),  # the tiny adapters only
     )
     demo.noshow_context.get_data(None)  # the real file loaded and split before the server starts
-    for attempt in range(3):  # Gradio's own localhost check can time out on a busy machine
-        port = free_port()
-        try:
-            demo.launch(
-                server_name="127.0.0.1",
-                server_port=port,
-                prevent_thread_lock=True,
-                quiet=True,
-                **style_kwargs(),
-            )
-            break
-        except ValueError:
-            demo.close()
-            if attempt == 2:
-                raise
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", ctx=demo.noshow_context)
+    url = launch_on_free_port(demo)
+    yield SimpleNamespace(url=url, ctx=demo.noshow_context)
     for job in demo.noshow_context.adapters.jobs.running():
         job.cancel()
     demo.close()

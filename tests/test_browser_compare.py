@@ -15,7 +15,14 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from conftest import ARTIFACTS, SHIPPED, chromium_browser, free_port, shot
+from conftest import (
+    ARTIFACTS,
+    SHIPPED,
+    browser_page,
+    chromium_browser,
+    launch_on_free_port,
+    shot,
+)
 
 from noshow.data.examples import EXAMPLES
 
@@ -34,7 +41,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(browser, tmp_path_factory):
-    from noshow.app.demo import build_demo, style_kwargs
+    from noshow.app.demo import build_demo
     from noshow.training.jobs import JobManager
 
     runs = tmp_path_factory.mktemp("no-runs")
@@ -45,15 +52,8 @@ def app(browser, tmp_path_factory):
         data_source="synthetic",
         shipped_dir=SHIPPED["generative"].parent,
     )
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **style_kwargs(),
-    )
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", ctx=demo.noshow_context)
+    url = launch_on_free_port(demo)
+    yield SimpleNamespace(url=url, ctx=demo.noshow_context)
     for job in demo.noshow_context.adapters.jobs.running():
         job.cancel()
     demo.close()
@@ -61,18 +61,9 @@ def app(browser, tmp_path_factory):
 
 @pytest.fixture()
 def page(browser, app, request):
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=WAIT_MS)
-    context = browser.new_context(viewport={"width": 1400, "height": 1100})
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.goto(app.url)
-    page.get_by_role("tab", name="Compare", exact=True).click()
-    yield page
-    if not page.is_closed():
-        shot(page, f"end-{request.node.name}")
-    context.close()
+    for page in browser_page(browser, app.url, request.node.name, WAIT_MS, height=1100):
+        page.get_by_role("tab", name="Compare", exact=True).click()
+        yield page
 
 
 def cards(page):

@@ -17,7 +17,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from conftest import chromium_browser, free_port, shot
+from conftest import browser_page, chromium_browser, launch_on_free_port, shot
 
 from noshow.labels.store import LabelStore
 
@@ -43,7 +43,7 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from noshow.app.demo import build_demo, style_kwargs
+    from noshow.app.demo import build_demo
     from noshow.training.jobs import JobManager
 
     store = SlowLabelStore(tmp_path_factory.mktemp("newcomer-labels") / "labels.sqlite")
@@ -56,15 +56,8 @@ def app(tmp_path_factory):
         data_source="synthetic",
         shipped_dir=tmp_path_factory.mktemp("no-shipped"),
     )
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        **style_kwargs(),
-    )
-    yield SimpleNamespace(url=f"http://127.0.0.1:{port}/", jobs=jobs, store=store)
+    url = launch_on_free_port(demo)
+    yield SimpleNamespace(url=url, jobs=jobs, store=store)
     jobs.cancel()
     jobs.wait(60)
     demo.close()
@@ -73,16 +66,7 @@ def app(tmp_path_factory):
 
 @pytest.fixture()
 def page(browser, app, request):
-    from playwright.sync_api import expect
-
-    expect.set_options(timeout=WAIT_MS)
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    page.set_default_timeout(WAIT_MS)
-    page.goto(app.url)
-    yield page
-    shot(page, f"end-{request.node.name}")
-    context.close()
+    yield from browser_page(browser, app.url, request.node.name, WAIT_MS)
 
 
 def open_tab(page, name: str) -> None:

@@ -1135,13 +1135,15 @@ def test_app_cancelled_batch_stops_its_job_and_a_session_runs_one_batch_at_a_tim
     real_batch_compare = panel.batch_compare
 
     def held_after_first_progress(*args, on_progress, should_stop, **kwargs):
-        """The real batch, held after its first scores until it is cancelled: tiny adapters
-        could otherwise finish the split before the second request arrives."""
+        """The real batch, slowed after its first scores (0.3 s a progress report, until it
+        is cancelled): tiny adapters could otherwise finish the split before the second
+        request arrives. Slowed, not held: a held batch would keep its queue slot forever
+        if the refusal never came."""
 
         def report(progress):
             on_progress(progress)
-            while progress.done and not should_stop():
-                time.sleep(0.02)
+            if progress.done and not should_stop():
+                time.sleep(0.3)
 
         return real_batch_compare(*args, on_progress=report, should_stop=should_stop, **kwargs)
 

@@ -17,7 +17,7 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import free_port
+from conftest import launch_on_free_port
 
 from noshow.app import label_views as lv
 from noshow.labels.export import import_events
@@ -245,15 +245,7 @@ def app(tmp_path_factory, adapters):
         shipped_dir=tmp_path_factory.mktemp("no-shipped"),  # only this test's tiny adapters
         data_source="synthetic",
     )
-    port = free_port()
-    demo.launch(
-        server_name="127.0.0.1",
-        server_port=port,
-        prevent_thread_lock=True,
-        quiet=True,
-        max_threads=64,
-    )
-    url = f"http://127.0.0.1:{port}/"
+    url = launch_on_free_port(demo, max_threads=64)
 
     def client() -> Client:
         return Client(url, verbose=False)

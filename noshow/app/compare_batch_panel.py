@@ -37,6 +37,7 @@ from noshow.app.compare_batch import (
     write_predictions_csv,
 )
 from noshow.app.compare_clinical_panel import (
+    BATCH_QUEUE,
     build_clinical_outputs,
     cleared_values,
     clinical_values,
@@ -49,8 +50,6 @@ from noshow.app.compare_stacked import stacked_cache
 STOPPED_MESSAGE = f"Batch comparison stopped. Press {BATCH_BUTTON} to start a new one."
 # A public Space shares one CPU between visitors: keep batch runs short there.
 DEMO_BATCH_ROWS = 500
-# Batch evaluations: two at a time, one per session (noshow.inference.serving.BackgroundJobs).
-BATCH_CONCURRENCY = 2
 PROGRESS_EVERY_S = 0.5  # a batch yields this often: what lets Gradio notice a closed page
 
 
@@ -204,8 +203,7 @@ def build_batch_panel(
         + clinical.outputs
         + [batch_msg],
         api_name="compare_batch",
-        concurrency_id="compare_batch",
-        concurrency_limit=BATCH_CONCURRENCY,
+        **BATCH_QUEUE,
         show_progress="hidden",  # the progress panel in the message says more
     ).then(speed, [gen_dd, clf_dd], max_rows, api_visibility="private", show_progress="hidden")
 

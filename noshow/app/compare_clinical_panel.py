@@ -28,6 +28,11 @@ from noshow.app.compare_clinical import (
     subgroup_view,
 )
 
+# Batch evaluations and the facts' average share one queue: two at a time, one per session
+# (noshow.inference.serving.BackgroundJobs). Every event in a Gradio concurrency group needs
+# the same limit: the group takes the smallest, and an event left at the default (1) made it 1.
+BATCH_QUEUE = {"concurrency_id": "compare_batch", "concurrency_limit": 2}
+
 NO_BATCH = "Run a batch comparison first: these figures come from its scored rows."
 EXPLAIN_ROWS = 50  # a CPU scores a batch's facts for 50 appointments in a few minutes
 
@@ -238,6 +243,6 @@ def wire_explain(
         [gen_dd, clf_dd, parts.explain_rows, parts.state, ctx.data_key],
         [parts.explain_plot, parts.explain_msg],
         api_name="batch_facts",
-        concurrency_id="compare_batch",
+        **BATCH_QUEUE,
         show_progress="hidden",
     )
