@@ -66,7 +66,11 @@ def test_compare_shows_both_scores_or_a_clear_message(name, compare_app, adapter
         assert slot["error"] is None, slot["error"]
         assert defined(slot["p"]), slot
         assert slot["label"] in (0, 1)
-    assert result_html.count("P(no-show) = ") == 2  # both cards show a probability
+    cards = {
+        c.split('"', 2)[1]: c for c in result_html.split('class="noshow-card" data-approach=')[1:]
+    }
+    for approach in ("generative", "classifier"):  # both adapters' cards show a probability
+        assert "P(no-show) = " in cards[approach], approach
     assert "<script>" not in result_html and "onerror=" not in result_html.replace(
         "onerror=&quot;", ""
     )
