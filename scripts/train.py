@@ -153,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
             run_dir=run_dir,
             on_progress=report if main_rank else None,
             resume=bool(args.resume),
-            approve_rows=None if args.yes else refuse_without_yes(config),
+            # a resumed run (or one in a folder made before) was asked about when it began
+            approve_rows=None if args.yes or not made_here else refuse_without_yes(config),
         )
     except (ConfigError, RunError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -277,6 +277,7 @@ def _train_args(model_dir: Path, output_dir: Path) -> list[str]:
         "--max-train-rows", "128", "--max-eval-rows", "64", "--batch-size", "8",
         "--max-steps", "6", "--eval-every", "2", "--lr", "1e-3", "--lora-r", "4",
         "--quantize", "none", "--output-dir", str(output_dir),
+        "--yes",  # evaluated on 64 rows: the CLI asks first otherwise
     ]  # fmt: skip
 
 
