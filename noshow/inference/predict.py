@@ -33,6 +33,7 @@ from noshow.inference.cpu.thread import run_on_cpu_thread
 
 DEFAULT_MAX_LENGTH = 256
 
+
 class PredictError(ValueError):
     """The adapter cannot be loaded or the input cannot be scored; says why."""
 
