@@ -1,5 +1,5 @@
 """The preflight's estimate against the run it estimates: for a configuration given with
-scripts/train.py's options, the preflight measures (a 3-step run of the recipe, scaled to the
+scripts/train.py's options, the preflight measures (a short run of the recipe, scaled to the
 run), then the run itself trains, and the two are printed side by side: minutes, the phases,
 peak memory. The goal (BENCHMARKS.md) is an estimate within 1.5x of the run.
 

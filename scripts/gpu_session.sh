@@ -30,10 +30,15 @@ export NOSHOW_HOME=${NOSHOW_HOME:-$STATE/home}
 [ -d "$STATE/site" ] && export PYTHONPATH=$STATE/site${PYTHONPATH:+:$PYTHONPATH}
 mkdir -p "$LOGS"
 
-# run NAME command...: one job, its output in $LOGS/NAME.log, its exit code in NAME.rc
+# run NAME command...: one job, its output in $LOGS/NAME.log, its exit code in NAME.rc;
+# SKIP_JOBS="name ..." skips jobs whose figures are already in BENCHMARKS.md
 run() {
   local name=$1
   shift
+  if [[ " ${SKIP_JOBS:-} " == *" $name "* ]]; then
+    echo "$(date +%T) skip $name" >> "$LOGS/jobs.txt"
+    return
+  fi
   echo "$(date +%T) start $name" >> "$LOGS/jobs.txt"
   "$@" > "$LOGS/$name.log" 2>&1
   echo $? > "$LOGS/$name.rc"
@@ -55,7 +60,7 @@ all_jobs() {
   ) &
   (
     run sweep "$PYTHON" scripts/sweep.py --data "$DATA" --out "$SWEEP" \
-      --budget-s "${SWEEP_BUDGET_S:-600}" --stages defaults
+      --budget-s "${SWEEP_BUDGET_S:-600}"
   ) &
   wait
   # 2. speed, one job at a time: the 8B shape against the seed recipe, both approaches;
@@ -64,7 +69,8 @@ all_jobs() {
     --test-rows 256 --variants "auto/batch=64,auto/batch=64/checkpointing=off"
   for approach in classifier generative; do  # one process each: a failure stays in its own
     run ablation-$approach $bench --approach $approach --recipes fast --statements 16384 \
-      --test-rows 2000 --variants "auto,auto/batch=512,auto/batch=1024,auto/liger,compile+cuda-graphs"
+      --test-rows 2000 \
+      --variants "auto,auto/batch=512,auto/batch=1024,auto/liger,auto/batch=1024/liger,compile+cuda-graphs"
   done
   run preflight-135m "$PYTHON" scripts/bench_preflight.py --data "$DATA" --approach classifier
   run preflight-8b "$PYTHON" scripts/bench_preflight.py --data "$DATA" \
@@ -125,9 +131,10 @@ collect)
   out=${2:?usage: $0 collect OUTDIR}
   mkdir -p "$out"
   # logs, and the sweep's table with each trial's eval.json: copy them into results/sweep
-  # and commit, and the next sweep resumes from there
+  # and commit, and the next sweep resumes from there. The trials' predictions come too
+  # (~1 MB each): scripts/stack_adapters.py stacks two of them on any machine.
   (cd "$STATE" && tar -czf "$out/results.tgz" logs sweep/sweep.jsonl \
-    $(ls sweep/runs/*/eval.json 2>/dev/null))
+    $(ls sweep/runs/*/eval.json sweep/runs/*/predictions.parquet 2>/dev/null))
   ls -la "$out"
   ;;
 *)
