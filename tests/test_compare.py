@@ -1047,8 +1047,12 @@ def test_app_batch_streams_progress_then_compares_on_a_small_test_split(app, ada
     summary, metrics, roc, calibration, confusion, disagreements, csv_path = outputs[:7]
     net_plot, net_text, capacity, capacity_text, capacity_plot = outputs[7:12]
     subgroup_model, subgroups, subgroup_text, message = outputs[12:]
-    progress = [out[-1] for out in job.outputs()[:-1]]
+    *streamed, first, last = job.outputs()
+    progress = [out[-1] for out in streamed]
     assert progress and all("noshow-batch-progress" in p for p in progress)
+    # the clinic's parts come one update before the ROC, calibration and confusion figures
+    assert 'class="noshow-batch-done"' in first[-1] and first[7] is not None  # net benefit
+    assert last == outputs
     assert 'class="noshow-batch-done"' in message and "data-scores-ready-ms" in message
     # what a clinic acts on, from the same 40 rows (each figure: tests/test_clinical_eval.py)
     assert net_plot is not None and capacity_plot is not None

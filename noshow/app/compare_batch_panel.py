@@ -157,7 +157,6 @@ def build_batch_panel(
                 result.notes = notes + result.notes
                 return (
                     result,
-                    batch_figures(result),
                     write_predictions_csv(result.predictions),
                     clinical_values(result, share),
                 )
@@ -177,12 +176,22 @@ def build_batch_panel(
                 reason = user_message(job.error)
                 yield (*empty, error_box(f"The batch comparison did not finish: {reason}."))
                 return
-            result, figures, path, clinical_parts = job.result
+            result, path, clinical_parts = job.result
             if result.predictions is not None and len(result.predictions):
                 seconds = float(job.snapshot()["elapsed_s"])
                 finished[(str(gen_path), str(clf_path))] = (len(result.predictions), seconds)
+            # Two updates: the summary and what a clinic acts on first, then the metrics, the
+            # ROC, calibration and confusion figures, the disagreements and the file (each
+            # figure is drawn to an image and each table rendered by the browser: seconds
+            # together on two cores). The last update carries every output, so an API
+            # caller's result is whole.
+            summary, marker = batch_summary(result), done_marker(result)
+            # (a copy of each update: Gradio takes the value out of the one it sends)
+            first = [dict(v) if isinstance(v, dict) else v for v in clinical_parts]
+            yield (summary, *[gr.skip()] * 6, *first, marker)
+            figures = batch_figures(result)
             yield (
-                batch_summary(result),
+                summary,
                 result.metrics,
                 figures["roc"],
                 figures["calibration"],
@@ -190,7 +199,7 @@ def build_batch_panel(
                 result.disagreements,
                 str(path),
                 *clinical_parts,
-                done_marker(result),
+                marker,
             )
         finally:
             # GeneratorExit when the browser disconnects or Stop is pressed: end the job too
