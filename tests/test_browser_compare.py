@@ -232,6 +232,29 @@ def test_browser_facts_bars_come_after_the_cards(page):
     expect(plot).to_have_count(1)
     expect(page.locator("#facts-note")).to_contain_text("typical value")
     page.locator("#compare-facts").screenshot(path=str(ARTIFACTS / "compare-6-facts.png"))
+    # A warm Compare, timed from the click: the cards (today's Compare), then the new bars.
+    # Printed, not asserted (a speed goal is a benchmark's figure: BENCHMARKS.md).
+    from noshow.app.compare_cards import statement_key
+
+    old_src = plot.get_attribute("src")
+    key = statement_key(EXAMPLES[1].statement)
+    start = page.evaluate("performance.now()")
+    page.get_by_role("button", name=EXAMPLES[1].label).click()
+    cards_ms = page.wait_for_function(
+        f"""() => document.querySelector('#compare-result [data-key="{key}"]')
+                  && performance.now()""",
+        polling="raf",
+    ).json_value()
+    bars_ms = page.wait_for_function(
+        """old => { const img = document.querySelector('#facts-plot img');
+                    return img && img.src !== old && performance.now(); }""",
+        arg=old_src,
+        polling="raf",
+    ).json_value()
+    print(
+        f"\n[compare] cards {cards_ms - start:.0f} ms, facts' bars {bars_ms - start:.0f} ms "
+        f"after the click ({(bars_ms - start) / (cards_ms - start):.2f}x)"
+    )
 
 
 def start_batch(page, app):
