@@ -63,8 +63,13 @@ all_jobs() {
       --budget-s "${SWEEP_BUDGET_S:-600}"
   ) &
   wait
-  # 2. speed, one job at a time: the 8B shape against the seed recipe, both approaches;
-  #    the 135M model's ablation rows; the preflight against the run it estimates
+  # 2. one job at a time: the preflight against the run it estimates (correctness of what
+  #    the Train tab promises), then speed: the 8B shape against the seed recipe, both
+  #    approaches; the 135M model's ablation rows
+  run preflight-135m "$PYTHON" scripts/bench_preflight.py --data "$DATA" --approach classifier
+  run preflight-8b "$PYTHON" scripts/bench_preflight.py --data "$DATA" \
+    --model llama-3.1-8b-random --approach generative --max-steps 40 --batch-size 32 \
+    --max-eval-rows 512 --max-train-rows 4096
   run llama8b-speed $bench --model llama-8b-random --statements 2048 --seed-statements 512 \
     --test-rows 256 --variants "auto/batch=64,auto/batch=64/checkpointing=off"
   for approach in classifier generative; do  # one process each: a failure stays in its own
@@ -72,10 +77,6 @@ all_jobs() {
       --test-rows 2000 \
       --variants "auto,auto/batch=512,auto/batch=1024,auto/liger,auto/batch=1024/liger,compile+cuda-graphs"
   done
-  run preflight-135m "$PYTHON" scripts/bench_preflight.py --data "$DATA" --approach classifier
-  run preflight-8b "$PYTHON" scripts/bench_preflight.py --data "$DATA" \
-    --model llama-3.1-8b-random --approach generative --max-steps 40 --batch-size 32 \
-    --max-eval-rows 512 --max-train-rows 4096
   # 3. quality: the sweep goes on with whatever time is left (it resumes from its table)
   run sweep-more "$PYTHON" scripts/sweep.py --data "$DATA" --out "$SWEEP" \
     --budget-s "${SWEEP_MORE_S:-900}"
