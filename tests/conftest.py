@@ -134,6 +134,56 @@ def launch_on_free_port(demo, attempts: int = 3, **kwargs) -> str:
     raise AssertionError("unreachable")
 
 
+@pytest.fixture(scope="module")
+def tiny_adapters_client(tmp_path_factory, adapters):
+    """A gradio_client Client of the app serving the two tiny adapters (no shipped ones) on
+    the synthetic data: one server per test module."""
+    from gradio_client import Client
+
+    from noshow.app.demo import build_demo
+    from noshow.training.jobs import JobManager
+
+    demo = build_demo(
+        jobs=JobManager(runs_dir=adapters.runs),
+        store=None,
+        runs_dir=adapters.runs,
+        shipped_dir=tmp_path_factory.mktemp("no-shipped"),
+        data_source="synthetic",
+    )
+    client = Client(launch_on_free_port(demo), verbose=False)
+    yield client
+    client.close()
+    demo.close()
+
+
+def serve_app(store, runs, tmp_path_factory, **extra):
+    """For an `app` fixture (`yield from serve_app(...)`): the whole app on the synthetic data
+    with `store` and the runs in `runs` (no shipped adapters), launched on a free port;
+    yields SimpleNamespace(url, jobs, store, **extra), and afterwards cancels any job and
+    closes the server and the store."""
+    from noshow.app.demo import build_demo
+    from noshow.training.jobs import JobManager
+
+    jobs = JobManager(runs_dir=runs)  # the real noshow.training.recipe.train
+    demo = build_demo(
+        jobs=jobs,
+        store=store,
+        runs_dir=runs,
+        data_source="synthetic",
+        # The runs only: adapters/ in the repository would be listed (and picked) first.
+        shipped_dir=tmp_path_factory.mktemp("no-shipped"),
+    )
+    yield SimpleNamespace(url=launch_on_free_port(demo), jobs=jobs, store=store, **extra)
+    jobs.cancel()
+    jobs.wait(60)
+    demo.close()
+    store.close()
+
+
+def open_tab(page, name: str) -> None:
+    page.get_by_role("tab", name=name, exact=True).click()
+
+
 def browser_page(browser, url: str, name: str, wait_ms: int, height: int = 1000):
     """Yield a fresh page at `url` (for a `page` fixture: `yield from browser_page(...)`);
     a full-page screenshot `end-<name>` when the test ends, pass or fail. expect() has its

@@ -25,7 +25,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import browser_page, chromium_browser, launch_on_free_port, shot
+from conftest import browser_page, chromium_browser, launch_on_free_port, open_tab, serve_app, shot
 
 from noshow.data.examples import EXAMPLES
 
@@ -41,38 +41,18 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory, adapters, tiny_model_dir):
-    from noshow.app.demo import build_demo
     from noshow.labels.store import LabelStore
-    from noshow.training.jobs import JobManager
 
     store = LabelStore(tmp_path_factory.mktemp("browser-labels") / "labels.sqlite")
     # A copy: runs trained here must not become the newest adapters other modules' tests see.
     runs = tmp_path_factory.mktemp("browser-runs") / "runs"
     shutil.copytree(adapters.runs, runs)
-    jobs = JobManager(runs_dir=runs)  # the real noshow.training.recipe.train
-    demo = build_demo(
-        jobs=jobs,
-        store=store,
-        runs_dir=runs,
-        data_source="synthetic",
-        # The tiny runs only: adapters/ in the repository would be listed (and picked) first.
-        shipped_dir=tmp_path_factory.mktemp("no-shipped"),
-    )
-    url = launch_on_free_port(demo)
-    yield SimpleNamespace(url=url, jobs=jobs, store=store, model=str(tiny_model_dir))
-    jobs.cancel()
-    jobs.wait(60)
-    demo.close()
-    store.close()
+    yield from serve_app(store, runs, tmp_path_factory, model=str(tiny_model_dir))
 
 
 @pytest.fixture()
 def page(browser, app, request):
     yield from browser_page(browser, app.url, request.node.name, WAIT_MS)
-
-
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def test_browser_data_tab_filters_rows_and_shows_a_statement(page, app):

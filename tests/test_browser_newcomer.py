@@ -17,7 +17,7 @@ import time
 from types import SimpleNamespace
 
 import pytest
-from conftest import browser_page, chromium_browser, launch_on_free_port, shot
+from conftest import browser_page, chromium_browser, open_tab, serve_app, shot
 
 from noshow.labels.store import LabelStore
 
@@ -43,34 +43,13 @@ def browser():
 
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
-    from noshow.app.demo import build_demo
-    from noshow.training.jobs import JobManager
-
     store = SlowLabelStore(tmp_path_factory.mktemp("newcomer-labels") / "labels.sqlite")
-    runs = tmp_path_factory.mktemp("newcomer-runs")
-    jobs = JobManager(runs_dir=runs)
-    demo = build_demo(
-        jobs=jobs,
-        store=store,
-        runs_dir=runs,
-        data_source="synthetic",
-        shipped_dir=tmp_path_factory.mktemp("no-shipped"),
-    )
-    url = launch_on_free_port(demo)
-    yield SimpleNamespace(url=url, jobs=jobs, store=store)
-    jobs.cancel()
-    jobs.wait(60)
-    demo.close()
-    store.close()
+    yield from serve_app(store, tmp_path_factory.mktemp("newcomer-runs"), tmp_path_factory)
 
 
 @pytest.fixture()
 def page(browser, app, request):
     yield from browser_page(browser, app.url, request.node.name, WAIT_MS)
-
-
-def open_tab(page, name: str) -> None:
-    page.get_by_role("tab", name=name, exact=True).click()
 
 
 def keys(page, *names: str) -> None:

@@ -15,7 +15,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import free_port
 
 from noshow.app.compare_cards import compare_summary, render_compare_html
 from noshow.app.compare_clinic import NO_RATE, adjust_to_clinic, parse_clinic_rate
@@ -174,25 +173,8 @@ def test_the_box_refuses_a_percentage_or_a_certainty_with_a_hint(value, message)
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, adapters):
-    from gradio_client import Client
-
-    from noshow.app.demo import build_demo
-    from noshow.training.jobs import JobManager
-
-    demo = build_demo(
-        jobs=JobManager(runs_dir=adapters.runs),
-        store=None,
-        runs_dir=adapters.runs,
-        shipped_dir=tmp_path_factory.mktemp("no-shipped"),
-        data_source="synthetic",
-    )
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    yield client
-    client.close()
-    demo.close()
+def app(tiny_adapters_client):
+    return tiny_adapters_client
 
 
 def test_app_cards_say_the_p_at_your_clinics_rate(app, adapters):

@@ -14,7 +14,6 @@ from types import SimpleNamespace
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import free_port
 
 from noshow.app.compare_cards import compare_summary, render_compare_html
 from noshow.app.compare_slots import BOTH, CLASSIFIER, GENERATIVE, STACKED, model_name
@@ -150,25 +149,8 @@ def test_the_models_refit_from_the_adapters_stacked_json(adapters, entry):
 
 
 @pytest.fixture(scope="module")
-def app(tmp_path_factory, adapters):
-    from gradio_client import Client
-
-    from noshow.app.demo import build_demo
-    from noshow.training.jobs import JobManager
-
-    demo = build_demo(
-        jobs=JobManager(runs_dir=adapters.runs),
-        store=None,
-        runs_dir=adapters.runs,
-        shipped_dir=tmp_path_factory.mktemp("no-shipped"),
-        data_source="synthetic",
-    )
-    port = free_port()
-    demo.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True)
-    client = Client(f"http://127.0.0.1:{port}/", verbose=False)
-    yield client
-    client.close()
-    demo.close()
+def app(tiny_adapters_client):
+    return tiny_adapters_client
 
 
 def test_app_shows_each_stacked_model_and_both_adapters_together(app, adapters):
