@@ -67,7 +67,7 @@ def test_the_one_sentence_says_what_the_rate_does():
     assert PRIOR_SHIFT_TEXT.count(".") == 1 and "ranks" in PRIOR_SHIFT_TEXT
 
 
-def test_newton_platt_agrees_with_the_calibration_fit():
+def test_window_platt_agrees_with_the_calibration_fit():
     rng = np.random.default_rng(1)
     x = rng.normal(-1.4, 1.1, 6000)
     y = (rng.random(6000) < 1 / (1 + np.exp(-(0.7 * x - 0.4)))).astype(float)
