@@ -85,6 +85,20 @@ BATCH_ONE_ROW = np.array([3])  # rank 1's shard is empty
 BATCH_FAILS = np.array([2, 6])  # row 6 lands on rank 1, which fails on it
 
 
+def rank_one_guard(rank: int, ooms: list[int]):
+    """A check run on each batch part: rank 1 runs out of memory once on more than 2 rows
+    (`ooms` records it), and fails on BATCH_FAILS (its row 6)."""
+
+    def guard(part):
+        if rank == 1 and len(part) > 2 and not ooms:
+            ooms.append(len(part))
+            raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
+        if rank == 1 and 6 in part:
+            raise ValueError("boom on rank 1")
+
+    return guard
+
+
 def make_linear_problem():
     torch.manual_seed(0)
     model = torch.nn.Linear(3, 2)
@@ -148,14 +162,7 @@ params = list(model.parameters())
 grads = FlatGrads(params, extra_slots=STEP_FLAG_SLOTS)
 opt = t.RecordingOptimizer(params)
 ooms = []
-
-def guard(part):
-    # rank 1 runs out of memory once on more than 2 rows, and fails on BATCH_FAILS
-    if group.rank == 1 and len(part) > 2 and not ooms:
-        ooms.append(len(part))
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
-    if group.rank == 1 and 6 in part:
-        raise ValueError("boom on rank 1")
+guard = t.rank_one_guard(group.rank, ooms)
 
 step_fn = t.linear_step_fn(model, enc, guard)
 
@@ -269,14 +276,7 @@ from noshow.training.step import StepRunner
 
 group = init_group()
 ooms = []
-
-def guard(part):
-    # rank 1 runs out of memory once on more than 2 rows, and fails on BATCH_FAILS
-    if group.rank == 1 and len(part) > 2 and not ooms:
-        ooms.append(len(part))
-        raise torch.cuda.OutOfMemoryError("CUDA out of memory (test)")
-    if group.rank == 1 and 6 in part:
-        raise ValueError("boom on rank 1")
+guard = t.rank_one_guard(group.rank, ooms)
 
 def run(batches, stop_at=None):
     model, enc = t.make_linear_problem()
