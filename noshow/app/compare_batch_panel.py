@@ -41,6 +41,7 @@ from noshow.app.compare_clinical_panel import (
     build_clinical_outputs,
     cleared_values,
     clinical_values,
+    values_as_chosen,
     wire_clinical_controls,
     wire_explain,
 )
@@ -124,6 +125,7 @@ def build_batch_panel(
         keep = [gr.skip()] * (7 + len(clinical.outputs))
         empty = ["", None, None, None, None, None, None, *cleared_values()]
         owner = request_owner(request)
+        clinical.chosen.pop(owner, None)  # the share and model this batch starts from
         try:
             entry = ctx.get_data(key)
             gold_labels = None
@@ -186,8 +188,7 @@ def build_batch_panel(
             # together on two cores). The last update carries every output, so an API
             # caller's result is whole.
             summary, marker = batch_summary(result), done_marker(result)
-            # (a copy of each update: Gradio takes the value out of the one it sends)
-            first = [dict(v) if isinstance(v, dict) else v for v in clinical_parts]
+            first = values_as_chosen(clinical, clinical_parts, owner, share)
             yield (summary, *[gr.skip()] * 6, *first, marker)
             figures = batch_figures(result)
             yield (
@@ -198,7 +199,7 @@ def build_batch_panel(
                 figures["confusion"],
                 result.disagreements,
                 str(path),
-                *clinical_parts,
+                *values_as_chosen(clinical, clinical_parts, owner, share),
                 marker,
             )
         finally:

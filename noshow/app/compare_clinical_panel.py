@@ -41,6 +41,9 @@ def build_clinical_outputs() -> SimpleNamespace:
     """Lay out the net benefit, capacity and subgroup parts (inside the current Blocks)."""
     parts = SimpleNamespace()
     parts.state = gr.State(None)  # the last batch's BatchClinical
+    # {browser session: {"share": percent, "model": key}}: what its controls last asked for,
+    # so a batch's later update redraws capacity and subgroups as the user has set them
+    parts.chosen = {}
     with gr.Group(elem_id="batch-clinical"):
         gr.Markdown("### Acting on the scores: calls, capacity and fairness")
         with gr.Row():
@@ -134,6 +137,25 @@ def clinical_values(result: Any, share_percent: Any = None) -> list[Any]:
     ]
 
 
+def values_as_chosen(
+    parts: SimpleNamespace, values: list[Any], owner: str, share_percent: Any
+) -> list[Any]:
+    """`values` (clinical_values of a batch, already sent once) for a later update of the
+    same batch: capacity and subgroups redrawn for the share and model this browser session
+    picked meanwhile, so that update never puts back what the user had just changed; each
+    update a fresh copy (Gradio takes the value out of an update it sends)."""
+    fresh = [dict(v) if isinstance(v, dict) else v for v in values]
+    clinical, chosen = values[0], parts.chosen.get(owner, {})
+    if clinical is None:
+        return fresh
+    if chosen.get("share") not in (None, share_percent):
+        fresh[3:6] = capacity_view(clinical, _share(chosen["share"]))
+    if chosen.get("model"):
+        fresh[6] = gr.update(choices=subgroup_choices(clinical), value=chosen["model"])
+        fresh[7:9] = subgroup_view(clinical, chosen["model"])
+    return fresh
+
+
 def cleared_values() -> list[Any]:
     """What the parts show while a new batch runs."""
     return [None, None, "", None, "", None, gr.update(choices=[], value=None), None, ""]
@@ -151,12 +173,16 @@ def wire_clinical_controls(parts: SimpleNamespace) -> None:
     """Redraw capacity when the share moves and the subgroup table when the model changes,
     from the batch kept in `parts.state` (no rescoring)."""
 
-    def capacity(share_percent, clinical):
+    from noshow.app.common import request_owner
+
+    def capacity(share_percent, clinical, request: gr.Request = None):
+        parts.chosen.setdefault(request_owner(request), {})["share"] = share_percent
         if clinical is None:
             return None, NO_BATCH, None
         return capacity_view(clinical, _share(share_percent))
 
-    def subgroups(model, clinical):
+    def subgroups(model, clinical, request: gr.Request = None):
+        parts.chosen.setdefault(request_owner(request), {})["model"] = model
         if clinical is None:
             return None, NO_BATCH
         return subgroup_view(clinical, model)
