@@ -250,7 +250,11 @@ def test_batched_and_single_scores_agree_within_1e_3_on_real_adapters(
         predictor = load_predictor(getattr(adapters, approach), device="cpu", cpu_weights=weights)
         single = [predictor.predict_with_answer(s) for s in statements]
         gate = threading.Event()
-        blocker = sched.submit(GatedPredictor(gate), ["hold the scheduler"], owner="x")
+        gated = GatedPredictor(gate)
+        blocker = sched.submit(gated, ["hold the scheduler"], owner="x")
+        # queued only once the scheduler is held: a round taken while they still arrived
+        # would carry only those queued so far (9 of 12 seen on a loaded machine)
+        assert gated.started.wait(10)
         futures = [sched.submit(predictor, [s], owner=f"user{i}") for i, s in enumerate(statements)]
         gate.set()
         blocker.result(10)
