@@ -123,6 +123,12 @@ def test_browser_example_click_scores_and_explains_each_card(page):
     page.get_by_role("button", name=EXAMPLES[2].label).click()
     adjusted = page.locator("#compare-result").get_by_text("your clinic's no-show rate of 10.0%")
     expect(adjusted.first).to_be_visible()
+    # a rate written as a whole percentage is refused in words; the cards stay on the page
+    page.locator("#compare-clinic-rate input").fill("15")
+    page.get_by_role("button", name=EXAMPLES[2].label).click()
+    expect(page.get_by_text("for 15% write 0.15").first).to_be_visible()
+    expect(adjusted.first).to_be_visible()
+    expect(page.locator(THREE_P)).to_have_count(3)
     page.locator("#compare-clinic-rate input").fill("")
     page.get_by_role("button", name=EXAMPLES[2].label).click()
     expect(adjusted).to_have_count(0)

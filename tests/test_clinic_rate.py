@@ -199,11 +199,14 @@ def test_app_cards_say_the_p_at_your_clinics_rate(app, adapters):
     assert html.count("Adjusted to your clinic&#x27;s no-show rate of 10.0%") >= 3
 
 
-def test_app_refuses_a_clinic_rate_written_as_a_percentage(app, adapters):
+def test_app_refuses_a_clinic_rate_written_as_a_percentage_and_keeps_the_cards(app, adapters):
     html, summary, message = app.predict(
         EXAMPLES[0].statement, adapters.generative, adapters.classifier, 15, api_name="/compare"
     )
-    assert html == "" and summary is None and "for 15% write 0.15" in message
+    assert "for 15% write 0.15" in message
+    # the cards and summary are left as they were (an update with no value), not emptied
+    assert html["__type__"] == "update" and "value" not in html.get("props", html)
+    assert summary == {"__type__": "update"}
 
 
 def test_app_what_if_shows_both_p_at_the_clinic_rate(app, adapters):

@@ -273,11 +273,24 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         except Exception:  # noqa: BLE001 - no data: no stacked cards
             return None
 
+    def rate_refusal(clinic_rate) -> str | None:
+        """The error box for a clinic rate the box cannot read, else None. Checked before
+        anything else, so a refused rate changes nothing on the page but the message."""
+        try:
+            parse_clinic_rate(clinic_rate)
+        except CompareInputError as e:
+            return error_box(str(e))
+        return None
+
     def run_compare(text, gen_path, clf_path, state, key, owner, clinic_rate=None):
-        """(html, summary, message) for the statement `text`."""
+        """(html, summary, message) for the statement `text`. A refused clinic rate leaves the
+        cards on the page as they were (they still describe the statement in the box); a
+        refused statement clears them (they would describe a different text)."""
+        if refusal := rate_refusal(clinic_rate):
+            return gr.update(), gr.update(), refusal
+        clinic_rate = parse_clinic_rate(clinic_rate)
         try:
             prepared, _ = prepare_statement(text)
-            clinic_rate = parse_clinic_rate(clinic_rate)
         except CompareInputError as e:
             return "", None, error_box(str(e))
         row, facts, reason, truth = resolve_facts(prepared, state)
@@ -345,6 +358,8 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         ex = EXAMPLES[index]
 
         def handler(gen_path, clf_path, key, clinic_rate=None, request: gr.Request = None):
+            if refusal := rate_refusal(clinic_rate):
+                return gr.update(), gr.update(), gr.update(), gr.update(), refusal
             state = _row_state(ex.statement, ex.row, f"example: {ex.title}")
             owner = request_owner(request)
             return (
@@ -358,6 +373,8 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
     def compare_record(rid, gen_path, clf_path, key, clinic_rate=None, request: gr.Request = None):
         from noshow.app.data_views import find_record
 
+        if refusal := rate_refusal(clinic_rate):
+            return gr.update(), gr.update(), gr.update(), gr.update(), refusal
         try:
             entry = ctx.get_data(key)
             row = find_record(entry.frame, rid, table="the Data tab's table")
@@ -392,6 +409,8 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         clinic_rate=None,  # optional in the API: gradio_client may leave it out
         request: gr.Request = None,
     ):
+        if refusal := rate_refusal(clinic_rate):
+            return gr.update(), gr.update(), gr.update(), gr.update(), refusal
         try:
             text, row = render_form_statement(
                 age=age,
@@ -427,9 +446,11 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         clinic_rate=None,
         request: gr.Request = None,
     ):
+        if refusal := rate_refusal(clinic_rate):
+            return gr.update(), gr.update(), refusal
+        clinic_rate = parse_clinic_rate(clinic_rate)
         try:
             prepared, _ = prepare_statement(text)
-            clinic_rate = parse_clinic_rate(clinic_rate)
             row, _, reason, _ = resolve_facts(prepared, state)
             if row is None:
                 why = str(reason or "").removeprefix("No baseline: ").rstrip(".")
