@@ -278,15 +278,26 @@ def start_batch(page, app):
     return job
 
 
-def test_browser_closed_page_stops_its_batch_within_5_s(page, app):
+def test_browser_closed_page_stops_its_batch_within_5_s_and_leaves_no_choices(page, app):
     job = start_batch(page, app)
     shot(page, "compare-5-batch-progress")
+    # the capacity share this page chose is kept for the batch's later update ...
+    page.locator("#batch-capacity-share input[type=number]").fill("25")
+    page.locator("#batch-capacity-share input[type=number]").press("Enter")
+    deadline = time.monotonic() + 30
+    while job.owner not in app.ctx.batch_choices and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert app.ctx.batch_choices[job.owner]["share"] == 25
     page.context.close()
     closed = time.perf_counter()
     assert job.wait(30), "the batch went on after its page closed"
     took = time.perf_counter() - closed
     assert job.state == "cancelled" and job.done < job.total
     assert took <= STOP_WITHIN_S, f"stopped {took:.1f} s after the page closed"
+    # ... and goes with the page (Gradio's unload event), so visitors leave nothing behind
+    while job.owner in app.ctx.batch_choices and time.monotonic() < closed + 30:
+        time.sleep(0.2)
+    assert job.owner not in app.ctx.batch_choices
 
 
 def test_browser_stop_button_ends_the_batch(page, app):

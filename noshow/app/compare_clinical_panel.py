@@ -203,6 +203,12 @@ def wire_clinical_controls(parts: SimpleNamespace) -> None:
         show_progress="minimal",
     )
 
+    def forget(request: gr.Request = None):
+        """A closed page's choices go with it (the dict would otherwise grow per visitor)."""
+        parts.chosen.pop(request_owner(request), None)
+
+    gr.context.Context.root_block.unload(forget)
+
 
 def wire_explain(
     parts: SimpleNamespace, ctx: Any, baselines: Any, gen_dd: Any, clf_dd: Any
