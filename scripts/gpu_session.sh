@@ -31,7 +31,8 @@ export NOSHOW_HOME=${NOSHOW_HOME:-$STATE/home}
 mkdir -p "$LOGS"
 
 # run NAME command...: one job, its output in $LOGS/NAME.log, its exit code in NAME.rc;
-# SKIP_JOBS="name ..." skips jobs whose figures are already in BENCHMARKS.md
+# SKIP_JOBS="name ..." skips jobs whose figures are already in BENCHMARKS.md;
+# ABLATION_VARIANTS="auto,..." narrows the 135M ablation rows on a short session
 run() {
   local name=$1
   shift
@@ -75,7 +76,7 @@ all_jobs() {
   for approach in classifier generative; do  # one process each: a failure stays in its own
     run ablation-$approach $bench --approach $approach --recipes fast --statements 16384 \
       --test-rows 2000 \
-      --variants "auto,auto/batch=512,auto/batch=1024,auto/liger,auto/batch=1024/liger,compile+cuda-graphs"
+      --variants "${ABLATION_VARIANTS:-auto,auto/batch=512,auto/batch=1024,auto/liger,auto/batch=1024/liger,compile+cuda-graphs}"
   done
   # 3. quality: the sweep goes on with whatever time is left (it resumes from its table)
   run sweep-more "$PYTHON" scripts/sweep.py --data "$DATA" --out "$SWEEP" \
