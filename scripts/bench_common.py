@@ -14,6 +14,7 @@ import os
 import platform
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -88,6 +89,45 @@ def append_benchmarks(path: Path, section: str) -> None:
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def bench_section(
+    title: str,
+    device,
+    script: str,
+    argv: list[str],
+    facts: list[str],
+    table: str,
+    *,
+    machine_note: str = "",
+    notes: tuple[str, ...] = (),
+) -> str:
+    """A BENCHMARKS.md section: `title` with the time, the machine (`machine_note` after it)
+    and library versions, the `facts` lines, the command that made it, the `notes` lines,
+    then the table."""
+    from datetime import UTC, datetime
+
+    machine = describe_machine(device)
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    lines = [
+        f"## {title} ({stamp})",
+        "",
+        f"- Machine: {machine['machine']}{machine_note}",
+        f"- Versions: {machine['versions']}",
+        *facts,
+        f"- Command: `{command_line(script, argv)}`",
+        *notes,
+    ]
+    return "\n".join([*lines, "", table])
+
+
+def report(args, table: str, section: Callable[[], str]) -> None:
+    """Print the table (stdout holds only it) and, unless --no-write, append `section()`
+    to the benchmarks file."""
+    print(table)
+    if not args.no_write:
+        append_benchmarks(Path(args.benchmarks_file), section())
+        say(f"appended to {args.benchmarks_file}")
 
 
 class BenchError(RuntimeError):

@@ -54,13 +54,13 @@ from bench_common import (  # noqa: E402
     BUNDLED_MODEL,
     BenchError,
     add_run_arguments,
-    append_benchmarks,
-    command_line,
+    bench_section,
     default_data_source,
     describe_machine,
     format_table,
     format_value,
     load_bench_data,
+    report,
     say,
 )
 from predict_timing import (  # noqa: E402
@@ -491,36 +491,29 @@ def main(argv: list[str] | None = None) -> int:
         table += "\n\n" + "\n".join(
             profile_line(approach, predictor, statements) for approach, predictor in served.items()
         )
-    print(table)
-    if not args.no_write:
-        machine_device = torch.device("cuda" if gpu_ok and args.device != "cpu" else "cpu")
-        append_benchmarks(
-            Path(args.benchmarks_file), predict_section(args, argv, machine_device, table)
-        )
-        say(f"appended to {args.benchmarks_file}")
+    machine_device = torch.device("cuda" if gpu_ok and args.device != "cpu" else "cpu")
+    report(args, table, lambda: predict_section(args, argv, machine_device, table))
     return 1 if any("error" in r for r in results) else 0
 
 
 def predict_section(args, argv, device, table: str) -> str:
-    from datetime import UTC, datetime
-
     import torch
 
-    machine = describe_machine(device)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     cpu = describe_machine(torch.device("cpu"))["machine"]
-    lines = [
-        f"## Inference: batch throughput and single-statement latency ({stamp})",
-        "",
-        f"- Machine: {machine['machine']}"
-        + (f"; CPU latency on {cpu}" if device.type == "cuda" else ""),
-        f"- Versions: {machine['versions']}",
-        f"- Statements: test split of {args.data}; batch of {args.rows:,}, {args.repeats} single calls per dtype",
-        f"- Command: `{command_line('bench_predict.py', argv)}`",
-    ]
-    if args.smoke:
-        lines.append("- SMOKE: tiny random adapters; the figures say nothing about speed")
-    return "\n".join([*lines, "", table])
+    return bench_section(
+        "Inference: batch throughput and single-statement latency",
+        device,
+        "bench_predict.py",
+        argv,
+        [
+            f"- Statements: test split of {args.data}; batch of {args.rows:,}, {args.repeats} single calls per dtype"
+        ],
+        table,
+        machine_note=f"; CPU latency on {cpu}" if device.type == "cuda" else "",
+        notes=("- SMOKE: tiny random adapters; the figures say nothing about speed",)
+        if args.smoke
+        else (),
+    )
 
 
 if __name__ == "__main__":

@@ -32,7 +32,6 @@ import os
 import sys
 import tempfile
 import traceback
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,13 +43,12 @@ from bench_common import (  # noqa: E402
     BUNDLED_MODEL,
     BenchError,
     add_run_arguments,
-    append_benchmarks,
-    command_line,
+    bench_section,
     default_data_source,
-    describe_machine,
     format_table,
     format_value,
     free_memory,
+    report,
     say,
 )
 from bench_recipes import BenchRows, Variant, load_bench_rows, run_fast, run_seed  # noqa: E402
@@ -247,11 +245,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
     table = format_table(TRAIN_COLUMNS, table_rows(results))
-    print(table)
-    if not args.no_write:
-        section = train_section(args, argv, rows, device, table)
-        append_benchmarks(Path(args.benchmarks_file), section)
-        say(f"appended to {args.benchmarks_file}")
+    report(args, table, lambda: train_section(args, argv, rows, device, table))
     return 1 if any("error" in stats for _, _, stats in results) else 0
 
 
@@ -308,8 +302,6 @@ def describe_losses(losses: list[float]) -> str:
 
 
 def train_section(args, argv, rows: BenchRows, device, table: str) -> str:
-    machine = describe_machine(device)
-    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     model = {
         "bundled": "SmolLM2-135M-Instruct (bundled)",
         "llama-8b-random": "Llama-3.1-8B shape, random weights",
@@ -317,17 +309,13 @@ def train_section(args, argv, rows: BenchRows, device, table: str) -> str:
     if args.smoke:
         model += " - SMOKE: tiny random model"
     data = f"{rows.source}, {rows.split} split{' (SYNTHETIC data)' if rows.is_synthetic else ''}"
-    return "\n".join(
-        [
-            f"## Training: {model}, quantize {args.quantize} ({stamp})",
-            "",
-            f"- Machine: {machine['machine']}",
-            f"- Versions: {machine['versions']}",
-            f"- Data: {data}; {len(rows.train):,} training statements, {len(rows.test):,} test rows",
-            f"- Command: `{command_line('bench_train.py', argv)}`",
-            "",
-            table,
-        ]
+    return bench_section(
+        f"Training: {model}, quantize {args.quantize}",
+        device,
+        "bench_train.py",
+        argv,
+        [f"- Data: {data}; {len(rows.train):,} training statements, {len(rows.test):,} test rows"],
+        table,
     )
 
 

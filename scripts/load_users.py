@@ -211,25 +211,6 @@ def run_sessions(
     return samples
 
 
-def run_users(
-    url: str,
-    generative: str,
-    classifier: str,
-    users: int,
-    duration: float,
-    auth: tuple[str, str] | None = None,
-    statements: Statements | None = None,
-) -> list[Sample]:
-    """`users` sessions calling /compare back to back for `duration` seconds."""
-    statements = statements or Statements("rows")
-
-    def session(_index: int, client: Any, deadline: float, record) -> None:
-        while time.time() < deadline:
-            record(timed_call(client, "typed", statements.next(), generative, classifier))
-
-    return run_sessions(url, users, duration, auth, session)
-
-
 def what_if_change(rng: Any, text: str) -> tuple[str, str]:
     """(fact, new value) for a what-if on `text`: a value that differs from the statement's
     own, as the page offers (the app refuses a "change" to the same value)."""
@@ -271,7 +252,7 @@ MIX = (("typed", 0.5), ("example", 0.3), ("what_if", 0.2))
 THINK_S = (3.0, 12.0)  # uniform think time between answer and next click
 
 
-def run_think_users(
+def run_users(
     url: str,
     generative: str,
     classifier: str,
@@ -279,18 +260,27 @@ def run_think_users(
     duration: float,
     auth: tuple[str, str] | None = None,
     statements: Statements | None = None,
-    think_s: tuple[float, float] = THINK_S,
+    think_s: tuple[float, float] | None = None,
     seed: int = 0,
 ) -> list[Sample]:
-    """`users` sessions that click, read the answer for a think time, and click again for
-    `duration` seconds: a seeded `MIX` of typed statements (`statements`), example buttons
-    (the five examples' texts through /compare) and what-ifs (/what_if on the last typed
-    statement, one fact changed). Each user starts after a random part of one think time."""
+    """`users` sessions calling /compare back to back for `duration` seconds, or with
+    `think_s` sessions that click, read the answer for a think time, and click again: a
+    seeded `MIX` of typed statements (`statements`), example buttons (the five examples'
+    texts through /compare) and what-ifs (/what_if on the last typed statement, one fact
+    changed). Each thinking user starts after a random part of one think time."""
+    statements = statements or Statements("rows")
+    if think_s is None:
+
+        def nonstop(_index: int, client: Any, deadline: float, record) -> None:
+            while time.time() < deadline:
+                record(timed_call(client, "typed", statements.next(), generative, classifier))
+
+        return run_sessions(url, users, duration, auth, nonstop)
+
     import random
 
     from noshow.data.examples import EXAMPLES
 
-    statements = statements or Statements("rows")
     kinds, weights = zip(*MIX, strict=True)
 
     def session(index: int, client: Any, deadline: float, record) -> None:
@@ -310,6 +300,13 @@ def run_think_users(
             time.sleep(rng.uniform(*think_s))
 
     return run_sessions(url, users, duration, auth, session, grace=think_s[1] + 600)
+
+
+def run_think_users(
+    *args: Any, think_s: tuple[float, float] = THINK_S, **kwargs: Any
+) -> list[Sample]:
+    """`run_users` with think times (`THINK_S` unless given)."""
+    return run_users(*args, think_s=think_s, **kwargs)
 
 
 BATCH_ROWS = 500  # the public demo's cap: the batches outlast a 60 s window on a CPU

@@ -17,6 +17,7 @@ Enter). Filters that the loaded data has no column for are hidden, with a note s
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -309,12 +310,25 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         neighbourhood: str = dv.ALL,
         lead_min: float | None = None,
         lead_max: float | None = None,
-        page: int | None = 1,
         data_key: str | None = None,
+        page: int | None = 1,
+        summary: bool = False,
     ) -> tuple:
         """One page (50 rows) of the rows that match the filters, a caption and the page."""
         form = locals()
-        return rows_page(data_key, {n: form[n] for n in FILTER_NAMES}, page)
+        filter_values = {n: form[n] for n in FILTER_NAMES}
+        if not summary:
+            return rows_page(data_key, filter_values, page)
+        entry = entry_for(data_key)
+        if entry is None:
+            return None, "No data loaded."
+        return dv.summary_view(entry.frame, filter_values, entry.label)
+
+    # The summary reads the same filters, so the API gives it the same parameter names.
+    data_summary = functools.partial(filter_rows, summary=True)
+    data_summary.__doc__ = """Summary plots of the rows that match the filters, and a caption
+    saying what they show (with the Label filter on, the rates are over the rows of the other
+    filters)."""
 
     def show_record(record_id: int | None = None, data_key: str | None = None) -> tuple:
         """The record's details, statement, generative prompt and classifier input."""
@@ -331,27 +345,6 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
             view.generative_prompt,
             view.classifier_input,
         )
-
-    def data_summary(
-        split: str = dv.ALL,
-        label: str = dv.ALL,
-        age_min: float | None = None,
-        age_max: float | None = None,
-        gender: str = dv.ALL,
-        sms: str = dv.ALL,
-        scholarship: str = dv.ALL,
-        neighbourhood: str = dv.ALL,
-        lead_min: float | None = None,
-        lead_max: float | None = None,
-        data_key: str | None = None,
-    ) -> tuple:
-        """Summary plots of the rows that match the filters, and a caption saying what they
-        show (with the Label filter on, the rates are over the rows of the other filters)."""
-        form = locals()
-        entry = entry_for(data_key)
-        if entry is None:
-            return None, "No data loaded."
-        return dv.summary_view(entry.frame, {n: form[n] for n in FILTER_NAMES}, entry.label)
 
     def startup(data_key: str | None) -> tuple:
         """On page load: show the session's data (or the start-up data) without a click."""
@@ -423,7 +416,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
     gr.on(
         [f.release if isinstance(f, gr.Slider) else f.input for f in filters] + [page.submit],
         filter_rows,
-        [*filters, page, key_state],
+        [*filters, key_state, page],  # the State is no API input: `page` stays last there
         table_outputs,
         api_name="filter_rows",
     )

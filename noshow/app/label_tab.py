@@ -381,41 +381,38 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         except Exception as e:  # noqa: BLE001
             return failure(e, state)
 
-    def submit(
-        label,
-        name,
-        note_text,
-        rid,
-        sid,
-        use,
-        gen_path,
-        clf_path,
-        show,
-        state,
-        key,
-        request: gr.Request = None,
-    ):
-        args = (label, name, note_text, rid, sid, use, gen_path, clf_path, show)
-        return in_turn(request, sid, state, lambda now: record(*args, now, key))
+    def press_handler(go: Any, numbered: bool = True, doc: str | None = None) -> Any:
+        """The handler of the item's buttons and switch: `go(label, name, note_text, rid,
+        sid, use, gen_path, clf_path, show, session, key)` in this page's turn (`numbered`:
+        a press, in the order the page made it). Its parameters name the endpoint's inputs in
+        the API (`label` is None, from a State, for all but No-show / Shows up); `doc` is the
+        endpoint's description there."""
 
-    def skip(
-        name,
-        note_text,
-        rid,
-        sid,
-        use,
-        gen_path,
-        clf_path,
-        show,
-        state,
-        key,
-        request: gr.Request = None,
-    ):
-        args = (None, name, note_text, rid, sid, use, gen_path, clf_path, show)
-        return in_turn(request, sid, state, lambda now: record(*args, now, key))
+        def handler(
+            label: str | None,
+            name: str,
+            note_text: str,
+            rid: str,
+            sid: str,
+            use: bool,
+            gen_path: str | None,
+            clf_path: str | None,
+            show: bool,
+            state: Any,
+            key: Any,
+            request: gr.Request = None,
+        ):
+            args = (label, name, note_text, rid, sid, use, gen_path, clf_path, show)
+            turn_sid = sid if numbered else None
+            return in_turn(request, turn_sid, state, lambda now: go(*args, now, key))
+
+        handler.__doc__ = doc
+        return handler
+
+    submit = press_handler(record)
 
     def move(step: int):
-        def go(name, rid, use, gen_path, clf_path, show, state, key):
+        def go(_label, name, _note, rid, _sid, use, gen_path, clf_path, show, state, key):
             try:
                 _, state = checked_session(name, state, show)
                 entry = ctx.get_data(key)
@@ -429,43 +426,11 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             except Exception as e:  # noqa: BLE001
                 return failure(e, state)
 
-        def handler(
-            name,
-            note_text,
-            rid,
-            sid,
-            use,
-            gen_path,
-            clf_path,
-            show,
-            state,
-            key,
-            request: gr.Request = None,
-        ):
-            args = (name, rid, use, gen_path, clf_path, show)
-            return in_turn(request, sid, state, lambda now: go(*args, now, key))
+        return press_handler(go)
 
-        return handler
-
-    def redraw(
-        name,
-        note_text,
-        rid,
-        sid,
-        use,
-        gen_path,
-        clf_path,
-        show,
-        state,
-        key,
-        request: gr.Request = None,
-    ):
+    def redraw_now(_label, name, _note, rid, _sid, use, gen_path, clf_path, show, state, key):
         """The item on screen drawn again after the switch changed (nothing without a queue);
         the note being typed and the time already spent on the item stay."""
-        args = (name, rid, use, gen_path, clf_path, show)
-        return in_turn(request, None, state, lambda now: redraw_now(*args, now, key))
-
-    def redraw_now(name, rid, use, gen_path, clf_path, show, state, key):
         if not isinstance(state, dict) or not state.get("queue"):
             return (state, *[gr.skip()] * 9)
         try:
@@ -478,6 +443,8 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
             return tuple(out)
         except Exception as e:  # noqa: BLE001
             return failure(e, state)
+
+    redraw = press_handler(redraw_now, numbered=False, doc=redraw_now.__doc__)
 
     def jump(
         name, use, gen_path, clf_path, show, state, key, evt: gr.SelectData, request: gr.Request
@@ -530,7 +497,9 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
     item_outputs = [session, item, fields, suggestions, progress, queue_df]
     item_outputs += [record_box, submission_box, note, message]
     extras = [suggest, gen_dd, clf_dd, show_label, session, ctx.data_key]
-    press_inputs = [annotator, note, record_box, submission_box, *extras]
+    item_inputs = [annotator, note, record_box, submission_box, *extras]
+    # Skip, Back, Next and the switch: the presses' inputs, with a label that is always None.
+    press_inputs = [gr.State(None), *item_inputs]
     start_btn.click(start, [annotator, order, *extras], item_outputs, api_name="label_next")
     # Labelling is light work: let annotators' presses run side by side instead of queueing
     # behind one another (the store serialises the writes itself; one page's presses run in
@@ -541,14 +510,17 @@ def build_label_tab(ctx: UIContext) -> dict[str, Any]:
         "js": press_js(press_inputs.index(submission_box)),
         "trigger_mode": "multiple",
     }
-    labelled = {**pressed, "js": press_js(1 + press_inputs.index(submission_box))}
     no_show_btn.click(
-        submit, [no_show_btn, *press_inputs], item_outputs, api_name="label_submit", **labelled
+        submit, [no_show_btn, *item_inputs], item_outputs, api_name="label_submit", **pressed
     )
     shows_up_btn.click(
-        submit, [shows_up_btn, *press_inputs], item_outputs, api_visibility="private", **labelled
+        submit,
+        [shows_up_btn, *item_inputs],
+        item_outputs,
+        api_visibility="private",
+        **pressed,
     )
-    skip_btn.click(skip, press_inputs, item_outputs, api_name="label_skip", **pressed)
+    skip_btn.click(submit, press_inputs, item_outputs, api_name="label_skip", **pressed)
     back_btn.click(move(-1), press_inputs, item_outputs, api_name="label_back", **pressed)
     forward_btn.click(move(+1), press_inputs, item_outputs, api_name="label_forward", **pressed)
     show_label.change(redraw, press_inputs, item_outputs, api_name="label_redraw", **busy)

@@ -214,30 +214,6 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
 
     # -- handlers (named parameters become the API's parameter names) -------------------
 
-    def preflight(
-        approach,
-        model,
-        data_source,
-        split,
-        max_train_rows,
-        max_eval_rows,
-        epochs,
-        max_steps,
-        lr,
-        batch_size,
-        lora_r,
-        eval_every,
-        quantize,
-        wandb,
-        use_clinician_labels,
-        data_key=None,
-    ) -> str:
-        """Will this configuration fit, and how long will it take? Measures a few steps of
-        it on this machine when no measurement is cached (up to a minute on a CPU; never
-        while a job trains); says why when it will not fit."""
-        form_now = locals()
-        return actions.preflight({name: form_now[name] for name in tf.FORM_FIELDS}, data_key)
-
     def start_training(
         approach,
         model,
@@ -258,18 +234,27 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         question=None,
         gpus=1,
         anyway=False,
-    ) -> tuple[str, str | None, Any]:
+        check_only=False,
+    ) -> Any:
         """Check the configuration (no measurement: a cached one or a rough figure) and
         start it in the background (refused in demo mode); a run over a day or evaluated on
         fewer than 100 rows starts on a second Start or Start anyway. Returns the message,
         the run the action box follows from now on (None: no job) and Start's open question
         (None: none)."""
         form_now = locals()
+        values = {name: form_now[name] for name in tf.FORM_FIELDS}
+        if check_only:  # Preflight check: the same form, measured instead of started
+            return actions.preflight(values, data_key)
         if ctx.demo_mode:
             return error_box(tv.DEMO_REFUSAL), None, None
-        values = {name: form_now[name] for name in tf.FORM_FIELDS}
         answer = actions.start(values, data_key, gpus, asked=question, anyway=anyway)
         return answer.message, answer.run_id, answer.asked
+
+    # The Preflight check reads the same form, so the API gives it the same parameter names.
+    preflight = functools.partial(start_training, check_only=True)
+    preflight.__doc__ = """Will this configuration fit, and how long will it take? Measures a few
+    steps of it on this machine when no measurement is cached (up to a minute on a CPU; never
+    while a job trains); says why when it will not fit."""
 
     def cancel_training() -> tuple[str, str | None]:
         """Ask the running job to stop after its current step (refused in demo mode)."""

@@ -40,7 +40,7 @@ import uuid
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Required, TypedDict, Unpack
 
 import pandas as pd
 
@@ -94,6 +94,19 @@ INSERT INTO schema_version (version) SELECT {SCHEMA_VERSION}
 # ---------------------------------------------------------------- the store
 
 ValidIds = Collection[int] | Callable[[], Collection[int]] | None
+
+
+class PressDetails(TypedDict, total=False):
+    """What `submit` and `skip` take as keywords besides the record and the annotator: the
+    statement shown (required), the seconds spent on it, a note, the press's ids (see the
+    module's rules) and `valid_record_ids` for this call."""
+
+    statement: Required[str]
+    seconds_spent: float
+    note: str
+    submission_id: str | None
+    showing_id: str | None
+    valid_record_ids: ValidIds
 
 
 class LabelStore:
@@ -325,61 +338,20 @@ class LabelStore:
     # ------------------------------------------------ writing
 
     def submit(
-        self,
-        record_id: Any,
-        label: Any,
-        annotator: str,
-        *,
-        statement: str,
-        seconds_spent: float = 0.0,
-        note: str = "",
-        submission_id: str | None = None,
-        showing_id: str | None = None,
-        valid_record_ids: ValidIds = None,
+        self, record_id: Any, label: Any, annotator: str, **press: Unpack[PressDetails]
     ) -> LabelEvent | None:
         """Store a label (1/'no_show' or 0/'shows_up'). Returns the event, or None when it
         repeats a stored press: an event with this `submission_id`, or (with `showing_id`, the
         id of one showing of the item) the same answer as the latest event of this record and
         annotator from the same showing (a key pressed twice submits once)."""
-        return self._append(
-            record_id,
-            normalize_label(label),
-            "submitted",
-            annotator,
-            statement=statement,
-            seconds_spent=seconds_spent,
-            note=note,
-            submission_id=submission_id,
-            showing_id=showing_id,
-            valid_record_ids=valid_record_ids,
-        )
+        return self._append(record_id, normalize_label(label), "submitted", annotator, **press)
 
     def skip(
-        self,
-        record_id: Any,
-        annotator: str,
-        *,
-        statement: str,
-        seconds_spent: float = 0.0,
-        note: str = "",
-        submission_id: str | None = None,
-        showing_id: str | None = None,
-        valid_record_ids: ValidIds = None,
+        self, record_id: Any, annotator: str, **press: Unpack[PressDetails]
     ) -> LabelEvent | None:
         """Record that the annotator skipped this statement (the current label becomes none);
         None for a repeated press, as in `submit`."""
-        return self._append(
-            record_id,
-            None,
-            "skipped",
-            annotator,
-            statement=statement,
-            seconds_spent=seconds_spent,
-            note=note,
-            submission_id=submission_id,
-            showing_id=showing_id,
-            valid_record_ids=valid_record_ids,
-        )
+        return self._append(record_id, None, "skipped", annotator, **press)
 
     def _append(
         self,
@@ -389,11 +361,11 @@ class LabelStore:
         annotator: str,
         *,
         statement: str,
-        seconds_spent: float,
-        note: str,
-        submission_id: str | None,
-        valid_record_ids: ValidIds,
+        seconds_spent: float = 0.0,
+        note: str = "",
+        submission_id: str | None = None,
         showing_id: str | None = None,
+        valid_record_ids: ValidIds = None,
     ) -> LabelEvent | None:
         name = normalize_annotator(annotator)
         rid = normalize_record_id(record_id)

@@ -149,6 +149,15 @@ def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
     return (t * attention_mask).argmax(-1)
 
 
+def pad_rows(
+    enc: Encoded, idx: np.ndarray, pad_id: int, device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The rows `idx` of `enc` as `pad_batch` pads them (input_ids, attention_mask,
+    position_ids), and each row's last real position (B,): what a masked-batch loss reads."""
+    ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], pad_id, device)
+    return ids, mask, pos, last_token_index(mask)
+
+
 def subset_encoded(enc: Encoded, limit: int, seed: int) -> Encoded:
     """A fixed random subset (for mid-training validation)."""
     if len(enc) <= limit:

@@ -25,8 +25,7 @@ from noshow.modeling.batching import (
     Batch,
     Encoded,
     class_row_weights,
-    last_token_index,
-    pad_batch,
+    pad_rows,
     scoring_batches,
 )
 from noshow.system.devices import autocast_context
@@ -59,15 +58,15 @@ def _decoder_and_head(model):
     return base.model, base.score
 
 
-def classifier_logits(model, ids, mask, pos, device) -> torch.Tensor:
-    """(B, 2) logits from the hidden state of each row's last real token."""
+def classifier_logits(model, ids, mask, pos, last, device) -> torch.Tensor:
+    """(B, 2) logits from the hidden state of each row's last real token (at `last`)."""
     decoder, head = _decoder_and_head(model)
     rows = torch.arange(ids.shape[0], device=device)
     with autocast_context(device):
         hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
-        last = hidden.last_hidden_state[rows, last_token_index(mask)]  # (B, H)
+        h = hidden.last_hidden_state[rows, last]  # (B, H)
         # the head is fp32 (trainable) while a 4-bit base on the CPU hands back bf16
-        return head(last.to(next(head.parameters()).dtype)).float()  # (B, 2)
+        return head(h.to(next(head.parameters()).dtype)).float()  # (B, 2)
 
 
 def classifier_loss(
@@ -78,8 +77,8 @@ def classifier_loss(
     pad_id: int,
     class_weight: float | None = None,
 ) -> tuple[torch.Tensor, int]:
-    ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], pad_id, device)
-    logits = classifier_logits(model, ids, mask, pos, device)
+    ids, mask, pos, last = pad_rows(enc, idx, pad_id, device)
+    logits = classifier_logits(model, ids, mask, pos, last, device)
     y = torch.as_tensor(enc.labels[idx], device=device)
     weight = None
     if class_weight is not None:

@@ -27,8 +27,7 @@ from noshow.modeling.batching import (
     Batch,
     Encoded,
     class_row_weights,
-    last_token_index,
-    pad_batch,
+    pad_rows,
     scoring_batches,
 )
 from noshow.system.devices import autocast_context
@@ -150,8 +149,8 @@ def generative_loss(
     """Mean cross-entropy over the answer and end-of-turn tokens; the head runs at two
     positions per row instead of all T."""
     decoder, head = _decoder_and_head(model)
-    ids, mask, pos = pad_batch([enc.input_ids[i] for i in idx], layout.pad_id, device)
-    answer_at = last_token_index(mask)  # (B,) position of the answer token
+    # answer_at: (B,) position of the answer token
+    ids, mask, pos, answer_at = pad_rows(enc, idx, layout.pad_id, device)
     rows = torch.arange(ids.shape[0], device=device)
     with autocast_context(device):
         hidden = decoder(input_ids=ids, attention_mask=mask, position_ids=pos, use_cache=False)
