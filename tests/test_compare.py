@@ -994,8 +994,7 @@ def test_compare_messages_name_the_buttons_on_the_page(app):
     import gradio as gr
 
     from noshow.app.compare_batch_panel import STOPPED_MESSAGE
-    from noshow.app.compare_slots import load_slot
-    from noshow.app.compare_tab import _adapters_note
+    from noshow.app.compare_slots import load_slot, missing_adapters_text
 
     on_page = {b.value for b in app.demo.blocks.values() if isinstance(b, gr.Button)}
     with pytest.raises(CompareInputError) as empty:
@@ -1004,7 +1003,7 @@ def test_compare_messages_name_the_buttons_on_the_page(app):
         str(empty.value),
         STOPPED_MESSAGE,
         load_slot("", "generative")[1],
-        _adapters_note({}),
+        missing_adapters_text({}),
     ]
     for message in messages:
         presses = [m.end() for m in re.finditer(r"\b[Pp]ress ", message)]

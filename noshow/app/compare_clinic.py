@@ -35,6 +35,15 @@ NO_RATE = (
 )
 
 
+def clinic_rate_problem(value: Any) -> str | None:
+    """Why the box's rate cannot be read, or None when it can (empty included)."""
+    try:
+        parse_clinic_rate(value)
+    except CompareInputError as e:
+        return str(e)
+    return None
+
+
 def parse_clinic_rate(value: Any) -> float | None:
     """The rate typed in the box: None when empty, else a share in (0, 1) ("15%" is 0.15);
     CompareInputError saying how to write it otherwise."""

@@ -177,6 +177,20 @@ def render_form_statement(**answers: Any) -> tuple[str, dict[str, Any]]:
 # ----------------------------------------------------------------------------- facts
 
 
+def facts_state(statement: str, row: Any, source: str, truth: int | None = None) -> dict[str, Any]:
+    """What produced the statement in the box, so Compare and what-if use its facts while
+    the text is unchanged (an edited statement is read back from its text instead): the
+    `state` that `resolve_facts` reads."""
+    from noshow.data.statements import STATEMENT_FIELDS
+
+    plain = {}
+    for key in STATEMENT_FIELDS:  # the same fields the baseline reads
+        if key in row:
+            value = row[key]
+            plain[key] = value.item() if hasattr(value, "item") else value
+    return {"statement": statement, "row": plain, "source": source, "truth": truth}
+
+
 def resolve_facts(
     statement: str, state: Mapping[str, Any] | None
 ) -> tuple[dict[str, Any] | None, str | None, str | None, int | None]:

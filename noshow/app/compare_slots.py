@@ -249,3 +249,14 @@ def collect_slots(
             continue
         out[approach] = [_scored_slot(approach, predictor, paths[approach], a) for a in answers]
     return {a: out[a] for a in paths}
+
+
+def missing_adapters_text(found: Mapping[str, Sequence[Any]]) -> str:
+    """What to do when an approach has no finished adapter to list ("" when both have)."""
+    missing = [a for a in (GENERATIVE, CLASSIFIER) if not found.get(a)]
+    if not missing:
+        return ""
+    return (
+        f"No finished {' or '.join(missing)} adapter yet: train one in the Train tab (the quick "
+        f"CPU demo takes a minute), then press {REFRESH_BUTTON}."
+    )

@@ -54,7 +54,12 @@ from noshow.app.compare_cards import (
     render_what_if_html,
     what_if_summary,
 )
-from noshow.app.compare_clinic import CLINIC_RATE_INFO, CLINIC_RATE_LABEL, parse_clinic_rate
+from noshow.app.compare_clinic import (
+    CLINIC_RATE_INFO,
+    CLINIC_RATE_LABEL,
+    clinic_rate_problem,
+    parse_clinic_rate,
+)
 from noshow.app.compare_facts import FACT_NOTE, fact_effects, plot_effects, typical_values
 from noshow.app.compare_input import (
     COMPARE_BUTTON,
@@ -68,6 +73,7 @@ from noshow.app.compare_input import (
     WHAT_IF_FACTS,
     CompareInputError,
     fact_text,
+    facts_state,
     prepare_statement,
     render_form_statement,
     resolve_facts,
@@ -78,11 +84,11 @@ from noshow.app.compare_slots import (
     GENERATIVE,
     MODEL_NAMES,
     load_slot,
+    missing_adapters_text,
     score_statements,
 )
 from noshow.app.compare_stacked import stacked_cache
 from noshow.data.examples import EXAMPLES
-from noshow.data.statements import STATEMENT_FIELDS
 
 # A single Compare waits this long for a first baseline fit before answering without it
 # (the fit carries on in the background, and a small data set is fitted within it).
@@ -91,15 +97,9 @@ BASELINE_WAIT_S = 3.0
 COMPARE_CONCURRENCY = 64
 
 
-def _row_state(statement: str, row: Any, source: str, truth: int | None = None) -> dict[str, Any]:
-    """What produced the statement in the box, so Compare and what-if use its facts while
-    the text is unchanged (an edited statement is read back from its text instead)."""
-    plain = {}
-    for key in STATEMENT_FIELDS:  # the same fields the baseline reads
-        if key in row:
-            value = row[key]
-            plain[key] = value.item() if hasattr(value, "item") else value
-    return {"statement": statement, "row": plain, "source": source, "truth": truth}
+def adapters_note(found: dict[str, list[tuple[str, str]]]) -> str:
+    text = missing_adapters_text(found)
+    return info_box(text) if text else ""
 
 
 def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
@@ -141,7 +141,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             scale=3,
         )
         refresh_btn = gr.Button(REFRESH_BUTTON, scale=1, size="sm")
-    adapters_msg = gr.HTML(_adapters_note(start))
+    adapters_msg = gr.HTML(adapters_note(start))
     # A text box, not gr.Number: the browser sends an empty number box as 0, which is no rate.
     clinic = gr.Textbox(
         "",
@@ -242,7 +242,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             paths = [path for _, path in found[approach]]
             keep = value if value in paths else first(found[approach])
             updates.append(gr.update(choices=found[approach], value=keep))
-        return *updates, _adapters_note(found)
+        return *updates, adapters_note(found)
 
     def data_for(
         key: Any, with_baseline: bool
@@ -274,13 +274,8 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             return None
 
     def rate_refusal(clinic_rate) -> str | None:
-        """The error box for a clinic rate the box cannot read, else None. Checked before
-        anything else, so a refused rate changes nothing on the page but the message."""
-        try:
-            parse_clinic_rate(clinic_rate)
-        except CompareInputError as e:
-            return error_box(str(e))
-        return None
+        """A refused rate is checked first: it changes nothing on the page but the message."""
+        return error_box(problem) if (problem := clinic_rate_problem(clinic_rate)) else None
 
     def run_compare(text, gen_path, clf_path, state, key, owner, clinic_rate=None):
         """(html, summary, message) for the statement `text`. A refused clinic rate leaves the
@@ -360,7 +355,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         def handler(gen_path, clf_path, key, clinic_rate=None, request: gr.Request = None):
             if refusal := rate_refusal(clinic_rate):
                 return gr.update(), gr.update(), gr.update(), gr.update(), refusal
-            state = _row_state(ex.statement, ex.row, f"example: {ex.title}")
+            state = facts_state(ex.statement, ex.row, f"example: {ex.title}")
             owner = request_owner(request)
             return (
                 ex.statement,
@@ -383,7 +378,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         text = str(row["statement"])
         source = f"record {int(row['record_id'])}, {row.get('split', '?')} split"
         truth = int(row["no_show"]) if pd.notna(row.get("no_show")) else None
-        state = _row_state(text, row, source, truth)
+        state = facts_state(text, row, source, truth)
         owner = request_owner(request)
         return (
             text,
@@ -427,7 +422,7 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
             )
         except ValueError as e:
             return gr.update(), gr.update(), gr.update(), gr.update(), error_box(user_message(e))
-        state = _row_state(text, row, "the form")
+        state = facts_state(text, row, "the form")
         owner = request_owner(request)
         return (
             text,
@@ -602,13 +597,3 @@ def build_compare_tab(ctx: UIContext) -> dict[str, Any]:
         "statement": statement,
         "result": result_html,
     }
-
-
-def _adapters_note(found: dict[str, list[tuple[str, str]]]) -> str:
-    missing = [a for a in (GENERATIVE, CLASSIFIER) if not found.get(a)]
-    if not missing:
-        return ""
-    return info_box(
-        f"No finished {' or '.join(missing)} adapter yet: train one in the Train tab (the quick "
-        f"CPU demo takes a minute), then press {REFRESH_BUTTON}."
-    )
