@@ -19,6 +19,7 @@ from types import SimpleNamespace
 import pandas as pd
 import pytest
 
+from noshow.app import data_plots
 from noshow.app import data_views as dv
 from noshow.app import train_form as tf
 from noshow.app import train_views as tv
@@ -271,7 +272,7 @@ def test_record_views_render_both_prompt_forms(synthetic_entry):
 
 
 def test_summary_figure_has_six_panels_for_full_data(synthetic_entry):
-    fig = dv.summary_figure(synthetic_entry.frame)
+    fig = data_plots.summary_figure(synthetic_entry.frame)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == [
         "By lead time",
@@ -288,12 +289,12 @@ def test_summary_figure_for_statements_only_shows_class_balance():
         {"record_id": [1, 2, 3], "statement": ["a", "b", "c"], "no_show": [0, 1, 0]}
     )
     frame["split"] = ["train", "train", "test"]
-    fig = dv.summary_figure(frame)
+    fig = data_plots.summary_figure(frame)
     assert [ax.get_title() for ax in fig.axes] == ["Class balance per split"]
 
 
 def test_lead_buckets_cover_same_day_and_long_leads():
-    buckets = dv.lead_bucket(pd.Series([0, 1, 7, 8, 61, 179]))
+    buckets = data_plots.lead_bucket(pd.Series([0, 1, 7, 8, 61, 179]))
     assert list(buckets) == ["same day", "1-2", "3-7", "8-14", "61+", "61+"]
 
 
@@ -541,6 +542,28 @@ def test_app_filters_rows_and_pages(app):
     assert caption.startswith("Rows 1-") and page == 1
     _, caption2, page2 = app.client.predict(page=2, api_name="/filter_rows")
     assert page2 == 2 and caption2.startswith("Rows 51-100")
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "refusal"),
+    [
+        ("age_min", -5, "Age from must be between 0 and 120"),
+        ("age_max", 500, "Age to must be between 0 and 120"),
+        ("lead_max", 99999, "Lead days to must be between 0 and 400"),
+    ],
+)
+def test_app_filter_out_of_range_names_the_filter_and_leaves_the_table(app, field, value, refusal):
+    table, caption, page = app.client.predict(**{field: value}, api_name="/filter_rows")
+    assert refusal in caption and f"got {value}" in caption
+    # the table and page are left as they were (no value: an update), not emptied
+    assert table == {"__type__": "update"} or "__type__" in table
+    _, summary_caption = app.client.predict(**{field: value}, api_name="/data_summary")
+    assert refusal in summary_caption
+
+
+def test_app_emptied_filter_box_and_page_below_one_are_no_error(app):
+    _, caption, page = app.client.predict(age_min=None, page=-3, api_name="/filter_rows")
+    assert caption.startswith("Rows 1-50 of") and page == 1
 
 
 def test_app_shows_a_record_as_the_models_see_it(app, bundled_model_dir):

@@ -165,6 +165,49 @@ def test_browser_train_form_refusals_name_the_field_in_the_action_box(page, app)
     assert not app.jobs.is_busy()
 
 
+def test_browser_data_filters_out_of_range_name_the_filter_and_keep_the_table(page, app):
+    from playwright.sync_api import expect
+
+    open_tab(page, "Data")
+    caption = page.locator("#data-caption")
+    expect(caption).to_contain_text("Rows 1-50 of")
+    first_row = page.locator("#data-table tbody tr").first.inner_text()
+    for name, value, refusal in (
+        ("age_min", "-5", "Age from must be between 0 and 120"),
+        ("age_max", "500", "Age to must be between 0 and 120"),
+        ("lead_min", "999", "Lead days from must be between 0 and 400"),
+    ):
+        box = page.locator(f"#data-{name} input[type=number]")
+        before = box.input_value()
+        box.fill(value)
+        box.press("Enter")
+        # the tab names the filter and its range, or the browser's slider put the box back
+        # into its range first: then the caption is of the value the box shows
+        expect(caption).to_contain_text(re.compile(f"{refusal}|Rows|No rows match"))
+        expect(page.locator(".toast-body")).to_have_count(0)  # no nameless pop-up
+        if refusal in caption.inner_text():
+            expect(caption).to_contain_text(f"got {value}")
+            assert page.locator("#data-table tbody tr").first.inner_text() == first_row
+        else:
+            assert 0 <= float(box.input_value()) <= (120 if "age" in name else 400)
+        shot(page, f"newcomer-data-refusal-{name}")
+        box.fill(before)
+        box.press("Enter")
+        expect(caption).to_contain_text("Rows 1-50 of")
+    # an emptied box is no limit (Gradio's own check raised a TypeError on it)
+    box = page.locator("#data-age_min input[type=number]")
+    box.fill("")
+    box.press("Enter")
+    expect(caption).to_contain_text("Rows 1-50 of")
+    expect(page.locator(".toast-body")).to_have_count(0)
+    # a page below 1 shows page 1, without a pop-up
+    page_box = page.get_by_label("Page", exact=True)
+    page_box.fill("-3")
+    page_box.press("Enter")
+    expect(page_box).to_have_value("1")
+    expect(page.locator(".toast-body")).to_have_count(0)
+
+
 def test_browser_train_asks_before_a_run_evaluated_on_one_row(page, app):
     from playwright.sync_api import expect
 

@@ -21,6 +21,7 @@ import pandas as pd
 import pytest
 from conftest import REPO, free_port
 
+from noshow.app import data_plots
 from noshow.app import data_views as dv
 from noshow.app.common import DataCache
 from noshow.app.data_tab import SOURCE_SYNTHETIC, SOURCE_UPLOAD
@@ -177,9 +178,9 @@ def test_label_filter_rates_are_over_the_other_filters_with_counts_of_the_label(
     synthetic_entry,
 ):
     frame = synthetic_entry.frame
-    figure, caption = dv.summary_view(frame, {"label": "No-show", "split": "test"}, "data")
+    figure, caption = data_plots.summary_view(frame, {"label": "No-show", "split": "test"}, "data")
     rows = frame[frame["split"] == "test"]  # the label filter left out of the rates
-    expected = dv.rate_table(rows, dv.lead_bucket(rows["lead_days"]))
+    expected = data_plots.rate_table(rows, data_plots.lead_bucket(rows["lead_days"]))
     lead_ax = figure.axes[0]
     assert bar_heights(lead_ax) == [round(r, 6) for r in expected["rate"]]
     assert len(set(bar_heights(lead_ax))) > 1  # not 100% everywhere
@@ -193,8 +194,8 @@ def test_label_filter_rates_are_over_the_other_filters_with_counts_of_the_label(
 
 
 def test_showed_up_filter_counts_the_rows_that_showed_up(synthetic_entry):
-    figure, caption = dv.summary_view(synthetic_entry.frame, {"label": "Showed up"}, "data")
-    table = dv.rate_table(synthetic_entry.frame, "weekday")
+    figure, caption = data_plots.summary_view(synthetic_entry.frame, {"label": "Showed up"}, "data")
+    table = data_plots.rate_table(synthetic_entry.frame, "weekday")
     monday = table.loc["Monday"]
     shows = int(monday["n"] - monday["no_shows"])
     assert f"{shows:,}/{int(monday['n']):,}" in [
@@ -204,14 +205,16 @@ def test_showed_up_filter_counts_the_rows_that_showed_up(synthetic_entry):
 
 
 def test_without_a_label_filter_the_plots_show_rates_of_the_matching_rows(synthetic_entry):
-    figure, caption = dv.summary_view(synthetic_entry.frame, {"age_min": 60}, "data")
+    figure, caption = data_plots.summary_view(synthetic_entry.frame, {"age_min": 60}, "data")
     n = int((synthetic_entry.frame["age"] >= 60).sum())
     assert caption.startswith(f"No-show rate by feature over the {n:,} matching rows")
     assert figure.axes[0].texts[0].get_text().split("\n")[1].startswith("n=")
 
 
 def test_statements_only_plots_say_there_are_no_rates_by_feature(statements_entry):
-    figure, caption = dv.summary_view(statements_entry.frame, {"label": "No-show"}, "clinic.csv")
+    figure, caption = data_plots.summary_view(
+        statements_entry.frame, {"label": "No-show"}, "clinic.csv"
+    )
     assert [ax.get_title() for ax in figure.axes] == ["Class balance per split"]
     assert caption.startswith("clinic.csv has statements only")
 

@@ -23,6 +23,7 @@ from typing import Any
 
 import gradio as gr
 
+from noshow.app import data_plots
 from noshow.app import data_views as dv
 from noshow.app.common import (
     DEFAULT_SOURCE,
@@ -100,6 +101,17 @@ def resolve_source(kind: str, upload: Any, path: str | None, demo_mode: bool) ->
     )
 
 
+class UncheckedSlider(gr.Slider):
+    """A slider whose typed value reaches the handler as typed: Gradio's own check refuses a
+    value out of range with a pop-up that names no field (and an emptied box with an error),
+    where the handler names the filter and its range (`data_views.filter_problem`)."""
+
+    is_template = True  # drawn by the browser as a plain slider
+
+    def preprocess(self, payload: float | None) -> float | None:
+        return None if payload is None else gr.Number.round_to_precision(payload, self.precision)
+
+
 def build_data_tab(ctx: UIContext) -> dict[str, Any]:
     """Lay out the Data tab inside the current Blocks and wire its events; returns its
     components by name (build_demo uses `load_event` to chain start-up work)."""
@@ -156,17 +168,24 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
             )
         with gr.Row():
             # Sliders, not empty number boxes: the browser sends an empty gr.Number as 0.
-            f_age_min = gr.Slider(0, dv.AGE_MAX, value=0, step=1, label="Age from")
-            f_age_max = gr.Slider(0, dv.AGE_MAX, value=dv.AGE_MAX, step=1, label="Age to")
-            f_lead_min = gr.Slider(0, dv.LEAD_MAX, value=0, step=1, label="Lead days from")
-            f_lead_max = gr.Slider(0, dv.LEAD_MAX, value=dv.LEAD_MAX, step=1, label="Lead days to")
+            f_age_min, f_age_max, f_lead_min, f_lead_max = (
+                UncheckedSlider(
+                    lo,
+                    hi,
+                    value=dv.FILTER_DEFAULTS[name],
+                    step=1,
+                    label=label,
+                    elem_id=f"data-{name}",
+                )
+                for name, (label, lo, hi) in dv.NUMBER_FILTERS.items()
+            )
             reset_btn = gr.Button("Clear filters", size="sm", min_width=100, scale=0)
         gr.HTML("", js_on_load=FILTER_KEYS_JS, elem_id="data-filter-keys")
 
     with gr.Row(equal_height=True):
-        caption = gr.Markdown()
+        caption = gr.Markdown(elem_id="data-caption")
         prev_btn = gr.Button("◀ Previous", size="sm", min_width=90, scale=0)
-        page = gr.Number(value=1, label="Page", precision=0, minimum=1, min_width=80, scale=0)
+        page = gr.Number(value=1, label="Page", precision=0, min_width=80, scale=0)
         next_btn = gr.Button("Next ▶", size="sm", min_width=90, scale=0)
     table = gr.DataFrame(
         label="Appointments (click a row to see what the models read)",
@@ -174,6 +193,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         wrap=False,
         max_height=460,
         max_chars=dv.STATEMENT_PREVIEW_CHARS + 2,
+        elem_id="data-table",
     )
 
     with gr.Group():
@@ -317,12 +337,14 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         """One page (50 rows) of the rows that match the filters, a caption and the page."""
         form = locals()
         filter_values = {n: form[n] for n in FILTER_NAMES}
+        if problem := dv.filter_problem(filter_values):  # the table stays as it was
+            return (gr.skip(), error_box(problem)) + (() if summary else (gr.skip(),))
         if not summary:
             return rows_page(data_key, filter_values, page)
         entry = entry_for(data_key)
         if entry is None:
             return None, "No data loaded."
-        return dv.summary_view(entry.frame, filter_values, entry.label)
+        return data_plots.summary_view(entry.frame, filter_values, entry.label)
 
     # The summary reads the same filters, so the API gives it the same parameter names.
     data_summary = functools.partial(filter_rows, summary=True)
@@ -419,6 +441,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         [*filters, key_state, page],  # the State is no API input: `page` stays last there
         table_outputs,
         api_name="filter_rows",
+        trigger_mode="always_last",  # a filter changed while the last one is applied counts
     )
     gr.on(
         [show_btn.click, record_id.submit],
