@@ -111,7 +111,7 @@ def refuse_without_yes(config: RunConfig):
         from noshow.training.preflight import estimate_resources, run_cautions
 
         found = estimate_resources(config, rows, measure=False)
-        reasons = run_cautions(found["rows"], found["minutes"])
+        reasons = run_cautions(found["rows"], found["minutes"], found.get("steps"))
         if reasons:
             raise ConfigError(" ".join(reasons) + " Pass --yes to start it anyway.")
 

@@ -772,6 +772,17 @@ def test_app_start_asks_before_a_run_the_preflight_calls_longer_than_a_day(
     assert "Not started yet" in html.unescape(fresh) and not app.jobs.is_busy()
 
 
+def test_app_start_asks_before_a_billion_steps_even_unmeasured(
+    app, tiny_model_dir, preflight_cache
+):
+    idle(app)
+    huge = {**QUICK, "model": str(tiny_model_dir), "max_steps": 1_000_000_000, "lr": 7e-4}
+    message = html.unescape(app.client.predict(**huge, api_name="/start_training"))
+    assert "Not started yet: this run needs a yes first." in message, message
+    assert "It has 1,000,000,000 steps: even at 10 ms a step" in message
+    assert "that is about 116 days" in message and not app.jobs.is_busy()
+
+
 def test_app_start_reports_progress_and_completes(app):
     idle(app)
     message = app.client.predict(**{**QUICK, "max_steps": 60}, api_name="/start_training")

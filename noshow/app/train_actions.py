@@ -183,7 +183,7 @@ class TrainActions:
             fits, text = tv.describe_estimate(found, quick_minutes=quick_minutes)
             if not fits:
                 return StartAnswer(error_box(text))
-            doubts = run_cautions(found["rows"], found["minutes"])
+            doubts = run_cautions(found["rows"], found["minutes"], found.get("steps"))
             question = {"run": _run_key(config, n), "at": time.time()}
             if doubts and not _answered(asked, question, anyway):
                 return StartAnswer(info_box(tv.describe_cautions(doubts)), asked=question)

@@ -47,6 +47,10 @@ LONG_CPU_MINUTES = 15
 # A run that needs a yes before it starts (the Train tab asks; scripts/train.py wants --yes):
 LONG_RUN_MINUTES = 24 * 60  # longer than a day
 MIN_EVAL_ROWS = 100  # fewer validation or test rows: its ROC-AUC says little, or nothing
+# With no measurement a run's time is unknown, but not unbounded below: no step of any model
+# here has taken under 10 ms on any machine (BENCHMARKS.md: the 135M model's fastest GPU
+# step is several times that), so more steps than a day of these needs a yes too.
+FASTEST_STEP_S = 0.01
 CACHE_FILE = "preflight.json"
 
 
@@ -355,13 +359,23 @@ def describe_minutes(minutes: float | None) -> str:
     return f"about {minutes / (24 * 60):,.0f} days"
 
 
-def run_cautions(rows: Mapping[str, int], minutes: float | None) -> list[str]:
+def run_cautions(
+    rows: Mapping[str, int], minutes: float | None, steps: int | None = None
+) -> list[str]:
     """Why a run should start only on a yes (empty: no doubt): a time over LONG_RUN_MINUTES
-    (from a measurement; none without one), or fewer than MIN_EVAL_ROWS validation or test
-    rows (`rows` as the run will use them, after max_eval_rows)."""
+    (from a measurement; without one, when even FASTEST_STEP_S per step of its `steps` is
+    over it), or fewer than MIN_EVAL_ROWS validation or test rows (`rows` as the run will
+    use them, after max_eval_rows)."""
     reasons = []
     if minutes is not None and minutes > LONG_RUN_MINUTES:
         reasons.append(f"The preflight estimates {describe_minutes(minutes)} for it: over a day.")
+    elif minutes is None and steps and steps * FASTEST_STEP_S / 60 > LONG_RUN_MINUTES:
+        at_best = describe_minutes(steps * FASTEST_STEP_S / 60)
+        reasons.append(
+            f"It has {steps:,} steps: even at {FASTEST_STEP_S * 1000:.0f} ms a step (faster "
+            f"than any machine has run one here) that is {at_best}. Preflight check measures "
+            "it on this machine."
+        )
     val, test = int(rows.get("validation", 0)), int(rows.get("test", 0))
     if min(val, test) < MIN_EVAL_ROWS:
         reasons.append(
