@@ -3,7 +3,8 @@ subgroups: noshow.inference.card_clinical) from rows scored after shipping: each
 raw P on sampled time-split test rows, as `scripts/bench_quality.py --cache` writes them
 (<cache>/scores_<adapter folder name>.csv: record_id, p). Only rows scored by every adapter
 given are used, so the cards describe the same appointments. Rewrites card.json's
-`clinical`, README.md (the card) and net_benefit.png; the weights and their hashes stay.
+`clinical`, README.md (the card) and net_benefit.png, and records calibration.json's base
+rate where it predates it; the weights and their hashes stay.
 
     python scripts/refresh_card_sections.py adapters/classifier-smollm2-135m \
         adapters/generative-smollm2-135m --cache /tmp/noshow-cards
@@ -32,7 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from noshow.data.load import load_data
     from noshow.data.splits import split_data
-    from noshow.inference.card_refresh import refresh_clinical_sections
+    from noshow.inference.card_refresh import record_base_rate, refresh_clinical_sections
 
     frame = split_data(load_data(args.data).frame, "time")
     test_ids = set(frame.loc[frame["split"] == "test", "record_id"])
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     baselines: dict = {}
     for adapter in args.adapters:
+        if (rate := record_base_rate(adapter, frame)) is not None:
+            print(f"{adapter.name}: calibration base rate {rate:.4f} recorded")
         raw = {r: scored[adapter][r] for r in common}
         card = refresh_clinical_sections(adapter, frame, raw, note, baselines=baselines)
         print(f"{adapter.name}: {card['clinical']['net_benefit']['text']}")

@@ -343,3 +343,13 @@ def test_cli_ships_a_run_and_explains_failures(adapters, tmp_path, capsys):
     shutil.rmtree(dest)
     assert cli.main([str(tmp_path / "missing"), str(dest), *common]) == 2
     assert "Run folder not found" in capsys.readouterr().err
+
+
+def test_shipped_calibrations_record_the_rate_a_clinic_rate_replaces():
+    from noshow.evaluation.calibration import Calibrator
+
+    assert SHIPPED, "no shipped adapters found"
+    for folder in SHIPPED:
+        calibrator = Calibrator.load(folder)
+        # the time split's validation rows of the real file: 2,469 no-shows of 11,746
+        assert calibrator.base_rate == pytest.approx(0.2102, abs=5e-4)

@@ -30,8 +30,9 @@ from noshow.evaluation.recalibration import (
 CLINIC_RATE_LABEL = "Your clinic's no-show rate (optional: e.g. 15% or 0.15)"
 CLINIC_RATE_INFO = PRIOR_SHIFT_TEXT
 NO_RATE = (
-    "Not adjusted to your clinic's rate: this adapter does not record the no-show rate it "
-    "was calibrated on (its calibration.json is older); evaluate it again to adjust it."
+    "Not adjusted to your clinic's rate: this adapter was made before its calibration "
+    "recorded the no-show rate it was calibrated on (scripts/refresh_card_sections.py "
+    "records it for a shipped adapter)."
 )
 
 

@@ -101,15 +101,20 @@ def resolve_source(kind: str, upload: Any, path: str | None, demo_mode: bool) ->
     )
 
 
-class UncheckedSlider(gr.Slider):
+def unchecked_slider(*args: Any, **kwargs: Any) -> gr.Slider:
     """A slider whose typed value reaches the handler as typed: Gradio's own check refuses a
     value out of range with a pop-up that names no field (and an emptied box with an error),
-    where the handler names the filter and its range (`data_views.filter_problem`)."""
+    where the handler names the filter and its range (`data_views.filter_problem`). The
+    instance's preprocess is replaced, not the class subclassed: Gradio writes a stub file
+    beside the source of every component subclass."""
+    slider = gr.Slider(*args, **kwargs)
+    precision = slider.precision
 
-    is_template = True  # drawn by the browser as a plain slider
+    def preprocess(payload: float | None) -> float | None:
+        return None if payload is None else gr.Number.round_to_precision(payload, precision)
 
-    def preprocess(self, payload: float | None) -> float | None:
-        return None if payload is None else gr.Number.round_to_precision(payload, self.precision)
+    slider.preprocess = preprocess
+    return slider
 
 
 def build_data_tab(ctx: UIContext) -> dict[str, Any]:
@@ -169,7 +174,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         with gr.Row():
             # Sliders, not empty number boxes: the browser sends an empty gr.Number as 0.
             f_age_min, f_age_max, f_lead_min, f_lead_max = (
-                UncheckedSlider(
+                unchecked_slider(
                     lo,
                     hi,
                     value=dv.FILTER_DEFAULTS[name],

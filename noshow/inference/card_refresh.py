@@ -5,6 +5,7 @@ capacity and subgroups), through its calibration.json and hybrid.json, into card
 
     from noshow.inference.card_refresh import refresh_clinical_sections
     card = refresh_clinical_sections("adapters/<name>", frame, {record_id: p}, "how scored")
+    record_base_rate("adapters/<name>", frame)  # calibration.json made before base_rate
 """
 
 from __future__ import annotations
@@ -79,3 +80,44 @@ def refresh_clinical_sections(
     (folder / "card.json").write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n")
     render_model_card(card).save(folder / "README.md")
     return card
+
+
+def record_base_rate(adapter_dir: str | Path, frame: pd.DataFrame) -> float | None:
+    """For an adapter whose calibration.json predates `base_rate` (the no-show rate of the
+    rows it was calibrated on, what a clinic's own rate replaces): the rate of the split
+    those rows were drawn from, the validation split of `frame` (the real data split by
+    time, as its run split it), written with where it came from. Returns the rate written,
+    or None when the file already has one."""
+    import json
+
+    from noshow.evaluation.calibration import CALIBRATION_FILE
+    from noshow.system.files import write_json_atomic
+
+    path = Path(adapter_dir) / CALIBRATION_FILE
+    data = json.loads(path.read_text(encoding="utf-8"))
+    if data.get("base_rate") is not None:
+        return None
+    validation = frame.loc[frame["split"] == "validation", "no_show"]
+    if validation.empty:
+        raise ValueError("the data given has no validation split to take the base rate from.")
+    data["base_rate"] = float(validation.mean())
+    data["base_rate_source"] = (
+        f"the no-show rate of the time split's {len(validation):,} validation rows, which the "
+        f"{data.get('rows', 0):,} calibration rows were drawn from (recorded after shipping)"
+    )
+    write_json_atomic(path, data)
+    # the card holds the calibration's figures and each shipped file's hash: both follow
+    from noshow.inference.model_card import render_model_card
+    from noshow.inference.ship import sha256_file
+
+    card_path = Path(adapter_dir) / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8"))
+    card.setdefault("calibration", {}).update(
+        base_rate=data["base_rate"], base_rate_source=data["base_rate_source"]
+    )
+    files = card.get("weights", {}).get("files", {})
+    if CALIBRATION_FILE in files:
+        files[CALIBRATION_FILE].update(bytes=path.stat().st_size, sha256=sha256_file(path))
+    card_path.write_text(json.dumps(card, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    render_model_card(card).save(Path(adapter_dir) / "README.md")
+    return data["base_rate"]
