@@ -741,7 +741,7 @@ def test_app_start_asks_before_a_run_evaluated_on_a_handful_of_rows(app):
     one_row = {**QUICK, "max_eval_rows": 1}
     message = html.unescape(app.client.predict(**one_row, api_name="/start_training"))
     assert "Not started yet: this run needs a yes first." in message
-    assert "It evaluates on 1 validation and 1 test rows: with fewer than 100" in message
+    assert "It evaluates on 1 validation row and 1 test row: with fewer than 100" in message
     assert not app.jobs.is_busy()
     # Another configuration is asked about afresh; a second Start of the same one starts it.
     other = html.unescape(

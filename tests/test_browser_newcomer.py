@@ -218,7 +218,7 @@ def test_browser_train_asks_before_a_run_evaluated_on_one_row(page, app):
     page.get_by_role("button", name="Start training").click()
     action = page.locator("#train-action")
     expect(action).to_contain_text("Not started yet: this run needs a yes first.")
-    expect(action).to_contain_text("It evaluates on 1 validation and 1 test rows")
+    expect(action).to_contain_text("It evaluates on 1 validation row and 1 test row")
     anyway = page.get_by_role("button", name="Start anyway")
     expect(anyway).to_be_visible()
     action.scroll_into_view_if_needed()

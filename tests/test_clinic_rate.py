@@ -162,7 +162,13 @@ def test_the_box_reads_a_share_or_nothing(value, expected):
 
 @pytest.mark.parametrize(
     ("value", "message"),
-    [(15, "for 15% write 0.15"), (1, "strictly"), ("0%", "strictly"), ("abc%", "like 15%")],
+    [
+        (15, "for 15% write 0.15"),
+        (1, "strictly"),
+        ("0%", "strictly between 0% and 100%, got '0%'"),
+        ("150%", "strictly between 0% and 100%, got '150%'"),
+        ("abc%", "like 15%"),
+    ],
 )
 def test_the_box_refuses_a_percentage_or_a_certainty_with_a_hint(value, message):
     with pytest.raises(CompareInputError, match=message):

@@ -407,7 +407,7 @@ def test_cli_asks_for_yes_before_a_run_evaluated_on_a_handful_of_rows(
     assert cli.main(args) == 2
     said = capsys.readouterr()
     text = said.out + said.err
-    assert "It evaluates on 1 validation and 1 test rows" in text
+    assert "It evaluates on 1 validation row and 1 test row" in text
     assert "Pass --yes to start it anyway." in text and text.count("It evaluates on") == 1
     assert not runs.exists() or list(runs.iterdir()) == []
     assert cli.main([*args, "--yes"]) == 0

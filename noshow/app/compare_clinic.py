@@ -51,13 +51,19 @@ def parse_clinic_rate(value: Any) -> float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
     if isinstance(value, str) and value.strip().endswith("%"):
+        typed = value.strip()
         try:
-            value = float(value.strip()[:-1].replace(",", ".")) / 100
+            value = float(typed[:-1].replace(",", ".")) / 100
         except ValueError:
             raise CompareInputError(
                 f"The clinic's no-show rate must be a percentage like 15% or a share like "
-                f"0.15, got {value.strip()[:40]!r}."
+                f"0.15, got {typed[:40]!r}."
             ) from None
+        if not 0 < value < 1:  # a percentage gets a percentage's range, not a share's hint
+            raise CompareInputError(
+                f"The clinic's no-show rate must be a percentage strictly between 0% and "
+                f"100%, got {typed[:40]!r}."
+            )
     try:
         return check_rate(value, "clinic's no-show rate")
     except RecalibrationError as e:

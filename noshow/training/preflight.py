@@ -379,7 +379,8 @@ def run_cautions(
     val, test = int(rows.get("validation", 0)), int(rows.get("test", 0))
     if min(val, test) < MIN_EVAL_ROWS:
         reasons.append(
-            f"It evaluates on {val} validation and {test} test rows: with fewer than "
+            f"It evaluates on {val:,} validation row{'s' * (val != 1)} and {test:,} test "
+            f"row{'s' * (test != 1)}: with fewer than "
             f"{MIN_EVAL_ROWS}, its ROC-AUC says little (with one row, nothing)."
         )
     return reasons
