@@ -387,11 +387,12 @@ def build_train_tab(ctx: UIContext) -> dict[str, Any]:
         api_visibility="private",
         queue=False,
     )
-    # The box says what is happening at once: a measurement can take a minute on a CPU.
+    # The box says what is happening at once: a measurement can take a minute on a CPU. The
+    # question of an earlier Start leaves with its message (Start asks again).
     preflight_btn.click(
-        lambda: info_box(tv.CHECKING_MESSAGE),
+        lambda: (info_box(tv.CHECKING_MESSAGE), None, gr.update(visible=False)),
         None,
-        action_msg,
+        [action_msg, asked, anyway_btn],
         api_visibility="private",
         queue=False,
         show_progress="hidden",
