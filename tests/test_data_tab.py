@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from pathlib import Path
 from types import SimpleNamespace
 
 import pandas as pd
@@ -315,3 +316,17 @@ def test_app_record_view_says_yes_no_like_the_table(app):
         r"\*\*(?:SMS|scholarship|hypertension|diabetes|alcoholism):\*\* (\S+)", details
     )
     assert len(flags) == 5 and set(flags) <= {"Yes", "No"}, details
+
+
+def test_data_sliders_pass_typed_values_to_the_tab_even_after_an_update():
+    """Gradio rebuilds a component from its class on each update (the data load hides and
+    shows filters): the range check must stay off in the rebuilt slider too, so the tab (not
+    Gradio's nameless pop-up) answers an out-of-range value, and no stub file is written."""
+    from noshow.app.data_tab import UncheckedSlider
+
+    slider = UncheckedSlider(0, 120, value=0, step=1, label="Age to")
+    rebuilt = slider.__class__(**{**slider.constructor_args, "visible": False, "render": False})
+    for component in (slider, rebuilt):
+        assert component.preprocess(500) == 500 and component.preprocess(None) is None
+        assert component.get_block_name() == "slider"
+    assert not list((Path(dv.__file__).parent).glob("*.pyi"))

@@ -101,20 +101,33 @@ def resolve_source(kind: str, upload: Any, path: str | None, demo_mode: bool) ->
     )
 
 
-def unchecked_slider(*args: Any, **kwargs: Any) -> gr.Slider:
-    """A slider whose typed value reaches the handler as typed: Gradio's own check refuses a
-    value out of range with a pop-up that names no field (and an emptied box with an error),
-    where the handler names the filter and its range (`data_views.filter_problem`). The
-    instance's preprocess is replaced, not the class subclassed: Gradio writes a stub file
-    beside the source of every component subclass."""
-    slider = gr.Slider(*args, **kwargs)
-    precision = slider.precision
+def _define_unchecked_slider() -> type:
+    """gr.Slider whose typed value reaches the handler as typed: Gradio's own check refuses a
+    value out of range with a pop-up that names no field (and an emptied box with a
+    TypeError), where the handler names the filter and its range
+    (`data_views.filter_problem`). A subclass, because Gradio rebuilds a component from its
+    class on every update it gets (a per-instance override is lost at the first one); its
+    metaclass would write a stub file beside this source file, so that step is skipped."""
+    from gradio import component_meta
 
-    def preprocess(payload: float | None) -> float | None:
-        return None if payload is None else gr.Number.round_to_precision(payload, precision)
+    write_stub = component_meta.create_or_modify_pyi
+    component_meta.create_or_modify_pyi = lambda *args, **kwargs: None
+    try:
 
-    slider.preprocess = preprocess
-    return slider
+        class UncheckedSlider(gr.Slider):
+            is_template = True  # drawn by the browser as a plain slider
+
+            def preprocess(self, payload: float | None) -> float | None:
+                if payload is None:
+                    return None
+                return gr.Number.round_to_precision(payload, self.precision)
+
+    finally:
+        component_meta.create_or_modify_pyi = write_stub
+    return UncheckedSlider
+
+
+UncheckedSlider = _define_unchecked_slider()
 
 
 def build_data_tab(ctx: UIContext) -> dict[str, Any]:
@@ -174,7 +187,7 @@ def build_data_tab(ctx: UIContext) -> dict[str, Any]:
         with gr.Row():
             # Sliders, not empty number boxes: the browser sends an empty gr.Number as 0.
             f_age_min, f_age_max, f_lead_min, f_lead_max = (
-                unchecked_slider(
+                UncheckedSlider(
                     lo,
                     hi,
                     value=dv.FILTER_DEFAULTS[name],
