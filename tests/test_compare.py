@@ -1264,3 +1264,23 @@ def test_label_tab_alone_suggests_with_the_adapter_service(adapters, tmp_path):
     finally:
         demo.close()
         store.close()
+
+
+def test_a_capacity_redraw_waits_for_its_batch_s_last_update():
+    """The batch's second update carries capacity and subgroups too: a redraw asked for
+    while it is on its way waits until it has gone, so it lands after it (not under it)."""
+    import threading
+    from types import SimpleNamespace
+
+    from noshow.app.compare_clinical_panel import _after_report, report_sent, report_starting
+
+    parts = SimpleNamespace(reporting={})
+    sent = report_starting(parts, "session-1")
+    redrawn = threading.Event()
+    waiter = threading.Thread(target=lambda: (_after_report(parts, "session-1"), redrawn.set()))
+    waiter.start()
+    _after_report(parts, "session-2")  # another page's redraw does not wait
+    assert not redrawn.wait(0.3), "the redraw went before the batch's last update"
+    report_sent(parts, "session-1", sent)
+    assert redrawn.wait(5) and parts.reporting == {}
+    waiter.join(5)

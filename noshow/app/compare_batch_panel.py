@@ -41,6 +41,8 @@ from noshow.app.compare_clinical_panel import (
     build_clinical_outputs,
     cleared_values,
     clinical_values,
+    report_sent,
+    report_starting,
     values_as_chosen,
     wire_clinical_controls,
     wire_explain,
@@ -170,6 +172,7 @@ def build_batch_panel(
         except Exception as e:  # noqa: BLE001 - every failure becomes a sentence
             yield (*keep, error_box(user_message(e)))  # a refused batch leaves results be
             return
+        sent = None  # set while this batch's results go to the page (report_starting)
         try:
             yield (*empty, progress_html(job.snapshot()))
             while not job.wait(PROGRESS_EVERY_S):
@@ -191,6 +194,7 @@ def build_batch_panel(
             # together on two cores). The last update carries every output, so an API
             # caller's result is whole.
             summary, marker = batch_summary(result), done_marker(result)
+            sent = report_starting(clinical, owner)
             first = values_as_chosen(clinical, clinical_parts, owner, share)
             yield (summary, *[gr.skip()] * 6, *first, marker)
             figures = batch_figures(result)
@@ -206,8 +210,11 @@ def build_batch_panel(
                 marker,
             )
         finally:
-            # GeneratorExit when the browser disconnects or Stop is pressed: end the job too
+            # GeneratorExit when the browser disconnects or Stop is pressed: end the job too.
+            # Past the last yield, Gradio has sent it: a waiting redraw may go now.
             job.cancel()
+            if sent is not None:
+                report_sent(clinical, owner, sent)
 
     batch_btn.click(
         compare_batch,

@@ -14,6 +14,7 @@ Endpoints: `/batch_capacity(share_percent)` -> (capacity table, sentence, curve)
 
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 from typing import Any
 
@@ -44,6 +45,10 @@ def build_clinical_outputs() -> SimpleNamespace:
     # {browser session: {"share": percent, "model": key}}: what its controls last asked for,
     # so a batch's later update redraws capacity and subgroups as the user has set them
     parts.chosen = {}
+    # {browser session: Event}: set once its batch's last update has gone to the page; a
+    # capacity or subgroup redraw made meanwhile waits for it, so that update cannot land
+    # after the redraw and put the old share back
+    parts.reporting = {}
     with gr.Group(elem_id="batch-clinical"):
         gr.Markdown("### Acting on the scores: calls, capacity and fairness")
         with gr.Row():
@@ -169,6 +174,29 @@ def _share(percent: Any) -> float:
     return min(max(value, 0.01), 1.0)
 
 
+REPORT_WAIT_S = 60.0  # the longest a redraw waits for its batch's last update
+
+
+def report_starting(parts: SimpleNamespace, owner: str) -> threading.Event:
+    """Mark `owner`'s batch as sending its results; set the Event (`report_sent`) after the
+    last of them has gone to the page."""
+    sent = threading.Event()
+    parts.reporting[owner] = sent
+    return sent
+
+
+def report_sent(parts: SimpleNamespace, owner: str, sent: threading.Event) -> None:
+    sent.set()
+    if parts.reporting.get(owner) is sent:
+        parts.reporting.pop(owner, None)
+
+
+def _after_report(parts: SimpleNamespace, owner: str) -> None:
+    sent = parts.reporting.get(owner)
+    if sent is not None:
+        sent.wait(REPORT_WAIT_S)
+
+
 def wire_clinical_controls(parts: SimpleNamespace) -> None:
     """Redraw capacity when the share moves and the subgroup table when the model changes,
     from the batch kept in `parts.state` (no rescoring)."""
@@ -176,13 +204,17 @@ def wire_clinical_controls(parts: SimpleNamespace) -> None:
     from noshow.app.common import request_owner
 
     def capacity(share_percent, clinical, request: gr.Request = None):
-        parts.chosen.setdefault(request_owner(request), {})["share"] = share_percent
+        owner = request_owner(request)
+        parts.chosen.setdefault(owner, {})["share"] = share_percent
+        _after_report(parts, owner)
         if clinical is None:
             return None, NO_BATCH, None
         return capacity_view(clinical, _share(share_percent))
 
     def subgroups(model, clinical, request: gr.Request = None):
-        parts.chosen.setdefault(request_owner(request), {})["model"] = model
+        owner = request_owner(request)
+        parts.chosen.setdefault(owner, {})["model"] = model
+        _after_report(parts, owner)
         if clinical is None:
             return None, NO_BATCH
         return subgroup_view(clinical, model)
@@ -194,6 +226,7 @@ def wire_clinical_controls(parts: SimpleNamespace) -> None:
         api_name="batch_capacity",
         show_progress="minimal",
         trigger_mode="always_last",
+        concurrency_limit=None,  # one may wait for its batch's last update (cheap otherwise)
     )
     parts.model.input(
         subgroups,
@@ -201,6 +234,7 @@ def wire_clinical_controls(parts: SimpleNamespace) -> None:
         [parts.subgroup_table, parts.subgroup_text],
         api_name="batch_subgroups",
         show_progress="minimal",
+        concurrency_limit=None,
     )
 
     def forget(request: gr.Request = None):
