@@ -118,9 +118,8 @@ def build_batch_panel(
             calib_plot = gr.Plot(label="Calibration")
         confusion_plot = gr.Plot(label="Confusion matrices")
         clinical = build_clinical_outputs()  # net benefit, capacity, subgroups
-        ctx.batch_choices = (
-            clinical.chosen
-        )  # per page; emptied when the page closes (tests read it)
+        # per page, emptied when the page closes; the tests read it here
+        ctx.batch_choices = clinical.chosen
         disagree_df = gr.Dataframe(
             label="Where the models disagree most", interactive=False, wrap=True
         )
